@@ -1,0 +1,240 @@
+//! The command line's client of a running agent's API: `faultline fault …` (and
+//! `faultline drill run`) find the agent from the config's `api:` section, a bearer token and
+//! the CA to trust, and talk to it over HTTP(S).
+//!
+//! [`find`] decides the path once: [`Reach::NoAgent`] only when the API is not enabled in the
+//! config or nothing accepts a TCP connection at `api.listen`; once something answers, every
+//! later failure (TLS, a refused token, an error status) is an error of that call — the
+//! command never falls back to running in-process after it reached an agent, so a fault is
+//! never applied twice.
+//!
+//! The token, first found wins: `--token-file FILE` (the token alone in a file),
+//! `FAULTLINE_TOKEN`, then the first operator entry (else the first entry) of the config's
+//! `api.tokens_file`. The CA: `--ca-file FILE` (`FAULTLINE_API_CA`), else the agent's own
+//! `api.cert_file` (a self-signed certificate is its own root). Nothing else is trusted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ApiConfig;
+use crate::drill::probe::{HttpsClient, http_client_with_roots, send_request};
+
+/// How long the CLI waits for a TCP connection to the agent before it treats the agent as
+/// absent, and for each API call.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the CLI's credentials for the agent come from (flags of the `fault` commands).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AgentArgs {
+    /// A file holding the agent API's bearer token (else `FAULTLINE_TOKEN`, else the first
+    /// operator token of the config's `api.tokens_file`).
+    #[arg(long, global = true, env = "FAULTLINE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the agent API's certificate (else the config's
+    /// `api.cert_file` itself).
+    #[arg(long, global = true, env = "FAULTLINE_API_CA")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The outcome of looking for an agent.
+#[derive(Debug)]
+pub enum Reach {
+    /// An agent answers at this address (boxed: the client is large, the other variant a
+    /// message).
+    Agent(Box<AgentClient>),
+    /// None does; why (for the "running in-process" message).
+    NoAgent(String),
+}
+
+/// A client of one agent's API.
+pub struct AgentClient {
+    base: String,
+    token: String,
+    client: HttpsClient,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API answer: status and body text.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+}
+
+impl Answer {
+    /// The `error` field of a JSON error body, else the body itself.
+    pub fn message(&self) -> String {
+        #[derive(Deserialize)]
+        struct E {
+            error: String,
+        }
+        serde_json::from_str::<E>(&self.body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| self.body.trim().to_owned())
+    }
+}
+
+/// The address the CLI connects to: `api.listen` with an unspecified IP replaced by loopback.
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// Finds the agent: [`Reach::NoAgent`] when the API is off in the config or nothing accepts
+/// connections at its address; an error when an agent is there but the CLI cannot talk to it
+/// (no token, unreadable CA).
+pub async fn find(api: &ApiConfig, args: &AgentArgs) -> Result<Reach, String> {
+    if !api.enabled {
+        return Ok(Reach::NoAgent(
+            "the config does not enable the agent API (api.enabled)".into(),
+        ));
+    }
+    let addr = connect_addr(api.listen);
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Ok(Reach::NoAgent(format!("no agent answers at {addr} ({e})"))),
+        Err(_) => {
+            return Ok(Reach::NoAgent(format!(
+                "no agent answers at {addr} (no connection within {})",
+                humantime::format_duration(CONNECT_TIMEOUT)
+            )));
+        }
+    }
+    let token = token(api, args)?;
+    let tls = api.cert_file.is_some() || api.key_file.is_some();
+    let mut roots = rustls::RootCertStore::empty();
+    if tls {
+        let ca = args
+            .ca_file
+            .as_deref()
+            .or(api.cert_file.as_deref())
+            .ok_or("the agent API uses TLS: give its CA with --ca-file")?;
+        for cert in read_certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+        }
+    }
+    let base = format!("{}://{addr}", if tls { "https" } else { "http" });
+    Ok(Reach::Agent(Box::new(AgentClient {
+        base,
+        token,
+        client: http_client_with_roots(CONNECT_TIMEOUT, roots),
+    })))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The bearer token (see the module docs for the order).
+fn token(api: &ApiConfig, args: &AgentArgs) -> Result<String, String> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        return Ok(t.to_owned());
+    }
+    if let Ok(t) = std::env::var("FAULTLINE_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let Some(path) = &api.tokens_file else {
+        return Err(
+            "an agent answers but no API token is known: use --token-file or FAULTLINE_TOKEN"
+                .into(),
+        );
+    };
+    super::auth::Tokens::client_token(path)
+}
+
+impl AgentClient {
+    /// The base URL (`http(s)://addr`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One call; `Err` when the agent could not be reached or did not answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Answer, String> {
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or_default(),
+            )))
+            .map_err(|e| format!("bad request: {e}"))?;
+        send_request(&self.client, req, CALL_TIMEOUT)
+            .await
+            .map(|(status, body)| Answer { status, body })
+            .map_err(|e| format!("the agent API at {} failed: {e}", self.base))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_listen_addresses_connect_over_loopback() {
+        assert_eq!(
+            connect_addr("0.0.0.0:9465".parse().unwrap()),
+            "127.0.0.1:9465".parse().unwrap()
+        );
+        assert_eq!(
+            connect_addr("[::]:1".parse().unwrap()),
+            "[::1]:1".parse().unwrap()
+        );
+        assert_eq!(
+            connect_addr("10.1.2.3:9".parse().unwrap()),
+            "10.1.2.3:9".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn error_bodies_give_their_message() {
+        let a = Answer {
+            status: 404,
+            body: "{\"error\": \"no active fault x\"}".into(),
+        };
+        assert_eq!(a.message(), "no active fault x");
+    }
+}

@@ -1,0 +1,832 @@
+//! The agent's HTTP API (hyper 1; TLS with rustls when configured), served by `faultline
+//! run` when `api.enabled`:
+//!
+//! | method | path | role | what |
+//! | --- | --- | --- | --- |
+//! | GET | `/healthz` | — | the process answers |
+//! | GET | `/readyz` | — | the drill service is up |
+//! | GET | `/v1/drills` | viewer | running drills and the history |
+//! | POST | `/v1/drills` | operator | start: `{"scenario": NAME}` (from `drills:`) or `{"inline": SCENARIO}` (object or YAML text), or a YAML body |
+//! | GET | `/v1/drills/{id}` | viewer | the report (live while running) |
+//! | GET | `/v1/drills/{id}/junit` | viewer | the same report as JUnit XML (`application/xml`), one test case per objective |
+//! | GET | `/v1/drills/{id}/html` | viewer | the same report as the self-contained HTML timeline page (`text/html`) |
+//! | POST | `/v1/drills/{id}/abort` | operator | abort one drill (its faults are reverted) |
+//! | POST | `/v1/abort` | operator | the kill switch: every drill aborted, every fault reverted |
+//! | GET | `/v1/faults` | viewer | active faults, each checked on the system now (`check`: in effect or not, audited) |
+//! | POST | `/v1/faults` | operator | inject a `FaultSpec` (JSON) through the agent's engine; `?dry_run=true` returns the plan and applies nothing |
+//! | DELETE | `/v1/faults/{id}` | operator | revert one fault now |
+//!
+//! Authentication: `Authorization: Bearer <token>` against the tokens file ([`auth`]).
+//! Missing or unknown token → 401; a viewer on an operator route → 403; neither changes
+//! anything. Every request that changes something (and every refused attempt to) is an
+//! audit event (`faultline::audit` log target and, with OTLP on, a `faultline.api.request`
+//! log record) with the token's name. The tokens file is reloaded when it changes and on
+//! SIGHUP ([`auth::TokenStore`]).
+//!
+//! Limits against a misbehaving or hostile client: bodies are limited to
+//! `api.max_body_bytes` (413 beyond; malformed bodies get 400 with the reason); at most
+//! `api.max_connections` connections are open at once (the next one gets a plain-text 503
+//! and is closed); a client has `api.read_timeout` to send the first bytes of a connection,
+//! then again each request's headers, then again its body (408 for a body). Idle
+//! keep-alive connections are closed after the same time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use faultline_chaos::{FaultError, FaultId, FaultSpec, Requester};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::config::Dur;
+use crate::drill::service::{DrillService, StartError};
+use crate::drill::{report, scenario};
+
+pub mod auth;
+pub mod client;
+
+use auth::{Identity, Role, TokenStore};
+
+/// The `api:` config section.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API.
+    pub enabled: bool,
+    /// Listen address (loopback by default).
+    pub listen: SocketAddr,
+    /// The tokens file (required when enabled).
+    pub tokens_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with `key_file`, the API speaks HTTPS only.
+    pub cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a connection's first bytes, a request's headers, its body.
+    pub read_timeout: Dur,
+    /// How often the tokens file is checked for changes (`0s`: only on SIGHUP).
+    pub tokens_reload_interval: Dur,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            tokens_file: None,
+            cert_file: None,
+            key_file: None,
+            max_body_bytes: 1 << 20,
+            max_connections: 256,
+            read_timeout: Dur(Duration::from_secs(10)),
+            tokens_reload_interval: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Checks what serde cannot: (field, message).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(tokens) = &self.tokens_file else {
+            return Err((
+                "tokens_file",
+                "the API needs a tokens file (name, role, token entries)".into(),
+            ));
+        };
+        auth::Tokens::load(tokens).map_err(|e| ("tokens_file", e))?;
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(("cert_file", "cert_file and key_file go together".into()));
+        }
+        if let (Some(c), Some(k)) = (&self.cert_file, &self.key_file) {
+            tls_config(c, k).map_err(|e| ("cert_file", e))?;
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(("max_body_bytes", "must be at least 1024".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.read_timeout.0 < Duration::from_millis(100) {
+            return Err((
+                "read_timeout",
+                format!(
+                    "{} is too short for any client; use at least 100ms",
+                    self.read_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A rustls server config from PEM files.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, String> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).map_err(|e| format!("{}: {e}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", cert.display()));
+    }
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?,
+    ))
+    .map_err(|e| format!("{}: {e}", key.display()))?
+    .ok_or_else(|| format!("{}: no PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate/key: {e}"))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bind failed.
+    #[error("cannot listen on {addr} for the API (api.listen): {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Tokens or TLS.
+    #[error("api: {0}")]
+    Config(String),
+}
+
+struct State {
+    svc: DrillService,
+    tokens: Arc<TokenStore>,
+    max_body: usize,
+    read_timeout: Duration,
+}
+
+/// A bound API server.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tokens: Arc<TokenStore>,
+    max_body: usize,
+    max_connections: usize,
+    read_timeout: Duration,
+    reload_interval: Duration,
+}
+
+/// The answer to a connection over `api.max_connections` (plain TCP only: a TLS client
+/// would not understand it before a handshake, so it is just closed).
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 71\r\n\r\n{\"error\":\"too many open connections to the API (api.max_connections)\"}\n";
+
+/// Connections over the limit that get the 503 at the same time; more are closed unanswered.
+const REFUSALS_AT_ONCE: usize = 32;
+
+/// Writes the 503 to a connection over the limit and closes it gently: the client's request
+/// is read and discarded (at most 64 KiB, for at most a second) so that closing does not
+/// reset the connection before the client has read the answer.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = 64usize << 10;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// The HTTP/2 connection preface, which hyper's auto builder waits for in full before it
+/// chooses a protocol.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until a new plain-TCP connection has sent enough bytes for the protocol to be
+/// known (or closed, or sent something that is not the HTTP/2 preface): hyper's version
+/// detection has no timeout of its own, so without this a silent client holds a
+/// connection slot forever. `Err` when `limit` passes first.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> Result<(), ()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Ok(()), // hyper reports the error
+            Err(_) => return Err(()),
+        };
+        if n == 0 || n >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) {
+            return Ok(());
+        }
+        // A partial preface: `peek` would return at once again; wait a little for more.
+        if tokio::time::Instant::now() >= deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds and loads tokens and TLS material.
+    pub async fn bind(cfg: &ApiConfig) -> Result<Self, ApiError> {
+        let tokens = cfg
+            .tokens_file
+            .as_deref()
+            .ok_or_else(|| ApiError::Config("api.tokens_file is required".into()))
+            .and_then(|p| TokenStore::load(p).map_err(ApiError::Config))?;
+        let tls = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                tls_config(c, k).map_err(ApiError::Config)?,
+            ))),
+            _ => None,
+        };
+        let bind = |source| ApiError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let listener = TcpListener::bind(cfg.listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+        Ok(Self {
+            listener,
+            addr,
+            tls,
+            tokens: Arc::new(tokens),
+            max_body: cfg.max_body_bytes,
+            max_connections: cfg.max_connections,
+            read_timeout: cfg.read_timeout.0,
+            reload_interval: cfg.tokens_reload_interval.0,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `cancel`; connections are owned by a tracker and drained (bounded).
+    /// The tokens file is watched for changes meanwhile.
+    pub async fn run(self, svc: DrillService, cancel: CancellationToken) {
+        let connections = TaskTracker::new();
+        connections.spawn(
+            self.tokens
+                .clone()
+                .watch(self.reload_interval, cancel.clone())
+                .instrument(tracing::info_span!("api_tokens_reload")),
+        );
+        let read_timeout = self.read_timeout;
+        let state = Arc::new(State {
+            svc,
+            tokens: self.tokens,
+            max_body: self.max_body,
+            read_timeout,
+        });
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
+        let mut last_refusal_logged: Option<tokio::time::Instant> = None;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(32)
+            .keep_alive_interval(read_timeout)
+            .keep_alive_timeout(read_timeout);
+        tracing::info!(listen = %self.addr, tls = self.tls.is_some(), max_connections = self.max_connections, "API serving");
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Answered by a small task of its own, itself bounded: past that, closed at once.
+                if self.tls.is_none()
+                    && let Ok(refusal) = refusals.clone().try_acquire_owned()
+                {
+                    connections.spawn(async move {
+                        let _refusal = refusal;
+                        refuse(stream).await;
+                    });
+                }
+                let now = tokio::time::Instant::now();
+                if last_refusal_logged.is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                    last_refusal_logged = Some(now);
+                    tracing::warn!(%peer, max_connections = self.max_connections, "API connection refused: too many open connections (api.max_connections; logged at most every 10 s)");
+                }
+                continue;
+            };
+            let (state, cancel, builder, tls) = (
+                state.clone(),
+                cancel.clone(),
+                builder.clone(),
+                self.tls.clone(),
+            );
+            connections.spawn(
+                async move {
+                    let _slot = slot;
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    });
+                    let result = match tls {
+                        Some(acceptor) => {
+                            match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await
+                            {
+                                Ok(Ok(s)) => {
+                                    serve(&builder, TokioIo::new(s), service, &cancel).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => Ok(()),
+                            }
+                        }
+                        None => match first_bytes(&stream, read_timeout).await {
+                            Ok(()) => serve(&builder, TokioIo::new(stream), service, &cancel).await,
+                            Err(()) => {
+                                tracing::debug!("client sent nothing within api.read_timeout");
+                                Ok(())
+                            }
+                        },
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "API connection ended with an error");
+                    }
+                }
+                .instrument(tracing::debug_span!("api_connection", %peer)),
+            );
+        }
+        drop(self.listener);
+        connections.close();
+        connections.wait().await;
+        tracing::info!("API stopped");
+    }
+}
+
+async fn serve<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    cancel: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(Duration::from_secs(5), conn).await.unwrap_or(Ok(()))
+        }
+    }
+}
+
+/// A response with `body` of type `content_type`.
+fn typed(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    typed(status, "application/json", body)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({"error": msg.into()}))
+}
+
+/// The request's audit: a tracing line and, with OTLP on, a log record.
+fn audit(state: &State, who: &str, req: (&Method, &str), status: StatusCode, detail: &str) {
+    if let Some(logs) = state.svc.logs() {
+        logs.emit(&crate::event_log::api_request(
+            who,
+            req.0.as_str(),
+            req.1,
+            status.as_u16(),
+            detail,
+        ));
+    }
+    tracing::info!(
+        target: "faultline::audit",
+        token = who,
+        method = %req.0,
+        path = req.1,
+        status = status.as_u16(),
+        detail,
+        "API request"
+    );
+}
+
+/// Routes one request.
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let dry_run = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "dry_run=true" || kv == "dry_run=1")
+    });
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => {
+            return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+        }
+        (&Method::GET, ["readyz"]) => {
+            return json(StatusCode::OK, &serde_json::json!({"status": "ready"}));
+        }
+        _ => {}
+    }
+    let known_route = matches!(
+        (&method, segs.as_slice()),
+        (&Method::GET | &Method::POST, ["v1", "drills"])
+            | (&Method::GET, ["v1", "drills", _])
+            | (&Method::GET, ["v1", "drills", _, "junit" | "html"])
+            | (&Method::POST, ["v1", "drills", _, "abort"])
+            | (&Method::POST, ["v1", "abort"])
+            | (&Method::GET | &Method::POST, ["v1", "faults"])
+            | (&Method::DELETE, ["v1", "faults", _])
+    );
+    if !known_route {
+        return error(StatusCode::NOT_FOUND, format!("no route {method} {path}"));
+    }
+    let mutating = method != Method::GET;
+    let auth_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(who) = state.tokens.current().from_header(auth_header) else {
+        if mutating {
+            audit(
+                state,
+                "-",
+                (&method, &path),
+                StatusCode::UNAUTHORIZED,
+                "no valid bearer token",
+            );
+        }
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"faultline\""),
+        );
+        return r;
+    };
+    if mutating && who.role < Role::Operator {
+        audit(
+            state,
+            &who.name,
+            (&method, &path),
+            StatusCode::FORBIDDEN,
+            "viewer token",
+        );
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} is a viewer; this needs an operator token",
+                who.name
+            ),
+        );
+    }
+    let body = if mutating {
+        let read = tokio::time::timeout(
+            state.read_timeout,
+            Limited::new(req.into_body(), state.max_body).collect(),
+        )
+        .await;
+        match read {
+            Ok(Ok(b)) => b.to_bytes(),
+            Err(_) => {
+                let msg = format!(
+                    "the body did not arrive within {} (api.read_timeout)",
+                    humantime::format_duration(state.read_timeout)
+                );
+                audit(
+                    state,
+                    &who.name,
+                    (&method, &path),
+                    StatusCode::REQUEST_TIMEOUT,
+                    &msg,
+                );
+                return error(StatusCode::REQUEST_TIMEOUT, msg);
+            }
+            Ok(Err(e)) => {
+                let too_big = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                let (status, msg) = if too_big {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the body is larger than {} bytes (api.max_body_bytes)",
+                            state.max_body
+                        ),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the body: {e}"),
+                    )
+                };
+                audit(state, &who.name, (&method, &path), status, &msg);
+                return error(status, msg);
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    let resp = route(state, &who, (&method, &segs, dry_run), &body).await;
+    if mutating {
+        audit(state, &who.name, (&method, &path), resp.status(), "");
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    scenario: Option<String>,
+    #[serde(default)]
+    inline: Option<serde_json::Value>,
+}
+
+async fn route(
+    state: &State,
+    who: &Identity,
+    (method, segs, dry_run): (&Method, &[&str], bool),
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
+    let svc = &state.svc;
+    let requester = Requester::Api {
+        token: who.name.clone(),
+    };
+    match (method, segs) {
+        (&Method::GET, ["v1", "drills"]) => json(StatusCode::OK, &svc.list().await),
+        (&Method::GET, ["v1", "drills", id]) => match svc.get(id).await {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::NOT_FOUND, format!("no drill {id}")),
+        },
+        (&Method::GET, ["v1", "drills", id, format @ ("junit" | "html")]) => {
+            match svc.get(id).await {
+                Some(r) if *format == "junit" => typed(
+                    StatusCode::OK,
+                    "application/xml; charset=utf-8",
+                    report::junit::render(&r).into_bytes(),
+                ),
+                Some(r) => typed(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    report::html::render(&r).into_bytes(),
+                ),
+                None => error(StatusCode::NOT_FOUND, format!("no drill {id}")),
+            }
+        }
+        (&Method::POST, ["v1", "drills"]) => {
+            let sc = match start_scenario(svc, body) {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+            match svc.start(sc, requester).await {
+                Ok(id) => json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"id": id, "href": format!("/v1/drills/{id}")}),
+                ),
+                Err(e @ (StartError::Busy { .. } | StartError::Locked(_))) => {
+                    error(StatusCode::CONFLICT, e.to_string())
+                }
+                Err(e @ StartError::Refused(_)) => {
+                    error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                Err(e @ StartError::ShuttingDown) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                }
+            }
+        }
+        (&Method::POST, ["v1", "drills", id, "abort"]) => {
+            if svc.abort(id, &requester.to_string()) {
+                json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"id": id, "aborting": true}),
+                )
+            } else {
+                error(StatusCode::NOT_FOUND, format!("no running drill {id}"))
+            }
+        }
+        (&Method::POST, ["v1", "abort"]) => {
+            let (drills, reverted, errors) = svc.abort_all(&requester).await;
+            let status = if errors.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            json(
+                status,
+                &serde_json::json!({"drills_aborted": drills, "faults_reverted": reverted, "errors": errors}),
+            )
+        }
+        // Each active fault checked on the system now (audited as `check` by the caller).
+        (&Method::GET, ["v1", "faults"]) => {
+            json(StatusCode::OK, &svc.engine().check_all(requester).await)
+        }
+        (&Method::POST, ["v1", "faults"]) => {
+            let spec: FaultSpec = match serde_json::from_slice(body) {
+                Ok(s) => s,
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("not a fault spec: {e}"));
+                }
+            };
+            if dry_run {
+                return match svc.engine().plan(spec, requester).await {
+                    Ok(p) => json(StatusCode::OK, &p),
+                    Err(e) if e.guard().is_some() => {
+                        error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                    }
+                    Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                };
+            }
+            match svc.engine().inject(spec, requester).await {
+                Ok(f) => json(StatusCode::CREATED, &f),
+                Err(e) if e.guard().is_some() => {
+                    error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            }
+        }
+        (&Method::DELETE, ["v1", "faults", id]) => {
+            let fid: FaultId = match id.parse() {
+                Ok(f) => f,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            match svc.engine().abort(&fid, requester).await {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({"id": id, "reverted": true}),
+                ),
+                Err(FaultError::UnknownId(_)) => {
+                    error(StatusCode::NOT_FOUND, format!("no active fault {id}"))
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// The scenario a `POST /v1/drills` body names or carries.
+// The error is the ready-made 400 response itself, built only for a bad request: boxing it
+// would only add an allocation to the error path.
+#[allow(clippy::result_large_err)]
+fn start_scenario(
+    svc: &DrillService,
+    body: &Bytes,
+) -> Result<scenario::Scenario, Response<Full<Bytes>>> {
+    parse_start_body(body, svc.known(), |name| svc.scenario(name))
+        .map_err(|(status, msg)| error(status, msg))
+}
+
+/// Reads a `POST /v1/drills` body: `{"scenario": NAME}` (looked up with `configured`),
+/// `{"inline": SCENARIO}` (an object or YAML text), or a YAML scenario. Pure (no I/O), so
+/// it is fuzzed on its own; the error is the status and message the API answers with.
+pub fn parse_start_body(
+    body: &[u8],
+    known: &scenario::Known,
+    configured: impl Fn(&str) -> Option<scenario::Scenario>,
+) -> Result<scenario::Scenario, (StatusCode, String)> {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg);
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(bad(
+            "empty body: send {\"scenario\": NAME} or {\"inline\": SCENARIO} or a YAML scenario"
+                .into(),
+        ));
+    }
+    // JSON envelope first; anything else is an inline YAML scenario.
+    let envelope: Option<StartBody> = if text.trim_start().starts_with('{') {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.get("scenario").is_some() || v.get("inline").is_some() => {
+                Some(serde_json::from_value(v).map_err(|e| bad(format!("bad request body: {e}")))?)
+            }
+            Ok(_) => None,
+            Err(e) => return Err(bad(format!("bad JSON: {e}"))),
+        }
+    } else {
+        None
+    };
+    let parse = |t: &str| {
+        scenario::parse(t, "<request body>", known).map_err(|e| bad(format!("scenario error: {e}")))
+    };
+    match envelope {
+        Some(StartBody {
+            scenario: Some(name),
+            inline: None,
+        }) => configured(&name).ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("no scenario {name:?} in the agent config's drills:"),
+            )
+        }),
+        Some(StartBody {
+            scenario: None,
+            inline: Some(v),
+        }) => match v {
+            serde_json::Value::String(yaml) => parse(&yaml),
+            other => parse(&other.to_string()),
+        },
+        Some(_) => Err(bad("set exactly one of \"scenario\" and \"inline\"".into())),
+        None => parse(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> scenario::Known {
+        scenario::Known {
+            backup_sources: Vec::new(),
+            max_fault_duration: Some(Duration::from_secs(3600)),
+        }
+    }
+
+    #[test]
+    fn start_bodies_get_the_status_their_fault_calls_for() {
+        let status = |b: &[u8]| parse_start_body(b, &known(), |_| None).err().map(|e| e.0);
+        assert_eq!(status(b""), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(b"\xff\xfe"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(b"{\"scenario\":"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(b"{\"scenario\":\"x\"}"), Some(StatusCode::NOT_FOUND));
+        assert_eq!(
+            status(b"{\"scenario\":\"x\",\"inline\":\"y\"}"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status(b"name: [unclosed"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(b"{\"other\": 1}"), Some(StatusCode::BAD_REQUEST));
+    }
+}

@@ -1,0 +1,273 @@
+//! The command line: `faultline run`, `collect --once`, `config validate|default`, and the
+//! `fault`, `backup`, `drill` and `gameday` subcommands.
+//!
+//! Exit codes are part of the contract with users' scripts: 0 success, 1 a runtime failure,
+//! 2 a configuration or usage error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, DEFAULT_CONFIG_YAML, LogFormat};
+use crate::runtime::{self, Cycle};
+
+/// Exit code for a configuration or usage error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// faultline: host and container telemetry, backup checks, fault injection and DR drills.
+#[derive(Debug, Parser)]
+#[command(name = "faultline", version, about)]
+pub struct Cli {
+    /// Where state that must survive a restart is kept.
+    #[arg(
+        long,
+        global = true,
+        env = "FAULTLINE_STATE_DIR",
+        default_value = "/var/lib/faultline"
+    )]
+    pub state_dir: PathBuf,
+    /// Log format (overrides the config's logging.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log format flag.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Output format of `collect --once`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CollectFormat {
+    /// The batch as JSON.
+    Json,
+    /// Prometheus text exposition.
+    Prometheus,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent until SIGTERM/SIGINT.
+    Run {
+        /// Config file; the embedded default when omitted.
+        #[arg(long, short, env = "FAULTLINE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Collect one cycle and print it.
+    Collect {
+        /// Collect once and exit (the only mode; `run` collects continuously).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Config file; the embedded default when omitted.
+        #[arg(long, short, env = "FAULTLINE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: CollectFormat,
+    },
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Fault injection (`fault inject|list|revert`).
+    #[command(subcommand)]
+    Fault(crate::fault_cli::FaultCommand),
+    /// Backup checks (`backup check`).
+    #[command(subcommand)]
+    Backup(crate::backup::cli::BackupCommand),
+    /// DR drills (`drill run SCENARIO.yaml`, `drill validate`).
+    #[command(subcommand)]
+    Drill(crate::drill::cli::DrillCommand),
+    /// Game days: drills on many agents through their APIs (`gameday run GAMEDAY.yaml`).
+    #[command(subcommand)]
+    Gameday(crate::gameday::cli::GameDayCommand),
+}
+
+/// `faultline config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file; exit 2 with the file, line and field on error.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the embedded default config, commented.
+    Default,
+}
+
+/// Parses the arguments and runs; returns the process exit code.
+pub fn main() -> ExitCode {
+    // Fault helper processes are this binary in a hidden mode (see faultline_chaos::worker).
+    if let Some(code) = crate::fault_cli::worker_mode() {
+        return code;
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{DEFAULT_CONFIG_YAML}");
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Validate { ref file }) => match config::load(Some(file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Collect { config, format, .. } => {
+            let loaded = match config::load(config.as_deref()) {
+                Ok(l) => l,
+                Err(e) => return config_failure(&e),
+            };
+            init_logging(cli.log_format, &loaded.config.logging);
+            collect_once(&loaded.config, format)
+        }
+        Command::Backup(cmd) => crate::backup::cli::run(cmd, &cli.state_dir),
+        Command::Fault(cmd) => crate::fault_cli::run(cmd, &cli.state_dir, cli.log_format),
+        Command::Drill(cmd) => crate::drill::cli::run(cmd, &cli.state_dir, cli.log_format),
+        Command::Gameday(cmd) => crate::gameday::cli::run(cmd, cli.log_format),
+        Command::Run { config } => {
+            let loaded = match config::load(config.as_deref()) {
+                Ok(l) => l,
+                Err(e) => return config_failure(&e),
+            };
+            init_logging(cli.log_format, &loaded.config.logging);
+            tracing::info!(config = %loaded.source, state_dir = %cli.state_dir.display(), "configuration loaded");
+            run_agent(loaded.config, &cli.state_dir)
+        }
+    }
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("faultline: configuration error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Loads the configuration of a one-shot command and sets up its logging; on a bad file the
+/// error is printed and the exit code (2) is handed back.
+pub(crate) fn load_for_command(
+    path: Option<&Path>,
+    log_format: Option<LogFormatArg>,
+) -> Result<config::Loaded, ExitCode> {
+    let loaded = config::load(path).map_err(|e| config_failure(&e))?;
+    init_logging(log_format, &loaded.config.logging);
+    Ok(loaded)
+}
+
+/// SIGTERM and SIGINT streams, installed before a command changes anything so that either
+/// signal reverts or aborts instead of killing the process with the default action.
+pub(crate) fn stop_signals()
+-> std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ))
+}
+
+/// The runtime of a one-shot command (`fault`, `drill run`, `backup check`, `gameday run`):
+/// two workers, so a command's own work never starves its signal handling. On failure the
+/// error is printed and the exit code to return is handed back.
+pub(crate) fn command_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("faultline: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+pub(crate) fn init_logging(flag: Option<LogFormatArg>, cfg: &config::LoggingConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match flag {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Text) => false,
+        None => cfg.format == LogFormat::Json,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling main twice) is harmless: keep the first.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn collect_once(config: &config::Config, format: CollectFormat) -> ExitCode {
+    let mut cycle = match Cycle::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("faultline: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let batch = cycle.collect(None);
+    let mut out = String::new();
+    match format {
+        CollectFormat::Json => match serde_json::to_string_pretty(&batch) {
+            Ok(s) => out = s,
+            Err(e) => {
+                eprintln!("faultline: cannot encode JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        CollectFormat::Prometheus => faultline_exporters::prometheus::render(&batch, &mut out),
+    }
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{out}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// How long an idle blocking-pool thread waits for more work before it exits. Longer than
+/// any sensible collection interval, so the thread that ran one cycle runs the next one
+/// instead of a new thread being created (and its stack faulted in) every cycle — with
+/// tokio's default of 10 s and the default 10 s interval, that happened at every cycle.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn run_agent(config: config::Config, state_dir: &Path) -> ExitCode {
+    // One async thread: the agent's async work (export sends, the API, drills, timers) is
+    // light and mostly waiting; collection and file I/O run on the blocking pool. A
+    // multi-threaded scheduler cost more than it saved here: cross-thread wake-ups on every
+    // cycle, and one more malloc arena and stack per worker (measured in
+    // docs/PERFORMANCE.md, "Overhead versus node_exporter").
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("faultline: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(runtime::run(config, state_dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "faultline failed");
+            eprintln!("faultline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,763 @@
+//! The agent's configuration: one YAML file, typed and strict.
+//!
+//! Loading goes: read the file → substitute `${VAR}` / `${VAR:-default}` from the environment
+//! → parse with serde into structs that reject unknown fields → validate (paths exist,
+//! addresses parse, TLS files readable). Every error names the file, the line and the field,
+//! and the CLI maps it to exit code 2. Defaults live in one place: the `Default` impls here,
+//! mirrored by the commented embedded default (`default.yaml`, printed by
+//! `faultline config default`), which a test keeps in step.
+//!
+//! Environment fallbacks follow the OpenTelemetry conventions (`OTEL_EXPORTER_OTLP_*`,
+//! `OTEL_RESOURCE_ATTRIBUTES`) and the node_exporter/collector ones for roots (`HOST_PROC`,
+//! `HOST_SYS`, `HOST_ROOT`): a value in the file wins over the environment, which wins over
+//! the built-in default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::collectors::Roots;
+use crate::collectors::container::ContainerConfig;
+use crate::collectors::host::HostConfig;
+
+/// The embedded default configuration, with comments.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yaml");
+
+/// A duration written the human way (`10s`, `1m30s`, `250ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write it like 10s, 250ms or 1m30s"
+            ))
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Collection interval.
+    pub interval: Dur,
+    /// Host `/proc` (env `HOST_PROC`).
+    pub proc_root: Option<PathBuf>,
+    /// Host `/sys` (env `HOST_SYS`).
+    pub sys_root: Option<PathBuf>,
+    /// Host `/` (env `HOST_ROOT`).
+    pub rootfs: Option<PathBuf>,
+    /// How long SIGTERM/SIGINT waits for queued data to be sent.
+    pub shutdown_grace: Dur,
+    /// Extra resource attributes.
+    pub resource: ResourceConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+    /// Host metrics.
+    pub host: HostConfig,
+    /// Container metrics.
+    pub containers: ContainerConfig,
+    /// Outputs.
+    pub export: ExportConfig,
+    /// Fault-injection limits (`faultline_chaos::ChaosConfig`).
+    pub chaos: faultline_chaos::ChaosConfig,
+    /// Backup sources to check (see `backup::config`).
+    pub backups: Vec<crate::backup::config::BackupSourceConfig>,
+    /// The HTTP API (see `api`).
+    pub api: crate::api::ApiConfig,
+    /// Drill scenarios, on demand or on cron schedules (see `drill::schedule`).
+    pub drills: Vec<crate::drill::schedule::DrillEntry>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interval: Dur(Duration::from_secs(10)),
+            proc_root: None,
+            sys_root: None,
+            rootfs: None,
+            shutdown_grace: Dur(Duration::from_secs(5)),
+            resource: ResourceConfig::default(),
+            logging: LoggingConfig::default(),
+            host: HostConfig::default(),
+            containers: ContainerConfig::default(),
+            export: ExportConfig::default(),
+            chaos: faultline_chaos::ChaosConfig::default(),
+            backups: Vec::new(),
+            api: crate::api::ApiConfig::default(),
+            drills: Vec::new(),
+        }
+    }
+}
+
+/// Extra resource attributes (added after the detected ones, overriding them).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceConfig {
+    /// `key: value` pairs.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings (the `--log-format` flag and `RUST_LOG` override them).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,faultline_exporters=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Where telemetry goes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// OTLP push.
+    pub otlp: OtlpConfig,
+    /// Prometheus pull endpoint.
+    pub prometheus: PrometheusConfig,
+}
+
+/// OTLP wire protocol as written in config and `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    /// `grpc`
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// `http/protobuf`
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Compression as written in config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+}
+
+/// OTLP exporter settings. Unset fields fall back to `OTEL_EXPORTER_OTLP_*`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Export over OTLP at all.
+    pub enabled: bool,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: Option<OtlpProtocol>,
+    /// Base endpoint; for HTTP `/v1/metrics` is appended.
+    pub endpoint: Option<String>,
+    /// Full metrics URL, used as-is.
+    pub metrics_endpoint: Option<String>,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body compression.
+    pub compression: Option<OtlpCompression>,
+    /// Per-request timeout.
+    pub timeout: Option<Dur>,
+    /// TLS files.
+    pub tls: TlsConfig,
+    /// Backoff.
+    pub retry: RetryConfig,
+    /// In-memory queue bound.
+    pub queue: QueueConfig,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            protocol: None,
+            endpoint: None,
+            metrics_endpoint: None,
+            headers: BTreeMap::new(),
+            compression: None,
+            timeout: None,
+            tls: TlsConfig::default(),
+            retry: RetryConfig::default(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// TLS files for `https` endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Extra CA bundle (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Exponential backoff bounds.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First delay.
+    pub initial_backoff: Dur,
+    /// Largest delay.
+    pub max_backoff: Dur,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Dur(Duration::from_secs(1)),
+            max_backoff: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Queue bounds and persistence.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most batches (cycles) kept in memory while the backend is away; 1000 × 10 s ≈ 2 h 45
+    /// min. With the disk queue on, this bounds only batches that could not be written there.
+    pub max_batches: usize,
+    /// Keep unsent batches in `<state-dir>/queue/` (written before they are first sent,
+    /// removed once accepted), so restarts, SIGKILL and crashes lose nothing. If the directory
+    /// cannot be used, the agent warns and queues in memory.
+    pub persistent: bool,
+    /// Disk budget of that queue (`256MiB`, `1G`, bytes); the oldest batches are dropped first.
+    pub max_bytes: faultline_chaos::ByteSize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_batches: 1000,
+            persistent: true,
+            max_bytes: faultline_chaos::ByteSize(256 << 20),
+        }
+    }
+}
+
+/// Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something in the file is wrong.
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        /// The file (or `<embedded default>`).
+        file: String,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// Dotted field path, or `-` when the whole document is at fault.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// A loaded, validated configuration and where it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The settings.
+    pub config: Config,
+    /// The file name for messages.
+    pub source: String,
+}
+
+/// Loads and validates a config file, or the embedded default when `path` is `None`.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            parse(&text, &p.display().to_string())
+        }
+        None => parse(DEFAULT_CONFIG_YAML, "<embedded default>"),
+    }
+}
+
+/// Parses and validates config text; `file` is used in messages.
+pub fn parse(text: &str, file: &str) -> Result<Loaded, ConfigError> {
+    let text = substitute_env(text, file, &|k| std::env::var(k).ok())?;
+    let config: Config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&e, &text, file))?
+    };
+    validate(&config, &text, file)?;
+    Ok(Loaded {
+        config,
+        source: file.to_owned(),
+    })
+}
+
+pub(crate) fn yaml_error(e: &serde_yaml_ng::Error, text: &str, file: &str) -> ConfigError {
+    let line = e.location().map(|l| l.line()).unwrap_or(0);
+    let msg = e.to_string();
+    // serde_yaml_ng prefixes the dotted path ("host.per_cpu: invalid type…") for nested
+    // fields; for unknown fields the message names the key itself.
+    let (mut field, message) = match msg.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
+        _ => ("-".to_owned(), msg.clone()),
+    };
+    if let Some(name) = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("unknown field"))
+    {
+        field = if field == "-" {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        };
+    }
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    // Errors raised by a field's own type (a bad duration) carry the *parent's* path and
+    // location; find the offending value's own line and key instead.
+    if let Some(value) = message
+        .strip_prefix("invalid duration \"")
+        .or_else(|| message.strip_prefix("invalid size \""))
+        .and_then(|m| m.split('"').next())
+        && let Some((idx, key)) = find_value_line(text, value)
+    {
+        let field = if field == "-" {
+            key
+        } else {
+            format!("{field}.{key}")
+        };
+        return ConfigError::Invalid {
+            file: file.to_owned(),
+            line: idx + 1,
+            field,
+            message,
+        };
+    }
+    let line = if line == 0 {
+        line_of(text, &field)
+    } else {
+        line
+    };
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        line,
+        field,
+        message,
+    }
+}
+
+/// The 0-based line and key of the first `key: value` line whose value is `value`.
+fn find_value_line(text: &str, value: &str) -> Option<(usize, String)> {
+    text.lines().enumerate().find_map(|(idx, line)| {
+        let (key, rest) = line.split_once(':')?;
+        let rest = rest[..comment_start(rest)]
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        (rest == value).then(|| (idx, key.trim().trim_start_matches("- ").to_owned()))
+    })
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. A missing variable
+/// without a default is an error naming the variable and line.
+pub fn substitute_env(
+    text: &str,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (idx, full_line) in text.split_inclusive('\n').enumerate() {
+        // Comments are copied untouched: `${…}` in a comment is documentation, not a reference.
+        let (line, comment) = full_line.split_at(comment_start(full_line));
+        let mut rest = line;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            if let Some(stripped) = after.strip_prefix('$') {
+                out.push('$');
+                rest = stripped;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let Some(end) = body.find('}') else {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        line: idx + 1,
+                        field: "-".into(),
+                        message: "unterminated ${…}: write ${VAR} or ${VAR:-default}, or $$ for a literal $".into(),
+                    });
+                };
+                let expr = &body[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (expr, None),
+                };
+                match lookup(name).or_else(|| default.map(str::to_owned)) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        return Err(ConfigError::Invalid {
+                            file: file.to_owned(),
+                            line: idx + 1,
+                            field: "-".into(),
+                            message: format!(
+                                "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                            ),
+                        });
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Byte index where a YAML comment starts in `line` (a `#` at the start or after white space,
+/// outside quotes), or the line's length.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double) = (false, false);
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_space => return i,
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line.len()
+}
+
+/// Finds the 1-based line of a dotted field path by following keys at growing indentation.
+/// Returns 0 when not found (the field came from a default).
+pub fn line_of(text: &str, dotted: &str) -> usize {
+    let mut keys = dotted
+        .split('.')
+        .filter(|k| !k.is_empty() && *k != "-")
+        .peekable();
+    let mut min_indent = 0usize;
+    let mut found = 0usize;
+    let Some(mut want) = keys.next() else {
+        return 0;
+    };
+    for (idx, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with('#') || indent < min_indent {
+            continue;
+        }
+        let key = trimmed
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if key == want
+            && trimmed[key.len()..]
+                .trim_start_matches('"')
+                .trim_start()
+                .starts_with(':')
+        {
+            found = idx + 1;
+            min_indent = indent + 1;
+            match keys.next() {
+                Some(k) => want = k,
+                None => return found,
+            }
+        }
+    }
+    found
+}
+
+fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
+    let err = |field: &str, message: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: line_of(text, field),
+        field: field.to_owned(),
+        message,
+    };
+    if c.interval.0 < Duration::from_millis(100) {
+        return Err(err(
+            "interval",
+            format!(
+                "{} is too short; the smallest interval is 100ms",
+                c.interval
+            ),
+        ));
+    }
+    for (field, path) in [
+        ("proc_root", &c.proc_root),
+        ("sys_root", &c.sys_root),
+        ("rootfs", &c.rootfs),
+    ] {
+        if let Some(p) = path
+            && !p.is_dir()
+        {
+            return Err(err(
+                field,
+                format!("{} is not a readable directory", p.display()),
+            ));
+        }
+    }
+    let o = &c.export.otlp;
+    for (field, path) in [
+        ("export.otlp.tls.ca_file", &o.tls.ca_file),
+        ("export.otlp.tls.cert_file", &o.tls.cert_file),
+        ("export.otlp.tls.key_file", &o.tls.key_file),
+    ] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::metadata(p)
+        {
+            return Err(err(field, format!("cannot read {}: {e}", p.display())));
+        }
+    }
+    if o.tls.cert_file.is_some() != o.tls.key_file.is_some() {
+        return Err(err(
+            "export.otlp.tls",
+            "cert_file and key_file must be set together".into(),
+        ));
+    }
+    if o.retry.initial_backoff.0.is_zero() || o.retry.initial_backoff > o.retry.max_backoff {
+        return Err(err(
+            "export.otlp.retry",
+            "initial_backoff must be above zero and not above max_backoff".into(),
+        ));
+    }
+    if o.queue.persistent && o.queue.max_bytes.0 < 64 << 10 {
+        return Err(err(
+            "export.otlp.queue.max_bytes",
+            format!(
+                "{} is too small for the disk queue; give it at least 64KiB (a batch is tens of KB)",
+                o.queue.max_bytes
+            ),
+        ));
+    }
+    if o.queue.max_batches == 0 {
+        return Err(err(
+            "export.otlp.queue.max_batches",
+            "must be at least 1".into(),
+        ));
+    }
+    if let Some(t) = o.timeout
+        && t.0.is_zero()
+    {
+        return Err(err("export.otlp.timeout", "must be above zero".into()));
+    }
+    for (field, url) in [
+        ("export.otlp.endpoint", &o.endpoint),
+        ("export.otlp.metrics_endpoint", &o.metrics_endpoint),
+    ] {
+        if let Some(u) = url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(err(
+                field,
+                format!("{u:?} must start with http:// or https://"),
+            ));
+        }
+    }
+    crate::collectors::host::collectors(&c.host).map_err(|e| err("host", e.to_string()))?;
+    c.chaos
+        .validate()
+        .map_err(|(field, e)| err(&format!("chaos.{field}"), e))?;
+    crate::backup::config::validate(&c.backups, text, file)?;
+    c.api
+        .validate()
+        .map_err(|(field, e)| err(&format!("api.{field}"), e))?;
+    crate::drill::schedule::load(&c.drills, text, file, &crate::drill::cli::known(c))?;
+    c.containers.validate().map_err(|e| err("containers", e))?;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
+        return Err(err(
+            "logging.level",
+            format!("{:?} is not a valid filter: {e}", c.logging.level),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The host roots, from config, then `HOST_*` environment, then the real paths.
+    pub fn roots(&self) -> Roots {
+        let pick = |cfg: &Option<PathBuf>, env: &str, default: &str| {
+            cfg.clone()
+                .or_else(|| {
+                    std::env::var_os(env)
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Roots {
+            proc: pick(&self.proc_root, "HOST_PROC", "/proc"),
+            sys: pick(&self.sys_root, "HOST_SYS", "/sys"),
+            rootfs: pick(&self.rootfs, "HOST_ROOT", "/"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> (usize, String, String) {
+        match parse(text, "t.yaml") {
+            Err(ConfigError::Invalid {
+                line,
+                field,
+                message,
+                ..
+            }) => (line, field, message),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_default_parses_and_equals_code_defaults() {
+        let loaded = load(None).unwrap();
+        assert_eq!(loaded.config, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let (line, field, msg) = invalid("interval: 5s\nexport:\n  otlp:\n    endpoit: http://x\n");
+        assert_eq!(line, 4);
+        assert!(field.ends_with("endpoit"), "{field}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_duration_are_named() {
+        let (line, field, _) = invalid("host:\n  per_cpu: sometimes\n");
+        assert_eq!((line, field.as_str()), (2, "host.per_cpu"));
+        let (line, field, msg) = invalid("host:\n  enabled: true\ninterval: 10 parsecs\n");
+        assert_eq!((line, field.as_str()), (3, "interval"));
+        assert!(msg.contains("invalid duration"), "{msg}");
+        let (line, field, _) = invalid("export:\n  otlp:\n    enabled: true\n    timeout: soon\n");
+        assert_eq!((line, field.as_str()), (4, "export.otlp.timeout"));
+    }
+
+    #[test]
+    fn disk_queue_size_is_parsed_and_a_bad_one_named_with_its_line() {
+        let ok = parse(
+            "export:\n  otlp:\n    queue:\n      max_bytes: 1GiB\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(ok.config.export.otlp.queue.max_bytes.0, 1 << 30);
+        let (line, field, msg) = invalid("export:\n  otlp:\n    queue:\n      max_bytes: lots\n");
+        assert_eq!((line, field.as_str()), (4, "export.otlp.queue.max_bytes"));
+        assert!(msg.contains("invalid size"), "{msg}");
+        let (line, _, msg) = invalid("export:\n  otlp:\n    queue:\n      max_bytes: 1K\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("at least 64KiB"), "{msg}");
+    }
+
+    #[test]
+    fn missing_root_directory_is_refused_with_line() {
+        let (line, field, msg) = invalid("interval: 5s\nproc_root: /nonexistent/proc\n");
+        assert_eq!((line, field.as_str()), (2, "proc_root"));
+        assert!(msg.contains("/nonexistent/proc"));
+    }
+
+    #[test]
+    fn env_substitution_with_default_and_escape() {
+        let lookup = |k: &str| (k == "A").then(|| "1".to_owned());
+        let out = substitute_env("a: ${A}\nb: ${B:-two}\nc: $$HOME\n", "f", &lookup).unwrap();
+        assert_eq!(out, "a: 1\nb: two\nc: $HOME\n");
+        let out = substitute_env("# see ${X}\nd: \"#${A}\" # ${Y}\n", "f", &lookup).unwrap();
+        assert_eq!(out, "# see ${X}\nd: \"#1\" # ${Y}\n");
+        let e = substitute_env("x: 1\ny: ${MISSING}\n", "f", &lookup)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f:2") && e.contains("MISSING"), "{e}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "{",
+            "- a\n- b",
+            "interval: [1,2]",
+            ": :",
+            "\t\tx",
+            "export: 3",
+            "~",
+        ] {
+            let _ = parse(text, "g.yaml");
+        }
+    }
+}

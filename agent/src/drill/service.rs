@@ -1,0 +1,488 @@
+//! The drill service inside `faultline run`: owns the fault engine the API and drills share,
+//! the running drills (each with its abort token and target locks), the history, the
+//! results the metrics collector reads, the scheduler tasks and the OTLP report sender.
+//! The API ([`crate::api`]) and the scheduler are its only clients; every task it spawns is
+//! owned by its [`TaskTracker`] under the runtime's [`CancellationToken`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use faultline_chaos::{Engine, Requester};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, warn};
+
+use super::history::History;
+use super::metrics::SharedStats;
+use super::probe::{Clock, MetricSource};
+use super::report::{DrillReport, Summary, otlp};
+use super::runner::{self, Live, RunCtx};
+use super::scenario::{Known, Scenario};
+use super::schedule::{self, Loaded};
+use crate::backup::BackupSourceConfig;
+use crate::event_log::Signals;
+
+/// Why a drill did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another drill holds one of its targets.
+    #[error("drill {drill} is running on {targets}; two drills never share a target")]
+    Busy {
+        /// The running drill.
+        drill: String,
+        /// The shared targets.
+        targets: String,
+    },
+    /// Another drill — possibly in another process (`faultline drill run`) — holds a target's
+    /// lock ([`super::locks`]).
+    #[error("{0}")]
+    Locked(super::locks::LockError),
+    /// A fault was refused by the guards or cannot be planned.
+    #[error("refused before anything ran: {0}")]
+    Refused(String),
+    /// The agent is stopping.
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+struct Running {
+    scenario: Scenario,
+    requester: Requester,
+    targets: Vec<String>,
+    started: f64,
+    abort: CancellationToken,
+    live: Arc<Live>,
+    /// Held until the drill is removed from the map (after its report is stored).
+    _locks: super::locks::TargetLocks,
+}
+
+struct Inner {
+    engine: Engine,
+    history: History,
+    metrics: Option<Arc<dyn MetricSource>>,
+    backups: Arc<Vec<BackupSourceConfig>>,
+    state_dir: PathBuf,
+    known: Known,
+    scenarios: BTreeMap<String, Scenario>,
+    running: Mutex<BTreeMap<String, Running>>,
+    stats: SharedStats,
+    exporter: Option<Signals>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    clock: Clock,
+}
+
+/// Shared handle (cheap to clone).
+#[derive(Clone)]
+pub struct DrillService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DrillService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrillService")
+            .field("state_dir", &self.inner.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the service is built from.
+#[derive(Debug)]
+pub struct ServiceParts {
+    /// The engine.
+    pub engine: Engine,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Backup sources.
+    pub backups: Vec<BackupSourceConfig>,
+    /// Scenario validation context.
+    pub known: Known,
+    /// Configured drills.
+    pub drills: Vec<Loaded>,
+    /// OTLP traces and logs.
+    pub exporter: Option<Signals>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A new drill id: `drill-<unix ms>-<4 hex>`.
+pub fn new_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("drill-{ms}-{:04x}", rand::random::<u16>())
+}
+
+impl DrillService {
+    /// Builds the service and spawns the scheduler tasks.
+    pub fn start_service(
+        parts: ServiceParts,
+        metrics: Option<Arc<dyn MetricSource>>,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, super::history::HistoryError> {
+        let history = History::open(&parts.state_dir)?;
+        let scheduled: Vec<Loaded> = parts
+            .drills
+            .iter()
+            .filter(|d| d.cron.is_some())
+            .cloned()
+            .collect();
+        let svc = DrillService {
+            inner: Arc::new(Inner {
+                engine: parts.engine,
+                history,
+                metrics,
+                backups: Arc::new(parts.backups),
+                state_dir: parts.state_dir,
+                known: parts.known,
+                scenarios: parts
+                    .drills
+                    .into_iter()
+                    .map(|d| (d.name, d.scenario))
+                    .collect(),
+                running: Mutex::new(BTreeMap::new()),
+                stats: SharedStats::default(),
+                exporter: parts.exporter,
+                tracker: tracker.clone(),
+                cancel: cancel.clone(),
+                clock: Clock::new(),
+            }),
+        };
+        for d in scheduled {
+            let s = svc.clone();
+            let name = d.name.clone();
+            tracker.spawn(
+                async move { s.schedule_loop(d).await }
+                    .instrument(tracing::info_span!("drill_schedule", drill = %name)),
+            );
+        }
+        Ok(svc)
+    }
+
+    async fn schedule_loop(&self, d: Loaded) {
+        let Some(cron) = d.cron.clone() else { return };
+        loop {
+            let now = chrono::Utc::now();
+            let Some(next) = schedule::next_run(&cron, d.tz, now) else {
+                warn!(drill = %d.name, "the schedule has no next run; scheduler stops");
+                return;
+            };
+            let wait = (next - now).to_std().unwrap_or_default() + schedule::jitter(d.jitter);
+            info!(drill = %d.name, next = %next, wait_ms = wait.as_millis() as u64, "next scheduled drill");
+            tokio::select! {
+                () = self.inner.cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let who = Requester::Schedule {
+                name: d.name.clone(),
+            };
+            match self.start(d.scenario.clone(), who).await {
+                Ok(id) => info!(drill = %d.name, id = %id, "scheduled drill started"),
+                Err(e) => warn!(drill = %d.name, error = %e, "scheduled drill skipped"),
+            }
+        }
+    }
+
+    /// The fault engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Validation context for inline scenarios.
+    pub fn known(&self) -> &Known {
+        &self.inner.known
+    }
+
+    /// A configured scenario by its `drills:` name.
+    pub fn scenario(&self, name: &str) -> Option<Scenario> {
+        self.inner.scenarios.get(name).cloned()
+    }
+
+    /// Results for the metrics collector.
+    pub fn stats(&self) -> SharedStats {
+        self.inner.stats.clone()
+    }
+
+    /// Starts a drill; returns its id once its targets are locked.
+    pub async fn start(&self, sc: Scenario, requester: Requester) -> Result<String, StartError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(StartError::ShuttingDown);
+        }
+        let targets = runner::targets(&sc, &self.inner.engine, &requester)
+            .await
+            .map_err(StartError::Refused)?;
+        let id = new_id();
+        let abort = self.inner.cancel.child_token();
+        let live = Arc::new(Live::default());
+        let mut wanted = targets.clone();
+        wanted.push(format!("scenario:{}", sc.name));
+        // The cross-process locks first (a `faultline drill run` may hold a target), on a
+        // blocking thread: they are files.
+        let locks = {
+            let (dir, wanted, holder) = (
+                self.inner.state_dir.clone(),
+                wanted.clone(),
+                format!(
+                    "drill {id} ({}) in faultline run pid {}",
+                    sc.name,
+                    std::process::id()
+                ),
+            );
+            tokio::task::spawn_blocking(move || super::locks::acquire(&dir, &wanted, &holder))
+                .await
+                .map_err(|e| StartError::Refused(format!("target lock task failed: {e}")))?
+                .map_err(StartError::Locked)?
+        };
+        {
+            let mut running = lock(&self.inner.running);
+            for (other, r) in running.iter() {
+                let mut theirs = r.targets.clone();
+                theirs.push(format!("scenario:{}", r.scenario.name));
+                let shared: Vec<&String> = wanted.iter().filter(|t| theirs.contains(t)).collect();
+                if !shared.is_empty() {
+                    return Err(StartError::Busy {
+                        drill: other.clone(),
+                        targets: shared
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+            running.insert(
+                id.clone(),
+                Running {
+                    scenario: sc.clone(),
+                    requester: requester.clone(),
+                    targets,
+                    started: self.inner.clock.now(),
+                    abort: abort.clone(),
+                    live: live.clone(),
+                    _locks: locks,
+                },
+            );
+        }
+        let ctx = RunCtx {
+            engine: self.inner.engine.clone(),
+            metrics: self.inner.metrics.clone(),
+            backups: self.inner.backups.clone(),
+            state_dir: self.inner.state_dir.clone(),
+            requester,
+            abort,
+            live,
+        };
+        let svc = self.clone();
+        let drill_id = id.clone();
+        self.inner.tracker.spawn(
+            async move {
+                let report = runner::run(&drill_id, &sc, ctx).await;
+                svc.finish(report).await;
+                lock(&svc.inner.running).remove(&drill_id);
+            }
+            .instrument(tracing::info_span!("drill", id = %id)),
+        );
+        Ok(id)
+    }
+
+    async fn finish(&self, report: DrillReport) {
+        lock(&self.inner.stats).store(&report);
+        let history = self.inner.history.clone();
+        let r = report.clone();
+        match tokio::task::spawn_blocking(move || history.save(&r)).await {
+            Ok(Ok(path)) => info!(path = %path.display(), "drill report stored"),
+            Ok(Err(e)) => error!(error = %e, "cannot store the drill report"),
+            Err(e) => error!(error = %e, "drill report store task failed"),
+        }
+        if let Some(signals) = &self.inner.exporter {
+            send_otlp(signals, &report).await;
+        }
+    }
+
+    /// Running drills and the history, newest first.
+    pub async fn list(&self) -> Vec<Summary> {
+        let mut out: Vec<Summary> = lock(&self.inner.running)
+            .iter()
+            .map(|(id, r)| Summary {
+                id: id.clone(),
+                scenario: r.scenario.name.clone(),
+                requester: r.requester.to_string(),
+                started_at: r.started,
+                finished_at: None,
+                verdict: super::report::Verdict::Running,
+                rto_seconds: None,
+                rpo_seconds: None,
+            })
+            .collect();
+        let history = self.inner.history.clone();
+        match tokio::task::spawn_blocking(move || history.list()).await {
+            Ok(Ok(h)) => {
+                let live: Vec<String> = out.iter().map(|o| o.id.clone()).collect();
+                out.extend(h.into_iter().filter(|s| !live.contains(&s.id)));
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot list the drill history"),
+            Err(e) => warn!(error = %e, "history task failed"),
+        }
+        out.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+        out
+    }
+
+    /// One drill: live while running, else from the history.
+    pub async fn get(&self, id: &str) -> Option<DrillReport> {
+        let live = lock(&self.inner.running).get(id).map(|r| {
+            runner::live_report(
+                id,
+                &r.scenario,
+                &r.requester,
+                &r.live,
+                r.started,
+                self.inner.clock.now(),
+            )
+        });
+        if live.is_some() {
+            return live;
+        }
+        let history = self.inner.history.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || history.get(&id))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    /// Aborts one running drill; false when it is not running.
+    pub fn abort(&self, id: &str, who: &str) -> bool {
+        match lock(&self.inner.running).get(id) {
+            Some(r) => {
+                r.live.set_abort_reason(format!("aborted by {who}"));
+                r.abort.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The kill switch: aborts every drill and reverts every active fault at once. Returns
+    /// (drills aborted, faults reverted, revert errors).
+    pub async fn abort_all(&self, who: &Requester) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let drills: Vec<String> = {
+            let running = lock(&self.inner.running);
+            for r in running.values() {
+                r.live
+                    .set_abort_reason(format!("kill switch pulled by {who}"));
+                r.abort.cancel();
+            }
+            running.keys().cloned().collect()
+        };
+        let results = self.inner.engine.abort_all(who.clone()).await;
+        let mut reverted = Vec::new();
+        let mut errors = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(()) => reverted.push(id.to_string()),
+                Err(e) => errors.push(format!("{id}: {e}")),
+            }
+        }
+        (drills, reverted, errors)
+    }
+
+    /// The OTLP log pipeline, when OTLP export is on (the API queues its request audits).
+    pub fn logs(&self) -> Option<&faultline_exporters::otlp::LogHandle> {
+        self.inner.exporter.as_ref().map(|s| &s.logs)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+}
+
+/// Sends the report's trace and queues its timeline on the log pipeline; failures are
+/// logged, never fatal.
+pub async fn send_otlp(signals: &Signals, report: &DrillReport) {
+    if let Err(e) = signals
+        .sender
+        .send_traces(&otlp::traces(report, &signals.resource))
+        .await
+    {
+        warn!(error = %e, drill = %report.id, "cannot export the drill trace over OTLP");
+    }
+    for record in otlp::log_records(report) {
+        signals.logs.emit_record(record);
+    }
+}
+
+/// Sets up drills inside `faultline run` when the API is enabled or drills are configured:
+/// the fault engine, the service (and its schedules), the API server, and the engine's
+/// shutdown (every fault reverted) when `cancel` fires, and the engine's audit events
+/// forwarded as OTLP log records. Returns the metrics collector to add to the cycle.
+pub async fn spawn_in_agent(
+    config: &crate::config::Config,
+    state_dir: &Path,
+    latest: tokio::sync::watch::Receiver<Option<Arc<faultline_exporters::model::Batch>>>,
+    signals: Option<Signals>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Option<super::metrics::DrillCollector>> {
+    use anyhow::Context as _;
+    if !config.api.enabled && config.drills.is_empty() {
+        return Ok(None);
+    }
+    let known = super::cli::known(config);
+    let text_less = schedule::load(&config.drills, "", "<config>", &known)
+        .context("drills (scenario files)")?;
+    let engine = super::cli::engine(config, state_dir).map_err(anyhow::Error::msg)?;
+    // Forwarded until the engine's shutdown below is done, so its reverts are sent too.
+    let engine_done = CancellationToken::new();
+    if let Some(s) = &signals {
+        crate::event_log::forward_audit(
+            engine.audit(),
+            s.logs.clone(),
+            engine_done.clone(),
+            tracker,
+        );
+    }
+    let svc = DrillService::start_service(
+        ServiceParts {
+            engine: engine.clone(),
+            state_dir: state_dir.to_path_buf(),
+            backups: config.backups.clone(),
+            known,
+            drills: text_less,
+            exporter: signals,
+        },
+        Some(Arc::new(super::probe::WatchSource(latest))),
+        cancel,
+        tracker,
+    )
+    .context("drill history")?;
+    let collector = super::metrics::DrillCollector::new(svc.stats());
+    if config.api.enabled {
+        let server = crate::api::Server::bind(&config.api).await?;
+        info!(listen = %server.local_addr(), "API listening");
+        tracker.spawn(
+            server
+                .run(svc.clone(), cancel.clone())
+                .instrument(tracing::info_span!("api")),
+        );
+    }
+    let c = cancel.clone();
+    tracker.spawn(
+        async move {
+            c.cancelled().await;
+            for (id, r) in engine.shutdown().await {
+                if let Err(e) = r {
+                    error!(fault_id = %id, error = %e, "fault revert at shutdown failed; it stays in the journal");
+                }
+            }
+            engine_done.cancel();
+        }
+        .instrument(tracing::info_span!("fault_engine_shutdown")),
+    );
+    Ok(Some(collector))
+}

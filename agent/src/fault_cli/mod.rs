@@ -1,0 +1,471 @@
+//! `faultline fault inject|list|revert`: the command line over the `faultline_chaos` engine,
+//! plus the two hooks the rest of the agent needs — [`worker_mode`] (the binary doubles as
+//! the fault helper process) and [`recover_at_start`] (`faultline run` reverts what a
+//! killed agent left in the journal).
+//!
+//! Two paths, chosen once per command and named on stderr (never both):
+//!
+//! - **Through the running agent** ([`via_agent`]) when the config enables the API and
+//!   something accepts connections at `api.listen` ([`crate::api::client::find`]): `inject`
+//!   is `POST /v1/faults` (the agent's engine applies, journals and reverts it), held in the
+//!   foreground like the in-process path (Ctrl-C is `DELETE /v1/faults/{id}`); `list` is
+//!   `GET /v1/faults`; `revert ID` is `DELETE /v1/faults/{id}`, `revert --all` the kill
+//!   switch `POST /v1/abort`.
+//! - **In-process** when no agent is reachable: `inject` recovers the journal in
+//!   `--state-dir` first, applies, holds in the foreground until the deadline or
+//!   SIGINT/SIGTERM, reverts, and exits 0. `list` reads the journal; `revert ID|--all`
+//!   reverts from the journal (also faults another live `fault inject` holds: that is the
+//!   point of a kill switch).
+//!
+//! Both print the same lines and exit with the same codes. Both list each fault with its
+//! check ([`faultline_chaos::Fault::check`], looked up on the system when listed): the
+//! agent checks its active faults for `GET /v1/faults`, the in-process `list` checks each
+//! journaled one.
+//!
+//! In-process, the engine's audit events (plan, apply, check, revert, recovery) are
+//! tracing lines and, when the config enables OTLP export with an endpoint, OTLP log
+//! records sent before the command exits ([`crate::event_log::OneShot`]); through the
+//! agent, the agent sends its own.
+//!
+//! Exit codes: 0 done, 1 the fault failed (or a revert did), 2 usage/configuration,
+//! 3 refused by a guard (the message names it).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use faultline_chaos::{
+    Audit, ChaosConfig, Engine, Env, FaultError, FaultId, FaultSpec, Journal, Requester,
+    WorkerCommand, check_journaled,
+    engine::{RecoveryOutcome, RecoveryReport, recover_matching},
+    fault::unix_millis,
+};
+
+use crate::api::client::{self, AgentArgs, Reach};
+use crate::cli::LogFormatArg;
+use crate::config::Config;
+
+mod via_agent;
+
+/// Exit code when a guard refused the request.
+pub const EXIT_REFUSED: u8 = 3;
+
+/// `faultline fault …`
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Inject a fault and hold it until its deadline or SIGINT/SIGTERM, then revert it.
+    Inject {
+        /// Config file (for the `chaos:` limits); the embedded default when omitted.
+        #[arg(long, short, global = true, env = "FAULTLINE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the plan (targets, steps, revert) and exit without applying anything.
+        #[arg(long, global = true)]
+        dry_run: bool,
+        /// Print the applied fault (or the plan) as JSON on stdout.
+        #[arg(long, global = true)]
+        json: bool,
+        /// How to reach a running agent.
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// The fault kind and its options.
+        #[command(subcommand)]
+        spec: FaultSpec,
+    },
+    /// List the faults the journal holds.
+    List {
+        /// Config file; the embedded default when omitted.
+        #[arg(long, short, env = "FAULTLINE_CONFIG")]
+        config: Option<PathBuf>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// How to reach a running agent.
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Revert journaled faults now.
+    Revert {
+        /// The fault id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<FaultId>,
+        /// Every journaled fault (the kill switch).
+        #[arg(long)]
+        all: bool,
+        /// Config file; the embedded default when omitted.
+        #[arg(long, short, env = "FAULTLINE_CONFIG")]
+        config: Option<PathBuf>,
+        /// How to reach a running agent.
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+/// If this process was started as a fault helper (`faultline __chaos-worker …`), runs it
+/// and returns its exit code.
+pub fn worker_mode() -> Option<ExitCode> {
+    let mut args = std::env::args();
+    args.next();
+    if args.next().as_deref() == Some(faultline_chaos::WORKER_ARG) {
+        Some(faultline_chaos::worker::main(args))
+    } else {
+        None
+    }
+}
+
+/// Reverts what the journal in `state_dir` holds from dead agents, logging each fault.
+/// Never fails the start: an unreadable journal is logged.
+pub async fn recover_at_start(config: &Config, state_dir: &Path, audit: &Audit) {
+    let (env, journal) = match setup(config, state_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "fault journal recovery skipped");
+            return;
+        }
+    };
+    let chaos = Arc::new(config.chaos.clone());
+    let audit = audit.clone();
+    let reports = tokio::task::spawn_blocking(move || {
+        faultline_chaos::recover(&journal, &chaos, &env, &audit, false)
+    })
+    .await
+    .unwrap_or_default();
+    log_reports(&reports);
+}
+
+fn log_reports(reports: &[RecoveryReport]) {
+    for r in reports {
+        let id = r.id.as_ref().map(ToString::to_string).unwrap_or_default();
+        match &r.outcome {
+            RecoveryOutcome::Reverted => {
+                tracing::info!(fault_id = %id, kind = ?r.kind, targets = %r.targets.join(", "), "fault recovered: reverted")
+            }
+            RecoveryOutcome::HeldByLiveAgent { owner } => {
+                tracing::info!(fault_id = %id, owner = %owner, "fault left alone: a live faultline process holds it")
+            }
+            RecoveryOutcome::Failed { error } => {
+                tracing::error!(fault_id = %id, path = %r.path, error = %error, "fault recovery failed; it stays in the journal")
+            }
+            RecoveryOutcome::Corrupt { error, moved_to } => {
+                tracing::error!(path = %r.path, error = %error, moved_to = ?moved_to, "unreadable fault journal entry")
+            }
+        }
+    }
+    if !reports.is_empty() {
+        tracing::info!(
+            entries = reports.len(),
+            reverted = reports
+                .iter()
+                .filter(|r| r.outcome == RecoveryOutcome::Reverted)
+                .count(),
+            "fault journal recovery done"
+        );
+    }
+}
+
+fn setup(config: &Config, state_dir: &Path) -> Result<(Arc<Env>, Journal), String> {
+    let worker = WorkerCommand::current_exe()
+        .map_err(|e| format!("cannot find the faultline executable for helper processes: {e}"))?;
+    let env = Env::detect(config.roots().proc, worker);
+    let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
+    Ok((Arc::new(env), journal))
+}
+
+/// Runs a `fault` subcommand.
+pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>) -> ExitCode {
+    let (config_path, agent_args) = match &cmd {
+        FaultCommand::Inject { config, agent, .. }
+        | FaultCommand::List { config, agent, .. }
+        | FaultCommand::Revert { config, agent, .. } => (config.clone(), agent.clone()),
+    };
+    let loaded = match crate::cli::load_for_command(config_path.as_deref(), log_format) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let rt = match crate::cli::command_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // One decision, before anything is applied: through the agent or in this process.
+    match rt.block_on(client::find(&loaded.config.api, &agent_args)) {
+        Ok(Reach::Agent(agent)) => {
+            eprintln!(
+                "faultline: going through the running agent's API at {}",
+                agent.base()
+            );
+            return rt.block_on(via_agent::run(cmd, &agent));
+        }
+        Ok(Reach::NoAgent(why)) => eprintln!(
+            "faultline: {why}; running in-process with the journal in {}",
+            state_dir.join("faults").join("journal").display()
+        ),
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let (env, journal) = match setup(&loaded.config, state_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The forwarder tasks run on `rt`'s workers while list and revert block this thread.
+    let _in_rt = rt.enter();
+    let audit = Audit::default();
+    let otlp = crate::event_log::OneShot::for_config(&loaded.config, "fault");
+    if let Some(o) = &otlp {
+        o.forward_audit(&audit);
+    }
+    let chaos = Arc::new(loaded.config.chaos.clone());
+    let code = match cmd {
+        FaultCommand::List { json, .. } => list(&journal, &env, &chaos, &audit, json),
+        FaultCommand::Revert { id, .. } => revert(&journal, &env, &chaos, &audit, id),
+        FaultCommand::Inject {
+            spec,
+            dry_run,
+            json,
+            ..
+        } => {
+            let engine = Engine::new((*chaos).clone(), (*env).clone(), journal, audit);
+            rt.block_on(inject(engine, spec, dry_run, json))
+        }
+    };
+    if let Some(o) = otlp {
+        rt.block_on(o.finish());
+    }
+    code
+}
+
+fn failure(e: &FaultError) -> ExitCode {
+    eprintln!("faultline: {e}");
+    if e.guard().is_some() {
+        ExitCode::from(EXIT_REFUSED)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn inject(engine: Engine, spec: FaultSpec, dry_run: bool, json: bool) -> ExitCode {
+    // Handlers first: a SIGINT/SIGTERM that arrives while the fault is being applied must
+    // revert it, not kill this process with the default action.
+    let (mut term, mut int) = match crate::cli::stop_signals() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("faultline: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = engine.recover().await;
+    log_reports(&reports);
+    let requester = Requester::cli();
+    if dry_run {
+        return match engine.plan(spec, requester).await {
+            Ok(plan) => {
+                print_plan(&plan, json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(&e),
+        };
+    }
+    let fault = match engine.inject(spec, requester).await {
+        Ok(f) => f,
+        Err(e) => return failure(&e),
+    };
+    print_applied(&fault, json);
+    if fault.instant {
+        return ExitCode::SUCCESS;
+    }
+    tokio::select! {
+        () = engine.wait(&fault.id) => {}
+        _ = term.recv() => tracing::info!(fault_id = %fault.id, "SIGTERM: reverting"),
+        _ = int.recv() => tracing::info!(fault_id = %fault.id, "SIGINT: reverting"),
+    }
+    finish(&engine, &fault.id).await
+}
+
+/// The `--dry-run` output.
+fn print_plan(plan: &faultline_chaos::Plan, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+    } else {
+        print!("dry run, nothing applied\n{plan}");
+    }
+}
+
+/// What `inject` prints once the fault is applied.
+fn print_applied(fault: &faultline_chaos::engine::ActiveFault, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(&fault).unwrap_or_default());
+    } else {
+        println!(
+            "fault {} ({}) applied to: {}",
+            fault.id,
+            fault.kind,
+            fault.targets.join(", ")
+        );
+        if let Some(check) = &fault.check {
+            println!("check: {check}");
+        }
+        if !fault.instant {
+            let left = fault
+                .deadline_unix_ms
+                .saturating_sub(unix_millis(std::time::SystemTime::now()));
+            println!(
+                "holding for {}; Ctrl-C reverts it now",
+                humantime::format_duration(std::time::Duration::from_millis(left))
+            );
+        }
+    }
+}
+
+/// Reverts whatever is still active and reports; exit 0 when the fault ended reverted.
+async fn finish(engine: &Engine, id: &FaultId) -> ExitCode {
+    let results = engine.shutdown().await;
+    let still = engine.journal().read(id);
+    let mut ok = true;
+    for (fid, r) in results {
+        if let Err(e) = r {
+            eprintln!("faultline: revert of {fid} failed: {e}");
+            ok = false;
+        }
+    }
+    if matches!(still, Ok(Some(_)) | Err(_)) {
+        eprintln!(
+            "faultline: fault {id} is still in the journal (its revert failed); run `faultline fault revert {id}`"
+        );
+        ok = false;
+    }
+    if ok {
+        println!("fault {id} reverted");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn list(
+    journal: &Journal,
+    env: &Arc<Env>,
+    chaos: &Arc<ChaosConfig>,
+    audit: &Audit,
+    json: bool,
+) -> ExitCode {
+    let check =
+        |e: &faultline_chaos::JournalEntry| check_journaled(e, chaos, env, audit, Requester::cli());
+    let entries = match journal.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        let items: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| match e {
+                Ok(e) => {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    v["owner_alive"] =
+                        faultline_chaos::procfs::is_alive(&env.proc_root, &e.owner, &env.boot_id)
+                            .into();
+                    v["check"] = serde_json::to_value(check(e)).unwrap_or_default();
+                    v
+                }
+                Err(c) => {
+                    serde_json::json!({"corrupt": c.path.display().to_string(), "error": c.error})
+                }
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if entries.is_empty() {
+        println!("no faults in the journal");
+    }
+    for e in entries {
+        match e {
+            Ok(e) => {
+                let alive =
+                    faultline_chaos::procfs::is_alive(&env.proc_root, &e.owner, &env.boot_id);
+                let left = e
+                    .deadline_unix_ms
+                    .saturating_sub(unix_millis(std::time::SystemTime::now()));
+                println!(
+                    "{}  {}  {:?}  by {}  held by {} ({})  {} left  targets: {}  check: {}",
+                    e.id,
+                    e.spec.kind(),
+                    e.phase,
+                    e.requester,
+                    e.owner,
+                    if alive {
+                        "running"
+                    } else {
+                        "dead: revert with `faultline fault revert`"
+                    },
+                    humantime::format_duration(std::time::Duration::from_secs(left / 1000)),
+                    e.targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    check(&e)
+                );
+            }
+            Err(c) => println!("unreadable entry {}: {}", c.path.display(), c.error),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn revert(
+    journal: &Journal,
+    env: &Arc<Env>,
+    chaos: &Arc<ChaosConfig>,
+    audit: &Audit,
+    id: Option<FaultId>,
+) -> ExitCode {
+    let reports = recover_matching(journal, chaos, env, audit, true, |fid| {
+        id.as_ref().is_none_or(|want| want == fid)
+    });
+    if let Some(want) = &id
+        && !reports.iter().any(|r| r.id.as_ref() == Some(want))
+    {
+        eprintln!("faultline: no journaled fault {want} (see `faultline fault list`)");
+        return ExitCode::FAILURE;
+    }
+    let mut ok = true;
+    for r in &reports {
+        let id =
+            r.id.as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| r.path.clone());
+        match &r.outcome {
+            RecoveryOutcome::Reverted => println!("{id}: reverted"),
+            RecoveryOutcome::Failed { error } => {
+                ok = false;
+                println!("{id}: revert FAILED: {error}");
+            }
+            RecoveryOutcome::Corrupt { error, moved_to } => {
+                ok = false;
+                println!(
+                    "{id}: unreadable ({error}); moved to {}",
+                    moved_to.as_deref().unwrap_or("-")
+                );
+            }
+            RecoveryOutcome::HeldByLiveAgent { owner } => println!("{id}: held by {owner}"),
+        }
+    }
+    if reports.is_empty() {
+        println!("no faults in the journal");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,602 @@
+//! The runtime: a collection cycle on a timer, the export pipeline, the Prometheus endpoint
+//! and signal handling, all owned by one cancellation token and one task tracker.
+//!
+//! [`Cycle`] is one collection pass over every collector, independent of timers, so
+//! `faultline collect --once`, the benchmarks and `faultline run` share it. Collectors are
+//! synchronous file readers; a cycle runs on the blocking pool, never on an async worker.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use faultline_exporters::model::{Attributes, Batch, MetricDesc, Resource, now_unix_nanos};
+use faultline_exporters::otlp::{self, ExportHandle, ExportStats, LogStats, Transport};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::collectors::{self, Collector, Context};
+use crate::config::Config;
+use crate::export_settings;
+use crate::resource::{self, ResourceInputs};
+
+/// Duration of the last collection cycle.
+pub const CYCLE_DURATION: MetricDesc = MetricDesc::gauge(
+    "faultline.cycle.duration",
+    "s",
+    "Wall-clock duration of the previous collection cycle.",
+);
+/// Collector errors.
+pub const COLLECTOR_ERRORS: MetricDesc = MetricDesc::counter(
+    "faultline.collector.errors",
+    "{error}",
+    "Errors per collector since the agent started.",
+);
+/// Export requests attempted.
+pub const EXPORT_ATTEMPTS: MetricDesc = MetricDesc::counter(
+    "faultline.export.attempts",
+    "{request}",
+    "OTLP export requests attempted.",
+);
+/// Export requests failed.
+pub const EXPORT_FAILURES: MetricDesc = MetricDesc::counter(
+    "faultline.export.failures",
+    "{request}",
+    "OTLP export requests that failed (retryable or not).",
+);
+/// Points accepted by the backend.
+pub const EXPORT_SENT: MetricDesc = MetricDesc::counter(
+    "faultline.export.sent",
+    "{point}",
+    "Data points the OTLP backend accepted.",
+);
+/// Points dropped.
+pub const EXPORT_DROPPED: MetricDesc = MetricDesc::counter(
+    "faultline.export.dropped",
+    "{point}",
+    "Data points dropped: queue overflow, permanent backend errors, partial-success rejections.",
+);
+/// Queue length.
+pub const EXPORT_QUEUE_LENGTH: MetricDesc = MetricDesc::updown(
+    "faultline.export.queue.length",
+    "{batch}",
+    "Batches waiting in the OTLP send queue.",
+);
+
+/// Log records accepted.
+pub const EXPORT_LOG_RECORDS_SENT: MetricDesc = MetricDesc::counter(
+    "faultline.export.log_records.sent",
+    "{log_record}",
+    "OTLP log records (fault audit, API audit, backup check and drill timeline events) the backend accepted.",
+);
+/// Log records dropped.
+pub const EXPORT_LOG_RECORDS_DROPPED: MetricDesc = MetricDesc::counter(
+    "faultline.export.log_records.dropped",
+    "{log_record}",
+    "OTLP log records dropped: queue overflow, permanent backend errors, partial-success rejections, unsent at shutdown.",
+);
+
+/// The agent's own resident memory.
+pub const AGENT_MEMORY_RSS: MetricDesc = MetricDesc::updown(
+    "faultline.agent.memory.rss",
+    "By",
+    "Resident memory of the faultline process.",
+);
+/// The agent's own CPU time.
+pub const AGENT_CPU_TIME: MetricDesc = MetricDesc::counter(
+    "faultline.agent.cpu.time",
+    "s",
+    "CPU time the faultline process has used (user + system).",
+);
+
+/// Every self-telemetry metric, for the metrics reference.
+pub const SELF_METRICS: &[&MetricDesc] = &[
+    &CYCLE_DURATION,
+    &COLLECTOR_ERRORS,
+    &EXPORT_ATTEMPTS,
+    &EXPORT_FAILURES,
+    &EXPORT_SENT,
+    &EXPORT_DROPPED,
+    &EXPORT_QUEUE_LENGTH,
+    &EXPORT_LOG_RECORDS_SENT,
+    &EXPORT_LOG_RECORDS_DROPPED,
+    &AGENT_MEMORY_RSS,
+    &AGENT_CPU_TIME,
+];
+
+/// The agent's own process figures from its own `/proc/self/stat` (the agent's procfs, not
+/// the configured host root): one small read per cycle into a reused buffer.
+struct SelfProcess {
+    ticks_per_second: f64,
+    page_bytes: u64,
+    buf: String,
+}
+
+impl SelfProcess {
+    fn new() -> Option<Self> {
+        use nix::unistd::{SysconfVar, sysconf};
+        let tick = sysconf(SysconfVar::CLK_TCK).ok()??;
+        let page = sysconf(SysconfVar::PAGE_SIZE).ok()??;
+        Some(Self {
+            ticks_per_second: u32::try_from(tick).ok().filter(|t| *t > 0)?.into(),
+            page_bytes: u64::try_from(page).ok()?,
+            buf: String::with_capacity(512),
+        })
+    }
+
+    /// (resident bytes, CPU seconds) now.
+    fn sample(&mut self) -> Option<(u64, f64)> {
+        use std::io::Read as _;
+        self.buf.clear();
+        std::fs::File::open("/proc/self/stat")
+            .and_then(|mut f| f.read_to_string(&mut self.buf))
+            .ok()?;
+        let st = faultline_chaos::procfs::parse_stat(&self.buf)?;
+        let cpu = st.utime.saturating_add(st.stime) as f64 / self.ticks_per_second;
+        Some((st.rss_pages.saturating_mul(self.page_bytes), cpu))
+    }
+}
+
+/// One collection pass over all collectors, with the state that spans cycles.
+pub struct Cycle {
+    collectors: Vec<Box<dyn Collector>>,
+    ctx: Context,
+    resource: Arc<Resource>,
+    errors: BTreeMap<&'static str, u64>,
+    logged_causes: HashSet<String>,
+    agent_start_unix_nanos: u64,
+    last_duration: Option<Duration>,
+    self_process: Option<SelfProcess>,
+    log_stats: Option<Arc<LogStats>>,
+}
+
+impl std::fmt::Debug for Cycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cycle")
+            .field(
+                "collectors",
+                &self.collectors.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cycle {
+    /// Builds the collectors and detects the resource.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let roots = config.roots();
+        let boot_time_unix_nanos =
+            collectors::host::boot_time_unix_nanos(&roots).with_context(|| {
+                format!(
+                    "cannot read the host boot time under {}",
+                    roots.proc.display()
+                )
+            })?;
+        let mut collectors = if config.host.enabled {
+            collectors::host::collectors(&config.host).context("host collectors")?
+        } else {
+            Vec::new()
+        };
+        let resource = Arc::new(resource::detect(
+            &roots,
+            &ResourceInputs::from_env(config.resource.attributes.clone()),
+        ));
+        if config.containers.enabled
+            && let Some(c) = collectors::container::ContainerCollector::start(
+                &config.containers,
+                &roots,
+                resource.clone(),
+            )
+            .context("container collector")?
+        {
+            collectors.push(Box::new(c));
+        }
+        Ok(Self {
+            collectors,
+            ctx: Context {
+                roots,
+                boot_time_unix_nanos,
+            },
+            resource,
+            errors: BTreeMap::new(),
+            logged_causes: HashSet::new(),
+            agent_start_unix_nanos: now_unix_nanos(),
+            last_duration: None,
+            self_process: SelfProcess::new(),
+            log_stats: None,
+        })
+    }
+
+    /// Adds a collector that runs after the built-in ones (backup results, for example).
+    pub fn add_collector(&mut self, c: Box<dyn Collector>) {
+        self.collectors.push(c);
+    }
+
+    /// Reports the OTLP log pipeline's counters from now on.
+    pub fn set_log_stats(&mut self, stats: Arc<LogStats>) {
+        self.log_stats = Some(stats);
+    }
+
+    /// The host resource.
+    pub fn resource(&self) -> &Arc<Resource> {
+        &self.resource
+    }
+
+    /// Runs every collector once and adds the agent's own telemetry.
+    pub fn collect(&mut self, export: Option<&ExportStats>) -> Batch {
+        let started = Instant::now();
+        let mut batch = Batch::new(
+            now_unix_nanos(),
+            self.resource.clone(),
+            self.ctx.boot_time_unix_nanos,
+        );
+        for c in &mut self.collectors {
+            if let Err(e) = c.collect(&self.ctx, &mut batch) {
+                *self.errors.entry(c.name()).or_default() += 1;
+                if self.logged_causes.insert(e.cause_key()) {
+                    warn!(collector = c.name(), error = %e, "collector failed; the rest of the cycle goes on (logged once per cause, counted in faultline.collector.errors)");
+                }
+            }
+        }
+        self.record_self(&mut batch, export);
+        self.last_duration = Some(started.elapsed());
+        batch
+    }
+
+    fn record_self(&mut self, batch: &mut Batch, export: Option<&ExportStats>) {
+        let start = self.agent_start_unix_nanos;
+        let host = batch.host();
+        if let Some((rss, cpu)) = self.self_process.as_mut().and_then(SelfProcess::sample) {
+            host.record(&AGENT_MEMORY_RSS, Attributes::new(), rss);
+            host.record_since(&AGENT_CPU_TIME, Attributes::new(), cpu, start);
+        }
+        if let Some(d) = self.last_duration {
+            host.record(&CYCLE_DURATION, Attributes::new(), d.as_secs_f64());
+        }
+        for c in &self.collectors {
+            let n = self.errors.get(c.name()).copied().unwrap_or(0);
+            host.record_since(
+                &COLLECTOR_ERRORS,
+                Attributes::new().with("faultline.collector", c.name()),
+                n,
+                start,
+            );
+        }
+        if let Some(s) = export {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            host.record_since(&EXPORT_ATTEMPTS, Attributes::new(), get(&s.attempts), start);
+            host.record_since(&EXPORT_FAILURES, Attributes::new(), get(&s.failures), start);
+            host.record_since(&EXPORT_SENT, Attributes::new(), get(&s.sent_points), start);
+            host.record_since(
+                &EXPORT_DROPPED,
+                Attributes::new(),
+                get(&s.dropped_points),
+                start,
+            );
+            host.record_since(
+                &EXPORT_QUEUE_LENGTH,
+                Attributes::new(),
+                get(&s.queued_batches),
+                start,
+            );
+        }
+        if let Some(s) = &self.log_stats {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            host.record_since(
+                &EXPORT_LOG_RECORDS_SENT,
+                Attributes::new(),
+                get(&s.sent),
+                start,
+            );
+            host.record_since(
+                &EXPORT_LOG_RECORDS_DROPPED,
+                Attributes::new(),
+                get(&s.dropped),
+                start,
+            );
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then drains within the grace period.
+pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+    if let Err(e) = std::fs::create_dir_all(state_dir) {
+        warn!(state_dir = %state_dir.display(), error = %e, "cannot create the state directory; state that must survive a restart cannot be kept (use --state-dir)");
+    }
+    // Revert faults a previous run left behind (killed agent) before anything else starts.
+    // Its audit events wait in the channel until the OTLP log pipeline exists.
+    let recovery_audit = faultline_chaos::Audit::default();
+    let mut recovered = recovery_audit.subscribe();
+    crate::fault_cli::recover_at_start(&config, state_dir, &recovery_audit).await;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let grace = config.shutdown_grace.0;
+
+    let mut cycle = Cycle::new(&config)?;
+    // Traces and logs. Their forwarder has its own token and tracker: it stops only after
+    // every producer has, so the events of the shutdown itself (fault reverts) are sent too.
+    let logs_stop = CancellationToken::new();
+    let logs_tracker = TaskTracker::new();
+    let signals = crate::event_log::start(
+        &config,
+        &cycle.resource().clone(),
+        &logs_stop,
+        &logs_tracker,
+    )?;
+    if let Some(s) = &signals {
+        cycle.set_log_stats(s.logs.stats().clone());
+        while let Ok(e) = recovered.try_recv() {
+            s.logs.emit(&crate::event_log::fault_audit(&e));
+        }
+    }
+    if !config.backups.is_empty() {
+        let backups = crate::backup::scheduler::spawn(
+            &config.backups,
+            state_dir,
+            signals.as_ref().map(|s| &s.logs),
+            &cancel,
+            &tracker,
+        );
+        cycle.add_collector(Box::new(backups));
+    }
+
+    let export: Option<ExportHandle> = if config.export.otlp.enabled {
+        let settings =
+            export_settings::resolve(&config.export.otlp).context("OTLP exporter settings")?;
+        let url = settings.transport.url.clone();
+        let protocol = settings.transport.protocol;
+        let transport = Transport::new(settings.transport).context("OTLP exporter")?;
+        let stats = Arc::new(ExportStats::default());
+        let (handle, sender) = match open_disk_queue(&config, state_dir).await {
+            Some(disk) => {
+                otlp::pipeline_on_disk(transport, settings.retry, settings.max_batches, disk, stats)
+            }
+            None => otlp::pipeline(transport, settings.retry, settings.max_batches, stats),
+        };
+        tracker.spawn(
+            sender
+                .run(cancel.clone(), grace)
+                .instrument(tracing::info_span!("otlp_sender")),
+        );
+        info!(%url, ?protocol, "exporting metrics over OTLP");
+        Some(handle)
+    } else {
+        None
+    };
+
+    let (latest_tx, latest_rx) = watch::channel::<Option<Arc<Batch>>>(None);
+    // Drills, the fault engine and the API (when configured), owned by the same token/tracker.
+    if let Some(drills) = crate::drill::service::spawn_in_agent(
+        &config,
+        state_dir,
+        latest_rx.clone(),
+        signals,
+        &cancel,
+        &tracker,
+    )
+    .await?
+    {
+        cycle.add_collector(Box::new(drills));
+    }
+    if config.export.prometheus.enabled {
+        let listen = config.export.prometheus.listen;
+        let endpoint = crate::prometheus_endpoint::Endpoint::bind(listen).await?;
+        tracker.spawn(
+            endpoint
+                .run(latest_rx, cancel.clone())
+                .instrument(tracing::info_span!("prometheus_endpoint")),
+        );
+    }
+
+    tracker.spawn(wait_for_signal(cancel.clone()).instrument(tracing::info_span!("signals")));
+
+    // systemd Type=notify: ready once everything above is up; feed the watchdog from an
+    // owned task (absent NOTIFY_SOCKET, nothing happens).
+    let notifier = start_notifications(&cancel, &tracker);
+
+    info!(interval = %config.interval, collectors = ?cycle.collectors.iter().map(|c| c.name()).collect::<Vec<_>>(), "faultline started");
+    let mut ticker = tokio::time::interval(config.interval.0);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let scope_version = env!("CARGO_PKG_VERSION");
+    let mut cycles = 0u64;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        cycles += 1;
+        let stats = export.as_ref().map(|e| e.stats().clone());
+        // Queuing may write and sync the batch to the disk queue: blocking, so it happens
+        // here too, with the encoding.
+        let exporter = export.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let batch = cycle.collect(stats.as_deref());
+            if let Some(export) = &exporter {
+                export.submit(otlp::encode_batch(&batch, scope_version));
+            }
+            if cycles == RELEASE_STARTUP_PAGES_AFTER {
+                release_startup_pages();
+            }
+            (cycle, batch)
+        })
+        .await;
+        let (back, batch) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                error!(error = %e, "collection cycle panicked; stopping");
+                cancel.cancel();
+                break;
+            }
+        };
+        cycle = back;
+        latest_tx.send_replace(Some(Arc::new(batch)));
+    }
+
+    if let Some(n) = &notifier {
+        n.notify_or_log("STOPPING=1");
+    }
+    info!(grace = %humantime::format_duration(grace), "stopping: collection stopped, flushing the export queue");
+    let stopping = Instant::now();
+    tracker.close();
+    if tokio::time::timeout(grace + Duration::from_secs(1), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within the grace period");
+    }
+    // Every producer of log records has stopped: send what is left (at least one second
+    // even when the other tasks used the grace period up).
+    logs_stop.cancel();
+    logs_tracker.close();
+    let left = grace
+        .saturating_sub(stopping.elapsed())
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(left, logs_tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("OTLP log records were left unsent at shutdown");
+    }
+    info!("faultline stopped");
+    Ok(())
+}
+
+/// The cycle after which the start-up code's pages are handed back ([`crate::residency`]):
+/// by then every collector, the exporter and its first sends have run.
+const RELEASE_STARTUP_PAGES_AFTER: u64 = 3;
+
+fn release_startup_pages() {
+    match crate::residency::release_startup_pages() {
+        Ok(r) => debug!(
+            mappings = r.mappings,
+            resident_kib = r.resident_kib,
+            "start-up code pages handed back to the kernel"
+        ),
+        Err(e) => debug!(error = %e, "start-up code pages stay resident"),
+    }
+}
+
+/// Opens the persistent export queue in `<state-dir>/queue` when configured; `None` (with a
+/// warning) when it is off or unusable, so the agent exports from memory instead of not at all.
+async fn open_disk_queue(
+    config: &Config,
+    state_dir: &Path,
+) -> Option<(otlp::DiskQueue, Vec<otlp::disk_queue::Stored>)> {
+    let queue = &config.export.otlp.queue;
+    if !queue.persistent {
+        return None;
+    }
+    let dir = state_dir.join("queue");
+    let max_bytes = queue.max_bytes.0;
+    let opened = tokio::task::spawn_blocking(move || otlp::DiskQueue::open(&dir, max_bytes)).await;
+    match opened {
+        Ok(Ok(disk)) => {
+            info!(dir = %disk.0.dir().display(), max_bytes = %queue.max_bytes, "export queue on disk");
+            Some(disk)
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot use the disk export queue; queuing in memory (unsent data is lost on restart; set export.otlp.queue.persistent: false to silence this)");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "opening the disk export queue failed; queuing in memory");
+            None
+        }
+    }
+}
+
+/// Sends `READY=1` and starts the watchdog task when systemd asked for notifications.
+fn start_notifications(
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<Arc<crate::sd_notify::Notifier>> {
+    let notifier = match crate::sd_notify::Notifier::from_env() {
+        Ok(Some(n)) => Arc::new(n),
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(error = %e, "systemd notifications disabled");
+            return None;
+        }
+    };
+    notifier.notify_or_log("READY=1");
+    if let Some(timeout) = crate::sd_notify::watchdog_timeout_from_env() {
+        info!(timeout = %humantime::format_duration(timeout), "feeding the systemd watchdog every half timeout");
+        tracker.spawn(
+            crate::sd_notify::watchdog(notifier.clone(), timeout, cancel.clone())
+                .instrument(tracing::info_span!("sd_watchdog")),
+        );
+    }
+    Some(notifier)
+}
+
+async fn wait_for_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install signal handlers");
+            return;
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => return,
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    cancel.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_host_and_self_metric_is_in_the_metrics_reference() {
+        crate::test_support::assert_in_metrics_reference(
+            collectors::host::all_metric_descs()
+                .into_iter()
+                .chain(SELF_METRICS.iter().copied()),
+        );
+    }
+
+    #[test]
+    fn self_sample_matches_the_process_status() {
+        let mut p = SelfProcess::new().unwrap();
+        let (rss, cpu) = p.sample().unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_rss_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        // The two are read a moment apart by a process that may allocate in between.
+        let diff = (rss / 1024).abs_diff(vm_rss_kib);
+        assert!(diff < 8 * 1024, "rss {rss} B vs VmRSS {vm_rss_kib} KiB");
+        assert!(cpu >= 0.0);
+    }
+
+    #[test]
+    fn one_cycle_on_this_host_records_host_and_self_metrics() {
+        let mut cycle = Cycle::new(&Config::default()).unwrap();
+        let first = cycle.collect(None);
+        assert!(first.host_metric("system.cpu.time").is_some());
+        assert!(first.host_metric("faultline.collector.errors").is_some());
+        // The cycle duration is that of the previous cycle: absent first, present after.
+        assert!(first.host_metric("faultline.cycle.duration").is_none());
+        let second = cycle.collect(Some(&ExportStats::default()));
+        assert!(second.host_metric("faultline.cycle.duration").is_some());
+        assert!(
+            second
+                .host_metric("faultline.export.queue.length")
+                .is_some()
+        );
+    }
+}

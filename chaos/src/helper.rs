@@ -1,0 +1,197 @@
+//! Helper processes: start the agent binary in its hidden worker mode, wait until it says
+//! it is working, and end it again — also after a crash, from its journaled identity.
+//!
+//! ## Dying with the agent
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
+//! A tokio blocking-pool thread retires after a few idle seconds, which would kill every
+//! helper it had started. So all helpers are spawned by one process-lifetime thread
+//! (`chaos-spawner`) that never exits; it blocks on a channel whose sender lives in a
+//! static. The worker itself calls `set_pdeathsig(SIGKILL)` first thing, then exits if its
+//! parent is not the pid it was given (the agent died before the call) — no `pre_exec`,
+//! no unsafe code.
+//!
+//! ## Ending
+//! [`end`] sends SIGKILL after checking pid + start time (a reused pid is never touched)
+//! and reaps the child when this process started it; a helper left by a previous agent
+//! (reparented to init) is polled until it is gone.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::error::FaultError;
+use crate::fault::Env;
+use crate::guard;
+use crate::procfs::{self, ProcessIdentity};
+
+/// The line a worker prints on stdout once it is doing its job.
+pub const READY_LINE: &str = "faultline-worker-ready";
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> Result<&'static Mutex<mpsc::Sender<SpawnRequest>>, FaultError> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    static START_ERROR: OnceLock<String> = OnceLock::new();
+    if let Some(s) = SPAWNER.get() {
+        return Ok(s);
+    }
+    if let Some(e) = START_ERROR.get() {
+        return Err(FaultError::Helper(e.clone()));
+    }
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    let started = std::thread::Builder::new()
+        .name("chaos-spawner".into())
+        .spawn(move || {
+            // Lives as long as the process: the sender is in a static, so recv only ends at exit.
+            while let Ok((mut cmd, reply)) = rx.recv() {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+    match started {
+        Ok(_) => Ok(SPAWNER.get_or_init(|| Mutex::new(tx))),
+        Err(e) => {
+            let msg = format!("cannot start the helper spawner thread: {e}");
+            let _ = START_ERROR.set(msg.clone());
+            Err(FaultError::Helper(msg))
+        }
+    }
+}
+
+fn children() -> &'static Mutex<HashMap<i32, Child>> {
+    static CHILDREN: OnceLock<Mutex<HashMap<i32, Child>>> = OnceLock::new();
+    CHILDREN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Starts a worker (`<worker program> <worker args> --parent <agent pid> <args…>`), waits
+/// up to `ready_timeout` for its ready line, and returns its identity.
+pub fn spawn_worker(
+    env: &Env,
+    args: &[String],
+    ready_timeout: Duration,
+) -> Result<ProcessIdentity, FaultError> {
+    let mut cmd = Command::new(&env.worker.program);
+    cmd.args(&env.worker.args)
+        .arg("--parent")
+        .arg(env.agent.pid.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let what = format!(
+        "{} {} {}",
+        env.worker.program.display(),
+        env.worker.args.join(" "),
+        args.join(" ")
+    );
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner()?
+        .lock()
+        .map_err(|_| FaultError::Helper("helper spawner lock poisoned".into()))?
+        .send((cmd, reply_tx))
+        .map_err(|_| FaultError::Helper("helper spawner thread is gone".into()))?;
+    let mut child = reply_rx
+        .recv()
+        .map_err(|_| FaultError::Helper("helper spawner thread is gone".into()))?
+        .map_err(|e| FaultError::Helper(format!("cannot start {what}: {e}")))?;
+    let pid = child.id() as i32;
+    let identity = procfs::identity(&env.proc_root, pid, &env.boot_id).unwrap_or(ProcessIdentity {
+        pid,
+        start_time: 0,
+        boot_id: env.boot_id.clone(),
+        name: String::new(),
+    });
+    let stdout = child.stdout.take();
+    if let Ok(mut map) = children().lock() {
+        map.insert(pid, child);
+    }
+    let ready = wait_ready(stdout, ready_timeout);
+    if let Err(msg) = ready {
+        let _ = end(&identity, env);
+        return Err(FaultError::Helper(format!("{what}: {msg}")));
+    }
+    // The identity read right after spawn may predate exec (same start time either way).
+    Ok(procfs::identity(&env.proc_root, pid, &env.boot_id).unwrap_or(identity))
+}
+
+fn wait_ready(stdout: Option<std::process::ChildStdout>, timeout: Duration) -> Result<(), String> {
+    let Some(stdout) = stdout else {
+        return Err("no stdout pipe".into());
+    };
+    let (tx, rx) = mpsc::channel();
+    // A short-lived reader: it ends at the first line or at EOF (the worker exiting).
+    let reader = std::thread::Builder::new()
+        .name("chaos-ready".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+    if let Err(e) = reader {
+        return Err(format!("cannot start the ready reader: {e}"));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(line)) if line.trim() == READY_LINE => Ok(()),
+        Ok(Ok(line)) if line.is_empty() => {
+            Err("exited before it was ready (see its stderr above)".into())
+        }
+        Ok(Ok(line)) => Err(format!("unexpected first line {:?}", line.trim())),
+        Ok(Err(e)) => Err(format!("cannot read its stdout: {e}")),
+        Err(_) => Err(format!(
+            "not ready within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Ends a helper: SIGKILL if pid + start time still match, then reap (our child) or wait
+/// until it is gone (a previous agent's). Gone already is `Ok`.
+pub fn end(p: &ProcessIdentity, env: &Env) -> Result<(), FaultError> {
+    let ours = children().lock().ok().and_then(|mut m| m.remove(&p.pid));
+    if let Some(mut child) = ours {
+        if procfs::is_alive(&env.proc_root, p, &env.boot_id) {
+            let _ = child.kill();
+        }
+        return child
+            .wait()
+            .map(|_| ())
+            .map_err(|e| FaultError::Helper(format!("cannot reap helper {p}: {e}")));
+    }
+    if !guard::signal_if_alive(p, Signal::SIGKILL, env)? {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while procfs::is_alive(&env.proc_root, p, &env.boot_id) {
+        if Instant::now() > deadline {
+            return Err(FaultError::Helper(format!(
+                "helper {p} survived SIGKILL for 2s"
+            )));
+        }
+        // `end` runs on a blocking thread (the engine calls faults through spawn_blocking).
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Ends every helper in `list`; the first error is returned after trying them all.
+pub fn end_all(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultError> {
+    let mut first = None;
+    for p in list {
+        if let Err(e) = end(p, env) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// How many of `list` are alive.
+pub fn alive(list: &[ProcessIdentity], env: &Env) -> usize {
+    list.iter()
+        .filter(|p| procfs::is_alive(&env.proc_root, p, &env.boot_id))
+        .count()
+}

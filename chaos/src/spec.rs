@@ -1,0 +1,206 @@
+//! [`FaultSpec`]: what a user asks for — one serde type shared by the CLI (it is also the
+//! clap subcommand of `faultline fault inject`), the HTTP API and drill scenarios.
+//!
+//! ```json
+//! {"kind": "process-pause", "name": "postgres", "mode": "one", "duration": "30s"}
+//! {"kind": "disk-fill", "path": "/var/lib/data", "percent": 95, "duration": "5m"}
+//! ```
+//!
+//! Every kind's spec struct carries a required `duration` and rejects unknown fields. Its
+//! behaviour is its [`Fault`] impl, next to it in the kind's own module.
+//!
+//! ## Adding a kind
+//! Write `struct XSpec` (derive `Clone, Debug, PartialEq, Serialize, Deserialize,
+//! clap::Args`; `#[serde(deny_unknown_fields)]`; a `pub duration: HumanDuration` field
+//! with `#[arg(long)]`), implement [`Fault`] for it in its own file, and add one line to
+//! the `fault_kinds!` list below. Nothing else changes: the CLI, the journal, recovery and
+//! the engine dispatch through the list.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fault::Fault;
+
+macro_rules! fault_kinds {
+    ($( $(#[$meta:meta])* $variant:ident($spec:ty) = $name:literal, )*) => {
+        /// A fault request: the kind (`"kind"` in JSON, the subcommand on the CLI) and its
+        /// options.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Subcommand)]
+        #[serde(tag = "kind")]
+        pub enum FaultSpec {
+            $(
+                $(#[$meta])*
+                #[serde(rename = $name)]
+                #[command(name = $name)]
+                $variant($spec),
+            )*
+        }
+
+        impl FaultSpec {
+            /// Every kind's name, in the order of the list.
+            pub const KINDS: &'static [&'static str] = &[$($name),*];
+
+            /// The kind's name (`process-kill`).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( FaultSpec::$variant(_) => $name, )*
+                }
+            }
+
+            /// The requested duration.
+            pub fn duration(&self) -> Duration {
+                match self {
+                    $( FaultSpec::$variant(s) => s.duration.0, )*
+                }
+            }
+
+            /// The kind's behaviour.
+            pub fn fault(&self) -> &dyn Fault {
+                match self {
+                    $( FaultSpec::$variant(s) => s, )*
+                }
+            }
+        }
+    };
+}
+
+fault_kinds! {
+    /// Send a signal (default KILL) to the selected processes.
+    ProcessKill(crate::process::ProcessKillSpec) = "process-kill",
+    /// Stop the selected processes (SIGSTOP); SIGCONT on revert.
+    ProcessPause(crate::process::ProcessPauseSpec) = "process-pause",
+    /// Fill a filesystem to a used percentage or by a byte count.
+    DiskFill(crate::disk::DiskFillSpec) = "disk-fill",
+    /// Read or write at a set rate in a directory.
+    DiskIo(crate::disk::DiskIoSpec) = "disk-io",
+    /// Load CPUs: N workers at L% each.
+    CpuStress(crate::stress::CpuStressSpec) = "cpu-stress",
+    /// Allocate and touch memory, held for the duration.
+    MemoryStress(crate::stress::MemoryStressSpec) = "memory-stress",
+    /// Proxy a TCP service with added latency ± jitter (no kernel support needed).
+    Latency(crate::network::LatencySpec) = "latency",
+    /// Proxy a TCP service with a bandwidth limit in KB/s.
+    Bandwidth(crate::network::BandwidthSpec) = "bandwidth",
+    /// Proxy a TCP service through any toxics (latency, bandwidth, timeout, reset_peer, …).
+    Proxy(crate::network::ProxyFaultSpec) = "proxy",
+    /// Delay, jitter, loss, duplication, corruption on an interface (tc netem; needs sch_netem).
+    Netem(crate::network::NetemSpec) = "netem",
+    /// Limit an interface's egress rate (tc tbf).
+    RateLimit(crate::network::RateLimitSpec) = "rate-limit",
+    /// Drop traffic to/from addresses and ports (nftables table of faultline's own).
+    Partition(crate::network::PartitionSpec) = "partition",
+    /// Stop a container (Docker Engine API); revert starts it.
+    ContainerStop(crate::container::ContainerStopSpec) = "container-stop",
+    /// Send a signal to a container; revert starts it if it stopped.
+    ContainerKill(crate::container::ContainerKillSpec) = "container-kill",
+    /// Pause a container; revert unpauses it.
+    ContainerPause(crate::container::ContainerPauseSpec) = "container-pause",
+    /// Restart a container (over once applied).
+    ContainerRestart(crate::container::ContainerRestartSpec) = "container-restart",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_strictness() {
+        let s: FaultSpec = serde_json::from_str(
+            r#"{"kind":"process-kill","pid":42,"signal":"TERM","duration":"30s"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.kind(), "process-kill");
+        assert_eq!(s.duration(), Duration::from_secs(30));
+        let back: FaultSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let unknown = serde_json::from_str::<FaultSpec>(
+            r#"{"kind":"process-kill","pid":42,"duration":"30s","pidd":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("unknown field"), "{unknown}");
+        let no_duration =
+            serde_json::from_str::<FaultSpec>(r#"{"kind":"cpu-stress","workers":1,"load":50}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(no_duration.contains("duration"), "{no_duration}");
+        let bad_kind =
+            serde_json::from_str::<FaultSpec>(r#"{"kind":"meteor","duration":"1s"}"#).unwrap_err();
+        assert!(
+            bad_kind.to_string().contains("unknown variant"),
+            "{bad_kind}"
+        );
+    }
+
+    #[test]
+    fn every_kind_parses_from_the_cli() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            spec: FaultSpec,
+        }
+        let cases: &[&[&str]] = &[
+            &[
+                "x",
+                "process-kill",
+                "--pid",
+                "7",
+                "--signal",
+                "KILL",
+                "--duration",
+                "1s",
+            ],
+            &["x", "process-pause", "--pid", "7", "--duration", "1s"],
+            &[
+                "x",
+                "disk-fill",
+                "--path",
+                "/tmp",
+                "--percent",
+                "50",
+                "--duration",
+                "1s",
+            ],
+            &[
+                "x",
+                "disk-fill",
+                "--path",
+                "/tmp",
+                "--bytes",
+                "1MiB",
+                "--duration",
+                "1s",
+            ],
+            &[
+                "x",
+                "disk-io",
+                "--path",
+                "/tmp",
+                "--write-rate",
+                "1MiB",
+                "--duration",
+                "1s",
+            ],
+            &[
+                "x",
+                "cpu-stress",
+                "--workers",
+                "2",
+                "--load",
+                "50",
+                "--duration",
+                "1s",
+            ],
+            &["x", "memory-stress", "--bytes", "64MiB", "--duration", "1s"],
+        ];
+        for args in cases {
+            let cli = Cli::try_parse_from(*args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.spec.kind(), args[1]);
+        }
+        assert!(
+            Cli::try_parse_from(["x", "cpu-stress", "--workers", "2", "--load", "50"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,841 @@
+//! The on-disk export queue: encoded OTLP batches kept in `<state-dir>/queue/` until the
+//! backend has accepted them, so an outage survives agent restarts and SIGKILL.
+//!
+//! # Layout
+//! - `NNNNNNNNNNNNNNNNNNNN.seg` — segment files, named after the sequence number of their
+//!   first record (zero-padded so names sort in order). A segment is a run of records:
+//!
+//!   | bytes | field |
+//!   | --- | --- |
+//!   | 0..4 | magic `FLQ1` |
+//!   | 4..8 | payload length (u32 LE) |
+//!   | 8..16 | sequence number (u64 LE), strictly increasing across segments |
+//!   | 16..20 | data points in the batch (u32 LE), for the drop counters |
+//!   | 20..24 | CRC-32 (IEEE) of bytes 4..20 and the payload |
+//!   | 24.. | payload: one encoded `ExportMetricsServiceRequest` |
+//!
+//! - `cursor` — the sequence number of the first record not yet consumed (sent, refused for
+//!   good, or dropped by the size bound), in two alternating 16-byte slots (`seq u64`,
+//!   `crc32 u32`, magic `FLC1`); the larger valid slot wins, so a torn cursor write falls back
+//!   to the previous value (a resend, never a loss).
+//! - `lock` — held with an exclusive `flock` while a process uses the queue, so two agents
+//!   pointed at one state directory cannot interleave records.
+//!
+//! # Durability
+//! Each record is written with one positioned write and made durable with one `fdatasync`
+//! before it is handed to the sender: one sync per collection cycle (a batch is 30–60 KB every
+//! 10 s), which is noise for any disk and is what makes "written before it is first sent"
+//! hold across a node crash or power loss, not only a killed process. A new segment's name is
+//! made durable with a directory `fsync` (once per segment, not per record). The cursor is
+//! *not* synced: the page cache survives SIGKILL, so a killed agent never loses a cursor
+//! update; after a power loss the cursor may lag, which resends batches that were already
+//! accepted (duplicates), never loses any.
+//!
+//! # Size bound
+//! The segment files together never exceed `max_bytes`: before a record is written, the
+//! oldest unconsumed records are dropped (consumed) until a whole segment can be deleted and
+//! the new record fits. Segments are `max_bytes / 64` (between 64 KiB and 4 MiB), so a drop
+//! frees at most that much at a time. A record larger than the whole bound is not written.
+//!
+//! # Recovery
+//! On open every segment is read and checked record by record. A record whose length runs
+//! past the end of the file or whose checksum fails is skipped with a warning: at the end of
+//! the last segment (a torn write) the file is truncated to its last good record; in the
+//! middle of a file the reader looks for the next valid record (magic + length + checksum) and
+//! carries on from there. Records before the cursor are not loaded again.
+//!
+//! Not here: what to send when, or retries — see [`super::pipeline`]. All of this is blocking
+//! file I/O; the pipeline calls it from blocking threads only.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+/// Record magic, `FLQ1`.
+const MAGIC: [u8; 4] = *b"FLQ1";
+/// Cursor slot magic, `FLC1`.
+const CURSOR_MAGIC: [u8; 4] = *b"FLC1";
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 24;
+/// Largest payload accepted when reading (a batch is tens of KB; this only rejects garbage).
+const MAX_PAYLOAD: usize = 64 << 20;
+/// Segment size bounds (see the module docs).
+const MIN_SEGMENT: u64 = 64 << 10;
+const MAX_SEGMENT: u64 = 4 << 20;
+
+/// The queue directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file or directory operation failed.
+    #[error("disk queue {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another process holds the queue.
+    #[error(
+        "disk queue {path} is in use by another process (two agents share one state directory? give each its own --state-dir)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// A record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The record alone is larger than the queue's bound.
+    #[error("a {size}-byte batch does not fit a disk queue of {max_bytes} bytes")]
+    TooLarge {
+        /// The record's size with its header.
+        size: u64,
+        /// The bound.
+        max_bytes: u64,
+    },
+    /// Writing or syncing failed (disk full, I/O error).
+    #[error("writing the disk queue {path}: {source}")]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A stored record could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("reading {path} at offset {offset}: {source}")]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// Why.
+        source: io::Error,
+    },
+    /// The bytes no longer pass the checks they passed when written or loaded.
+    #[error("record {seq} in {path} at offset {offset} is damaged: {reason}")]
+    Damaged {
+        /// The record.
+        seq: u64,
+        /// The segment file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What failed.
+        reason: &'static str,
+    },
+}
+
+/// Where one record lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The first sequence number of its segment (the segment's name).
+    pub segment: u64,
+    /// Byte offset of its header in the segment.
+    pub offset: u64,
+    /// Header plus payload.
+    pub len: u64,
+    /// Data points in the batch.
+    pub points: u32,
+}
+
+/// One record found by [`scan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scanned {
+    /// Byte offset of the header.
+    pub offset: usize,
+    /// Header plus payload.
+    pub len: usize,
+    /// Sequence number.
+    pub seq: u64,
+    /// Data points.
+    pub points: u32,
+}
+
+/// What [`scan`] found in one segment's bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Valid records, in file order.
+    pub records: Vec<Scanned>,
+    /// Damaged stretches followed by a valid record: `(offset, length)`.
+    pub skipped: Vec<(usize, usize)>,
+    /// A damaged or incomplete stretch running to the end of the file: its offset. A crash
+    /// in the middle of a write leaves exactly this.
+    pub torn_tail: Option<usize>,
+}
+
+/// Why the bytes at an offset are not a record.
+#[derive(Debug, PartialEq, Eq)]
+enum Bad {
+    Magic,
+    Short,
+    Length,
+    Checksum,
+}
+
+impl Bad {
+    fn reason(&self) -> &'static str {
+        match self {
+            Bad::Magic => "bad magic",
+            Bad::Short => "shorter than its header says",
+            Bad::Length => "implausible length",
+            Bad::Checksum => "checksum mismatch",
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[4..20]);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Parses the record at the start of `b`.
+fn parse_record(b: &[u8]) -> Result<Scanned, Bad> {
+    if b.len() < HEADER_LEN {
+        return Err(if b.len() >= 4 && b[..4] != MAGIC {
+            Bad::Magic
+        } else {
+            Bad::Short
+        });
+    }
+    if b[..4] != MAGIC {
+        return Err(Bad::Magic);
+    }
+    let payload_len = u32_at(b, 4) as usize;
+    if payload_len > MAX_PAYLOAD {
+        return Err(Bad::Length);
+    }
+    let len = HEADER_LEN + payload_len;
+    if b.len() < len {
+        return Err(Bad::Short);
+    }
+    if checksum(&b[..HEADER_LEN], &b[HEADER_LEN..len]) != u32_at(b, 20) {
+        return Err(Bad::Checksum);
+    }
+    Ok(Scanned {
+        offset: 0,
+        len,
+        seq: u64_at(b, 8),
+        points: u32_at(b, 16),
+    })
+}
+
+/// Checks a segment's bytes record by record (pure; see the module docs for the rules).
+pub fn scan(bytes: &[u8]) -> ScanReport {
+    let mut report = ScanReport::default();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        if let Ok(mut r) = parse_record(&bytes[pos..]) {
+            r.offset = pos;
+            pos += r.len;
+            report.records.push(r);
+            continue;
+        }
+        // Look for the next valid record after the damage.
+        let next = (pos + 1..bytes.len().saturating_sub(HEADER_LEN - 1))
+            .filter(|&p| bytes[p..p + 4] == MAGIC)
+            .find(|&p| parse_record(&bytes[p..]).is_ok());
+        match next {
+            Some(p) => {
+                report.skipped.push((pos, p - pos));
+                pos = p;
+            }
+            None => {
+                report.torn_tail = Some(pos);
+                break;
+            }
+        }
+    }
+    report
+}
+
+/// Encodes one record (header + payload) into a fresh buffer.
+pub fn encode_record(seq: u64, points: u32, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+    buf.extend_from_slice(&MAGIC);
+    // Payloads above 4 GiB cannot occur (a batch is tens of KB); saturating keeps the
+    // checksum honest if one ever did: the reader then refuses the record as damaged.
+    buf.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&points.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    let crc = checksum(&buf, payload);
+    buf[20..24].copy_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Encodes a cursor slot.
+fn cursor_slot(seq: u64) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32fast::hash(&s[..8]);
+    s[8..12].copy_from_slice(&crc.to_le_bytes());
+    s[12..16].copy_from_slice(&CURSOR_MAGIC);
+    s
+}
+
+/// The cursor in a cursor file's bytes: the larger valid slot, `None` if neither is valid.
+fn parse_cursor(b: &[u8]) -> Option<u64> {
+    b.chunks_exact(16)
+        .take(2)
+        .filter(|s| s[12..16] == CURSOR_MAGIC && crc32fast::hash(&s[..8]) == u32_at(s, 8))
+        .map(|s| u64_at(s, 0))
+        .max()
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    /// Largest sequence number in it (`first_seq - 1` while empty).
+    last_seq: u64,
+    size: u64,
+    path: PathBuf,
+}
+
+/// One stored batch, as loaded at open.
+pub type Stored = RecordRef;
+
+/// The on-disk queue. Not thread-safe by itself: the pipeline keeps it behind its lock.
+#[derive(Debug)]
+pub struct DiskQueue {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_max: u64,
+    /// Oldest first. The last one is the segment being appended to when `active` is set.
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    cursor_file: File,
+    cursor_slot: u64,
+    cursor: u64,
+    next_seq: u64,
+    /// Held for the `flock`; released when the queue is dropped.
+    _lock: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl DiskQueue {
+    /// Opens (creating if needed) the queue in `dir`, checks every stored record and returns
+    /// the queue with the unconsumed records, oldest first. Damage is logged and skipped.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Vec<Stored>), OpenError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+
+        let cursor_path = dir.join("cursor");
+        let mut cursor_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&cursor_path)
+            .map_err(io_err(&cursor_path))?;
+        let mut raw = Vec::new();
+        cursor_file
+            .read_to_end(&mut raw)
+            .map_err(io_err(&cursor_path))?;
+        let cursor = match parse_cursor(&raw) {
+            Some(c) => c,
+            None if raw.is_empty() => 0,
+            None => {
+                warn!(path = %cursor_path.display(), "disk queue cursor is damaged; resending every stored batch (the backend may see some twice)");
+                0
+            }
+        };
+
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(stem) = name.strip_suffix(".seg") else {
+                continue;
+            };
+            match stem.parse::<u64>() {
+                Ok(first) => names.push((first, entry.path())),
+                Err(_) => {
+                    warn!(path = %entry.path().display(), "ignoring a file in the disk queue that is not a segment");
+                }
+            }
+        }
+        names.sort_unstable_by_key(|(first, _)| *first);
+
+        let mut segments = VecDeque::new();
+        let mut stored = Vec::new();
+        let mut last_seq: Option<u64> = None;
+        let count = names.len();
+        for (i, (first_seq, path)) in names.into_iter().enumerate() {
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            let report = scan(&bytes);
+            for &(offset, len) in &report.skipped {
+                warn!(path = %path.display(), offset, bytes = len, "disk queue: damaged record skipped (checksum or length wrong); later records are kept");
+            }
+            if let Some(offset) = report.torn_tail {
+                let bytes_lost = bytes.len() - offset;
+                warn!(path = %path.display(), offset, bytes = bytes_lost, "disk queue: torn write at the end of a segment (crash while writing?) skipped");
+                if i + 1 == count {
+                    // Cut it off so it is not reported again; failing to is harmless.
+                    if let Err(e) = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(offset as u64))
+                    {
+                        warn!(path = %path.display(), error = %e, "cannot truncate the torn tail");
+                    }
+                }
+            }
+            let mut seg_last = None;
+            for r in &report.records {
+                if r.seq < cursor {
+                    continue;
+                }
+                if last_seq.is_some_and(|l| r.seq <= l) {
+                    warn!(path = %path.display(), seq = r.seq, "disk queue: record out of sequence skipped");
+                    continue;
+                }
+                last_seq = Some(r.seq);
+                seg_last = Some(r.seq);
+                stored.push(RecordRef {
+                    seq: r.seq,
+                    segment: first_seq,
+                    offset: r.offset as u64,
+                    len: r.len as u64,
+                    points: r.points,
+                });
+            }
+            match seg_last {
+                Some(last) => segments.push_back(Segment {
+                    first_seq,
+                    last_seq: last,
+                    size: std::fs::metadata(&path)
+                        .map(|m| m.len())
+                        .unwrap_or(bytes.len() as u64),
+                    path,
+                }),
+                None => {
+                    // Nothing left to send in it: consumed, empty or all damaged.
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        warn!(path = %path.display(), error = %e, "cannot remove a consumed disk queue segment");
+                    }
+                }
+            }
+        }
+        let next_seq = last_seq.map_or(cursor, |l| l + 1).max(cursor);
+        if !stored.is_empty() {
+            let bytes: u64 = stored.iter().map(|r| r.len).sum();
+            info!(batches = stored.len(), bytes, dir = %dir.display(), "disk queue: unsent batches from a previous run will be sent first");
+        }
+        let queue = Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_max: (max_bytes / 64).clamp(MIN_SEGMENT, MAX_SEGMENT),
+            segments,
+            active: None,
+            cursor_file,
+            cursor_slot: 0,
+            cursor,
+            next_seq,
+            _lock: lock,
+        };
+        Ok((queue, stored))
+    }
+
+    /// The bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes the segment files take now.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a record of `record_len` bytes (header included) can be written without
+    /// dropping anything.
+    pub fn fits(&self, record_len: u64) -> bool {
+        self.disk_bytes() + record_len <= self.max_bytes
+    }
+
+    /// Appends one batch and syncs it. Does not enforce the bound: the caller drops the oldest
+    /// records first (with [`Self::consume_until`] and `pressure`) until [`Self::fits`].
+    pub fn append(&mut self, payload: &[u8], points: u32) -> Result<RecordRef, AppendError> {
+        let len = (HEADER_LEN + payload.len()) as u64;
+        if len > self.max_bytes {
+            return Err(AppendError::TooLarge {
+                size: len,
+                max_bytes: self.max_bytes,
+            });
+        }
+        let seq = self.next_seq;
+        let roll = match self.segments.back() {
+            Some(s) if self.active.is_some() => s.size > 0 && s.size + len > self.segment_max,
+            _ => true,
+        };
+        if roll {
+            self.active = None;
+            let path = self.dir.join(segment_name(seq));
+            let io = |source| AppendError::Io {
+                path: path.clone(),
+                source,
+            };
+            let file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            sync_dir(&self.dir).map_err(io)?;
+            self.segments.push_back(Segment {
+                first_seq: seq,
+                last_seq: seq.wrapping_sub(1),
+                size: 0,
+                path: path.clone(),
+            });
+            self.active = Some(file);
+        }
+        let (Some(file), Some(seg)) = (self.active.as_ref(), self.segments.back_mut()) else {
+            // Both were just set above when missing.
+            return Err(AppendError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other("no active segment"),
+            });
+        };
+        let record = encode_record(seq, points, payload);
+        let offset = seg.size;
+        let written = file
+            .write_all_at(&record, offset)
+            .and_then(|()| file.sync_data());
+        if let Err(source) = written {
+            // Cut a partial write off so the next record follows good bytes; the reader would
+            // skip the damage anyway.
+            let _ = file.set_len(offset);
+            let path = seg.path.clone();
+            // A failing segment is not appended to again.
+            self.active = None;
+            if seg.size == 0 {
+                let _ = std::fs::remove_file(&path);
+                self.segments.pop_back();
+            }
+            return Err(AppendError::Io { path, source });
+        }
+        seg.size += len;
+        seg.last_seq = seq;
+        self.next_seq = seq + 1;
+        Ok(RecordRef {
+            seq,
+            segment: seg.first_seq,
+            offset,
+            len,
+            points,
+        })
+    }
+
+    /// Reads one record's payload back, checking it again.
+    pub fn read(&self, r: &RecordRef) -> Result<Vec<u8>, ReadError> {
+        let path = self.dir.join(segment_name(r.segment));
+        let io = |source| ReadError::Io {
+            path: path.clone(),
+            offset: r.offset,
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        let mut buf = vec![0u8; usize::try_from(r.len).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut buf, r.offset).map_err(io)?;
+        match parse_record(&buf) {
+            Ok(s) if s.seq == r.seq && s.len == buf.len() => {
+                buf.drain(..HEADER_LEN);
+                Ok(buf)
+            }
+            Ok(_) => Err(ReadError::Damaged {
+                seq: r.seq,
+                path,
+                offset: r.offset,
+                reason: "a different record is stored there",
+            }),
+            Err(bad) => Err(ReadError::Damaged {
+                seq: r.seq,
+                path,
+                offset: r.offset,
+                reason: bad.reason(),
+            }),
+        }
+    }
+
+    /// Marks every record below `cursor` consumed: records the cursor and deletes segments
+    /// that hold nothing else. The segment being appended to is kept (and reused) unless
+    /// `pressure` says space must be freed now.
+    pub fn consume_until(&mut self, cursor: u64, pressure: bool) {
+        let cursor = cursor.min(self.next_seq);
+        if cursor > self.cursor {
+            self.cursor = cursor;
+            let slot = self.cursor_slot % 2;
+            self.cursor_slot = self.cursor_slot.wrapping_add(1);
+            if let Err(e) = self
+                .cursor_file
+                .write_all_at(&cursor_slot(cursor), slot * 16)
+            {
+                warn!(dir = %self.dir.display(), error = %e, "cannot record the disk queue cursor; accepted batches may be sent again after a restart");
+            }
+        }
+        while let Some(front) = self.segments.front() {
+            let is_active = self.active.is_some() && self.segments.len() == 1;
+            // `last_seq + 1` wraps to 0 only for an empty first segment (first_seq 0).
+            if front.last_seq.wrapping_add(1) > self.cursor {
+                break;
+            }
+            if is_active && !pressure {
+                break;
+            }
+            if is_active {
+                self.active = None;
+            }
+            if let Some(seg) = self.segments.pop_front()
+                && let Err(e) = std::fs::remove_file(&seg.path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!(path = %seg.path.display(), error = %e, "cannot remove a consumed disk queue segment");
+            }
+        }
+    }
+
+    /// The next sequence number to be written (the cursor when nothing is unconsumed).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, payload: &[u8]) -> Vec<u8> {
+        encode_record(seq, 3, payload)
+    }
+
+    #[test]
+    fn scan_reads_back_what_was_encoded() {
+        let mut b = rec(7, b"hello");
+        b.extend(rec(8, &[0u8; 1000]));
+        let r = scan(&b);
+        assert_eq!(r.records.len(), 2);
+        assert_eq!(
+            (r.records[0].seq, r.records[0].offset, r.records[0].len),
+            (7, 0, 29)
+        );
+        assert_eq!((r.records[1].seq, r.records[1].offset), (8, 29));
+        assert_eq!(r.records[1].points, 3);
+        assert!(r.skipped.is_empty() && r.torn_tail.is_none());
+    }
+
+    #[test]
+    fn torn_tail_is_detected_at_every_cut_point() {
+        let first = rec(1, b"first batch");
+        let second = rec(2, &[9u8; 300]);
+        for cut in 1..second.len() {
+            let mut b = first.clone();
+            b.extend_from_slice(&second[..cut]);
+            let r = scan(&b);
+            assert_eq!(r.records.len(), 1, "cut at {cut}");
+            assert_eq!(r.records[0].seq, 1);
+            assert_eq!(r.torn_tail, Some(first.len()), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn corrupt_record_mid_file_is_skipped_and_later_ones_kept() {
+        let a = rec(1, &[1u8; 100]);
+        let b = rec(2, &[2u8; 100]);
+        let c = rec(3, &[3u8; 100]);
+        // A flipped payload bit (checksum), then a destroyed length field.
+        for (at, byte) in [(a.len() + 50, 0xffu8), (a.len() + 5, 0x7f)] {
+            let mut bytes = [a.clone(), b.clone(), c.clone()].concat();
+            bytes[at] ^= byte;
+            let r = scan(&bytes);
+            let seqs: Vec<u64> = r.records.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, vec![1, 3], "damage at {at}");
+            assert_eq!(r.skipped, vec![(a.len(), b.len())]);
+            assert_eq!(r.torn_tail, None);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_yields_no_records() {
+        for bytes in [
+            vec![],
+            b"FLQ1".to_vec(),
+            vec![0xffu8; 100],
+            [b"FLQ1".as_slice(), &[0xff; 20]].concat(),
+        ] {
+            let r = scan(&bytes);
+            assert!(r.records.is_empty());
+        }
+    }
+
+    #[test]
+    fn cursor_slots_take_the_larger_valid_and_survive_a_torn_slot() {
+        let mut f = [cursor_slot(5), cursor_slot(9)].concat();
+        assert_eq!(parse_cursor(&f), Some(9));
+        f[16 + 3] ^= 1;
+        assert_eq!(parse_cursor(&f), Some(5));
+        assert_eq!(parse_cursor(&[0u8; 32]), None);
+        assert_eq!(parse_cursor(&[]), None);
+    }
+
+    fn open(dir: &Path, max: u64) -> (DiskQueue, Vec<Stored>) {
+        DiskQueue::open(dir, max).unwrap()
+    }
+
+    #[test]
+    fn restart_reloads_unconsumed_records_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, stored) = open(dir.path(), 1 << 20);
+        assert!(stored.is_empty());
+        let refs: Vec<RecordRef> = (0..5u8)
+            .map(|i| q.append(&[i; 1000], u32::from(i)).unwrap())
+            .collect();
+        q.consume_until(refs[2].seq, false);
+        drop(q);
+        let (q, stored) = open(dir.path(), 1 << 20);
+        assert_eq!(stored, refs[2..].to_vec());
+        assert_eq!(q.read(&stored[0]).unwrap(), vec![2u8; 1000]);
+        assert_eq!(q.next_seq(), refs[4].seq + 1);
+    }
+
+    #[test]
+    fn second_open_of_a_held_queue_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_q, _) = open(dir.path(), 1 << 20);
+        assert!(matches!(
+            DiskQueue::open(dir.path(), 1 << 20),
+            Err(OpenError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn segments_roll_and_consumed_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB segments (the minimum): 20 KB records, three per segment.
+        let (mut q, _) = open(dir.path(), 1 << 20);
+        let refs: Vec<RecordRef> = (0..7)
+            .map(|_| q.append(&[0u8; 20_000], 1).unwrap())
+            .collect();
+        let segs = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "seg")
+                })
+                .count()
+        };
+        assert_eq!(segs(dir.path()), 3);
+        assert_eq!(refs[3].segment, refs[3].seq);
+        q.consume_until(refs[4].seq, false);
+        assert_eq!(segs(dir.path()), 2);
+        // Everything consumed: the active segment stays for reuse unless space is needed.
+        q.consume_until(q.next_seq(), false);
+        assert_eq!(segs(dir.path()), 1);
+        q.consume_until(q.next_seq(), true);
+        assert_eq!(segs(dir.path()), 0);
+        assert_eq!(q.disk_bytes(), 0);
+        let r = q.append(b"after", 1).unwrap();
+        assert_eq!(q.read(&r).unwrap(), b"after");
+    }
+
+    #[test]
+    fn torn_tail_on_disk_is_cut_and_the_rest_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = open(dir.path(), 1 << 20);
+        let a = q.append(&[1u8; 500], 1).unwrap();
+        let b = q.append(&[2u8; 500], 1).unwrap();
+        drop(q);
+        let seg = dir.path().join(segment_name(a.segment));
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(b.offset + 100).unwrap();
+        let (mut q, stored) = open(dir.path(), 1 << 20);
+        assert_eq!(stored, vec![a]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), b.offset);
+        // New records go to a new segment and follow the survivors.
+        let c = q.append(&[3u8; 10], 1).unwrap();
+        assert!(c.seq > a.seq);
+        drop(q);
+        let (_q, stored) = open(dir.path(), 1 << 20);
+        assert_eq!(
+            stored.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![a.seq, c.seq]
+        );
+    }
+
+    #[test]
+    fn too_large_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = open(dir.path(), 1000);
+        assert!(matches!(
+            q.append(&[0u8; 1000], 1),
+            Err(AppendError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! OTLP metrics export: encoding ([`encode`]), transports ([`transport`]), the bounded
+//! queue with its sender task ([`pipeline`]) and the on-disk queue that keeps unsent batches
+//! across restarts ([`disk_queue`]); traces and logs ([`signals`]); the
+//! shared queue and forwarder that turn the agent's events into OTLP log records ([`logs`]).
+
+pub mod disk_queue;
+pub mod encode;
+pub mod logs;
+pub mod pipeline;
+pub mod signals;
+pub mod transport;
+
+pub use disk_queue::DiskQueue;
+pub use encode::{encode_batch, point_count};
+pub use logs::{LogEvent, LogForwarder, LogHandle, LogSettings, LogStats, Severity, log_pipeline};
+pub use pipeline::{ExportHandle, ExportStats, RetrySettings, Sender, pipeline, pipeline_on_disk};
+pub use transport::{
+    Compression, Protocol, SendError, SendOk, TlsMaterial, Transport, TransportSettings,
+};

@@ -1,0 +1,876 @@
+//! The bounded send queue and the task that drains it.
+//!
+//! Collection never waits for the backend: [`ExportHandle::submit`] only queues. When a bound
+//! is reached the *oldest* batch is dropped (its points are counted), so an outage keeps the
+//! newest data up to the bound. One sender task sends the oldest batch, keeps it on retryable
+//! errors (waiting the server's requested delay, or an exponential backoff with jitter), drops
+//! it on permanent errors, and catches up in order once the backend answers again. On shutdown
+//! it drains what it can within a grace period.
+//!
+//! Two queues share that logic:
+//! - in memory ([`pipeline`]): at most `max_batches` batches; what is unsent at exit is lost.
+//! - on disk ([`pipeline_on_disk`], over a [`DiskQueue`]): every batch is written and synced
+//!   *before* it is first sent and removed only once the backend accepted it (or refused it
+//!   for good); the bound is in bytes; what is unsent at exit — SIGTERM past the grace period,
+//!   SIGKILL, a crash — is sent first, in order and with its original timestamps, by the next
+//!   start. Only the few newest batches stay decoded in memory; older ones are read back when
+//!   their turn comes, so a long outage costs disk, not memory.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use rand::RngExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use prost::Message;
+
+use super::disk_queue::{DiskQueue, HEADER_LEN, RecordRef, Stored};
+use super::encode::point_count;
+use super::transport::{SendError, SendOk, Transport};
+
+/// Backoff settings (OTLP exporter spec: exponential with jitter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// First delay.
+    pub initial_backoff: Duration,
+    /// Largest delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the nominal delay plus a random half.
+#[derive(Debug)]
+pub struct Backoff {
+    settings: RetrySettings,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new(settings: RetrySettings) -> Self {
+        Self {
+            settings,
+            attempt: 0,
+        }
+    }
+    /// The next delay; grows ×2 per call up to `max_backoff`.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let nominal = self
+            .settings
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.settings.max_backoff);
+        let half = nominal / 2;
+        let jitter_ns =
+            rand::rng().random_range(0..=u64::try_from(half.as_nanos()).unwrap_or(u64::MAX));
+        half + Duration::from_nanos(jitter_ns)
+    }
+    /// Back to the initial delay (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Counters the agent exports about its own export path.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Requests attempted.
+    pub attempts: AtomicU64,
+    /// Requests that failed (retryable or not).
+    pub failures: AtomicU64,
+    /// Points accepted by the backend.
+    pub sent_points: AtomicU64,
+    /// Points dropped: queue overflow, permanent errors, rejected in partial success, or
+    /// left in memory when the shutdown grace period ran out (batches in the disk queue are
+    /// kept for the next start instead).
+    pub dropped_points: AtomicU64,
+    /// Batches waiting in the queue now.
+    pub queued_batches: AtomicU64,
+}
+
+/// Decoded requests kept in memory besides their disk copy (the newest ones): in the steady
+/// state the batch just written is sent from memory without reading it back; during an outage
+/// only these few stay decoded, the rest wait on disk.
+const CACHED_BATCHES: usize = 2;
+
+/// One queued batch.
+#[derive(Debug)]
+struct Entry {
+    /// Identity within this process (the sender removes "its" entry only if still the front).
+    id: u64,
+    points: usize,
+    /// The decoded request, while kept in memory.
+    req: Option<Arc<ExportMetricsServiceRequest>>,
+    /// Where it is stored, when it was written to the disk queue.
+    disk: Option<RecordRef>,
+}
+
+#[derive(Debug)]
+struct State {
+    entries: VecDeque<Entry>,
+    disk: Option<DiskQueue>,
+    next_id: u64,
+    /// The last disk write failed (logged once until one succeeds again).
+    disk_failing: bool,
+}
+
+/// The cursor of the disk queue: the oldest queued record's sequence number, or the next one
+/// to be written when none is queued.
+fn disk_cursor(entries: &VecDeque<Entry>, disk: &DiskQueue) -> u64 {
+    entries
+        .iter()
+        .find_map(|e| e.disk.map(|d| d.seq))
+        .unwrap_or_else(|| disk.next_seq())
+}
+
+/// The timestamp of a request's first data point (one cycle shares one), for logs.
+fn first_timestamp(req: &ExportMetricsServiceRequest) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    req.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .find_map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.first().map(|p| p.time_unix_nano),
+            Some(Data::Sum(s)) => s.data_points.first().map(|p| p.time_unix_nano),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// What a bound dropped, for one log line and the counter.
+#[derive(Default)]
+struct Dropped {
+    batches: usize,
+    points: usize,
+}
+
+impl State {
+    /// Writes `req` to the disk queue (dropping the oldest stored batches until it fits).
+    /// `None` when there is no disk queue or the write failed (the batch then stays in memory).
+    fn persist(
+        &mut self,
+        req: &ExportMetricsServiceRequest,
+        points: usize,
+        dropped: &mut Dropped,
+    ) -> Option<RecordRef> {
+        let State {
+            entries,
+            disk,
+            disk_failing,
+            ..
+        } = self;
+        let disk = disk.as_mut()?;
+        let payload = req.encode_to_vec();
+        let len = (HEADER_LEN + payload.len()) as u64;
+        if len <= disk.max_bytes() {
+            while !disk.fits(len) {
+                let Some(pos) = entries.iter().position(|e| e.disk.is_some()) else {
+                    break;
+                };
+                if let Some(old) = entries.remove(pos) {
+                    dropped.batches += 1;
+                    dropped.points += old.points;
+                }
+                disk.consume_until(disk_cursor(entries, disk), true);
+            }
+        }
+        match disk.append(&payload, u32::try_from(points).unwrap_or(u32::MAX)) {
+            Ok(r) => {
+                if std::mem::take(disk_failing) {
+                    info!(dir = %disk.dir().display(), "disk queue writable again");
+                }
+                debug!(
+                    seq = r.seq,
+                    time_unix_nano = first_timestamp(req),
+                    bytes = r.len,
+                    "batch written to the disk queue"
+                );
+                Some(r)
+            }
+            Err(e) => {
+                if !std::mem::replace(disk_failing, true) {
+                    warn!(error = %e, "cannot write the batch to the disk queue; keeping it in memory only (lost if the agent stops before it is sent)");
+                }
+                None
+            }
+        }
+    }
+
+    /// Applies the in-memory bounds: at most `max_batches` batches held only in memory
+    /// (oldest dropped), and at most [`CACHED_BATCHES`] decoded copies of stored batches.
+    fn trim_memory(&mut self, max_batches: usize, dropped: &mut Dropped) {
+        loop {
+            let memory_only = self.entries.iter().filter(|e| e.disk.is_none()).count();
+            if memory_only <= max_batches {
+                break;
+            }
+            if let Some(pos) = self.entries.iter().position(|e| e.disk.is_none())
+                && let Some(old) = self.entries.remove(pos)
+            {
+                dropped.batches += 1;
+                dropped.points += old.points;
+            }
+        }
+        let mut cached = 0;
+        for e in self.entries.iter_mut().rev() {
+            if e.disk.is_some() && e.req.is_some() {
+                cached += 1;
+                if cached > CACHED_BATCHES {
+                    e.req = None;
+                }
+            }
+        }
+    }
+
+    /// The oldest batch, decoded (read back from disk if needed). A stored batch that can no
+    /// longer be read or decoded is dropped with a warning and the next one is tried.
+    fn front(&mut self, stats: &ExportStats) -> Option<(u64, Arc<ExportMetricsServiceRequest>)> {
+        loop {
+            let e = self.entries.front()?;
+            if let Some(req) = &e.req {
+                return Some((e.id, req.clone()));
+            }
+            let (id, points) = (e.id, e.points);
+            let decoded = match (e.disk, self.disk.as_ref()) {
+                (Some(r), Some(disk)) => disk.read(&r).map_err(|e| e.to_string()).and_then(|b| {
+                    ExportMetricsServiceRequest::decode(b.as_slice())
+                        .map_err(|e| format!("stored batch {} does not decode: {e}", r.seq))
+                }),
+                _ => Err("batch has neither a memory nor a disk copy".to_owned()),
+            };
+            match decoded {
+                Ok(req) => return Some((id, Arc::new(req))),
+                Err(reason) => {
+                    warn!(error = %reason, dropped_points = points, "dropping an unreadable batch from the disk queue");
+                    stats
+                        .dropped_points
+                        .fetch_add(points as u64, Ordering::Relaxed);
+                    self.remove_front(id);
+                }
+            }
+        }
+    }
+
+    /// Removes the batch `id` if it is still the oldest (a bound may have dropped it
+    /// meanwhile) and moves the disk queue's cursor past it.
+    fn remove_front(&mut self, id: u64) {
+        if self.entries.front().is_some_and(|f| f.id == id)
+            && let Some(done) = self.entries.pop_front()
+            && done.disk.is_some()
+            && let Some(disk) = self.disk.as_mut()
+        {
+            disk.consume_until(disk_cursor(&self.entries, disk), false);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    notify: Notify,
+    max_batches: usize,
+    stats: Arc<ExportStats>,
+    /// Whether there is a disk queue: its operations block, so the sender runs them on the
+    /// blocking pool.
+    persistent: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update under this lock leaves the state consistent at each step (entries are
+        // pushed or popped whole; the disk queue's own fields are updated after its I/O
+        // succeeds), so recovering the guard after a panic elsewhere is sound.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn set_len(&self, len: usize) {
+        self.stats
+            .queued_batches
+            .store(len as u64, Ordering::Relaxed);
+    }
+}
+
+/// Producer side of the export pipeline: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ExportHandle {
+    shared: Arc<Shared>,
+}
+
+impl ExportHandle {
+    /// Queues a request for sending; drops (and counts) the oldest when a bound is reached.
+    ///
+    /// Without a disk queue this never blocks. With one, it writes and syncs the batch before
+    /// returning (one write and one `fdatasync`), so call it from a blocking context
+    /// (`spawn_blocking`), never on an async worker.
+    pub fn submit(&self, req: ExportMetricsServiceRequest) {
+        let points = point_count(&req);
+        let mut dropped = Dropped::default();
+        let len = {
+            let mut st = self.shared.lock();
+            let disk = st.persist(&req, points, &mut dropped);
+            let id = st.next_id;
+            st.next_id += 1;
+            st.entries.push_back(Entry {
+                id,
+                points,
+                req: Some(Arc::new(req)),
+                disk,
+            });
+            st.trim_memory(self.shared.max_batches, &mut dropped);
+            st.entries.len()
+        };
+        self.shared.set_len(len);
+        if dropped.points > 0 || dropped.batches > 0 {
+            self.shared
+                .stats
+                .dropped_points
+                .fetch_add(dropped.points as u64, Ordering::Relaxed);
+            if self.shared.persistent {
+                warn!(
+                    dropped_points = dropped.points,
+                    dropped_batches = dropped.batches,
+                    "export disk queue full (export.otlp.queue.max_bytes): dropped the oldest batches"
+                );
+            } else {
+                warn!(
+                    dropped_points = dropped.points,
+                    max_batches = self.shared.max_batches,
+                    "export queue full: dropped the oldest batch"
+                );
+            }
+        }
+        self.shared.notify.notify_one();
+    }
+
+    /// Batches waiting now.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().entries.len()
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<ExportStats> {
+        &self.shared.stats
+    }
+}
+
+/// Consumer side: the sender loop.
+#[derive(Debug)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    transport: Transport,
+    retry: RetrySettings,
+}
+
+/// Creates an in-memory pipeline: the handle for producers and the sender to run as a task.
+/// At most `max_batches` batches are kept; nothing survives the process.
+pub fn pipeline(
+    transport: Transport,
+    retry: RetrySettings,
+    max_batches: usize,
+    stats: Arc<ExportStats>,
+) -> (ExportHandle, Sender) {
+    build(transport, retry, max_batches, None, stats)
+}
+
+/// Creates a pipeline over an opened disk queue (see [`DiskQueue::open`]): the stored
+/// batches are queued first, in order, and every new batch is written to disk before it is
+/// first sent and removed only once the backend accepted it (or refused it for good). The
+/// disk queue's size bound replaces `max_batches`, which then only bounds batches that could
+/// not be written (disk errors) and stay in memory.
+pub fn pipeline_on_disk(
+    transport: Transport,
+    retry: RetrySettings,
+    max_batches: usize,
+    disk: (DiskQueue, Vec<Stored>),
+    stats: Arc<ExportStats>,
+) -> (ExportHandle, Sender) {
+    build(transport, retry, max_batches, Some(disk), stats)
+}
+
+fn build(
+    transport: Transport,
+    retry: RetrySettings,
+    max_batches: usize,
+    disk: Option<(DiskQueue, Vec<Stored>)>,
+    stats: Arc<ExportStats>,
+) -> (ExportHandle, Sender) {
+    let persistent = disk.is_some();
+    let (disk, stored) = match disk {
+        Some((d, s)) => (Some(d), s),
+        None => (None, Vec::new()),
+    };
+    let entries: VecDeque<Entry> = stored
+        .into_iter()
+        .zip(0..)
+        .map(|(r, id)| Entry {
+            id,
+            points: r.points as usize,
+            req: None,
+            disk: Some(r),
+        })
+        .collect();
+    stats
+        .queued_batches
+        .store(entries.len() as u64, Ordering::Relaxed);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            next_id: entries.len() as u64,
+            entries,
+            disk,
+            disk_failing: false,
+        }),
+        notify: Notify::new(),
+        max_batches: max_batches.max(1),
+        stats,
+        persistent,
+    });
+    (
+        ExportHandle {
+            shared: shared.clone(),
+        },
+        Sender {
+            shared,
+            transport,
+            retry,
+        },
+    )
+}
+
+enum Attempt {
+    Done,
+    RetryAfter(Duration),
+}
+
+impl Sender {
+    /// Runs until `cancel` fires, then drains the queue for at most `grace`.
+    pub async fn run(self, cancel: CancellationToken, grace: Duration) {
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            // `notify_one` keeps a permit when nobody waits, so a submit between `front` and
+            // `notified` is not missed.
+            let Some(item) = self.front().await else {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = self.shared.notify.notified() => continue,
+                }
+            };
+            let attempt = tokio::select! {
+                () = cancel.cancelled() => break,
+                a = self.attempt(&item, &mut backoff) => a,
+            };
+            if let Attempt::RetryAfter(delay) = attempt {
+                debug!(delay = %humantime::format_duration(delay), "waiting before retrying export");
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        self.drain(grace).await;
+    }
+
+    /// Runs `f` on the state: on the blocking pool when a disk queue is involved (its
+    /// operations do file I/O, and a submit may hold the lock across an `fdatasync`), inline
+    /// otherwise. `None` only if the blocking task could not run (runtime shutting down).
+    async fn with_state<R, F>(&self, f: F) -> Option<R>
+    where
+        F: FnOnce(&mut State, &ExportStats) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.shared.persistent {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || f(&mut shared.lock(), &shared.stats))
+                .await
+                .ok()
+        } else {
+            Some(f(&mut self.shared.lock(), &self.shared.stats))
+        }
+    }
+
+    async fn front(&self) -> Option<(u64, Arc<ExportMetricsServiceRequest>)> {
+        self.with_state(|st, stats| {
+            let front = st.front(stats);
+            (front, st.entries.len())
+        })
+        .await
+        .and_then(|(front, len)| {
+            self.shared.set_len(len);
+            front
+        })
+    }
+
+    /// Removes `id` if it is still the oldest (overflow may have dropped it meanwhile).
+    async fn pop_if_front(&self, id: u64) {
+        if let Some(len) = self
+            .with_state(move |st, _| {
+                st.remove_front(id);
+                st.entries.len()
+            })
+            .await
+        {
+            self.shared.set_len(len);
+        }
+    }
+
+    async fn attempt(
+        &self,
+        (id, item): &(u64, Arc<ExportMetricsServiceRequest>),
+        backoff: &mut Backoff,
+    ) -> Attempt {
+        let stats = &self.shared.stats;
+        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let points = point_count(item) as u64;
+        match self.transport.send(item).await {
+            Ok(SendOk::Accepted) => {
+                stats.sent_points.fetch_add(points, Ordering::Relaxed);
+                self.pop_if_front(*id).await;
+                backoff.reset();
+                Attempt::Done
+            }
+            Ok(SendOk::PartialSuccess { rejected, message }) => {
+                let rejected = u64::try_from(rejected).unwrap_or(0).min(points);
+                stats
+                    .sent_points
+                    .fetch_add(points - rejected, Ordering::Relaxed);
+                stats.dropped_points.fetch_add(rejected, Ordering::Relaxed);
+                warn!(rejected_points = rejected, backend_message = %message, "backend accepted the export partially; not retrying");
+                self.pop_if_front(*id).await;
+                backoff.reset();
+                Attempt::Done
+            }
+            Err(SendError::Permanent { reason }) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.dropped_points.fetch_add(points, Ordering::Relaxed);
+                warn!(dropped_points = points, error = %reason, "backend refused the export; dropping this batch, not retrying");
+                self.pop_if_front(*id).await;
+                Attempt::Done
+            }
+            Err(SendError::Retryable {
+                reason,
+                retry_after,
+            }) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
+                warn!(error = %reason, retry_in = %humantime::format_duration(delay), queued = stats.queued_batches.load(Ordering::Relaxed), "export failed; will retry");
+                Attempt::RetryAfter(delay)
+            }
+        }
+    }
+
+    async fn drain(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let mut backoff = Backoff::new(self.retry);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let Ok(Some(item)) = tokio::time::timeout(deadline - now, self.front()).await else {
+                break;
+            };
+            let now = Instant::now();
+            match tokio::time::timeout(
+                deadline.saturating_duration_since(now),
+                self.attempt(&item, &mut backoff),
+            )
+            .await
+            {
+                Err(_) => break,
+                Ok(Attempt::Done) => {}
+                Ok(Attempt::RetryAfter(delay)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if delay >= left {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        // Batches in the disk queue stay there for the next start; the rest is lost.
+        let left = self
+            .with_state(|st, _| {
+                let kept: Vec<usize> = st
+                    .entries
+                    .iter()
+                    .filter(|e| e.disk.is_some())
+                    .map(|e| e.points)
+                    .collect();
+                let lost: Vec<usize> = st
+                    .entries
+                    .iter()
+                    .filter(|e| e.disk.is_none())
+                    .map(|e| e.points)
+                    .collect();
+                st.entries.clear();
+                (kept, lost)
+            })
+            .await;
+        self.shared.set_len(0);
+        let (kept, lost) = left.unwrap_or_default();
+        if kept.is_empty() && lost.is_empty() {
+            info!("export queue flushed");
+        }
+        if !kept.is_empty() {
+            info!(
+                batches = kept.len(),
+                points = kept.iter().sum::<usize>(),
+                "unsent batches kept in the disk queue; they are sent first at the next start"
+            );
+        }
+        if !lost.is_empty() {
+            let points: usize = lost.iter().sum();
+            self.shared
+                .stats
+                .dropped_points
+                .fetch_add(points as u64, Ordering::Relaxed);
+            warn!(batches = lost.len(), points, grace = %humantime::format_duration(grace), "shutdown grace period over: unsent batches dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::transport::{Compression, Protocol, TlsMaterial, TransportSettings};
+
+    fn req(n: usize) -> ExportMetricsServiceRequest {
+        req_at(n, 0)
+    }
+
+    /// `n` points stamped `ts` (tells batches apart after a round trip through the disk).
+    fn req_at(n: usize, ts: u64) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::*;
+        let points = (0..n)
+            .map(|_| NumberDataPoint {
+                time_unix_nano: ts,
+                ..Default::default()
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: points,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn unreachable_transport() -> Transport {
+        Transport::new(TransportSettings {
+            url: "http://127.0.0.1:9/v1/metrics".into(),
+            protocol: Protocol::HttpProtobuf,
+            headers: vec![],
+            compression: Compression::None,
+            timeout: Duration::from_millis(200),
+            tls: TlsMaterial::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_and_counts_points() {
+        let stats = Arc::new(ExportStats::default());
+        let (h, _s) = pipeline(
+            unreachable_transport(),
+            RetrySettings::default(),
+            2,
+            stats.clone(),
+        );
+        h.submit(req(1));
+        h.submit(req(2));
+        h.submit(req(3));
+        assert_eq!(h.queued(), 2);
+        assert_eq!(stats.dropped_points.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.queued_batches.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_in_range() {
+        let mut b = Backoff::new(RetrySettings {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(8),
+        });
+        let bounds = [
+            (500, 1000),
+            (1000, 2000),
+            (2000, 4000),
+            (4000, 8000),
+            (4000, 8000),
+        ];
+        for (lo, hi) in bounds {
+            let d = b.next_delay().as_millis();
+            assert!(d >= lo && d <= hi, "{d} not in {lo}..={hi}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_unreachable_backend_ends_within_grace_and_counts_loss() {
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = pipeline(
+            unreachable_transport(),
+            RetrySettings::default(),
+            10,
+            stats.clone(),
+        );
+        h.submit(req(4));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let started = std::time::Instant::now();
+        s.run(cancel, Duration::from_millis(300)).await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(stats.dropped_points.load(Ordering::Relaxed), 4);
+        assert_eq!(h.queued(), 0);
+    }
+
+    fn on_disk(
+        dir: &std::path::Path,
+        max_bytes: u64,
+        stats: &Arc<ExportStats>,
+    ) -> (ExportHandle, Sender) {
+        let opened = DiskQueue::open(dir, max_bytes).unwrap();
+        pipeline_on_disk(
+            unreachable_transport(),
+            RetrySettings::default(),
+            10,
+            opened,
+            stats.clone(),
+        )
+    }
+
+    fn stamps(h: &ExportHandle) -> Vec<u64> {
+        let st = h.shared.lock();
+        st.entries
+            .iter()
+            .map(|e| e.disk.map(|d| d.seq).unwrap_or(u64::MAX))
+            .collect()
+    }
+
+    /// The decoded front batch's timestamp, read the way the sender reads it.
+    fn front_ts(h: &ExportHandle) -> Option<u64> {
+        let mut st = h.shared.lock();
+        st.front(&ExportStats::default())
+            .map(|(_, r)| first_timestamp(&r))
+    }
+
+    #[test]
+    fn disk_bound_drops_the_oldest_stored_batches_and_counts_their_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        // 128 KiB bound: 64 KiB segments (the minimum), so a drop frees one segment at once.
+        let max = 128u64 << 10;
+        let record = (HEADER_LEN + req_at(500, 1).encoded_len()) as u64;
+        let (h, _s) = on_disk(dir.path(), max, &stats);
+        for ts in 1..=40u64 {
+            h.submit(req_at(500, ts));
+            let st = h.shared.lock();
+            let disk = st.disk.as_ref().unwrap();
+            assert!(disk.disk_bytes() <= max, "{}", disk.disk_bytes());
+        }
+        let kept = h.queued();
+        let kept_bytes = kept as u64 * record;
+        assert!(
+            kept_bytes <= max && kept_bytes + (64 << 10) + record > max,
+            "kept {kept} batches of {record} bytes under a {max}-byte bound"
+        );
+        // Exactly the oldest went, and each dropped point was counted.
+        assert_eq!(
+            stats.dropped_points.load(Ordering::Relaxed),
+            (40 - kept as u64) * 500
+        );
+        assert_eq!(front_ts(&h), Some(40 - kept as u64 + 1));
+        assert_eq!(h.shared.lock().entries.back().unwrap().points, 500);
+    }
+
+    #[test]
+    fn batches_leave_the_disk_only_when_acknowledged_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        {
+            let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+            for ts in 1..=3 {
+                h.submit(req_at(2, ts));
+            }
+            // Looking at the front (what a send does) removes nothing.
+            assert_eq!(front_ts(&h), Some(1));
+            assert_eq!(front_ts(&h), Some(1));
+            // The first is acknowledged.
+            let id = h.shared.lock().entries.front().unwrap().id;
+            h.shared.lock().remove_front(id);
+            // A stale acknowledgement (not the front any more) removes nothing.
+            h.shared.lock().remove_front(id);
+            assert_eq!(h.queued(), 2);
+        }
+        // A restart sees the two unacknowledged batches, oldest first, decoded from disk.
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        assert_eq!(stamps(&h).len(), 2);
+        assert!(h.shared.lock().entries.iter().all(|e| e.req.is_none()));
+        assert_eq!(front_ts(&h), Some(2));
+        h.submit(req_at(2, 4));
+        let seqs = stamps(&h);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    #[test]
+    fn only_the_newest_stored_batches_stay_decoded_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        for ts in 1..=6 {
+            h.submit(req_at(3, ts));
+        }
+        let cached: Vec<bool> = h
+            .shared
+            .lock()
+            .entries
+            .iter()
+            .map(|e| e.req.is_some())
+            .collect();
+        assert_eq!(cached, vec![false, false, false, false, true, true]);
+        assert_eq!(front_ts(&h), Some(1));
+    }
+
+    #[tokio::test]
+    async fn shutdown_keeps_unsent_batches_on_disk_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        h.submit(req_at(4, 11));
+        h.submit(req_at(4, 12));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        s.run(cancel, Duration::from_millis(300)).await;
+        assert_eq!(stats.dropped_points.load(Ordering::Relaxed), 0);
+        drop(h);
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        assert_eq!(h.queued(), 2);
+        assert_eq!(stats.queued_batches.load(Ordering::Relaxed), 2);
+        assert_eq!(front_ts(&h), Some(11));
+    }
+}

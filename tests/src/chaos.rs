@@ -1,0 +1,594 @@
+//! Fixtures for the fault-injection tests (`tests/chaos_*.rs`). Everything here is owned by
+//! the test that made it and removed on drop, also when the test fails: child processes
+//! ([`Victim`], [`Bg`]), scratch directories with a config and a state dir ([`Scratch`]),
+//! and tmpfs mounts ([`Tmpfs`]). Observations are independent of faultline: `/proc/<pid>/stat`
+//! and `statvfs(2)` read directly.
+#![allow(clippy::disallowed_methods)] // std::thread::sleep: synchronous polling in tests, no async runtime
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::agent_binary;
+
+/// A two-worker runtime for synchronous tests that drive a [`faultline_chaos::Engine`]
+/// directly (its blocking work runs on the runtime's blocking pool).
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The comm and the fields after it (from field 3, the state) of a `stat` file's text.
+fn split_stat(text: &str) -> Option<(String, Vec<&str>)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    Some((comm, text.get(close + 2..)?.split_whitespace().collect()))
+}
+
+/// `/proc/<pid>/stat` of a live process, parsed independently of faultline's parser.
+pub fn stat(pid: i32) -> Option<(char, u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, f) = split_stat(&text)?;
+    // f[0] = state (field 3); utime = field 14, rss = field 24.
+    Some((
+        f.first()?.chars().next()?,
+        f.get(11)?.parse().ok()?,
+        f.get(21)?.parse().ok()?,
+    ))
+}
+
+/// One thread's times, from `/proc/<pid>/task/<tid>/stat` and `…/schedstat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadTimes {
+    /// The thread id.
+    pub tid: i32,
+    /// Its name (`comm`).
+    pub comm: String,
+    /// CPU time used, utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Time spent runnable but waiting for a CPU, in ns (second field of `schedstat`).
+    pub runqueue_ns: u64,
+}
+
+/// The threads of `pid`, sorted by tid; empty when the process is gone.
+pub fn threads(pid: i32) -> Vec<ThreadTimes> {
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadTimes> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let text = fs::read_to_string(e.path().join("stat")).ok()?;
+            let (comm, f) = split_stat(&text)?;
+            let cpu_ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            let sched = fs::read_to_string(e.path().join("schedstat")).ok()?;
+            let runqueue_ns = sched.split_whitespace().nth(1)?.parse().ok()?;
+            Some(ThreadTimes {
+                tid,
+                comm,
+                cpu_ticks,
+                runqueue_ns,
+            })
+        })
+        .collect();
+    out.sort_unstable_by_key(|t| t.tid);
+    out
+}
+
+/// The state letter of `pid` (R, S, T, Z…), `None` when it is gone.
+pub fn state(pid: i32) -> Option<char> {
+    stat(pid).map(|s| s.0)
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    matches!(state(pid), Some(c) if c != 'Z' && c != 'X')
+}
+
+/// Whether this test runs as root.
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Skips (returns false, printing why) or, under CI=true, panics.
+pub fn require(cond: bool, what: &str) -> bool {
+    if cond {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is required under CI=true"
+    );
+    eprintln!("SKIPPED: {what} is not available");
+    false
+}
+
+/// A child process the test may kill, pause or stress: `sleep 300` by default. Killed and
+/// reaped on drop (SIGCONT first, in case a failed test left it stopped).
+#[derive(Debug)]
+pub struct Victim {
+    child: Child,
+}
+
+impl Victim {
+    /// `sleep 300`.
+    pub fn sleep() -> Self {
+        Self::spawn(Command::new("sleep").arg("300"))
+    }
+
+    /// A process running `cmd`.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Victim { child }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    /// Waits up to `timeout` for it to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.pid());
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory with `faultline.yaml` (OTLP off, plus `extra_yaml`) and a `state`
+/// directory, removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: TempDir,
+}
+
+impl Scratch {
+    /// A new scratch dir; `extra_yaml` is appended to the config (e.g. a `chaos:` section).
+    pub fn new(extra_yaml: &str) -> Self {
+        Self::with_config(&format!(
+            "interval: 1s\nexport:\n  otlp:\n    enabled: false\n{extra_yaml}"
+        ))
+    }
+
+    /// A new scratch dir whose `faultline.yaml` is `config` as given (e.g. with OTLP export
+    /// on, from [`crate::OtlpConfig::to_yaml`]).
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("faultline-chaos-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        fs::write(dir.path().join("faultline.yaml"), config)
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        fs::create_dir(dir.path().join("state")).unwrap_or_else(|e| panic!("state: {e}"));
+        Scratch { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The journal directory.
+    pub fn journal(&self) -> PathBuf {
+        self.state().join("faults/journal")
+    }
+
+    /// `faultline --state-dir <state> <args…> --config <cfg>` as a command.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(agent_binary());
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .arg("--config")
+            .arg(self.path().join("faultline.yaml"));
+        cmd.env_remove("FAULTLINE_CONFIG")
+            .env_remove("FAULTLINE_STATE_DIR")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `faultline <args…>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    }
+
+    /// Starts `faultline <args…>` in the background, output to `<name>.out/.err` files.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Bg {
+        let out = self.path().join(format!("{name}.out"));
+        let err = self.path().join(format!("{name}.err"));
+        let mut cmd = self.command(args);
+        cmd.stdout(fs::File::create(&out).unwrap_or_else(|e| panic!("{e}")))
+            .stderr(fs::File::create(&err).unwrap_or_else(|e| panic!("{e}")));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        Bg { child, out, err }
+    }
+
+    /// Starts `faultline fault inject disk-fill --path <dir> <amount…> --duration <duration>` in
+    /// the background and waits until its journal entry is applied; returns the process and
+    /// the entry. `amount` is `["--percent", "50"]` or `["--bytes", "2MiB"]`.
+    ///
+    /// # Panics
+    /// When the fault is not applied within `timeout` (with the injector's stderr).
+    pub fn inject_disk_fill(
+        &self,
+        dir: &Path,
+        amount: [&str; 2],
+        duration: &str,
+        timeout: Duration,
+    ) -> (Bg, serde_json::Value) {
+        let path = dir.to_string_lossy().into_owned();
+        let bg = self.spawn(
+            "fill",
+            &[
+                "fault",
+                "inject",
+                "disk-fill",
+                "--path",
+                &path,
+                amount[0],
+                amount[1],
+                "--duration",
+                duration,
+            ],
+        );
+        let entry = self
+            .wait_applied("disk-fill", timeout)
+            .unwrap_or_else(|| panic!("not applied: {}", bg.stderr()));
+        (bg, entry)
+    }
+
+    /// The journal entries as JSON.
+    pub fn journal_entries(&self) -> Vec<serde_json::Value> {
+        let Ok(rd) = fs::read_dir(self.journal()) else {
+            return Vec::new();
+        };
+        rd.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// The journal entry of `kind` once it is `applied`.
+    pub fn wait_applied(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self
+                .journal_entries()
+                .into_iter()
+                .find(|e| e["spec"]["kind"] == kind && e["phase"] == "applied");
+            found.is_some()
+        });
+        found
+    }
+}
+
+/// Helper pids named in a journal entry.
+pub fn helper_pids(entry: &serde_json::Value) -> Vec<i32> {
+    entry["record"]["helpers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["pid"].as_i64())
+                .filter_map(|p| i32::try_from(p).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A background `faultline` process; SIGKILLed and reaped on drop.
+#[derive(Debug)]
+pub struct Bg {
+    /// The process.
+    pub child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Bg {
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    /// Its stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits up to `timeout` for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} ----\n{}\n---- stderr ----\n{}",
+                self.out.display(),
+                self.stdout(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// A small tmpfs the test mounted itself (root only); unmounted on drop.
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `32m`) on a new temporary directory.
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("faultline-tmpfs-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "faultline-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .unwrap_or_else(|e| panic!("mount: {e}"));
+        assert!(
+            status.success(),
+            "mount tmpfs on {}: {status}",
+            dir.path().display()
+        );
+        Tmpfs { dir }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Used percentage as df computes it: used / (used + available).
+    pub fn used_percent(&self) -> f64 {
+        let st = nix::sys::statvfs::statvfs(self.path()).unwrap_or_else(|e| panic!("statvfs: {e}"));
+        let used = (st.blocks() - st.blocks_free()) as f64;
+        let avail = st.blocks_available() as f64;
+        used * 100.0 / (used + avail)
+    }
+
+    /// Names of the files in it.
+    pub fn files(&self) -> Vec<String> {
+        fs::read_dir(self.path())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(self.dir.path()).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// A cgroup the test created (root only): a new directory in the `pids` v1 hierarchy where
+/// there is one (hybrid and v1 hosts), else in the unified hierarchy — or, from
+/// [`TestCgroup::freezer`], one that can be frozen. Processes still in it are thawed, moved
+/// back to the hierarchy's root and the directory removed on drop.
+#[derive(Debug)]
+pub struct TestCgroup {
+    root: PathBuf,
+    rel: String,
+}
+
+impl TestCgroup {
+    /// Creates `<hierarchy>/faultline-test-<pid>-<name>`.
+    ///
+    /// # Panics
+    /// When no writable cgroup hierarchy is mounted.
+    pub fn create(name: &str) -> Self {
+        Self::create_in(
+            &[
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup",
+            ],
+            name,
+        )
+    }
+
+    /// A cgroup [`TestCgroup::freeze`] works on: in the v1 `freezer` hierarchy where there
+    /// is one, else in the unified hierarchy (`cgroup.freeze`).
+    ///
+    /// # Panics
+    /// When neither is mounted.
+    pub fn freezer(name: &str) -> Self {
+        Self::create_in(&["/sys/fs/cgroup/freezer", "/sys/fs/cgroup"], name)
+    }
+
+    fn create_in(roots: &[&str], name: &str) -> Self {
+        let root = roots
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("cgroup.procs").is_file())
+            .unwrap_or_else(|| panic!("no cgroup hierarchy among {roots:?}"));
+        let rel = format!("/faultline-test-{}-{name}", std::process::id());
+        let cg = TestCgroup { root, rel };
+        fs::create_dir(cg.path()).unwrap_or_else(|e| panic!("{}: {e}", cg.path().display()));
+        cg
+    }
+
+    /// Freezes (`true`) or thaws the cgroup's processes, and waits until the kernel says so.
+    ///
+    /// # Panics
+    /// When the cgroup cannot be frozen (not from [`TestCgroup::freezer`]) or does not settle.
+    pub fn freeze(&self, frozen: bool) {
+        let v1 = self.path().join("freezer.state");
+        let (file, value, settled) = if v1.is_file() {
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            (v1, want, want)
+        } else {
+            let want = if frozen { "1" } else { "0" };
+            (self.path().join("cgroup.freeze"), want, "")
+        };
+        fs::write(&file, value).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        if !settled.is_empty() {
+            assert!(
+                wait_until(Duration::from_secs(5), || fs::read_to_string(&file)
+                    .is_ok_and(|t| t.trim() == settled)),
+                "{} did not reach {settled}",
+                file.display()
+            );
+        } else {
+            let events = self.path().join("cgroup.events");
+            let want = format!("frozen {}", u8::from(frozen));
+            assert!(
+                wait_until(Duration::from_secs(5), || fs::read_to_string(&events)
+                    .is_ok_and(|t| t.lines().any(|l| l == want))),
+                "{} never said {want}",
+                events.display()
+            );
+        }
+    }
+
+    /// A child cgroup `<this>/<name>`, removed with this one.
+    ///
+    /// # Panics
+    /// When it cannot be created.
+    pub fn child(&self, name: &str) -> String {
+        let rel = format!("{}/{name}", self.rel);
+        let dir = self.root.join(rel.trim_start_matches('/'));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        rel
+    }
+
+    /// The path as `/proc/<pid>/cgroup` shows it (relative to the hierarchy's root).
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// The directory.
+    pub fn path(&self) -> PathBuf {
+        self.root.join(self.rel.trim_start_matches('/'))
+    }
+
+    /// Moves `pid` into the cgroup `rel` (this one or a [`Self::child`]).
+    ///
+    /// # Panics
+    /// When the write fails.
+    pub fn add(&self, rel: &str, pid: i32) {
+        let procs = self
+            .root
+            .join(rel.trim_start_matches('/'))
+            .join("cgroup.procs");
+        fs::write(&procs, pid.to_string()).unwrap_or_else(|e| panic!("{}: {e}", procs.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Deepest first: move every process out, then remove the directories.
+        let mut dirs = vec![self.path()];
+        if let Ok(rd) = fs::read_dir(self.path()) {
+            dirs.extend(
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        for dir in dirs.iter().rev() {
+            // A frozen process moved out stays frozen (v1): thaw first.
+            let _ = fs::write(dir.join("freezer.state"), "THAWED");
+            let _ = fs::write(dir.join("cgroup.freeze"), "0");
+            for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = fs::write(self.root.join("cgroup.procs"), pid);
+            }
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}

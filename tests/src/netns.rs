@@ -1,0 +1,120 @@
+//! Network namespaces a test creates for itself — two joined by a veth pair — so kernel
+//! network faults (tc qdiscs, nftables rules) and their traffic never touch the host's own
+//! network. [`NetnsPair`] deletes both namespaces (and with them the veth pair, every qdisc and
+//! every nft table inside) on drop, also when the test fails.
+//!
+//! [`in_netns`] runs a closure on a fresh thread that has entered a namespace (setns), so a
+//! socket created there lives in that namespace even after the thread is gone — a listener
+//! made in `b` can be used from anywhere, a connect made from `a` leaves through `a`'s veth.
+//!
+//! Addresses: `a` is 10.77.0.1/24 on `veth-a`, `b` is 10.77.0.2/24 on `veth-b`. They exist only
+//! inside the two namespaces, so pairs of parallel tests do not collide.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{CloneFlags, setns};
+
+/// Two namespaces `a` and `b`, joined by `veth-a` ⇄ `veth-b`.
+#[derive(Debug)]
+pub struct NetnsPair {
+    /// Name of the first namespace.
+    pub a: String,
+    /// Name of the second namespace.
+    pub b: String,
+}
+
+/// The address of `a`'s end.
+pub const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The address of `b`'s end.
+pub const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether namespaces and veth pairs can be made here (root and iproute2).
+pub fn available() -> bool {
+    crate::chaos::is_root()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+impl NetnsPair {
+    /// Creates the pair; `tag` goes into the names (`fl-<tag>-<pid>-<n>-a`).
+    pub fn create(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let base = format!("fl-{tag}-{}-{n}", std::process::id());
+        let pair = NetnsPair {
+            a: format!("{base}-a"),
+            b: format!("{base}-b"),
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&[
+            "link", "add", "veth-a", "netns", &pair.a, "type", "veth", "peer", "name", "veth-b",
+            "netns", &pair.b,
+        ]);
+        for (ns, dev, addr) in [(&pair.a, "veth-a", ADDR_A), (&pair.b, "veth-b", ADDR_B)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// `ip netns exec NS program args…`, its output (not checked).
+    pub fn exec(ns: &str, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {ns} {program}: {e}"))
+    }
+
+    /// `nft list ruleset` inside `ns`.
+    pub fn nft_ruleset(ns: &str) -> String {
+        String::from_utf8_lossy(&Self::exec(ns, "nft", &["list", "ruleset"]).stdout).into_owned()
+    }
+
+    /// `tc qdisc show` inside `ns`.
+    pub fn qdiscs(ns: &str) -> String {
+        String::from_utf8_lossy(&Self::exec(ns, "tc", &["qdisc", "show"]).stdout).into_owned()
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay in `ns`.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(format!("/run/netns/{ns}"))
+                .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
+            setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("thread in netns {ns} panicked"))
+    })
+}
