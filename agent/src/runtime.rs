@@ -557,6 +557,7 @@ async fn wait_for_signal(cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::CollectError;
 
     #[test]
     fn every_host_and_self_metric_is_in_the_metrics_reference() {
@@ -581,6 +582,79 @@ mod tests {
         let diff = (rss / 1024).abs_diff(vm_rss_kib);
         assert!(diff < 8 * 1024, "rss {rss} B vs VmRSS {vm_rss_kib} KiB");
         assert!(cpu >= 0.0);
+    }
+
+    /// A collector that always fails, counting its calls.
+    struct Failing;
+    impl Collector for Failing {
+        fn name(&self) -> &'static str {
+            "test.failing"
+        }
+        fn collect(&mut self, _: &Context, _: &mut Batch) -> Result<(), CollectError> {
+            Err(CollectError::Sys {
+                what: "test",
+                subject: String::new(),
+                reason: "always fails".into(),
+            })
+        }
+    }
+
+    /// Copies a directory tree (the fixtures hold only files and directories).
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn failing_collectors_are_counted_and_the_rest_of_the_cycle_still_records() {
+        use crate::collectors::host::test_support::{fixture_dir, value};
+        // A host tree whose meminfo is gone: the memory collector fails every cycle, a
+        // collector added after the built-ins fails too; everything else must still arrive.
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&fixture_dir("real").join("proc"), &dir.path().join("proc"));
+        std::fs::remove_file(dir.path().join("proc/meminfo")).unwrap();
+        let config = Config {
+            proc_root: Some(dir.path().join("proc")),
+            ..Config::default()
+        };
+        let mut cycle = Cycle::new(&config).unwrap();
+        cycle.add_collector(Box::new(Failing));
+        cycle.collect(None);
+        let b = cycle.collect(None);
+        assert!(b.host_metric("system.memory.usage").is_none());
+        for name in [
+            "system.cpu.time",
+            "system.cpu.load_average.1m",
+            "system.paging.operations",
+            "faultline.agent.memory.rss",
+        ] {
+            assert!(b.host_metric(name).is_some(), "{name} missing");
+        }
+        let errors = |c: &str| {
+            value(
+                &b,
+                "faultline.collector.errors",
+                &[("faultline.collector", c)],
+            )
+        };
+        assert_eq!(errors("host.memory"), 2.0);
+        assert_eq!(errors("test.failing"), 2.0);
+        assert_eq!(errors("host.cpu"), 0.0);
+        // Each cause is logged once, not once per cycle.
+        assert!(
+            cycle.logged_causes.iter().any(|k| k.contains("meminfo")),
+            "{:?}",
+            cycle.logged_causes
+        );
+        assert!(cycle.logged_causes.contains("sys:test:"));
     }
 
     #[test]

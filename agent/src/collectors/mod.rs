@@ -76,6 +76,10 @@ pub enum CollectError {
     Sys {
         /// The call.
         what: &'static str,
+        /// What it failed on, when that names the cause (the first mount point statvfs
+        /// could not read); empty otherwise. Part of the "log once" key, so a new failing
+        /// object is logged even after another one was.
+        subject: String,
         /// The error.
         reason: String,
     },
@@ -89,7 +93,7 @@ impl CollectError {
                 format!("read:{}:{:?}", path.display(), source.kind())
             }
             CollectError::Parse { path, .. } => format!("parse:{}", path.display()),
-            CollectError::Sys { what, .. } => format!("sys:{what}"),
+            CollectError::Sys { what, subject, .. } => format!("sys:{what}:{subject}"),
         }
     }
 }

@@ -239,6 +239,7 @@ impl Default for ConnectionsCollector {
 fn sys(what: &'static str, e: impl std::fmt::Display) -> CollectError {
     CollectError::Sys {
         what,
+        subject: String::new(),
         reason: e.to_string(),
     }
 }

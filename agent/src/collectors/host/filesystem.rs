@@ -198,7 +198,12 @@ impl Collector for FilesystemCollector {
                 Ok(s) => s,
                 Err(e) => {
                     failed += 1;
-                    first_failure.get_or_insert_with(|| format!("{}: {e}", target.display()));
+                    first_failure.get_or_insert_with(|| {
+                        (
+                            m.mountpoint.to_string(),
+                            format!("{}: {e}", target.display()),
+                        )
+                    });
                     continue;
                 }
             };
@@ -225,8 +230,9 @@ impl Collector for FilesystemCollector {
         }
         match first_failure {
             None => Ok(()),
-            Some(first) => Err(CollectError::Sys {
+            Some((mountpoint, first)) => Err(CollectError::Sys {
                 what: "statvfs",
+                subject: mountpoint,
                 reason: format!("{failed} mount(s) skipped, first: {first}"),
             }),
         }
@@ -372,7 +378,13 @@ mod tests {
     #[test]
     fn a_missing_mountpoint_is_skipped_and_reported_after_the_others_are_recorded() {
         let (b, r) = run_with_rootfs("spaces", "/mnt/my disk");
-        let err = r.unwrap_err().to_string();
+        let err = r.unwrap_err();
+        // The "log once" key names the mount point, so another mount failing later is
+        // logged too instead of being folded into the first one's key.
+        assert_eq!(err.cause_key(), "sys:statvfs:/mnt/my disk");
+        let (_, other) = run_with_rootfs("spaces", "/dev/shm");
+        assert_eq!(other.unwrap_err().cause_key(), "sys:statvfs:/dev/shm");
+        let err = err.to_string();
         assert!(
             err.contains("1 mount(s) skipped") && err.contains("my disk"),
             "{err}"
