@@ -111,7 +111,8 @@ fn mix(ok_pid: i32, forbidden_pid: i32) -> Vec<Kind> {
             false,
             &[200],
         ),
-        // Guards may refuse (concurrency limit, target already paused): 422 / 400 with a reason.
+        // Guards may refuse (concurrency limit, target already paused): 422 / 400 with a reason;
+        // a fault whose check after apply failed is reverted and answered 409.
         k(
             "operator pauses its victim",
             "POST",
@@ -119,7 +120,7 @@ fn mix(ok_pid: i32, forbidden_pid: i32) -> Vec<Kind> {
             Some(OPERATOR),
             pause(ok_pid),
             false,
-            &[201, 400, 422],
+            &[201, 400, 409, 422],
         ),
         k(
             "operator: malformed JSON",
@@ -406,7 +407,7 @@ async fn two_hundred_clients_mixed_requests_every_one_answered_nothing_changed_b
         );
     }
     // An apply whose check right after it failed (another request's revert resumed the
-    // shared victim in between) was reverted by the engine and answered 400: a fault that
+    // shared victim in between) was reverted by the engine and answered 409: a fault that
     // was created is one whose first check saw it in effect.
     let mut first_check: std::collections::BTreeMap<String, bool> =
         std::collections::BTreeMap::new();
@@ -432,14 +433,14 @@ async fn two_hundred_clients_mixed_requests_every_one_answered_nothing_changed_b
         "applied faults seen in effect by the check after apply (audit log) vs 201 answers"
     );
     let reverted_at_once = applies.len() - in_effect;
-    let answered_400 = t
+    let answered_409 = t
         .statuses
-        .get(&("operator pauses its victim", 400))
+        .get(&("operator pauses its victim", 409))
         .copied()
         .unwrap_or(0);
     assert!(
-        reverted_at_once as u64 <= answered_400,
-        "{reverted_at_once} faults were not in effect after apply but only {answered_400} requests got 400"
+        reverted_at_once as u64 <= answered_409,
+        "{reverted_at_once} faults were not in effect after apply but only {answered_409} requests got 409"
     );
     let unauthorised_kinds: Vec<&str> = kinds
         .iter()

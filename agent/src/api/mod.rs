@@ -13,7 +13,7 @@
 //! | POST | `/v1/drills/{id}/abort` | operator | abort one drill (its faults are reverted) |
 //! | POST | `/v1/abort` | operator | the kill switch: every drill aborted, every fault reverted |
 //! | GET | `/v1/faults` | viewer | active faults, each checked on the system now (`check`: in effect or not, audited) |
-//! | POST | `/v1/faults` | operator | inject a `FaultSpec` (JSON) through the agent's engine; `?dry_run=true` returns the plan and applies nothing |
+//! | POST | `/v1/faults` | operator | inject a `FaultSpec` (JSON) through the agent's engine: 201 with the fault, 422 when a guard refuses, 409 when the check right after apply did not see it in effect (it was reverted; the body says why), 400 for a bad spec; `?dry_run=true` returns the plan and applies nothing |
 //! | DELETE | `/v1/faults/{id}` | operator | revert one fault now |
 //!
 //! Authentication: `Authorization: Bearer <token>` against the tokens file ([`auth`]).
@@ -715,6 +715,11 @@ async fn route(
                 Ok(f) => json(StatusCode::CREATED, &f),
                 Err(e) if e.guard().is_some() => {
                     error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                // The request was fine; the system's state did not let the fault take hold
+                // (it was reverted): a conflict with the target's state, not a bad request.
+                Err(e @ FaultError::NotInEffect { .. }) => {
+                    error(StatusCode::CONFLICT, e.to_string())
                 }
                 Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
             }
