@@ -22,6 +22,38 @@
 //!       expect_paths: [/srv/app/config.yaml]
 //!       manifest: /srv/app/SHA256SUMS   # sha256sum output made at backup time
 //!       sample: 20                       # verify 20 random manifest entries (all if absent)
+//!   - name: home
+//!     kind: borg
+//!     repository: /srv/borg/home
+//!     password_file: /etc/faultline/borg.pass     # handed over as BORG_PASSPHRASE
+//!     env: {BORG_BASE_DIR: /var/lib/faultline/borg}
+//!     rpo: 26h
+//!     integrity: { every: 24h, max_duration: 10m }  # or verify_data: true
+//!     restore: { every: 7d, random_within: 3d, expect_paths: [/home/app/.profile] }
+//!   - name: db
+//!     kind: pgbackrest
+//!     stanza: main
+//!     config: /etc/pgbackrest/pgbackrest.conf
+//!     user: postgres             # the restore test's PostgreSQL refuses to run as root
+//!     rpo: 26h
+//!     rto: 30m
+//!     restore:
+//!       every: 7d
+//!       query: "select count(*) from orders"
+//!       expect: ">= 1"           # >=, >, <=, <, ==, !=, contains, nonempty
+//!   - name: dumps
+//!     kind: files
+//!     path: /var/backups/mysql
+//!     glob: "*.sql.gz"
+//!     manifest: /var/backups/mysql/SHA256SUMS   # checked by the integrity check
+//!     rpo: 26h
+//!   - name: tape
+//!     kind: command
+//!     list_command: [/usr/local/bin/my-backup, list, --json]  # [{"time", "size", "id"}]
+//!     check_command: [/usr/local/bin/my-backup, verify]       # exit 0 = healthy
+//!     restore_command: [/usr/local/bin/my-backup, restore, "{id}", "{dir}"]
+//!     rpo: 26h
+//!     restore: { every: 7d, expect_paths: [etc/app.conf] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -745,6 +777,42 @@ backups:
         assert!(!Predicate::parse("nonempty").unwrap().holds("  "));
         assert!(Predicate::parse(">= x").is_err());
         assert_eq!(Predicate::parse(" <= 5 ").unwrap().to_string(), "<= 5");
+    }
+
+    /// The `backups:` examples the user reads — this module's docs and the commented block of
+    /// the embedded default config — must load as written, one source of every kind.
+    #[test]
+    fn documented_examples_load_and_cover_every_kind() {
+        let here = include_str!("config.rs");
+        let doc: String = here
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .skip_while(|l| !l.contains("```yaml"))
+            .skip(1)
+            .take_while(|l| !l.contains("```"))
+            .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+            .collect();
+        let default = crate::config::DEFAULT_CONFIG_YAML;
+        let commented: String = default
+            .lines()
+            .skip_while(|l| !l.contains("kinds: restic, borg, pgbackrest, files, command"))
+            .skip(1)
+            .take_while(|l| l.starts_with("#  "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        for (what, yaml) in [
+            ("backup/config.rs docs", doc),
+            ("default.yaml", format!("backups:\n{commented}")),
+        ] {
+            let l = parse(&yaml).unwrap_or_else(|e| panic!("{what}: {e}\n{yaml}"));
+            let mut kinds: Vec<&str> = l.config.backups.iter().map(|b| b.kind.as_str()).collect();
+            kinds.sort_unstable();
+            assert_eq!(
+                kinds,
+                ["borg", "command", "files", "pgbackrest", "restic"],
+                "{what}"
+            );
+        }
     }
 
     #[test]
