@@ -77,6 +77,22 @@ pub fn check_event(r: &CheckResult) -> LogEvent {
         if let Some(s) = d.verify_seconds {
             put("faultline.backup.restore.verify.duration", s.into());
         }
+        if let Some(n) = d.restored_files {
+            put(
+                "faultline.backup.restore.files",
+                AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(n) = d.restored_bytes {
+            put(
+                "faultline.backup.restore.bytes",
+                AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(rto) = d.rto_seconds {
+            put("faultline.backup.rto", rto.into());
+            put("faultline.backup.restore.rto_exceeded", d.rto_exceeded.into());
+        }
         put(
             "faultline.backup.restore.verified",
             AttrValue::StrArray(d.verified.clone()),

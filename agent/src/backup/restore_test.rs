@@ -60,6 +60,8 @@ pub struct RestoreDetail {
     pub rto_seconds: Option<f64>,
     /// The scratch directory is gone afterwards.
     pub scratch_cleaned: bool,
+    /// Restore and verification together took longer than `rto`.
+    pub rto_exceeded: bool,
 }
 
 /// A finished restore test.
@@ -185,6 +187,7 @@ async fn attempt(
     if let (Some(rto), Some(r), Some(v)) = (cfg.rto, d.restore_seconds, d.verify_seconds)
         && r + v > rto.0.as_secs_f64()
     {
+        d.rto_exceeded = true;
         d.problems.push(format!(
             "restore and verification took {}, longer than the restore-time target {rto}",
             human(r + v)
@@ -291,13 +294,24 @@ async fn restore_and_verify(
 
 /// The latest backup, or a random one within `window` of the latest.
 pub fn pick(snaps: &[Snapshot], window: Option<Duration>) -> Option<&Snapshot> {
+    pick_with(snaps, window, |n| rand::random_range(0..n))
+}
+
+/// [`pick`] with the random choice made by `draw`, which gets the number of candidates (at
+/// least 1) and returns an index below it; an index out of range falls back to the latest.
+/// Pure, so tests can drive the choice.
+pub fn pick_with(
+    snaps: &[Snapshot],
+    window: Option<Duration>,
+    draw: impl FnOnce(usize) -> usize,
+) -> Option<&Snapshot> {
     let newest = snaps.last()?;
     let Some(w) = window else { return Some(newest) };
     let cands: Vec<&Snapshot> = snaps
         .iter()
         .filter(|s| s.time >= newest.time - w.as_secs_f64())
         .collect();
-    cands.get(rand::random_range(0..cands.len())).copied()
+    Some(cands.get(draw(cands.len())).copied().unwrap_or(newest))
 }
 
 /// `n` random entries (all when `n` is `None` or not smaller).
@@ -653,6 +667,29 @@ mod tests {
             assert!(p.id == "b" || p.id == "c");
         }
         assert!(pick(&[], None).is_none());
+    }
+
+    #[test]
+    fn random_within_draws_only_among_backups_inside_the_window() {
+        let s = [snap("a", 0.0), snap("b", 100.0), snap("c", 150.0)];
+        let w = Some(Duration::from_secs(60));
+        let mut offered = 0;
+        let first = pick_with(&s, w, |n| {
+            offered = n;
+            0
+        });
+        assert_eq!(offered, 2, "a (150 s before c) is outside a 60 s window");
+        assert_eq!(first.unwrap().id, "b");
+        assert_eq!(pick_with(&s, w, |_| 1).unwrap().id, "c");
+        assert_eq!(pick_with(&s, w, |_| 99).unwrap().id, "c", "out of range: latest");
+        let all = pick_with(&s, Some(Duration::from_secs(150)), |n| n - 1);
+        assert_eq!(all.unwrap().id, "c");
+        assert_eq!(
+            pick_with(&s, Some(Duration::from_secs(150)), |_| 0).unwrap().id,
+            "a",
+            "the window's edge is inside"
+        );
+        assert_eq!(pick_with(&s, None, |_| 0).unwrap().id, "c", "no window: latest");
     }
 
     #[test]
