@@ -93,6 +93,78 @@ pub fn has_pressure() -> bool {
     fs::read_to_string("/proc/pressure/cpu").is_ok()
 }
 
+/// Whether the kernel tells the CPU frequency: a cpufreq driver's `scaling_cur_freq` or a
+/// `cpu MHz` line in `/proc/cpuinfo` (virtual machines without cpufreq).
+pub fn has_cpu_frequency() -> bool {
+    std::path::Path::new("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq").exists()
+        || fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with("cpu MHz")))
+}
+
+/// Metrics the foundation issue requires on every Linux host.
+pub const REQUIRED_HOST_METRICS: &[&str] = &[
+    "system.cpu.time",
+    "system.cpu.utilization",
+    "system.cpu.logical.count",
+    "system.cpu.physical.count",
+    "system.memory.usage",
+    "system.memory.limit",
+    "system.memory.utilization",
+    "system.memory.linux.available",
+    "system.memory.linux.shared",
+    "system.memory.linux.slab.usage",
+    "system.paging.faults",
+    "system.paging.operations",
+    "system.disk.io",
+    "system.disk.operations",
+    "system.disk.io_time",
+    "system.disk.operation_time",
+    "system.disk.merged",
+    "system.disk.limit",
+    "system.filesystem.usage",
+    "system.filesystem.utilization",
+    "system.filesystem.limit",
+    "system.network.io",
+    "system.network.errors",
+    "system.network.packet.count",
+    "system.network.packet.dropped",
+    "system.network.connection.count",
+    "system.process.count",
+    "system.process.created",
+    "system.uptime",
+    "system.cpu.load_average.1m",
+    "system.cpu.load_average.5m",
+    "system.cpu.load_average.15m",
+];
+
+/// The required host metrics missing from `names`: [`REQUIRED_HOST_METRICS`], plus swap
+/// (`system.paging.usage`, `.utilization`), CPU frequency and PSI where this host has them.
+pub fn missing_host_metrics(names: &std::collections::BTreeSet<&str>) -> Vec<String> {
+    let mut missing: Vec<String> = REQUIRED_HOST_METRICS
+        .iter()
+        .filter(|m| !names.contains(*m))
+        .map(|m| (*m).to_owned())
+        .collect();
+    if has_swap() {
+        for m in ["system.paging.usage", "system.paging.utilization"] {
+            if !names.contains(m) {
+                missing.push(format!("{m} (/proc/swaps lists a device)"));
+            }
+        }
+    }
+    if has_cpu_frequency() && !names.contains("system.cpu.frequency") {
+        missing.push("system.cpu.frequency (the kernel reports a frequency)".to_owned());
+    }
+    if has_pressure()
+        && !names
+            .iter()
+            .any(|n| n.starts_with("system.linux.pressure."))
+    {
+        missing.push("system.linux.pressure.* (/proc/pressure is readable)".to_owned());
+    }
+    missing
+}
+
 /// `/etc/machine-id`, trimmed, if present and non-empty.
 pub fn machine_id() -> Option<String> {
     let id = fs::read_to_string("/etc/machine-id").ok()?;

@@ -5,6 +5,7 @@
 // A test binary: a panic *is* the failure report, so `expect` is how it reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::process::Output;
 use std::time::Duration;
@@ -119,23 +120,32 @@ async fn collect_once(format: &str) -> String {
 }
 
 #[tokio::test]
-async fn collect_once_json_is_valid_json_with_cpu_time() {
+async fn collect_once_json_is_valid_json_with_every_required_host_metric() {
     let stdout = collect_once("json").await;
     let value: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
-    fn mentions(v: &serde_json::Value, needle: &str) -> bool {
+    /// Every `name` of an object that also has `points` (a metric), at any depth.
+    fn metric_names<'a>(v: &'a serde_json::Value, out: &mut BTreeSet<&'a str>) {
         match v {
-            serde_json::Value::String(s) => s == needle,
-            serde_json::Value::Array(a) => a.iter().any(|x| mentions(x, needle)),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| metric_names(x, out)),
             serde_json::Value::Object(o) => {
-                o.iter().any(|(k, x)| k == needle || mentions(x, needle))
+                if let (Some(name), true) = (
+                    o.get("name").and_then(|n| n.as_str()),
+                    o.contains_key("points"),
+                ) {
+                    out.insert(name);
+                }
+                o.values().for_each(|x| metric_names(x, out));
             }
-            _ => false,
+            _ => {}
         }
     }
+    let mut names = BTreeSet::new();
+    metric_names(&value, &mut names);
+    let missing = faultline_tests::procfs::missing_host_metrics(&names);
     assert!(
-        mentions(&value, "system.cpu.time"),
-        "no system.cpu.time in:\n{stdout}"
+        missing.is_empty(),
+        "collect --once --format json lacks {missing:?}; it has {names:?}"
     );
 }
 

@@ -15,40 +15,6 @@ use faultline_tests::{
     semconv,
 };
 
-/// Metrics the foundation issue requires on every Linux host.
-const REQUIRED: &[&str] = &[
-    "system.cpu.time",
-    "system.cpu.utilization",
-    "system.cpu.logical.count",
-    "system.cpu.physical.count",
-    "system.memory.usage",
-    "system.memory.limit",
-    "system.memory.utilization",
-    "system.memory.linux.available",
-    "system.memory.linux.shared",
-    "system.memory.linux.slab.usage",
-    "system.paging.faults",
-    "system.paging.operations",
-    "system.disk.io",
-    "system.disk.operations",
-    "system.disk.io_time",
-    "system.disk.operation_time",
-    "system.disk.merged",
-    "system.disk.limit",
-    "system.filesystem.usage",
-    "system.filesystem.utilization",
-    "system.filesystem.limit",
-    "system.network.io",
-    "system.network.errors",
-    "system.network.packet.count",
-    "system.network.packet.dropped",
-    "system.network.connection.count",
-    "system.process.count",
-    "system.process.created",
-    "system.uptime",
-    "system.cpu.load_average.1m",
-];
-
 /// Name prefixes allowed outside the registry: faultline's self-telemetry and the documented
 /// extras (load average and PSI have no semantic conventions yet).
 const EXTRA_PREFIXES: &[&str] = &[
@@ -308,24 +274,10 @@ fn check_semconv(points: &[Point], registry: &Semconv) {
     );
 }
 
-/// (b) The foundation issue's list, plus swap and PSI where the host has them.
+/// (b) The foundation issue's list, plus swap, CPU frequency and PSI where the host has them.
 fn check_required(points: &[Point]) {
     let names: BTreeSet<&str> = points.iter().map(|p| p.name.as_str()).collect();
-    let mut missing: Vec<&str> = REQUIRED
-        .iter()
-        .copied()
-        .filter(|m| !names.contains(m))
-        .collect();
-    if procfs::has_swap() && !names.contains("system.paging.usage") {
-        missing.push("system.paging.usage (/proc/swaps lists a device)");
-    }
-    if procfs::has_pressure()
-        && !names
-            .iter()
-            .any(|n| n.starts_with("system.linux.pressure."))
-    {
-        missing.push("system.linux.pressure.* (/proc/pressure is readable)");
-    }
+    let missing = procfs::missing_host_metrics(&names);
     assert!(
         missing.is_empty(),
         "required metrics missing: {missing:?}\nsent: {names:?}"
