@@ -91,7 +91,10 @@ pub fn check_event(r: &CheckResult) -> LogEvent {
         }
         if let Some(rto) = d.rto_seconds {
             put("faultline.backup.rto", rto.into());
-            put("faultline.backup.restore.rto_exceeded", d.rto_exceeded.into());
+            put(
+                "faultline.backup.restore.rto_exceeded",
+                d.rto_exceeded.into(),
+            );
         }
         put(
             "faultline.backup.restore.verified",

@@ -681,15 +681,25 @@ mod tests {
         assert_eq!(offered, 2, "a (150 s before c) is outside a 60 s window");
         assert_eq!(first.unwrap().id, "b");
         assert_eq!(pick_with(&s, w, |_| 1).unwrap().id, "c");
-        assert_eq!(pick_with(&s, w, |_| 99).unwrap().id, "c", "out of range: latest");
+        assert_eq!(
+            pick_with(&s, w, |_| 99).unwrap().id,
+            "c",
+            "out of range: latest"
+        );
         let all = pick_with(&s, Some(Duration::from_secs(150)), |n| n - 1);
         assert_eq!(all.unwrap().id, "c");
         assert_eq!(
-            pick_with(&s, Some(Duration::from_secs(150)), |_| 0).unwrap().id,
+            pick_with(&s, Some(Duration::from_secs(150)), |_| 0)
+                .unwrap()
+                .id,
             "a",
             "the window's edge is inside"
         );
-        assert_eq!(pick_with(&s, None, |_| 0).unwrap().id, "c", "no window: latest");
+        assert_eq!(
+            pick_with(&s, None, |_| 0).unwrap().id,
+            "c",
+            "no window: latest"
+        );
     }
 
     #[test]
