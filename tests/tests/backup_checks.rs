@@ -731,3 +731,78 @@ async fn configuration_errors_exit_2_naming_the_field() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_is_refused_when_the_scratch_filesystem_lacks_room() {
+    if !require(&["restic"])
+        || !faultline_tests::chaos::require(faultline_tests::chaos::is_root(), "root (to mount a tmpfs)")
+    {
+        return;
+    }
+    let r = Restic::init();
+    r.backup();
+    // 1 MiB free: less than the backup's size + 10 % + 1 MiB the test requires.
+    let small = faultline_tests::chaos::Tmpfs::mount("1m");
+    let state = r.dir.path().join("state");
+    let extra = format!("    restore: {{scratch_dir: {}}}\n", small.path().display());
+    let run = backup_check(
+        &config(&[restic_source("app", &r, "1h", &extra)]),
+        &state,
+        &["--check", "restore"],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let res = run.result("app", "restore");
+    let err = res["error"].as_str().unwrap();
+    assert!(err.contains("refused") && err.contains("bytes free"), "{res}");
+    let d = &res["restore"];
+    assert!(
+        d["free_bytes"].as_u64().unwrap() < d["required_bytes"].as_u64().unwrap(),
+        "{d}"
+    );
+    assert!(d["restore_seconds"].is_null(), "nothing may be restored: {d}");
+    assert!(empty_dir(small.path()), "the refused test wrote into the tmpfs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borg_repository_locked_by_another_process_is_reported_as_locked() {
+    if !require(&["borg"]) {
+        return;
+    }
+    let b = Borg::init();
+    b.create("only");
+    // Another borg holds the repository's exclusive lock for the whole check.
+    let mut holder = b
+        .cmd()
+        .arg("with-lock")
+        .arg(&b.repo)
+        .args(["sleep", "120"])
+        .spawn()
+        .unwrap();
+    assert!(
+        faultline_tests::eventually(Duration::from_secs(20), || b.repo.join("lock.exclusive").exists())
+            .await,
+        "borg with-lock never took the lock"
+    );
+    let state = b.dir.path().join("state");
+    let run = backup_check(
+        &config(&[borg_source("files", &b, "1h", "")]),
+        &state,
+        &["--check", "integrity"],
+    )
+    .await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let res = run.result("files", "integrity");
+    assert_eq!(res["status"], "unhealthy");
+    let err = res["error"].as_str().unwrap();
+    assert!(
+        err.contains("repository is locked by another process"),
+        "the lock must be named, not a generic failure: {res}"
+    );
+    assert!(
+        res["stderr"].as_str().unwrap_or("").to_lowercase().contains("lock"),
+        "{res}"
+    );
+}
