@@ -238,10 +238,31 @@ async fn agent_checks_healthy_sources_of_every_kind_on_schedule_with_restore_tes
     for s in ["restic", "borg", "pg", "cmd"] {
         let rec = record(&logs, s, "restore").unwrap();
         assert_eq!(rec.attr("faultline.backup.status"), "healthy", "{rec:#?}");
-        assert!(rec.attr("faultline.backup.restore.duration").parse::<f64>().unwrap() > 0.0);
-        assert!(rec.attr("faultline.backup.restore.files").parse::<u64>().unwrap() >= 1, "{rec:#?}");
-        assert!(rec.attr("faultline.backup.restore.bytes").parse::<u64>().unwrap() > 0, "{rec:#?}");
-        assert_eq!(rec.attr("faultline.backup.restore.rto_exceeded"), "false", "{rec:#?}");
+        assert!(
+            rec.attr("faultline.backup.restore.duration")
+                .parse::<f64>()
+                .unwrap()
+                > 0.0
+        );
+        assert!(
+            rec.attr("faultline.backup.restore.files")
+                .parse::<u64>()
+                .unwrap()
+                >= 1,
+            "{rec:#?}"
+        );
+        assert!(
+            rec.attr("faultline.backup.restore.bytes")
+                .parse::<u64>()
+                .unwrap()
+                > 0,
+            "{rec:#?}"
+        );
+        assert_eq!(
+            rec.attr("faultline.backup.restore.rto_exceeded"),
+            "false",
+            "{rec:#?}"
+        );
         assert_eq!(rec.attr("faultline.backup.restore.scratch_cleaned"), "true");
         let verified = rec.attr("faultline.backup.restore.verified");
         let want = match s {
@@ -253,7 +274,11 @@ async fn agent_checks_healthy_sources_of_every_kind_on_schedule_with_restore_tes
         assert!(verified.contains(want), "{s}: {verified}");
     }
     let slow = record(&logs, "slow", "restore").unwrap();
-    assert_eq!(slow.attr("faultline.backup.status"), "unhealthy", "{slow:#?}");
+    assert_eq!(
+        slow.attr("faultline.backup.status"),
+        "unhealthy",
+        "{slow:#?}"
+    );
     assert_eq!(slow.attr("faultline.backup.restore.rto_exceeded"), "true");
     assert!(
         slow.attr("faultline.backup.restore.problems")
@@ -268,7 +293,8 @@ async fn agent_checks_healthy_sources_of_every_kind_on_schedule_with_restore_tes
             |reqs| {
                 let st = by_source(reqs, "faultline.backup.restore.status");
                 let i = by_source(reqs, "faultline.backup.integrity.status");
-                restored.iter().all(|s| st.contains_key(*s)) && all.iter().all(|s| i.contains_key(*s))
+                restored.iter().all(|s| st.contains_key(*s))
+                    && all.iter().all(|s| i.contains_key(*s))
             },
             Duration::from_secs(60),
         )
