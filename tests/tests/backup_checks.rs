@@ -777,21 +777,32 @@ async fn restore_is_refused_when_the_scratch_filesystem_lacks_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the integrity check reported healthy while `borg with-lock` was meant to hold the lock; test setup or product not yet diagnosed (see the stop-10 note on issue 5)"]
 async fn borg_repository_locked_by_another_process_is_reported_as_locked() {
     if !require(&["borg"]) {
         return;
     }
     let b = Borg::init();
     b.create("only");
-    // Another borg holds the repository's exclusive lock for the whole check.
-    let mut holder = b
-        .cmd()
-        .arg("with-lock")
-        .arg(&b.repo)
-        .args(["sleep", "120"])
-        .spawn()
-        .unwrap();
+    // Another borg holds the repository's exclusive lock for the whole check. In a process
+    // group of its own, so the guard ends borg and its `sleep` also when an assert fails.
+    struct GroupGuard(std::process::Child);
+    impl Drop for GroupGuard {
+        fn drop(&mut self) {
+            let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+            let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+    let holder = GroupGuard({
+        use std::os::unix::process::CommandExt as _;
+        b.cmd()
+            .arg("with-lock")
+            .arg(&b.repo)
+            .args(["sleep", "120"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    });
     assert!(
         faultline_tests::eventually(Duration::from_secs(20), || b
             .repo
@@ -807,8 +818,7 @@ async fn borg_repository_locked_by_another_process_is_reported_as_locked() {
         &["--check", "integrity"],
     )
     .await;
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     let res = run.result("files", "integrity");
     assert_eq!(res["status"], "unhealthy");
