@@ -578,7 +578,7 @@ mod tests {
                 name: "tcp".into(),
                 http: None,
                 tcp: Some(TcpProbe {
-                    address: addr.clone(),
+                    address: addr,
                     timeout: crate::config::Dur(Duration::from_secs(1)),
                 }),
                 command: None,
@@ -590,7 +590,25 @@ mod tests {
         assert!(o.ok, "{o:?}");
         assert!(o.at > 1.0e9 && o.latency < 1.0);
         drop(listener);
-        assert!(!p.probe(&clock).await.ok);
+        // A port bound but never listening refuses connections, and while it stays bound no
+        // other test can listen on it (a released port can be taken by a parallel test).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let refused = build(
+            &ProbeSpec {
+                name: "tcp".into(),
+                http: None,
+                tcp: Some(TcpProbe {
+                    address: closed.local_addr().unwrap().to_string(),
+                    timeout: crate::config::Dur(Duration::from_secs(1)),
+                }),
+                command: None,
+                metric: None,
+            },
+            None,
+        );
+        let o = refused.probe(&clock).await;
+        assert!(!o.ok, "{o:?}");
         let c = |run: &[&str], code: i32, output: Option<&str>| {
             build(
                 &ProbeSpec {
