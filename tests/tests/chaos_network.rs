@@ -13,7 +13,7 @@
 #![allow(clippy::disallowed_methods)] // std::thread::sleep in synchronous polling helpers
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::time::{Duration, Instant};
 
 use faultline_chaos::network::toxic::{Stream, Toxic};
@@ -574,7 +574,12 @@ fn partition_times_out_one_port_while_another_works_and_revert_leaves_nothing() 
 
 /// Bytes per second from a sender in `a` to a receiver in `b` over the veth.
 fn measure_a_to_b(pair: &NetnsPair, port: u16, bytes: usize) -> f64 {
-    let l = listen_in_b(pair, port);
+    measure_a_to(pair, ADDR_B, port, bytes)
+}
+
+/// Bytes per second from a sender in `a` to a receiver on `addr` (one of `b`'s) over the veth.
+fn measure_a_to(pair: &NetnsPair, addr: Ipv4Addr, port: u16, bytes: usize) -> f64 {
+    let l = in_netns(&pair.b, || StdListener::bind((addr, port)).unwrap());
     let recv = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         let mut buf = vec![0u8; 64 * 1024];
@@ -591,7 +596,10 @@ fn measure_a_to_b(pair: &NetnsPair, port: u16, bytes: usize) -> f64 {
         let (t0, n0) = first.unwrap();
         (got - n0) as f64 / t0.elapsed().as_secs_f64()
     });
-    let mut c = connect_from_a(pair, port, Duration::from_secs(2)).unwrap();
+    let mut c = in_netns(&pair.a, || {
+        StdStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2))
+    })
+    .unwrap();
     c.write_all(&vec![5u8; bytes]).unwrap();
     drop(c);
     recv.join().unwrap()
@@ -655,6 +663,180 @@ fn rate_limit_caps_throughput_across_the_veth_and_revert_removes_the_qdisc() {
     );
     let q = NetnsPair::qdiscs(&pair.a);
     assert!(!q.contains("tbf"), "qdisc left behind: {q}");
+}
+
+/// A second address of `b` (on `veth-b`), for traffic a selection must leave alone.
+const ADDR_B2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+#[test]
+fn rate_limit_towards_one_address_and_port_leaves_other_traffic_alone() {
+    if !have_kernel_tools() {
+        return;
+    }
+    let pair = NetnsPair::create("tbfsel");
+    let add = NetnsPair::exec(
+        &pair.b,
+        "ip",
+        &["addr", "add", &format!("{ADDR_B2}/24"), "dev", "veth-b"],
+    );
+    assert!(add.status.success(), "{}", stderr_of(&add));
+    let s = Scratch::new("");
+    let args = [
+        "fault",
+        "inject",
+        "rate-limit",
+        "--netns",
+        &pair.a,
+        "--dev",
+        "veth-a",
+        "--rate",
+        "8mbit",
+        "--dest",
+        "10.77.0.2",
+        "--port",
+        "7041",
+        "--protocol",
+        "tcp",
+        "--duration",
+        "30s",
+    ];
+    // The dry run names every tc command and touches nothing.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = s.run(&dry);
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{plan}{}", stderr_of(&out));
+    for needle in [
+        "tc qdisc add dev veth-a root handle",
+        " htb",
+        "tc class add dev veth-a parent",
+        " tbf rate 8000000bit",
+        "match ip dst 10.77.0.2/32 match ip protocol 6 0xff match ip dport 7041 0xffff",
+    ] {
+        assert!(plan.contains(needle), "dry run lacks {needle:?}:\n{plan}");
+    }
+    assert!(
+        !NetnsPair::qdiscs(&pair.a).contains("htb"),
+        "the dry run applied something"
+    );
+
+    let mut bg = s.spawn("rate", &args);
+    assert!(
+        s.wait_applied("rate-limit", Duration::from_secs(10))
+            .is_some(),
+        "not applied: {}",
+        bg.stderr()
+    );
+    let q = NetnsPair::qdiscs(&pair.a);
+    assert!(q.contains("qdisc htb") && q.contains("qdisc tbf"), "{q}");
+    let selected = measure_a_to(&pair, ADDR_B, 7041, 1_500_000);
+    let other_port = measure_a_to(&pair, ADDR_B, 7042, 20_000_000);
+    let other_addr = measure_a_to(&pair, ADDR_B2, 7041, 20_000_000);
+    eprintln!(
+        "selected {:.3} MB/s, other port {:.1} MB/s, other address {:.1} MB/s",
+        selected / 1e6,
+        other_port / 1e6,
+        other_addr / 1e6
+    );
+    // 8 mbit = 1.0 MB/s on the wire; payload is ~96% of that.
+    assert!(
+        (0.8e6..=1.1e6).contains(&selected),
+        "selected traffic at {selected:.0} B/s for 8mbit"
+    );
+    assert!(
+        other_port > 10.0 * selected && other_addr > 10.0 * selected,
+        "unselected traffic must not be limited: port {other_port:.0} B/s, address {other_addr:.0} B/s"
+    );
+    bg.signal(Signal::SIGTERM);
+    assert!(
+        bg.wait_exit(Duration::from_secs(5))
+            .expect("exits")
+            .success(),
+        "{}",
+        bg.stderr()
+    );
+    let q = NetnsPair::qdiscs(&pair.a);
+    assert!(
+        !q.contains("htb") && !q.contains("tbf"),
+        "qdisc left behind: {q}"
+    );
+    let filters = NetnsPair::exec(&pair.a, "tc", &["filter", "show", "dev", "veth-a"]);
+    assert!(
+        String::from_utf8_lossy(&filters.stdout).trim().is_empty(),
+        "filters left behind: {}",
+        String::from_utf8_lossy(&filters.stdout)
+    );
+    let after = measure_a_to(&pair, ADDR_B, 7043, 20_000_000);
+    assert!(
+        after > 10.0 * selected,
+        "still limited after revert: {after:.0} B/s"
+    );
+}
+
+#[test]
+fn netem_towards_a_port_is_applied_for_real_or_refused_without_leaving_anything() {
+    if !have_kernel_tools() {
+        return;
+    }
+    let pair = NetnsPair::create("netemsel");
+    let s = Scratch::new("");
+    let args = [
+        "fault",
+        "inject",
+        "netem",
+        "--netns",
+        &pair.a,
+        "--dev",
+        "veth-a",
+        "--delay",
+        "60ms",
+        "--port",
+        "7051",
+        "--duration",
+        "30s",
+    ];
+    if netem_available(&pair) {
+        let _slow = listen_in_b(&pair, 7051);
+        let _fast = listen_in_b(&pair, 7052);
+        let mut bg = s.spawn("netem", &args);
+        assert!(
+            s.wait_applied("netem", Duration::from_secs(10)).is_some(),
+            "not applied: {}",
+            bg.stderr()
+        );
+        let handshake = |port| {
+            let t = Instant::now();
+            connect_from_a(&pair, port, Duration::from_secs(3)).unwrap();
+            t.elapsed()
+        };
+        let (slow, fast) = (handshake(7051), handshake(7052));
+        assert!(slow >= Duration::from_millis(55), "selected port: {slow:?}");
+        assert!(fast < Duration::from_millis(30), "other port: {fast:?}");
+        bg.signal(Signal::SIGTERM);
+        assert!(
+            bg.wait_exit(Duration::from_secs(5))
+                .expect("exits")
+                .success()
+        );
+    } else {
+        let out = s.run(&args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("sch_netem"),
+            "error must name the module: {err}"
+        );
+        assert!(
+            err.contains("fault inject latency"),
+            "error must offer the proxy: {err}"
+        );
+        assert!(s.journal_entries().is_empty(), "nothing may stay journaled");
+    }
+    let q = NetnsPair::qdiscs(&pair.a);
+    assert!(
+        !q.contains("htb") && !q.contains("netem"),
+        "qdisc left: {q}"
+    );
 }
 
 /// Whether netem works, checked independently of faultline in the test's own namespace.

@@ -5,7 +5,8 @@
 //!   timeout, reset_peer, slicer, slow_close, limit_data). Needs no kernel feature; runs
 //!   inside the agent's process, so it dies with it.
 //! - **Kernel faults** on an interface or towards addresses, optionally in a named network
-//!   namespace: `netem` and `rate-limit` as root qdiscs ([`tc`]), `partition` as an nftables
+//!   namespace: `netem` and `rate-limit` as root qdiscs ([`tc`]; towards given addresses,
+//!   ports and protocols through an htb root and u32 filters), `partition` as an nftables
 //!   table of faultline's own ([`nft`]). Kernel support is probed before anything is applied;
 //!   a missing module is a clear [`FaultError::Unsupported`] naming the module and the
 //!   proxy alternative. Their revert records (dev, netns, handle, table) let the journal undo

@@ -15,8 +15,18 @@
 //!   qdisc is deleted only if it is still ours (same kind and handle); a vanished device or
 //!   namespace means there is nothing left to revert.
 //!
-//! Not here: matching traffic by address or port (the qdisc applies to all egress traffic of
-//! the interface; use `partition` for address/port selection).
+//! **Towards given addresses and ports** (`--dest`, `--port`, `--protocol`, spelled as for
+//! `partition`): the root qdisc is then an `htb` (qdisc `sch_htb`) with no default class, so
+//! traffic no filter selects leaves unshaped through htb's direct queue; one class
+//! `HANDLE:1` (100gbit, so it never shapes itself) holds the netem or tbf qdisc as its leaf,
+//! and `u32` filters (`cls_u32`) send the selected traffic there — one filter per destination,
+//! port and protocol (IPv4 `match ip dst … match ip dport …`, IPv6 `match ip6 dst …`; ports
+//! are read at the offset of a header without IP options or IPv6 extension headers, as `u32`
+//! does). Support for htb, the leaf and u32 is probed together before the target is touched.
+//! These are several `tc` commands rather than one: a failure after the root qdisc is added
+//! deletes it again before the error is returned, and the journal's record (the root handle)
+//! already covers a crash in between. Revert deletes the root qdisc, which takes the class,
+//! the leaf and the filters with it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,12 +36,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::debug;
 
 use super::cmd::{self, CmdError};
+use super::nft::{Cidr, Protocol};
 use super::{NetTarget, plan_with, unsupported_hint};
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::{ByteSize, HumanDuration, Percent};
 
-/// `netem`: delay/jitter/loss/duplication/corruption of everything the interface sends.
+/// `netem`: delay/jitter/loss/duplication/corruption of what the interface sends (all of it,
+/// or only the traffic to `dest`/`port`/`protocol`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct NetemSpec {
@@ -62,12 +74,26 @@ pub struct NetemSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<Percent>,
+    /// Only traffic to these addresses or networks (repeatable); with neither --dest nor
+    /// --port nor --protocol, all the interface's egress traffic.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest: Vec<Cidr>,
+    /// Only traffic to these destination ports (repeatable; TCP and UDP unless --protocol).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port: Vec<u16>,
+    /// Only this transport protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::All)]
+    #[serde(default, skip_serializing_if = "is_all")]
+    pub protocol: Protocol,
     /// How long the fault lasts.
     #[arg(long)]
     pub duration: HumanDuration,
 }
 
-/// `rate-limit`: a token bucket on everything the interface sends.
+/// `rate-limit`: a token bucket on what the interface sends (all of it, or only the traffic
+/// to `dest`/`port`/`protocol`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
@@ -85,6 +111,19 @@ pub struct RateLimitSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<ByteSize>,
+    /// Only traffic to these addresses or networks (repeatable); with neither --dest nor
+    /// --port nor --protocol, all the interface's egress traffic.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest: Vec<Cidr>,
+    /// Only traffic to these destination ports (repeatable; TCP and UDP unless --protocol).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port: Vec<u16>,
+    /// Only this transport protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::All)]
+    #[serde(default, skip_serializing_if = "is_all")]
+    pub protocol: Protocol,
     /// How long the fault lasts.
     #[arg(long)]
     pub duration: HumanDuration,
@@ -165,10 +204,13 @@ pub struct QdiscRecord {
     pub netns: Option<String>,
     /// The interface.
     pub dev: String,
-    /// `netem` or `tbf`.
+    /// The root qdisc: `netem` or `tbf`, or `htb` when only some traffic is selected.
     pub qdisc: String,
     /// The root qdisc's major handle (hex in tc's notation).
     pub handle: u16,
+    /// Under an `htb` root: the qdisc of class `HANDLE:1` (`netem` or `tbf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<String>,
 }
 
 impl QdiscRecord {
@@ -275,32 +317,224 @@ pub fn tbf_args(rate: Rate, burst: Option<ByteSize>) -> Vec<String> {
     ]
 }
 
-/// What a qdisc kind is needed for, its module, and what works without it.
-fn qdisc_needs(kind: &str) -> (&'static str, &'static str, &'static str) {
+fn is_all(p: &Protocol) -> bool {
+    *p == Protocol::All
+}
+
+/// The most filters one fault may install (destinations × ports × protocols).
+pub const MAX_FILTERS: usize = 256;
+
+/// Which of an interface's egress traffic a qdisc fault impairs: everything when empty.
+#[derive(Clone, Copy, Debug)]
+pub struct Selection<'a> {
+    /// Destination addresses or networks.
+    pub dest: &'a [Cidr],
+    /// Destination ports.
+    pub port: &'a [u16],
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+impl Selection<'_> {
+    /// Whether all traffic is selected (no htb, no filters).
+    pub fn is_everything(&self) -> bool {
+        self.dest.is_empty() && self.port.is_empty() && self.protocol == Protocol::All
+    }
+
+    /// As plans show it: `to 10.0.0.2/32 port 80,443 tcp`.
+    fn describe(&self) -> String {
+        if self.is_everything() {
+            return "all traffic".into();
+        }
+        let mut d = Vec::new();
+        if !self.dest.is_empty() {
+            let list: Vec<String> = self.dest.iter().map(ToString::to_string).collect();
+            d.push(format!("to {}", list.join(",")));
+        }
+        if !self.port.is_empty() {
+            let list: Vec<String> = self.port.iter().map(ToString::to_string).collect();
+            d.push(format!("port {}", list.join(",")));
+        }
+        match self.protocol {
+            Protocol::Tcp => d.push("tcp".into()),
+            Protocol::Udp => d.push("udp".into()),
+            Protocol::All => {}
+        }
+        d.join(" ")
+    }
+}
+
+/// The `u32` filters that send the selected traffic to class `HANDLE:1`: each entry is what
+/// follows `tc filter add dev DEV` (parent, protocol, prio, matches, flowid). Pure.
+pub fn filter_args(handle: u16, sel: &Selection<'_>) -> Result<Vec<Vec<String>>, String> {
+    if sel.is_everything() {
+        return Ok(Vec::new());
+    }
+    // Families: those of the destinations, else both.
+    let v4: Vec<Option<&Cidr>> = sel
+        .dest
+        .iter()
+        .filter(|c| c.addr.is_ipv4())
+        .map(Some)
+        .collect();
+    let v6: Vec<Option<&Cidr>> = sel
+        .dest
+        .iter()
+        .filter(|c| c.addr.is_ipv6())
+        .map(Some)
+        .collect();
+    let (v4, v6) = if sel.dest.is_empty() {
+        (vec![None], vec![None])
+    } else {
+        (v4, v6)
+    };
+    let ports: Vec<Option<u16>> = if sel.port.is_empty() {
+        vec![None]
+    } else {
+        sel.port.iter().copied().map(Some).collect()
+    };
+    // With ports, "all" means TCP and UDP (a port match alone would also hit ICMP checksums).
+    let protocols: Vec<Option<u8>> = match (sel.protocol, sel.port.is_empty()) {
+        (Protocol::Tcp, _) => vec![Some(6)],
+        (Protocol::Udp, _) => vec![Some(17)],
+        (Protocol::All, false) => vec![Some(6), Some(17)],
+        (Protocol::All, true) => vec![None],
+    };
+    let count = (v4.len() + v6.len()) * ports.len() * protocols.len();
+    if count > MAX_FILTERS {
+        return Err(format!(
+            "{count} filters needed (destinations × ports × protocols); at most {MAX_FILTERS}: \
+             give networks (10.0.0.0/24) instead of single addresses, or fewer ports"
+        ));
+    }
+    let flowid = format!("{handle:x}:1");
+    let mut out = Vec::with_capacity(count);
+    for (family, word, dests) in [("ip", "ip", &v4), ("ipv6", "ip6", &v6)] {
+        for dest in dests {
+            for port in &ports {
+                for proto in &protocols {
+                    let mut a: Vec<String> = [
+                        "parent",
+                        &format!("{handle:x}:"),
+                        "protocol",
+                        family,
+                        "prio",
+                        &(out.len() + 1).to_string(),
+                        "u32",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec();
+                    if let Some(d) = dest {
+                        a.extend(["match", word, "dst", &d.to_string()].map(str::to_owned));
+                    }
+                    if let Some(p) = proto {
+                        a.extend(
+                            ["match", word, "protocol", &p.to_string(), "0xff"].map(str::to_owned),
+                        );
+                    }
+                    if let Some(p) = port {
+                        a.extend(
+                            ["match", word, "dport", &p.to_string(), "0xffff"].map(str::to_owned),
+                        );
+                    }
+                    a.extend(["flowid".to_owned(), flowid.clone()]);
+                    out.push(a);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every `tc` command (its arguments) that installs a qdisc fault on `dev`, in order: one
+/// root qdisc for all traffic, or an htb root, its class, the leaf and the filters. Pure.
+pub fn setup_commands(
+    dev: &str,
+    handle: u16,
+    leaf: &[String],
+    sel: &Selection<'_>,
+) -> Result<Vec<Vec<String>>, String> {
+    let h = format!("{handle:x}:");
+    let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    if sel.is_everything() {
+        let mut root = words(&["qdisc", "add", "dev", dev, "root", "handle", &h]);
+        root.extend(leaf.iter().cloned());
+        return Ok(vec![root]);
+    }
+    let class = format!("{handle:x}:1");
+    let mut cmds = vec![
+        words(&["qdisc", "add", "dev", dev, "root", "handle", &h, "htb"]),
+        // The class must not shape by itself: 100gbit with a 1 MB burst passes what a veth
+        // can carry; the leaf does the impairing.
+        words(&[
+            "class", "add", "dev", dev, "parent", &h, "classid", &class, "htb", "rate", "100gbit",
+            "burst", "1mb", "cburst", "1mb", "quantum", "60000",
+        ]),
+    ];
+    let mut leaf_cmd = words(&["qdisc", "add", "dev", dev, "parent", &class]);
+    leaf_cmd.extend(leaf.iter().cloned());
+    cmds.push(leaf_cmd);
+    for f in filter_args(handle, sel)? {
+        let mut c = words(&["filter", "add", "dev", dev]);
+        c.extend(f);
+        cmds.push(c);
+    }
+    Ok(cmds)
+}
+
+/// What a qdisc or filter kind is needed for, its module, and what works without it.
+fn qdisc_needs(kind: &str) -> (&'static str, &'static str) {
     match kind {
         "netem" => (
-            "netem",
             "sch_netem",
             "delay, jitter, loss, duplication and corruption (fault kind `netem`)",
         ),
-        _ => (
-            "rate-limit",
-            "sch_tbf",
-            "rate limits (fault kind `rate-limit`)",
+        "htb" => (
+            "sch_htb",
+            "faults on only some traffic (--dest, --port, --protocol of `netem` and `rate-limit`)",
         ),
+        "u32" => (
+            "cls_u32",
+            "faults on only some traffic (--dest, --port, --protocol of `netem` and `rate-limit`)",
+        ),
+        _ => ("sch_tbf", "rate limits (fault kind `rate-limit`)"),
+    }
+}
+
+/// The fault kind a qdisc kind's error is reported under when the fault is not known.
+fn fault_of(kind: &str) -> &'static str {
+    if kind == "netem" {
+        "netem"
+    } else {
+        "rate-limit"
     }
 }
 
 fn unsupported(kind: &str, detail: &str) -> FaultError {
-    let (fault, module, what) = qdisc_needs(kind);
+    unsupported_for(fault_of(kind), kind, detail, "")
+}
+
+/// `fault` cannot run because qdisc or filter `kind` is missing; `after` ends the message.
+fn unsupported_for(fault: &'static str, kind: &str, detail: &str, after: &str) -> FaultError {
+    let (module, what) = qdisc_needs(kind);
+    let without = if matches!(kind, "htb" | "u32") {
+        "; without --dest, --port and --protocol the fault applies to all the interface's traffic and needs neither"
+    } else {
+        ""
+    };
     FaultError::Unsupported {
         kind: fault,
         message: format!(
             "{what} need the kernel module {module}, which this kernel does not provide ({detail}); \
-             load it with `modprobe {module}` if it is installed, or {}",
+             load it with `modprobe {module}` if it is installed, or {}{without}{after}",
             unsupported_hint(fault)
         ),
     }
+}
+
+/// Whether an error text from tc means "this filter kind does not exist in the kernel".
+pub fn is_unknown_filter(stderr: &str) -> bool {
+    stderr.contains("Unknown filter") || stderr.contains("filter kind is unknown")
 }
 
 /// Whether an error text from tc means "this qdisc kind does not exist in the kernel".
@@ -310,14 +544,15 @@ pub fn is_unknown_qdisc(stderr: &str) -> bool {
         || stderr.contains("qdisc kind is unknown")
 }
 
+fn module_loaded(module: &str) -> bool {
+    std::path::Path::new("/sys/module").join(module).exists()
+}
+
 /// Check that the kernel can run qdisc `kind` (`netem`, `tbf`) before touching the target:
 /// loaded or built in (`/sys/module/sch_KIND`), or else a trial `tc qdisc add` on `lo` in a
 /// throwaway namespace (which lets the kernel autoload the module, as a real apply would).
 pub fn probe_qdisc(kind: &str, trial_args: &[&str]) -> Result<(), FaultError> {
-    if std::path::Path::new("/sys/module")
-        .join(format!("sch_{kind}"))
-        .exists()
-    {
+    if module_loaded(&format!("sch_{kind}")) {
         return Ok(());
     }
     let probe = ProbeNetns::create()?;
@@ -330,6 +565,54 @@ pub fn probe_qdisc(kind: &str, trial_args: &[&str]) -> Result<(), FaultError> {
             "probing kernel support for {kind}: {e}"
         ))),
     }
+}
+
+/// [`probe_qdisc`] for a fault on selected traffic: the whole setup — htb root, class, the
+/// leaf `kind` with `trial_args`, a u32 filter — is tried on `lo` in a throwaway namespace
+/// unless `sch_htb`, `sch_KIND` and `cls_u32` are all loaded. The error names the first
+/// missing piece.
+pub fn probe_selected(
+    fault: &'static str,
+    kind: &str,
+    trial_args: &[&str],
+) -> Result<(), FaultError> {
+    if module_loaded("sch_htb") && module_loaded(&format!("sch_{kind}")) && module_loaded("cls_u32")
+    {
+        return Ok(());
+    }
+    let probe = ProbeNetns::create()?;
+    let leaf: Vec<String> = trial_args.iter().map(|s| (*s).to_owned()).collect();
+    let dest = [Cidr {
+        addr: std::net::IpAddr::from([127, 0, 0, 1]),
+        prefix: 32,
+    }];
+    let sel = Selection {
+        dest: &dest,
+        port: &[],
+        protocol: Protocol::All,
+    };
+    let cmds = setup_commands("lo", 1, &leaf, &sel).map_err(FaultError::Other)?;
+    for (step, c) in cmds.iter().enumerate() {
+        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        if let Err(e) = cmd::run(Some(&probe.name), "tc", &args, None) {
+            // Steps: 0 htb root, 1 htb class, 2 the leaf, 3 the filter.
+            let missing = match step {
+                0 | 1 => "htb",
+                2 => kind,
+                _ => "u32",
+            };
+            return Err(
+                if is_unknown_qdisc(e.stderr()) || is_unknown_filter(e.stderr()) {
+                    unsupported_for(fault, missing, e.stderr(), "")
+                } else {
+                    FaultError::Other(format!(
+                        "probing kernel support for {fault} on selected traffic ({missing}): {e}"
+                    ))
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A namespace that exists only for a support probe; deleted on drop.
@@ -434,40 +717,56 @@ fn plan_qdisc(
     netns: Option<&str>,
     dev: &str,
     args: &[String],
+    sel: &Selection<'_>,
     duration: HumanDuration,
 ) -> Result<Plan, FaultError> {
     let (kind, qdisc) = (k.fault, k.qdisc);
     check_dev(kind, netns, dev)?;
-    probe_qdisc(qdisc, k.trial)?;
-    let rec = QdiscRecord {
-        netns: netns.map(str::to_owned),
-        dev: dev.to_owned(),
-        qdisc: qdisc.to_owned(),
-        handle: handle_for(ctx.id.as_str()),
+    let handle = handle_for(ctx.id.as_str());
+    let commands = setup_commands(dev, handle, args, sel)
+        .map_err(|message| FaultError::Invalid { kind, message })?;
+    let rec = if sel.is_everything() {
+        probe_qdisc(qdisc, k.trial)?;
+        QdiscRecord {
+            netns: netns.map(str::to_owned),
+            dev: dev.to_owned(),
+            qdisc: qdisc.to_owned(),
+            handle,
+            leaf: None,
+        }
+    } else {
+        probe_selected(kind, qdisc, k.trial)?;
+        QdiscRecord {
+            netns: netns.map(str::to_owned),
+            dev: dev.to_owned(),
+            qdisc: "htb".to_owned(),
+            handle,
+            leaf: Some(qdisc.to_owned()),
+        }
     };
     let prefix = netns
         .map(|n| format!("ip netns exec {n} "))
         .unwrap_or_default();
-    let action = format!(
-        "{prefix}tc qdisc add dev {dev} root handle {} {}",
-        rec.handle_str(),
-        args.join(" ")
-    );
+    let actions = commands
+        .iter()
+        .map(|c| format!("{prefix}tc {}", c.join(" ")))
+        .collect();
     let revert = format!(
-        "{prefix}tc qdisc del dev {dev} root (only while it is {qdisc} {})",
+        "{prefix}tc qdisc del dev {dev} root (only while it is {} {})",
+        rec.qdisc,
         rec.handle_str()
     );
     let target = NetTarget {
         netns,
         dev: Some(dev),
-        detail: format!("egress: {}", args.join(" ")),
+        detail: format!("egress, {}: {}", sel.describe(), args.join(" ")),
     };
     plan_with(
         ctx,
         kind,
         duration,
         vec![target.into_target()],
-        vec![action],
+        actions,
         vec![revert],
         &rec,
     )
@@ -477,17 +776,23 @@ fn apply_qdisc(
     kind: &'static str,
     plan: &Plan,
     args: &[String],
+    sel: &Selection<'_>,
 ) -> Result<RevertRecord, FaultError> {
     let rec: QdiscRecord = plan.record.state()?;
-    let handle = rec.handle_str();
-    let mut argv: Vec<&str> = vec!["qdisc", "add", "dev", &rec.dev, "root", "handle", &handle];
-    argv.extend(args.iter().map(String::as_str));
+    let commands = setup_commands(&rec.dev, rec.handle, args, sel)
+        .map_err(|message| FaultError::Invalid { kind, message })?;
+    let (root, rest) = commands
+        .split_first()
+        .ok_or_else(|| FaultError::Other(format!("{kind}: no tc command to run")))?;
+    let argv: Vec<&str> = root.iter().map(String::as_str).collect();
     match cmd::run(rec.netns.as_deref(), "tc", &argv, None) {
-        Ok(_) => Ok(plan.record.clone()),
-        Err(e) if is_unknown_qdisc(e.stderr()) => Err(unsupported(&rec.qdisc, e.stderr())),
+        Ok(_) => {}
+        Err(e) if is_unknown_qdisc(e.stderr()) => {
+            return Err(unsupported_for(kind, &rec.qdisc, e.stderr(), ""));
+        }
         Err(e) if e.stderr().contains("NLM_F_REPLACE") || e.stderr().contains("Exclusivity") => {
             let current = root_qdisc(&rec).ok().flatten();
-            Err(FaultError::Other(format!(
+            return Err(FaultError::Other(format!(
                 "{kind}: {} already has a root qdisc{}{}; faultline adds its qdisc only where none was configured, \
                  so it never removes someone else's ({e})",
                 rec.dev,
@@ -495,37 +800,102 @@ fn apply_qdisc(
                     .map(|r| format!(" ({} {:x}:)", r.kind, r.handle))
                     .unwrap_or_default(),
                 in_netns(rec.netns.as_deref()),
-            )))
+            )));
         }
-        Err(e) => Err(FaultError::Other(format!("{kind}: {e}"))),
+        Err(e) => return Err(FaultError::Other(format!("{kind}: {e}"))),
+    }
+    // The root is ours from here on: any later failure takes it away again (with whatever
+    // class, leaf and filters were added under it) before the error is returned.
+    for c in rest {
+        let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+        if let Err(e) = cmd::run(rec.netns.as_deref(), "tc", &argv, None) {
+            let undo = revert_qdisc_record(&rec).map_or_else(
+                |u| format!("; removing the partial setup failed too: {u}"),
+                |()| "; the partial setup was removed".to_owned(),
+            );
+            let missing = if c.first().map(String::as_str) == Some("filter") {
+                "u32"
+            } else {
+                rec.leaf.as_deref().unwrap_or(&rec.qdisc)
+            };
+            return Err(
+                if is_unknown_qdisc(e.stderr()) || is_unknown_filter(e.stderr()) {
+                    unsupported_for(kind, missing, e.stderr(), &undo)
+                } else {
+                    FaultError::Other(format!("{kind}: `tc {}`: {e}{undo}", c.join(" ")))
+                },
+            );
+        }
+    }
+    Ok(plan.record.clone())
+}
+
+/// Whether `tc qdisc show dev X` output lists qdisc `leaf` under class `HANDLE:1`
+/// (`qdisc tbf 8001: parent 1ab:1 rate …`). Pure.
+pub fn has_leaf(out: &str, handle: u16, leaf: &str) -> bool {
+    let class = format!("{handle:x}:1");
+    out.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().take(5).collect();
+        matches!(w.as_slice(), ["qdisc", kind, _, "parent", parent] if *kind == leaf && *parent == class)
+    })
+}
+
+/// Whether the leaf is still under our class; `false` when the device or namespace is gone.
+fn leaf_present(rec: &QdiscRecord, leaf: &str) -> Result<bool, FaultError> {
+    match cmd::run(
+        rec.netns.as_deref(),
+        "tc",
+        &["qdisc", "show", "dev", &rec.dev],
+        None,
+    ) {
+        Ok(out) => Ok(has_leaf(&out, rec.handle, leaf)),
+        Err(e) if e.stderr().contains("Cannot find device") => Ok(false),
+        Err(e) => Err(FaultError::Other(e.to_string())),
     }
 }
 
 fn check_qdisc(record: &RevertRecord) -> Result<Effect, FaultError> {
     let rec: QdiscRecord = record.state()?;
     let root = root_qdisc(&rec)?;
-    Ok(if is_ours(&rec, root.as_ref()) {
-        Effect::in_effect(format!(
-            "root qdisc of {} is {} {}",
-            rec.dev,
-            rec.qdisc,
-            rec.handle_str()
-        ))
-    } else {
-        Effect::not_in_effect(format!(
+    if !is_ours(&rec, root.as_ref()) {
+        return Ok(Effect::not_in_effect(format!(
             "root qdisc of {}{} is {}",
             rec.dev,
             in_netns(rec.netns.as_deref()),
             root.map(|r| format!("{} {:x}:", r.kind, r.handle))
                 .unwrap_or_else(|| "the default".into())
-        ))
+        )));
+    }
+    Ok(match rec.leaf.as_deref() {
+        None => Effect::in_effect(format!(
+            "root qdisc of {} is {} {}",
+            rec.dev,
+            rec.qdisc,
+            rec.handle_str()
+        )),
+        Some(leaf) if leaf_present(&rec, leaf)? => Effect::in_effect(format!(
+            "root qdisc of {} is htb {} with {leaf} under class {:x}:1",
+            rec.dev,
+            rec.handle_str(),
+            rec.handle
+        )),
+        Some(leaf) => Effect::not_in_effect(format!(
+            "root qdisc of {} is htb {} but the {leaf} under class {:x}:1 is gone",
+            rec.dev,
+            rec.handle_str(),
+            rec.handle
+        )),
     })
 }
 
 fn revert_qdisc(record: &RevertRecord) -> Result<(), FaultError> {
-    let rec: QdiscRecord = record.state()?;
-    let root = root_qdisc(&rec)?;
-    if !is_ours(&rec, root.as_ref()) {
+    revert_qdisc_record(&record.state()?)
+}
+
+/// Delete the root qdisc (and with it any class, leaf and filter under it) if it is ours.
+fn revert_qdisc_record(rec: &QdiscRecord) -> Result<(), FaultError> {
+    let root = root_qdisc(rec)?;
+    if !is_ours(rec, root.as_ref()) {
         debug!(dev = %rec.dev, "qdisc already gone; nothing to revert");
         return Ok(());
     }
@@ -544,7 +914,7 @@ fn revert_qdisc(record: &RevertRecord) -> Result<(), FaultError> {
             )));
         }
     }
-    if is_ours(&rec, root_qdisc(&rec)?.as_ref()) {
+    if is_ours(rec, root_qdisc(rec)?.as_ref()) {
         return Err(FaultError::Other(format!(
             "the {} qdisc {} on {} is still there after `tc qdisc del`",
             rec.qdisc,
@@ -555,28 +925,48 @@ fn revert_qdisc(record: &RevertRecord) -> Result<(), FaultError> {
     Ok(())
 }
 
-impl Fault for NetemSpec {
-    fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
-        let args = netem_args(self).map_err(|message| FaultError::Invalid {
+impl NetemSpec {
+    fn selection(&self) -> Selection<'_> {
+        Selection {
+            dest: &self.dest,
+            port: &self.port,
+            protocol: self.protocol,
+        }
+    }
+
+    fn args(&self) -> Result<Vec<String>, FaultError> {
+        netem_args(self).map_err(|message| FaultError::Invalid {
             kind: "netem",
             message,
-        })?;
+        })
+    }
+}
+
+impl RateLimitSpec {
+    fn selection(&self) -> Selection<'_> {
+        Selection {
+            dest: &self.dest,
+            port: &self.port,
+            protocol: self.protocol,
+        }
+    }
+}
+
+impl Fault for NetemSpec {
+    fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
         plan_qdisc(
             ctx,
             &NETEM,
             self.netns.as_deref(),
             &self.dev,
-            &args,
+            &self.args()?,
+            &self.selection(),
             self.duration,
         )
     }
 
     fn apply(&self, plan: &Plan, _ctx: &Context) -> Result<RevertRecord, FaultError> {
-        let args = netem_args(self).map_err(|message| FaultError::Invalid {
-            kind: "netem",
-            message,
-        })?;
-        apply_qdisc("netem", plan, &args)
+        apply_qdisc("netem", plan, &self.args()?, &self.selection())
     }
 
     fn check(&self, record: &RevertRecord, _ctx: &Context) -> Result<Effect, FaultError> {
@@ -597,12 +987,18 @@ impl Fault for RateLimitSpec {
             self.netns.as_deref(),
             &self.dev,
             &args,
+            &self.selection(),
             self.duration,
         )
     }
 
     fn apply(&self, plan: &Plan, _ctx: &Context) -> Result<RevertRecord, FaultError> {
-        apply_qdisc("rate-limit", plan, &tbf_args(self.rate, self.burst))
+        apply_qdisc(
+            "rate-limit",
+            plan,
+            &tbf_args(self.rate, self.burst),
+            &self.selection(),
+        )
     }
 
     fn check(&self, record: &RevertRecord, _ctx: &Context) -> Result<Effect, FaultError> {
@@ -675,6 +1071,9 @@ mod tests {
             loss: loss.map(Percent),
             duplicate: None,
             corrupt: None,
+            dest: Vec::new(),
+            port: Vec::new(),
+            protocol: Protocol::All,
             duration: HumanDuration(Duration::from_secs(1)),
         }
     }
@@ -719,6 +1118,166 @@ mod tests {
         assert!(
             e.contains("sch_tbf") && e.contains("fault inject bandwidth"),
             "{e}"
+        );
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    fn joined(cmds: &[Vec<String>]) -> Vec<String> {
+        cmds.iter().map(|c| c.join(" ")).collect()
+    }
+
+    #[test]
+    fn all_traffic_is_one_root_qdisc() {
+        let sel = Selection {
+            dest: &[],
+            port: &[],
+            protocol: Protocol::All,
+        };
+        assert!(sel.is_everything());
+        let leaf = tbf_args(Rate(8_000_000), None);
+        assert_eq!(
+            joined(&setup_commands("veth0", 0x1ab, &leaf, &sel).unwrap()),
+            ["qdisc add dev veth0 root handle 1ab: tbf rate 8000000bit burst 16384b latency 200ms"]
+        );
+        assert!(filter_args(0x1ab, &sel).unwrap().is_empty());
+    }
+
+    #[test]
+    fn selected_traffic_gets_htb_a_class_the_leaf_and_a_filter_per_match() {
+        let dest = cidrs(&["10.0.0.2", "fd00::/64"]);
+        let sel = Selection {
+            dest: &dest,
+            port: &[80],
+            protocol: Protocol::Tcp,
+        };
+        let leaf = tbf_args(Rate(8_000_000), None);
+        let cmds = joined(&setup_commands("veth0", 0x1ab, &leaf, &sel).unwrap());
+        assert_eq!(
+            cmds,
+            [
+                "qdisc add dev veth0 root handle 1ab: htb",
+                "class add dev veth0 parent 1ab: classid 1ab:1 htb rate 100gbit burst 1mb cburst 1mb quantum 60000",
+                "qdisc add dev veth0 parent 1ab:1 tbf rate 8000000bit burst 16384b latency 200ms",
+                "filter add dev veth0 parent 1ab: protocol ip prio 1 u32 match ip dst 10.0.0.2/32 match ip protocol 6 0xff match ip dport 80 0xffff flowid 1ab:1",
+                "filter add dev veth0 parent 1ab: protocol ipv6 prio 2 u32 match ip6 dst fd00::/64 match ip6 protocol 6 0xff match ip6 dport 80 0xffff flowid 1ab:1",
+            ]
+        );
+        assert_eq!(sel.describe(), "to 10.0.0.2/32,fd00::/64 port 80 tcp");
+    }
+
+    #[test]
+    fn ports_without_a_protocol_mean_tcp_and_udp_on_both_families() {
+        let sel = Selection {
+            dest: &[],
+            port: &[53, 5353],
+            protocol: Protocol::All,
+        };
+        let f = joined(&filter_args(0x200, &sel).unwrap());
+        assert_eq!(f.len(), 8, "{f:#?}");
+        assert_eq!(
+            f[0],
+            "parent 200: protocol ip prio 1 u32 match ip protocol 6 0xff match ip dport 53 0xffff flowid 200:1"
+        );
+        assert_eq!(
+            f[7],
+            "parent 200: protocol ipv6 prio 8 u32 match ip6 protocol 17 0xff match ip6 dport 5353 0xffff flowid 200:1"
+        );
+        // Only a destination: no protocol or port match at all.
+        let dest = cidrs(&["192.168.1.0/24"]);
+        let only_dest = Selection {
+            dest: &dest,
+            port: &[],
+            protocol: Protocol::All,
+        };
+        assert_eq!(
+            joined(&filter_args(0x200, &only_dest).unwrap()),
+            ["parent 200: protocol ip prio 1 u32 match ip dst 192.168.1.0/24 flowid 200:1"]
+        );
+    }
+
+    #[test]
+    fn too_many_filters_are_refused_with_advice() {
+        let dest: Vec<Cidr> = (1..=200u8)
+            .map(|i| format!("10.0.0.{i}").parse().unwrap())
+            .collect();
+        let sel = Selection {
+            dest: &dest,
+            port: &[80],
+            protocol: Protocol::All,
+        };
+        let e = filter_args(0x100, &sel).unwrap_err();
+        assert!(
+            e.contains("400 filters") && e.contains("10.0.0.0/24"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn leaves_are_found_under_our_class_only() {
+        let out = "qdisc htb 1ab: root refcnt 3 r2q 10 default 0 direct_packets_stat 0\n\
+                   qdisc tbf 8001: parent 1ab:1 rate 8Mbit burst 16Kb lat 200ms \n";
+        assert!(has_leaf(out, 0x1ab, "tbf"));
+        assert!(!has_leaf(out, 0x1ab, "netem"));
+        assert!(!has_leaf(out, 0x1ac, "tbf"));
+        assert!(!has_leaf(
+            "qdisc tbf 8001: parent 1ab:10 rate 8Mbit",
+            0x1ab,
+            "tbf"
+        ));
+    }
+
+    #[test]
+    fn missing_htb_or_u32_names_the_module_and_the_way_without_them() {
+        let e = unsupported_for(
+            "rate-limit",
+            "htb",
+            "Error: Specified qdisc kind is unknown.",
+            "",
+        )
+        .to_string();
+        assert!(e.contains("sch_htb") && e.contains("--dest"), "{e}");
+        assert!(e.contains("needs neither"), "{e}");
+        let e = unsupported_for(
+            "netem",
+            "u32",
+            "Unknown filter \"u32\"",
+            "; the partial setup was removed",
+        )
+        .to_string();
+        assert!(
+            e.contains("cls_u32") && e.ends_with("the partial setup was removed"),
+            "{e}"
+        );
+        assert!(is_unknown_filter(
+            "Unknown filter \"u32\", hence option \"match\" is unparsable"
+        ));
+    }
+
+    #[test]
+    fn specs_without_a_selection_serialize_as_before() {
+        let spec = netem(Some(10), None, None);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert!(
+            json.get("dest").is_none() && json.get("protocol").is_none(),
+            "{json}"
+        );
+        let back: NetemSpec = serde_json::from_value(serde_json::json!({
+            "dev": "veth0", "delay": "10ms", "dest": ["10.0.0.2"], "port": [80],
+            "protocol": "tcp", "duration": "1s"
+        }))
+        .unwrap();
+        assert_eq!(back.dest, cidrs(&["10.0.0.2"]));
+        assert_eq!(back.protocol, Protocol::Tcp);
+        let rec: QdiscRecord = serde_json::from_value(serde_json::json!({
+            "dev": "veth0", "qdisc": "tbf", "handle": 300
+        }))
+        .unwrap();
+        assert_eq!(
+            rec.leaf, None,
+            "records written before selections existed still load"
         );
     }
 }
