@@ -179,7 +179,7 @@ async fn restic_deleted_or_truncated_pack_fails_integrity_with_restics_finding()
             "{damage}: {findings}"
         );
         // By hand, restic says the same.
-        let by_hand = run(r.cmd().arg("check"));
+        let by_hand = backup::run(r.cmd().arg("check"));
         assert!(!by_hand.status.success());
         let stderr = String::from_utf8_lossy(&by_hand.stderr);
         assert!(
@@ -776,6 +776,77 @@ async fn restore_is_refused_when_the_scratch_filesystem_lacks_room() {
     );
 }
 
+/// A lock holder started in a process group of its own, so that dropping the guard ends it
+/// and everything it started (borg's `sleep`) also when an assert fails.
+struct GroupGuard(std::process::Child);
+
+impl GroupGuard {
+    fn spawn(cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        Self(cmd.process_group(0).spawn().unwrap())
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restic_repository_locked_by_a_running_backup_is_reported_as_locked() {
+    if !require(&["restic"]) {
+        return;
+    }
+    let r = Restic::init();
+    r.backup();
+    // A backup reading a stdin that never ends holds its (non-exclusive) lock for as long as
+    // the guard lives; `restic check` needs the exclusive lock and cannot get it.
+    let holder = GroupGuard::spawn(
+        r.cmd()
+            .args([
+                "backup",
+                "--stdin",
+                "--stdin-filename",
+                "held.txt",
+                "--quiet",
+            ])
+            .stdin(std::process::Stdio::piped()),
+    );
+    let locks = r.repo.join("locks");
+    assert!(
+        faultline_tests::eventually(Duration::from_secs(20), || std::fs::read_dir(&locks)
+            .is_ok_and(|mut d| d.next().is_some()))
+        .await,
+        "restic backup --stdin never took its lock"
+    );
+    let state = r.dir.path().join("state");
+    let run = backup_check(
+        &config(&[restic_source("app", &r, "1h", "")]),
+        &state,
+        &["--check", "integrity"],
+    )
+    .await;
+    // By hand, while the lock is still held: restic itself says so.
+    let by_hand = backup::run(r.cmd().arg("check"));
+    drop(holder);
+    let by_hand_err = String::from_utf8_lossy(&by_hand.stderr).to_lowercase();
+    assert!(
+        !by_hand.status.success() && by_hand_err.contains("lock"),
+        "restic check by hand should fail on the lock: {by_hand_err}"
+    );
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let res = run.result("app", "integrity");
+    assert_eq!(res["status"], "unhealthy");
+    let err = res["error"].as_str().unwrap();
+    assert!(
+        err.contains("repository is locked by another process"),
+        "the lock must be named, not a generic failure: {res}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn borg_repository_locked_by_another_process_is_reported_as_locked() {
     if !require(&["borg"]) {
@@ -783,26 +854,8 @@ async fn borg_repository_locked_by_another_process_is_reported_as_locked() {
     }
     let b = Borg::init();
     b.create("only");
-    // Another borg holds the repository's exclusive lock for the whole check. In a process
-    // group of its own, so the guard ends borg and its `sleep` also when an assert fails.
-    struct GroupGuard(std::process::Child);
-    impl Drop for GroupGuard {
-        fn drop(&mut self) {
-            let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
-            let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = self.0.wait();
-        }
-    }
-    let holder = GroupGuard({
-        use std::os::unix::process::CommandExt as _;
-        b.cmd()
-            .arg("with-lock")
-            .arg(&b.repo)
-            .args(["sleep", "120"])
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    });
+    // Another borg holds the repository's exclusive lock for the whole check.
+    let holder = GroupGuard::spawn(b.cmd().arg("with-lock").arg(&b.repo).args(["sleep", "120"]));
     assert!(
         faultline_tests::eventually(Duration::from_secs(20), || b
             .repo
