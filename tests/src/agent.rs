@@ -92,8 +92,7 @@ pub fn agent_binary() -> PathBuf {
         }
         let dir = profile_dir();
         let bin = dir.join("faultline");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
+        let mut cmd = nested_cargo();
         cmd.current_dir(workspace_root()).args([
             "build",
             "--quiet",
@@ -122,6 +121,35 @@ pub fn agent_binary() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// `cargo` (the one running the tests) for a nested build from a test, without the
+/// variables `cargo test` sets for the test's own package (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, `OUT_DIR`, …). Build scripts track some of them (ring's
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`): inherited, they made every nested build rerun
+/// ring's build script and recompile rustls, tonic and the agent (~80 s), and the next plain
+/// `cargo build` recompile them back.
+pub fn nested_cargo() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let per_package = matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        ) || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if per_package {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 /// A command for the agent binary with a scrubbed environment.

@@ -291,14 +291,7 @@ impl Scratch {
 
     /// The journal entries as JSON.
     pub fn journal_entries(&self) -> Vec<serde_json::Value> {
-        let Ok(rd) = fs::read_dir(self.journal()) else {
-            return Vec::new();
-        };
-        rd.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
+        journal_entries(&self.state())
     }
 
     /// The journal entry of `kind` once it is `applied`.
@@ -313,6 +306,46 @@ impl Scratch {
         });
         found
     }
+}
+
+/// The fault journal entries under `state_dir` (`<state_dir>/faults/journal/*.json`) as JSON;
+/// empty when there is no journal.
+pub fn journal_entries(state_dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(rd) = fs::read_dir(state_dir.join("faults/journal")) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// A loopback TCP echo server on plain threads (for tests without a tokio runtime of their
+/// own); it lives as long as the test process.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn echo_server() -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind an echo server: {e}"));
+    let addr = l
+        .local_addr()
+        .unwrap_or_else(|e| panic!("echo server address: {e}"));
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// Helper pids named in a journal entry.

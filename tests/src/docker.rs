@@ -65,8 +65,7 @@ pub fn workload_binary() -> PathBuf {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| workspace_root().join("target"));
         let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
+        let mut cmd = crate::agent::nested_cargo();
         cmd.current_dir(workspace_root())
             .args([
                 "build",

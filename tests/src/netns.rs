@@ -53,6 +53,16 @@ pub fn available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the kernel network faults can be tested here: root with iproute2 and nft, each
+/// checked with [`crate::chaos::require`] (a missing one skips, or fails under CI=true).
+pub fn require_kernel_tools() -> bool {
+    crate::chaos::require(available(), "root with iproute2 (network namespaces)")
+        && crate::chaos::require(
+            Command::new("nft").arg("--version").output().is_ok(),
+            "nft (nftables)",
+        )
+}
+
 impl NetnsPair {
     /// Creates the pair; `tag` goes into the names (`fl-<tag>-<pid>-<n>-a`).
     pub fn create(tag: &str) -> Self {

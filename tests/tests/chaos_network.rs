@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use faultline_chaos::network::toxic::{Stream, Toxic};
 use faultline_chaos::network::{Proxy, ProxySpec};
-use faultline_tests::chaos::{Scratch, require, wait_until};
+use faultline_tests::chaos::{Scratch, echo_server as std_echo_server, wait_until};
 use faultline_tests::netns::{self, ADDR_B, NetnsPair, in_netns};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -401,26 +401,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A loopback echo server on a std thread (for tests without a tokio runtime).
-fn std_echo_server() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn rtt(addr: SocketAddr) -> Duration {
     let mut c = StdStream::connect(addr).unwrap();
     c.set_nodelay(true).unwrap();
@@ -498,19 +478,6 @@ fn cli_latency_proxy_applies_reverts_and_dies_with_a_sigkilled_injector() {
 
 // ── kernel faults in test namespaces ───────────────────────────────────────────────────
 
-fn have_kernel_tools() -> bool {
-    require(
-        netns::available(),
-        "root with iproute2 (network namespaces)",
-    ) && require(
-        std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "nft (nftables)",
-    )
-}
-
 /// A listener in `b` on `port` (the kernel completes handshakes without accept()).
 fn listen_in_b(pair: &NetnsPair, port: u16) -> StdListener {
     in_netns(&pair.b, || StdListener::bind((ADDR_B, port)).unwrap())
@@ -524,7 +491,7 @@ fn connect_from_a(pair: &NetnsPair, port: u16, timeout: Duration) -> std::io::Re
 
 #[test]
 fn partition_times_out_one_port_while_another_works_and_revert_leaves_nothing() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("part");
@@ -607,7 +574,7 @@ fn measure_a_to(pair: &NetnsPair, addr: Ipv4Addr, port: u16, bytes: usize) -> f6
 
 #[test]
 fn rate_limit_caps_throughput_across_the_veth_and_revert_removes_the_qdisc() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("tbf");
@@ -852,7 +819,7 @@ fn netem_available(pair: &NetnsPair) -> bool {
 
 #[test]
 fn netem_is_applied_for_real_or_refused_clearly_without_leaving_a_qdisc() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("netem");
@@ -919,7 +886,7 @@ fn netem_is_applied_for_real_or_refused_clearly_without_leaving_a_qdisc() {
 
 #[test]
 fn sigkilled_partition_and_rate_limit_are_reverted_by_revert_all_within_a_second() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("crash");
