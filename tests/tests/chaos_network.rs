@@ -637,7 +637,7 @@ const ADDR_B2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 
 #[test]
 fn rate_limit_towards_one_address_and_port_leaves_other_traffic_alone() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("tbfsel");
@@ -742,7 +742,7 @@ fn rate_limit_towards_one_address_and_port_leaves_other_traffic_alone() {
 
 #[test]
 fn netem_towards_a_port_is_applied_for_real_or_refused_without_leaving_anything() {
-    if !have_kernel_tools() {
+    if !netns::require_kernel_tools() {
         return;
     }
     let pair = NetnsPair::create("netemsel");
