@@ -404,10 +404,16 @@ async fn collect_once_reports_a_docker_container_like_its_cgroup_and_docker_stat
                 "disk writes {written} not within Docker [{d0}, {d1}]"
             );
         }
-        None => eprintln!(
-            "(disk assertions skipped: {} is not on a block device)",
-            data.path().display()
-        ),
+        None => {
+            // Under CI=true this fails: the disk figures must be checked there.
+            faultline_tests::chaos::require(
+                false,
+                &format!(
+                    "a block device under {} (for the disk assertions)",
+                    data.path().display()
+                ),
+            );
+        }
     }
 
     // Network: the 1 MiB sent over the container's own loopback.
