@@ -104,4 +104,62 @@ mod tests {
         assert_eq!(c.start("eth0", 5), 400, "back after vanishing: a new start");
         assert_eq!(c.start("sda", 4), 200);
     }
+
+    /// One cycle of a random history: for each of four devices, absent, or present with a
+    /// counter step — growing (0..1000) or reset to a small value (a device recreated, a
+    /// 32-bit counter wrapped).
+    fn history() -> impl proptest::strategy::Strategy<Value = Vec<[Option<(bool, u64)>; 4]>> {
+        use proptest::prelude::*;
+        let step = prop_oneof![
+            3 => (Just(false), 0u64..1_000),
+            1 => (Just(true), 0u64..50),
+        ];
+        let device = proptest::option::weighted(0.8, step);
+        proptest::collection::vec(proptest::array::uniform4(device), 1..40)
+    }
+
+    proptest::proptest! {
+        /// Whatever devices do between cycles (grow, reset, wrap, vanish, come back), what a
+        /// backend receives is a valid cumulative series: under one start time a device's
+        /// counter never goes down, a start time is never in the future nor before boot, it
+        /// changes only at a reset or a reappearance, and devices of the first cycle start
+        /// at boot.
+        #[test]
+        fn every_series_is_monotonic_under_its_start_time(steps in history()) {
+            const BOOT: u64 = 1_000;
+            let names = ["eth0", "eth1", "sda", "nvme0n1"];
+            let mut s = DeviceStarts::default();
+            // device → its counter now, and what the backend last saw: (start, sum, cycle).
+            let mut counter = [0u64; 4];
+            let mut seen: [Option<(u64, u64, usize)>; 4] = [None; 4];
+            for (i, cycle) in steps.iter().enumerate() {
+                let now = BOOT + 10 * (i as u64 + 1);
+                let mut c = s.cycle(BOOT, now);
+                for (d, step) in cycle.iter().enumerate() {
+                    let Some((reset, v)) = *step else { continue };
+                    counter[d] = if reset { v } else { counter[d] + v };
+                    let start = c.start(names[d], counter[d]);
+                    proptest::prop_assert!((BOOT..=now).contains(&start));
+                    if i == 0 {
+                        proptest::prop_assert_eq!(start, BOOT);
+                    }
+                    match seen[d] {
+                        // Seen in the previous cycle: same start exactly when the counter
+                        // did not go down.
+                        Some((was_start, was_sum, was_cycle)) if was_cycle + 1 == i => {
+                            if counter[d] >= was_sum {
+                                proptest::prop_assert_eq!(start, was_start);
+                            } else {
+                                proptest::prop_assert_eq!(start, now);
+                            }
+                        }
+                        // New, or back after a gap: its counters may have restarted unseen.
+                        _ if i > 0 => proptest::prop_assert_eq!(start, now),
+                        _ => {}
+                    }
+                    seen[d] = Some((start, counter[d], i));
+                }
+            }
+        }
+    }
 }
