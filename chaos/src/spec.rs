@@ -84,7 +84,8 @@ fault_kinds! {
     Bandwidth(crate::network::BandwidthSpec) = "bandwidth",
     /// Proxy a TCP service through any toxics (latency, bandwidth, timeout, reset_peer, …).
     Proxy(crate::network::ProxyFaultSpec) = "proxy",
-    /// Delay, jitter, loss, duplication, corruption on an interface, or only towards --dest/--port (tc netem; needs sch_netem).
+    /// Delay, jitter, loss, duplication, corruption on an interface, or only towards
+    /// --dest/--port (tc netem; needs sch_netem).
     Netem(crate::network::NetemSpec) = "netem",
     /// Limit an interface's egress rate, or only towards --dest/--port (tc tbf).
     RateLimit(crate::network::RateLimitSpec) = "rate-limit",
