@@ -42,7 +42,7 @@ pub mod procfs;
 pub mod receiver;
 pub mod semconv;
 
-pub use agent::{Agent, OtlpConfig, agent_binary, run_cli, workspace_root};
+pub use agent::{Agent, OtlpConfig, TlsFiles, agent_binary, run_cli, workspace_root};
 pub use receiver::{
     Behaviour, LogView, OtlpReceiver, Point, PointKind, Received, Reply, Signal, SpanView,
     Transport,
