@@ -1473,6 +1473,46 @@ mod tests {
         assert_eq!(got[1].reply, Reply::PartialSuccess { rejected: 3 });
     }
 
+    #[tokio::test]
+    async fn tls_requires_a_client_certificate_of_its_ca_and_records_it() {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::TestCa::new(dir.path(), "ca");
+        let server = ca.server(dir.path(), "server", &["127.0.0.1"]);
+        let client = ca.client(dir.path(), "client");
+        let receiver = OtlpReceiver::start_tls(&server.cert_pem(), &server.key_pem(), &ca.pem)
+            .await
+            .unwrap();
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem));
+        let client_for = |tls: ClientTlsConfig| {
+            let channel = Channel::from_shared(receiver.grpc_endpoint())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect_lazy();
+            MetricsServiceClient::new(channel)
+        };
+        let identity = Identity::from_pem(client.cert_pem(), client.key_pem());
+        client_for(tls.clone().identity(identity))
+            .export(request(1))
+            .await
+            .unwrap();
+        client_for(tls).export(request(2)).await.unwrap_err();
+
+        let refused = receiver
+            .wait_for_refused_handshakes(1, Duration::from_secs(5))
+            .await;
+        assert!(refused[0].contains("no certificates"), "{refused:?}");
+        let got = receiver.requests();
+        assert_eq!(
+            got.len(),
+            1,
+            "only the client with a certificate got through"
+        );
+        assert_eq!(got[0].client_cert.as_deref(), Some(client.der.as_slice()));
+        assert_eq!(got[0].timestamps(), vec![1]);
+    }
+
     fn trace_request() -> ExportTraceServiceRequest {
         use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
         ExportTraceServiceRequest {

@@ -25,19 +25,16 @@
 
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use faultline_tests::pki::{TestCa, TestLeaf};
 use faultline_tests::{Agent, OtlpConfig, OtlpReceiver, TlsFiles, Transport, run_cli};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use tempfile::TempDir;
 
 /// Generous for 1 s cycles and a TLS handshake on a loaded 2-core CI machine.
@@ -46,94 +43,24 @@ const WAIT: Duration = Duration::from_secs(40);
 /// One-shot commands; a hang is a failure, not a slow pass.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A certificate and its key, as PEM files in the test's directory, plus the DER the receiver
-/// records.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-    der: Vec<u8>,
-}
-
-/// A certificate authority that can issue leaves.
-struct Ca {
-    pem: String,
-    path: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, &pem).unwrap();
-        Self {
-            pem,
-            path,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for `sans` with common name `cn`, for `usage` (server or client auth).
-    fn issue(&self, dir: &Path, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (cert_path, key_path) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        Leaf {
-            cert: cert_path,
-            key: key_path,
-            der: cert.der().to_vec(),
-        }
-    }
-}
-
 /// Everything the tests need: the trusted CA with server and client leaves, and an unrelated
 /// CA with its own client leaf.
 struct Pki {
     _dir: TempDir,
-    ca: Ca,
-    server: Leaf,
-    client: Leaf,
-    other_client: Leaf,
+    ca: TestCa,
+    server: TestLeaf,
+    client: TestLeaf,
+    other_client: TestLeaf,
 }
 
 impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new(dir.path(), "faultline-test-ca");
-        let server = ca.issue(
-            dir.path(),
-            "otlp-receiver",
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let client = ca.issue(
-            dir.path(),
-            "faultline-agent",
-            &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let other = Ca::new(dir.path(), "unrelated-ca");
-        let other_client = other.issue(
-            dir.path(),
-            "stranger-agent",
-            &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        let ca = TestCa::new(dir.path(), "faultline-test-ca");
+        let server = ca.server(dir.path(), "otlp-receiver", &["127.0.0.1", "localhost"]);
+        let client = ca.client(dir.path(), "faultline-agent");
+        let other = TestCa::new(dir.path(), "unrelated-ca");
+        let other_client = other.client(dir.path(), "stranger-agent");
         Self {
             _dir: dir,
             ca,
@@ -145,10 +72,9 @@ impl Pki {
 
     /// A receiver serving TLS with the server leaf and trusting only clients of the CA.
     async fn receiver(&self) -> OtlpReceiver {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
         let receiver = OtlpReceiver::start_tls(
-            &read(&self.server.cert),
-            &read(&self.server.key),
+            &self.server.cert_pem(),
+            &self.server.key_pem(),
             &self.ca.pem,
         )
         .await
@@ -159,7 +85,7 @@ impl Pki {
     }
 
     /// `export.otlp.tls` trusting the CA and, with `client`, presenting that leaf.
-    fn tls_files(&self, client: Option<&Leaf>) -> TlsFiles {
+    fn tls_files(&self, client: Option<&TestLeaf>) -> TlsFiles {
         TlsFiles {
             ca_file: Some(self.ca.path.clone()),
             cert_file: client.map(|c| c.cert.clone()),
