@@ -32,6 +32,12 @@ const SCRUBBED_ENV: &[&str] = &[
     "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
     "OTEL_EXPORTER_OTLP_COMPRESSION",
     "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_SERVICE_NAME",
     "HOST_PROC",
@@ -379,6 +385,44 @@ pub struct OtlpConfig {
     pub max_backoff: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// `export.otlp.tls`: files for an `https` endpoint (all `None`: the section is left out).
+    pub tls: TlsFiles,
+    /// `export.prometheus.listen`, enabling Prometheus (to read the self-telemetry when the
+    /// OTLP backend gets nothing); `None` keeps it disabled.
+    pub prometheus_listen: Option<std::net::SocketAddr>,
+}
+
+/// `export.otlp.tls` of an [`OtlpConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// `ca_file`.
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `key_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The YAML line (with its two-level indent) or `""` when nothing is set.
+    fn to_yaml(&self) -> String {
+        let fields: Vec<String> = [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|p| format!("{k}: {:?}", p.display().to_string()))
+        })
+        .collect();
+        if fields.is_empty() {
+            String::new()
+        } else {
+            format!("    tls: {{{}}}\n", fields.join(", "))
+        }
+    }
 }
 
 impl OtlpConfig {
@@ -395,6 +439,8 @@ impl OtlpConfig {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            tls: TlsFiles::default(),
+            prometheus_listen: None,
         }
     }
 
@@ -410,6 +456,10 @@ impl OtlpConfig {
             .iter()
             .map(|(k, v)| format!("{k:?}: {v:?}"))
             .collect();
+        let prometheus = match self.prometheus_listen {
+            Some(listen) => format!("{{enabled: true, listen: \"{listen}\"}}"),
+            None => "{enabled: false}".to_owned(),
+        };
         format!(
             "interval: {interval}\n\
              shutdown_grace: {grace}\n\
@@ -422,8 +472,8 @@ impl OtlpConfig {
             \x20   timeout: {timeout}\n\
             \x20   headers: {{{headers}}}\n\
             \x20   retry: {{initial_backoff: {initial}, max_backoff: {max}}}\n\
-            \x20 prometheus:\n\
-            \x20   enabled: false\n",
+             {tls}\
+            \x20 prometheus: {prometheus}\n",
             interval = ms(self.interval),
             grace = ms(self.shutdown_grace),
             endpoint = self.endpoint,
@@ -432,6 +482,7 @@ impl OtlpConfig {
             headers = headers.join(", "),
             initial = ms(self.initial_backoff),
             max = ms(self.max_backoff),
+            tls = self.tls.to_yaml(),
         )
     }
 }

@@ -5,7 +5,9 @@
 //!   that never outlives the test ([`Agent`]), and one-shot CLI runs ([`run_cli`]).
 //! - [`receiver`]: an in-process OTLP receiver for metrics, traces and logs ([`OtlpReceiver`])
 //!   on both transports,
-//!   whose replies (accept, fail, delay, partial success) a test programs while it runs.
+//!   whose replies (accept, fail, delay, partial success) a test programs while it runs,
+//!   optionally over TLS requiring a client certificate.
+//! - [`pki`]: a test CA issuing server and client certificates (rcgen).
 //! - [`semconv`]: the semantic-conventions registry the conformance tests check against.
 //! - [`procfs`]: independent `/proc` readings to compare the agent's values with.
 //! - [`chaos`]: fault-injection fixtures: scratch state dirs, child processes and tmpfs
@@ -38,11 +40,12 @@ pub mod docker;
 pub mod drill;
 pub mod gameday;
 pub mod netns;
+pub mod pki;
 pub mod procfs;
 pub mod receiver;
 pub mod semconv;
 
-pub use agent::{Agent, OtlpConfig, agent_binary, run_cli, workspace_root};
+pub use agent::{Agent, OtlpConfig, TlsFiles, agent_binary, run_cli, workspace_root};
 pub use receiver::{
     Behaviour, LogView, OtlpReceiver, Point, PointKind, Received, Reply, Signal, SpanView,
     Transport,

@@ -18,6 +18,11 @@
 //! sees a backend that is really gone; [`OtlpReceiver::restart`] brings it back on the same
 //! ports.
 //!
+//! [`OtlpReceiver::start_tls`] serves both transports over TLS instead (rustls, ALPN `h2` and
+//! `http/1.1`) and requires a client certificate issued by a given CA: every request records
+//! the certificate the client presented ([`Received::client_cert`]), and every handshake the
+//! receiver refused is kept with its reason ([`OtlpReceiver::refused_handshakes`]).
+//!
 //! Not here: assertions. Tests read [`OtlpReceiver::requests`] (metrics),
 //! [`OtlpReceiver::trace_requests`], [`OtlpReceiver::log_requests`] or the flattened
 //! [`OtlpReceiver::metric_points`], [`OtlpReceiver::spans`], [`OtlpReceiver::log_records`] and
@@ -56,9 +61,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::Service;
@@ -160,6 +168,9 @@ pub struct Received<R = ExportMetricsServiceRequest> {
     pub request: R,
     /// What the receiver answered.
     pub reply: Reply,
+    /// The DER of the end-entity certificate the client presented in the TLS handshake
+    /// (`None` on a plain receiver).
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl<R> Received<R> {
@@ -588,6 +599,8 @@ struct Inner {
     metrics: Vec<Received<ExportMetricsServiceRequest>>,
     traces: Vec<Received<ExportTraceServiceRequest>>,
     logs: Vec<Received<ExportLogsServiceRequest>>,
+    /// Why each refused TLS handshake failed, in order.
+    refused_handshakes: Vec<String>,
 }
 
 impl Shared {
@@ -605,6 +618,7 @@ impl Shared {
         &self,
         transport: Transport,
         headers: HeaderMap,
+        client_cert: Option<&PeerCertificate>,
         request: R,
     ) -> (Reply, String) {
         let at = Instant::now();
@@ -650,6 +664,7 @@ impl Shared {
                 headers,
                 request,
                 reply: reply.clone(),
+                client_cert: client_cert.map(|c| c.0.to_vec()),
             });
             (reply, message)
         };
@@ -667,11 +682,13 @@ impl GrpcHandler {
         &self,
         request: tonic::Request<R>,
     ) -> Result<tonic::Response<R::Response>, tonic::Status> {
-        let (metadata, _, message) = request.into_parts();
-        match self
-            .0
-            .record(Transport::Grpc, metadata.into_headers(), message)
-        {
+        let (metadata, extensions, message) = request.into_parts();
+        match self.0.record(
+            Transport::Grpc,
+            metadata.into_headers(),
+            extensions.get::<PeerCertificate>(),
+            message,
+        ) {
             (Reply::Accepted, _) => Ok(tonic::Response::new(R::response(None))),
             (Reply::Delayed(d), _) => {
                 tokio::time::sleep(d).await;
@@ -739,6 +756,7 @@ async fn handle_http(shared: Arc<Shared>, req: Request<Incoming>) -> Response<to
         );
     }
     let headers = req.headers().clone();
+    let client_cert = req.extensions().get::<PeerCertificate>().cloned();
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -773,18 +791,29 @@ async fn handle_http(shared: Arc<Shared>, req: Request<Incoming>) -> Response<to
     };
     match path.as_str() {
         ExportTraceServiceRequest::PATH => {
-            export_http::<ExportTraceServiceRequest>(&shared, headers, &body).await
+            export_http::<ExportTraceServiceRequest>(&shared, headers, client_cert.as_ref(), &body)
+                .await
         }
         ExportLogsServiceRequest::PATH => {
-            export_http::<ExportLogsServiceRequest>(&shared, headers, &body).await
+            export_http::<ExportLogsServiceRequest>(&shared, headers, client_cert.as_ref(), &body)
+                .await
         }
-        _ => export_http::<ExportMetricsServiceRequest>(&shared, headers, &body).await,
+        _ => {
+            export_http::<ExportMetricsServiceRequest>(
+                &shared,
+                headers,
+                client_cert.as_ref(),
+                &body,
+            )
+            .await
+        }
     }
 }
 
 async fn export_http<R: SignalRequest>(
     shared: &Shared,
     headers: HeaderMap,
+    client_cert: Option<&PeerCertificate>,
     body: &[u8],
 ) -> Response<tonic::body::Body> {
     let request = match R::decode(body) {
@@ -792,7 +821,7 @@ async fn export_http<R: SignalRequest>(
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad protobuf: {e}")),
     };
     let ok = |resp: R::Response| protobuf(StatusCode::OK, resp.encode_to_vec());
-    match shared.record(Transport::Http, headers, request) {
+    match shared.record(Transport::Http, headers, client_cert, request) {
         (Reply::Accepted, _) => ok(R::response(None)),
         (Reply::Delayed(d), _) => {
             tokio::time::sleep(d).await;
@@ -855,12 +884,36 @@ pub struct OtlpReceiver {
     shared: Arc<Shared>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    /// The TLS configuration of a [`OtlpReceiver::start_tls`] receiver.
+    tls: Option<Arc<rustls::ServerConfig>>,
     servers: Vec<Server>,
 }
 
 impl OtlpReceiver {
     /// Start both transports on ephemeral ports of 127.0.0.1, accepting everything.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// [`Self::start`], but both transports speak TLS only, with `server_cert_pem` (chain) and
+    /// `server_key_pem` as the server's identity, and every client must present a certificate
+    /// that chains to a CA in `client_ca_pem`; a handshake without one, or with one from
+    /// another CA, is refused and recorded in [`Self::refused_handshakes`]. The endpoints are
+    /// `https://127.0.0.1:<port>`.
+    ///
+    /// # Errors
+    /// When the PEM does not parse, rustls rejects the material, or binding fails.
+    pub async fn start_tls(
+        server_cert_pem: &str,
+        server_key_pem: &str,
+        client_ca_pem: &str,
+    ) -> std::io::Result<Self> {
+        let config = tls_server_config(server_cert_pem, server_key_pem, client_ca_pem)
+            .map_err(std::io::Error::other)?;
+        Self::start_with(Some(Arc::new(config))).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let mut receiver = Self {
@@ -870,11 +923,13 @@ impl OtlpReceiver {
                     metrics: Vec::new(),
                     traces: Vec::new(),
                     logs: Vec::new(),
+                    refused_handshakes: Vec::new(),
                 }),
                 changed: Notify::new(),
             }),
             grpc_addr: grpc.local_addr()?,
             http_addr: http.local_addr()?,
+            tls,
             servers: Vec::new(),
         };
         receiver.serve(grpc, http);
@@ -908,18 +963,59 @@ impl OtlpReceiver {
             let shared = Arc::clone(&shared);
             async move { Ok::<_, Infallible>(handle_http(shared, req).await) }
         };
-        self.servers.push(spawn_server(grpc, grpc_handler));
-        self.servers.push(spawn_server(http, http_handler));
+        let (shared, tls) = (&self.shared, &self.tls);
+        self.servers
+            .push(spawn_server(grpc, grpc_handler, shared, tls.clone()));
+        self.servers
+            .push(spawn_server(http, http_handler, shared, tls.clone()));
     }
 
-    /// The gRPC endpoint, e.g. `http://127.0.0.1:41234`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The gRPC endpoint, e.g. `http://127.0.0.1:41234` (`https://` for [`Self::start_tls`]).
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", self.scheme(), self.grpc_addr)
     }
 
-    /// The HTTP base endpoint (the agent appends `/v1/metrics`), e.g. `http://127.0.0.1:41235`.
+    /// The HTTP base endpoint (the agent appends `/v1/metrics`), e.g. `http://127.0.0.1:41235`
+    /// (`https://` for [`Self::start_tls`]).
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme(), self.http_addr)
+    }
+
+    /// Why each TLS handshake the receiver refused failed (rustls' error text), in order.
+    pub fn refused_handshakes(&self) -> Vec<String> {
+        self.shared.lock().refused_handshakes.clone()
+    }
+
+    /// Wait until at least `n` TLS handshakes have been refused; returns their reasons.
+    ///
+    /// # Panics
+    /// When `timeout` passes first, with the number of requests that did arrive.
+    pub async fn wait_for_refused_handshakes(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let inner = self.shared.lock();
+                if inner.refused_handshakes.len() >= n {
+                    return inner.refused_handshakes.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let inner = self.shared.lock();
+                panic!(
+                    "receiver: {n} refused handshake(s) expected within {timeout:?}, got {:?}; \
+                     {} metrics request(s) arrived",
+                    inner.refused_handshakes,
+                    inner.metrics.len()
+                );
+            }
+        }
     }
 
     /// The base endpoint for `transport`.
@@ -1112,15 +1208,67 @@ impl Drop for OtlpReceiver {
     }
 }
 
+/// The DER of the end-entity certificate a TLS client presented, put into the extensions of
+/// every request on that connection.
+#[derive(Clone, Debug)]
+struct PeerCertificate(Arc<[u8]>);
+
+/// The rustls server configuration of [`OtlpReceiver::start_tls`]: `h2` and `http/1.1` by
+/// ALPN (tonic's client insists on `h2`), client certificates required and verified against
+/// `client_ca_pem`.
+fn tls_server_config(
+    server_cert_pem: &str,
+    server_key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<rustls::ServerConfig, String> {
+    let certs = |pem: &str, what: &str| {
+        rustls_pemfile::certs(&mut pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let chain = certs(server_cert_pem, "server certificate")?;
+    let key = rustls_pemfile::private_key(&mut server_key_pem.as_bytes())
+        .map_err(|e| format!("server key: {e}"))?
+        .ok_or("server key: no PEM private key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs(client_ca_pem, "client CA")? {
+        roots.add(ca).map_err(|e| format!("client CA: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client verifier: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("server identity: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Serve `listener` with `handler` until cancelled; on cancellation drop the listener and
-/// abort every connection (no graceful drain: the point is to look like a dead backend).
-fn spawn_server<H, F>(listener: TcpListener, handler: H) -> Server
+/// abort every connection (no graceful drain: the point is to look like a dead backend). With
+/// `tls`, each connection first completes a TLS handshake (in its own task); a refused one is
+/// recorded in `shared` and closed.
+fn spawn_server<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shared: &Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Server
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send + 'static,
 {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
+    let shared = Arc::clone(shared);
+    let tls = tls.map(TlsAcceptor::from);
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {
@@ -1128,12 +1276,27 @@ where
                 () = token.cancelled() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let service = hyper::service::service_fn(handler.clone());
+                    let handler = handler.clone();
+                    let (tls, shared) = (tls.clone(), Arc::clone(&shared));
                     connections.spawn(async move {
-                        let builder =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        // A connection error (client reset, timeout) ends that connection only.
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        let Some(acceptor) = tls else {
+                            return serve_connection(stream, None, handler).await;
+                        };
+                        match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                let peer = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(<[_]>::first)
+                                    .map(|c| PeerCertificate(Arc::from(c.as_ref())));
+                                serve_connection(stream, peer, handler).await;
+                            }
+                            Err(e) => {
+                                shared.lock().refused_handshakes.push(e.to_string());
+                                shared.changed.notify_waiters();
+                            }
+                        }
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -1144,6 +1307,24 @@ where
         drop(listener);
     });
     Server { cancel, task }
+}
+
+/// Serve one connection (HTTP/1.1 or h2) with `handler`, tagging each request with `peer`.
+async fn serve_connection<I, H, F>(io: I, peer: Option<PeerCertificate>, handler: H)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(peer) = &peer {
+            req.extensions_mut().insert(peer.clone());
+        }
+        handler(req)
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A connection error (client reset, timeout) ends that connection only.
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
 #[cfg(test)]
@@ -1290,6 +1471,46 @@ mod tests {
         assert_eq!(got[0].header("content-encoding"), Some("gzip"));
         assert_eq!(got[0].timestamps(), vec![1]);
         assert_eq!(got[1].reply, Reply::PartialSuccess { rejected: 3 });
+    }
+
+    #[tokio::test]
+    async fn tls_requires_a_client_certificate_of_its_ca_and_records_it() {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::TestCa::new(dir.path(), "ca");
+        let server = ca.server(dir.path(), "server", &["127.0.0.1"]);
+        let client = ca.client(dir.path(), "client");
+        let receiver = OtlpReceiver::start_tls(&server.cert_pem(), &server.key_pem(), &ca.pem)
+            .await
+            .unwrap();
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem));
+        let client_for = |tls: ClientTlsConfig| {
+            let channel = Channel::from_shared(receiver.grpc_endpoint())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect_lazy();
+            MetricsServiceClient::new(channel)
+        };
+        let identity = Identity::from_pem(client.cert_pem(), client.key_pem());
+        client_for(tls.clone().identity(identity))
+            .export(request(1))
+            .await
+            .unwrap();
+        client_for(tls).export(request(2)).await.unwrap_err();
+
+        let refused = receiver
+            .wait_for_refused_handshakes(1, Duration::from_secs(5))
+            .await;
+        assert!(refused[0].contains("no certificates"), "{refused:?}");
+        let got = receiver.requests();
+        assert_eq!(
+            got.len(),
+            1,
+            "only the client with a certificate got through"
+        );
+        assert_eq!(got[0].client_cert.as_deref(), Some(client.der.as_slice()));
+        assert_eq!(got[0].timestamps(), vec![1]);
     }
 
     fn trace_request() -> ExportTraceServiceRequest {

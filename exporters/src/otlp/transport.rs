@@ -277,15 +277,34 @@ impl GrpcTransport {
 }
 
 /// Classifies a gRPC status per the OTLP specification's retryable codes.
+///
+/// A status tonic made on the client side from a transport error (it carries the error as
+/// its `source`; a status the server sent never does) is not an answer from the backend:
+/// tonic reports a failed connection, such as a TLS handshake the server refused, as
+/// `Unknown: transport error`. That one is retryable, as a connection error is over HTTP,
+/// and its reason carries the error chain (the TLS alert, the refused connect), which the
+/// bare status message loses.
 pub fn classify_grpc(status: &tonic::Status) -> SendError {
     use tonic::Code;
     let retry_after = retry_info_delay(status.details());
-    let reason = format!(
+    let mut reason = format!(
         "gRPC export failed: {:?}: {}",
         status.code(),
         status.message()
     );
+    let transport_failure = std::error::Error::source(status).is_some();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        // tonic's message is often the source's own text; say each thing once.
+        if !reason.ends_with(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        cause = e.source();
+    }
     let retryable = match status.code() {
+        Code::Unknown => transport_failure,
         Code::Cancelled
         | Code::DeadlineExceeded
         | Code::Aborted
@@ -682,6 +701,29 @@ mod tests {
                 retry_after: Some(Duration::from_millis(2500))
             }
         );
+    }
+
+    #[test]
+    fn grpc_transport_failure_is_retryable_and_keeps_its_cause() {
+        /// Like tonic's transport error: a fixed text, the cause as source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct TransportError(#[source] std::io::Error);
+        let cause = std::io::Error::other("received fatal alert: CertificateRequired");
+        let s = tonic::Status::from_error(Box::new(TransportError(cause)));
+        assert_eq!(s.code(), tonic::Code::Unknown);
+        assert_eq!(
+            classify_grpc(&s),
+            SendError::Retryable {
+                reason: "gRPC export failed: Unknown: transport error: \
+                         received fatal alert: CertificateRequired"
+                    .into(),
+                retry_after: None
+            }
+        );
+        // UNKNOWN sent by the server (no source) stays permanent.
+        let s = tonic::Status::unknown("backend bug");
+        assert!(matches!(classify_grpc(&s), SendError::Permanent { .. }));
     }
 
     #[test]
