@@ -4,9 +4,10 @@
 //! How a cycle goes ([`ContainerCollector::collect`]):
 //! 1. walk the cgroup hierarchy detected at start ([`cgroup::Hierarchy`]) and recognise
 //!    container directories by their path shape ([`paths::recognise`]);
-//! 2. for each container, read its control files (about a dozen small reads; no `/proc`
-//!    listing) and, for network bytes, `/proc/<pid>/net/dev` of one of its processes
-//!    ([`network`]);
+//! 2. for each container, read its control files (about a dozen small reads, each a `pread`
+//!    on a descriptor kept open while the container lives, [`cgroup::KeptFds`], within a
+//!    budget of descriptors; no `/proc` listing) and, for network bytes,
+//!    `/proc/<pid>/net/dev` of one of its processes ([`network`]);
 //! 3. record into its own resource: `batch.add_resource(resource, container_start)`. The
 //!    `Arc<Resource>` is cached per container and rebuilt only when its metadata changed.
 //!
@@ -301,12 +302,13 @@ pub enum ContainerStartError {
 // The collector.
 
 /// Open-file descriptors left to the rest of the agent (sockets, the disk queue, backup
-/// tools, API connections) when container directories are kept open.
+/// tools, API connections) when container descriptors are kept open.
 const FDS_FOR_THE_REST: u64 = 512;
 
-/// How many container directories may be kept open: half of what the open-file limit leaves
-/// after [`FDS_FOR_THE_REST`] (so other descriptors have room to grow too).
-fn dir_budget() -> usize {
+/// How many descriptors containers may keep open between cycles (their directories and
+/// control files, [`cgroup::KeptFds`]): half of what the open-file limit leaves after
+/// [`FDS_FOR_THE_REST`] (so other descriptors have room to grow too).
+fn fd_budget() -> usize {
     use nix::sys::resource::{Resource as Limit, getrlimit};
     let soft = getrlimit(Limit::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     usize::try_from(soft.saturating_sub(FDS_FOR_THE_REST) / 2).unwrap_or(usize::MAX)
@@ -342,8 +344,11 @@ struct Tracked {
     /// pid stands between `cgroup.procs` reads (every [`LIMITS_EVERY`] cycles, and whenever
     /// its process is gone).
     host_netns: Option<(u32, bool)>,
-    /// The container's cgroup directory, kept open between cycles within the budget.
-    dir: cgroup::KeptDir,
+    /// The container's cgroup directory and control files, kept open between cycles within
+    /// the budget.
+    fds: cgroup::KeptFds,
+    /// Descriptors charged to the budget for it (what it may keep at most).
+    fds_charged: usize,
     /// How many metrics the container had last cycle: its next batch entry reserves exactly
     /// that many instead of growing 4 → 8 → 16 → 32.
     metric_count: usize,
@@ -391,16 +396,17 @@ pub struct ContainerCollector {
     tracked: HashMap<String, Tracked>,
     found: Vec<Found>,
     sample: Sample,
-    buf: Vec<u8>,
+    buf: cgroup::ReadBuf,
     net: NetReader,
     ifaces: Vec<IfaceBytes>,
     devices: HashMap<(u32, u32), String>,
     cycle: u64,
     logged_missing: bool,
-    /// How many containers may keep their directory open ([`dir_budget`]), and how many
-    /// tracked containers are allowed to now.
-    dir_budget: usize,
-    dirs_kept: usize,
+    /// How many descriptors containers may keep open ([`fd_budget`]), and how many the
+    /// tracked containers are charged for now: each new container keeps everything
+    /// ([`cgroup::Keep::All`]) while that fits, else its unified directory alone, else nothing.
+    fd_budget: usize,
+    fds_charged: usize,
 }
 
 impl ContainerCollector {
@@ -455,14 +461,14 @@ impl ContainerCollector {
             tracked: HashMap::new(),
             found: Vec::new(),
             sample: Sample::default(),
-            buf: Vec::new(),
+            buf: cgroup::ReadBuf::default(),
             net: NetReader::default(),
             ifaces: Vec::new(),
             devices: HashMap::new(),
             cycle: 0,
             logged_missing: false,
-            dir_budget: dir_budget(),
-            dirs_kept: 0,
+            fd_budget: fd_budget(),
+            fds_charged: 0,
         }
     }
 
@@ -474,6 +480,21 @@ impl ContainerCollector {
     /// Containers tracked after the last cycle.
     pub fn tracked_count(&self) -> usize {
         self.tracked.len()
+    }
+
+    /// What a container first seen now may keep open, and the descriptors that charges to
+    /// the budget: everything while the budget has room for it, else (v2, hybrid) its
+    /// unified directory, else nothing.
+    fn keep_for_new(&self) -> (cgroup::Keep, usize) {
+        let all = self.hierarchy.kept_fds_per_container(self.pressure);
+        let left = self.fd_budget.saturating_sub(self.fds_charged);
+        if all <= left {
+            (cgroup::Keep::All, all)
+        } else if left >= 1 && self.hierarchy.unified.is_some() {
+            (cgroup::Keep::Dir, 1)
+        } else {
+            (cgroup::Keep::Nothing, 0)
+        }
     }
 }
 
@@ -695,6 +716,7 @@ impl Collector for ContainerCollector {
                 };
                 let fresh = !matches!(self.tracked.get(&f.rel), Some(t) if t.ino == f.ino);
                 if fresh {
+                    let (keep, charge) = self.keep_for_new();
                     let start = self
                         .hierarchy
                         .walk_root()
@@ -709,15 +731,16 @@ impl Collector for ContainerCollector {
                         prev_cpu: None,
                         cpu_split: (0, 0),
                         host_netns: None,
-                        dir: cgroup::KeptDir::new(self.dirs_kept < self.dir_budget),
+                        fds: cgroup::KeptFds::new(keep),
+                        fds_charged: charge,
                         metric_count: 0,
                         limits: None,
                         seen_cycle: cycle,
                         first_cycle: cycle,
                     };
-                    self.dirs_kept += usize::from(t.dir.keeps());
+                    self.fds_charged += charge;
                     if let Some(old) = self.tracked.insert(f.rel.clone(), t) {
-                        self.dirs_kept -= usize::from(old.dir.keeps());
+                        self.fds_charged -= old.fds_charged;
                     }
                 }
                 let Some(t) = self.tracked.get_mut(&f.rel) else {
@@ -770,7 +793,7 @@ impl Collector for ContainerCollector {
                 };
                 match self.hierarchy.read(
                     &f.rel,
-                    &mut t.dir,
+                    &mut t.fds,
                     &mut self.buf,
                     &mut self.sample,
                     reads,
@@ -880,11 +903,12 @@ impl Collector for ContainerCollector {
             }
         }
         self.found = found;
-        let kept = &mut self.dirs_kept;
+        let charged = &mut self.fds_charged;
         self.tracked.retain(|_, t| {
             let stays = t.seen_cycle == cycle;
             if !stays {
-                *kept -= usize::from(t.dir.keeps());
+                // Dropping its state closes its descriptors.
+                *charged -= t.fds_charged;
             }
             stays
         });
@@ -1435,29 +1459,67 @@ mod tests {
     }
 
     #[test]
-    fn kept_directories_stay_open_within_the_budget_and_a_removed_one_ends_its_container() {
-        let open_dirs =
-            |c: &ContainerCollector| c.tracked.values().filter(|t| t.dir.is_open()).count();
-        for budget in [0, usize::MAX] {
-            let mut f = Fixture::new("cgroup-v2");
-            f.collector.dir_budget = budget;
-            let (b, r) = f.cycle(T0);
-            r.unwrap();
-            assert!(resource(&b, A).is_some());
-            let open = open_dirs(&f.collector);
-            assert_eq!(open > 0, budget > 0, "budget {budget}: {open} kept");
-            assert_eq!(f.collector.dirs_kept, if budget > 0 { open } else { 0 });
-            // Removed while its directory is held open: no stale series, nothing kept.
-            for d in f.dirs_of(A) {
-                std::fs::remove_dir_all(d).unwrap();
+    fn kept_descriptors_stay_within_the_budget_read_fresh_figures_and_close_with_their_container() {
+        let open = |c: &ContainerCollector| -> usize {
+            c.tracked.values().map(|t| t.fds.open_count()).sum()
+        };
+        let charged =
+            |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds_charged).sum() };
+        for name in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"] {
+            for budget in [0, 1, usize::MAX] {
+                let what = format!("{name}, budget {budget}");
+                let mut f = Fixture::new(name);
+                f.collector.fd_budget = budget;
+                let (b, r) = f.cycle(T0);
+                r.unwrap();
+                let cpu0 = value(
+                    resource(&b, A).unwrap(),
+                    "container.cpu.time",
+                    &[("cpu.mode", "user")],
+                );
+                let c = &f.collector;
+                assert_eq!(c.fds_charged, charged(c), "{what}");
+                assert!(c.fds_charged <= budget, "{what}: {} charged", c.fds_charged);
+                assert!(open(c) <= c.fds_charged, "{what}: {} open", open(c));
+                let per = c.hierarchy.kept_fds_per_container(true);
+                for t in c.tracked.values() {
+                    assert!(t.fds.open_count() <= per, "{what}");
+                    match t.fds.keep() {
+                        cgroup::Keep::All => assert!(t.fds.open_count() > 1, "{what}"),
+                        cgroup::Keep::Dir => assert!(t.fds.open_count() <= 1, "{what}"),
+                        cgroup::Keep::Nothing => assert_eq!(t.fds.open_count(), 0, "{what}"),
+                    }
+                }
+                if budget == usize::MAX {
+                    assert!(
+                        c.tracked
+                            .values()
+                            .all(|t| t.fds.keep() == cgroup::Keep::All)
+                    );
+                }
+                // A kept descriptor reads the file as it is now.
+                add_user_cpu(&f, A, 5);
+                let (b, r) = f.cycle(T0 + 10_000_000_000);
+                r.unwrap();
+                let cpu1 = value(
+                    resource(&b, A).unwrap(),
+                    "container.cpu.time",
+                    &[("cpu.mode", "user")],
+                );
+                assert!(cpu1 > cpu0 + 4.0, "{what}: {cpu0} then {cpu1}");
+                // Removed while its descriptors are held open: no stale series, nothing kept.
+                for d in f.dirs_of(A) {
+                    std::fs::remove_dir_all(d).unwrap();
+                }
+                let (b, _) = f.cycle(T0 + 20_000_000_000);
+                assert!(resource(&b, A).is_none(), "{what}");
+                let (b, _) = f.cycle(T0 + 30_000_000_000);
+                assert!(resource(&b, A).is_none(), "{what}");
+                let c = &f.collector;
+                assert!(!c.tracked.keys().any(|k| k.contains(A)), "{what}");
+                assert_eq!(c.fds_charged, charged(c), "{what}");
+                assert!(open(c) <= c.fds_charged, "{what}");
             }
-            let (b, _) = f.cycle(T0 + 10_000_000_000);
-            assert!(resource(&b, A).is_none(), "budget {budget}");
-            let (b, _) = f.cycle(T0 + 20_000_000_000);
-            assert!(resource(&b, A).is_none());
-            assert!(!f.collector.tracked.keys().any(|k| k.contains(A)));
-            let open = open_dirs(&f.collector);
-            assert_eq!(f.collector.dirs_kept, if budget > 0 { open } else { 0 });
         }
     }
 

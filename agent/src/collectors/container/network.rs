@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use crate::collectors::host::network::parse_net_dev;
 use crate::collectors::{CollectError, parse_error};
 
-use super::cgroup::read_path;
+use super::cgroup::{ReadBuf, read_path};
 
 /// Reads container network counters; keeps its buffers between cycles.
 #[derive(Debug, Default)]
 pub struct NetReader {
     host_netns: Option<PathBuf>,
-    buf: Vec<u8>,
+    buf: ReadBuf,
     path: PathBuf,
 }
 
@@ -78,7 +78,7 @@ impl NetReader {
         if !read_path(&self.path, &mut self.buf)? {
             return Ok(false);
         }
-        let text = std::str::from_utf8(&self.buf)
+        let text = std::str::from_utf8(self.buf.as_bytes())
             .map_err(|_| parse_error(&self.path, "not UTF-8 text"))?;
         let devs = parse_net_dev(text).map_err(|e| parse_error(&self.path, e))?;
         out.extend(devs.into_iter().map(|d| IfaceBytes {
