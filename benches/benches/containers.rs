@@ -328,7 +328,12 @@ fn collector(s: &Setup) -> ContainerCollector {
     }
     // As `faultline run` does when it starts the container collector.
     faultline_agent::collectors::container::raise_open_file_limit();
-    ContainerCollector::with_cache(h, host(), cache, &ContainerConfig::default())
+    // `FAULTLINE_BENCH_KEEP_FILES=1`: measure `containers.keep_files_open: true`.
+    let cfg = ContainerConfig {
+        keep_files_open: std::env::var("FAULTLINE_BENCH_KEEP_FILES").is_ok_and(|v| v == "1"),
+        ..ContainerConfig::default()
+    };
+    ContainerCollector::with_cache(h, host(), cache, &cfg)
 }
 
 fn cycle(c: &mut ContainerCollector, ctx: &Context, host: &Arc<Resource>) -> Batch {

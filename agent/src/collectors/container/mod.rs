@@ -222,6 +222,11 @@ pub struct ContainerConfig {
     pub network: bool,
     /// Read per-container pressure stall information (cgroup v2 and hybrid).
     pub pressure: bool,
+    /// Keep the control files read every cycle open between cycles and re-read them with
+    /// one `pread` (up to 10 descriptors per container instead of 1): about 40 % less CPU
+    /// per cycle, but each kept cgroup file holds a page of kernel memory (measured 4.4 KiB,
+    /// charged to the agent's memory cgroup; ~39 MiB at 1000 containers). Off by default.
+    pub keep_files_open: bool,
 }
 
 impl Default for ContainerConfig {
@@ -234,6 +239,7 @@ impl Default for ContainerConfig {
             labels: Vec::new(),
             network: true,
             pressure: true,
+            keep_files_open: false,
         }
     }
 }
@@ -407,6 +413,9 @@ pub struct ContainerCollector {
     /// ([`cgroup::Keep::All`]) while that fits, else its unified directory alone, else nothing.
     fd_budget: usize,
     fds_charged: usize,
+    /// `containers.keep_files_open`: whether a container may keep its control files open
+    /// ([`cgroup::Keep::All`]) or at most its unified directory.
+    keep_files: bool,
 }
 
 impl ContainerCollector {
@@ -469,6 +478,7 @@ impl ContainerCollector {
             logged_missing: false,
             fd_budget: fd_budget(),
             fds_charged: 0,
+            keep_files: cfg.keep_files_open,
         }
     }
 
@@ -483,12 +493,12 @@ impl ContainerCollector {
     }
 
     /// What a container first seen now may keep open, and the descriptors that charges to
-    /// the budget: everything while the budget has room for it, else (v2, hybrid) its
-    /// unified directory, else nothing.
+    /// the budget: everything (with `keep_files_open`) while the budget has room for it,
+    /// else (v2, hybrid) its unified directory, else nothing.
     fn keep_for_new(&self) -> (cgroup::Keep, usize) {
         let all = self.hierarchy.kept_fds_per_container(self.pressure);
         let left = self.fd_budget.saturating_sub(self.fds_charged);
-        if all <= left {
+        if self.keep_files && all <= left {
             (cgroup::Keep::All, all)
         } else if left >= 1 && self.hierarchy.unified.is_some() {
             (cgroup::Keep::Dir, 1)
@@ -1465,11 +1475,16 @@ mod tests {
         };
         let charged =
             |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds_charged).sum() };
-        for name in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"] {
-            for budget in [0, 1, usize::MAX] {
-                let what = format!("{name}, budget {budget}");
+        for (name, keep_files, budget) in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"]
+            .into_iter()
+            .flat_map(|n| [false, true].map(|k| (n, k)))
+            .flat_map(|(n, k)| [0, 1, usize::MAX].map(|b| (n, k, b)))
+        {
+            {
+                let what = format!("{name}, keep_files_open {keep_files}, budget {budget}");
                 let mut f = Fixture::new(name);
                 f.collector.fd_budget = budget;
+                f.collector.keep_files = keep_files;
                 let (b, r) = f.cycle(T0);
                 r.unwrap();
                 let cpu0 = value(
@@ -1494,7 +1509,8 @@ mod tests {
                     assert!(
                         c.tracked
                             .values()
-                            .all(|t| t.fds.keep() == cgroup::Keep::All)
+                            .all(|t| (t.fds.keep() == cgroup::Keep::All) == keep_files),
+                        "{what}"
                     );
                 }
                 // A kept descriptor reads the file as it is now.
