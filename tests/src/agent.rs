@@ -138,6 +138,13 @@ pub fn agent_binary() -> PathBuf {
 pub fn nested_cargo() -> std::process::Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
+    without_package_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what `cargo test` set for the test's own package (see
+/// [`nested_cargo`]), for scripts that run cargo themselves.
+pub fn without_package_env(cmd: &mut std::process::Command) {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         let per_package = matches!(
@@ -155,7 +162,6 @@ pub fn nested_cargo() -> std::process::Command {
             cmd.env_remove(name);
         }
     }
-    cmd
 }
 
 /// A command for the agent binary with a scrubbed environment.
