@@ -786,24 +786,31 @@ fn netem_towards_a_port_is_applied_for_real_or_refused_without_leaving_anything(
                 .success()
         );
     } else {
-        let out = s.run(&args);
-        let err = stderr_of(&out);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(
-            err.contains("sch_netem"),
-            "error must name the module: {err}"
-        );
-        assert!(
-            err.contains("fault inject latency"),
-            "error must offer the proxy: {err}"
-        );
-        assert!(s.journal_entries().is_empty(), "nothing may stay journaled");
+        assert_netem_refused(&s, &args);
     }
     let q = NetnsPair::qdiscs(&pair.a);
     assert!(
         !q.contains("htb") && !q.contains("netem"),
         "qdisc left: {q}"
     );
+}
+
+/// Without sch_netem: `fault inject netem …` fails with exit 1, naming the module, what needs
+/// it and the proxy alternative, and journals nothing.
+fn assert_netem_refused(s: &Scratch, args: &[&str]) {
+    let out = s.run(args);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sch_netem"),
+        "error must name the module: {err}"
+    );
+    assert!(err.contains("delay"), "error must say what needs it: {err}");
+    assert!(
+        err.contains("fault inject latency"),
+        "error must offer the proxy: {err}"
+    );
+    assert!(s.journal_entries().is_empty(), "nothing may stay journaled");
 }
 
 /// Whether netem works, checked independently of faultline in the test's own namespace.
@@ -862,19 +869,7 @@ fn netem_is_applied_for_real_or_refused_clearly_without_leaving_a_qdisc() {
                 .success()
         );
     } else {
-        let out = s.run(&args);
-        let err = stderr_of(&out);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(
-            err.contains("sch_netem"),
-            "error must name the module: {err}"
-        );
-        assert!(err.contains("delay"), "error must say what needs it: {err}");
-        assert!(
-            err.contains("fault inject latency"),
-            "error must offer the proxy: {err}"
-        );
-        assert!(s.journal_entries().is_empty(), "nothing may stay journaled");
+        assert_netem_refused(&s, &args);
     }
     let q = NetnsPair::qdiscs(&pair.a);
     assert!(

@@ -1480,62 +1480,60 @@ mod tests {
             .flat_map(|n| [false, true].map(|k| (n, k)))
             .flat_map(|(n, k)| [0, 1, usize::MAX].map(|b| (n, k, b)))
         {
-            {
-                let what = format!("{name}, keep_files_open {keep_files}, budget {budget}");
-                let mut f = Fixture::new(name);
-                f.collector.fd_budget = budget;
-                f.collector.keep_files = keep_files;
-                let (b, r) = f.cycle(T0);
-                r.unwrap();
-                let cpu0 = value(
-                    resource(&b, A).unwrap(),
-                    "container.cpu.time",
-                    &[("cpu.mode", "user")],
-                );
-                let c = &f.collector;
-                assert_eq!(c.fds_charged, charged(c), "{what}");
-                assert!(c.fds_charged <= budget, "{what}: {} charged", c.fds_charged);
-                assert!(open(c) <= c.fds_charged, "{what}: {} open", open(c));
-                let per = c.hierarchy.kept_fds_per_container(true);
-                for t in c.tracked.values() {
-                    assert!(t.fds.open_count() <= per, "{what}");
-                    match t.fds.keep() {
-                        cgroup::Keep::All => assert!(t.fds.open_count() > 1, "{what}"),
-                        cgroup::Keep::Dir => assert!(t.fds.open_count() <= 1, "{what}"),
-                        cgroup::Keep::Nothing => assert_eq!(t.fds.open_count(), 0, "{what}"),
-                    }
+            let what = format!("{name}, keep_files_open {keep_files}, budget {budget}");
+            let mut f = Fixture::new(name);
+            f.collector.fd_budget = budget;
+            f.collector.keep_files = keep_files;
+            let (b, r) = f.cycle(T0);
+            r.unwrap();
+            let cpu0 = value(
+                resource(&b, A).unwrap(),
+                "container.cpu.time",
+                &[("cpu.mode", "user")],
+            );
+            let c = &f.collector;
+            assert_eq!(c.fds_charged, charged(c), "{what}");
+            assert!(c.fds_charged <= budget, "{what}: {} charged", c.fds_charged);
+            assert!(open(c) <= c.fds_charged, "{what}: {} open", open(c));
+            let per = c.hierarchy.kept_fds_per_container(true);
+            for t in c.tracked.values() {
+                assert!(t.fds.open_count() <= per, "{what}");
+                match t.fds.keep() {
+                    cgroup::Keep::All => assert!(t.fds.open_count() > 1, "{what}"),
+                    cgroup::Keep::Dir => assert!(t.fds.open_count() <= 1, "{what}"),
+                    cgroup::Keep::Nothing => assert_eq!(t.fds.open_count(), 0, "{what}"),
                 }
-                if budget == usize::MAX {
-                    assert!(
-                        c.tracked
-                            .values()
-                            .all(|t| (t.fds.keep() == cgroup::Keep::All) == keep_files),
-                        "{what}"
-                    );
-                }
-                // A kept descriptor reads the file as it is now.
-                add_user_cpu(&f, A, 5);
-                let (b, r) = f.cycle(T0 + 10_000_000_000);
-                r.unwrap();
-                let cpu1 = value(
-                    resource(&b, A).unwrap(),
-                    "container.cpu.time",
-                    &[("cpu.mode", "user")],
-                );
-                assert!(cpu1 > cpu0 + 4.0, "{what}: {cpu0} then {cpu1}");
-                // Removed while its descriptors are held open: no stale series, nothing kept.
-                for d in f.dirs_of(A) {
-                    std::fs::remove_dir_all(d).unwrap();
-                }
-                let (b, _) = f.cycle(T0 + 20_000_000_000);
-                assert!(resource(&b, A).is_none(), "{what}");
-                let (b, _) = f.cycle(T0 + 30_000_000_000);
-                assert!(resource(&b, A).is_none(), "{what}");
-                let c = &f.collector;
-                assert!(!c.tracked.keys().any(|k| k.contains(A)), "{what}");
-                assert_eq!(c.fds_charged, charged(c), "{what}");
-                assert!(open(c) <= c.fds_charged, "{what}");
             }
+            if budget == usize::MAX {
+                assert!(
+                    c.tracked
+                        .values()
+                        .all(|t| (t.fds.keep() == cgroup::Keep::All) == keep_files),
+                    "{what}"
+                );
+            }
+            // A kept descriptor reads the file as it is now.
+            add_user_cpu(&f, A, 5);
+            let (b, r) = f.cycle(T0 + 10_000_000_000);
+            r.unwrap();
+            let cpu1 = value(
+                resource(&b, A).unwrap(),
+                "container.cpu.time",
+                &[("cpu.mode", "user")],
+            );
+            assert!(cpu1 > cpu0 + 4.0, "{what}: {cpu0} then {cpu1}");
+            // Removed while its descriptors are held open: no stale series, nothing kept.
+            for d in f.dirs_of(A) {
+                std::fs::remove_dir_all(d).unwrap();
+            }
+            let (b, _) = f.cycle(T0 + 20_000_000_000);
+            assert!(resource(&b, A).is_none(), "{what}");
+            let (b, _) = f.cycle(T0 + 30_000_000_000);
+            assert!(resource(&b, A).is_none(), "{what}");
+            let c = &f.collector;
+            assert!(!c.tracked.keys().any(|k| k.contains(A)), "{what}");
+            assert_eq!(c.fds_charged, charged(c), "{what}");
+            assert!(open(c) <= c.fds_charged, "{what}");
         }
     }
 
