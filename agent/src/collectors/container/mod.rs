@@ -949,7 +949,9 @@ impl Collector for ContainerCollector {
 mod tests {
     //! The same assertions on cgroup v1, v2 and hybrid fixture trees
     //! (`agent/tests/fixtures/cgroup-*`): values equal to the files, attributes from the
-    //! metadata cache, container churn (new, stopped, restarted).
+    //! metadata cache, container churn (new, stopped, restarted). The runtimes' path shapes
+    //! beyond Docker's and containerd's are on a tree too: CRI-O and Podman (systemd) on v2,
+    //! Podman (cgroupfs) on v1, each next to its conmon monitor's cgroup where one exists.
 
     use std::path::{Path, PathBuf};
     use std::time::{Duration, SystemTime};
@@ -963,6 +965,12 @@ mod tests {
     const B: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
     const C: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
     const UID: &str = "0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011";
+    /// The CRI-O container of the v2 tree (`crio-<id>.scope`) and its pod's UID.
+    const CRIO: &str = "c2105eedc2105eedc2105eedc2105eedc2105eedc2105eedc2105eedc2105eed";
+    const CRIO_POD_UID: &str = "7c6b5a49-3827-4160-9f8e-7d6c5b4a3928";
+    /// The Podman container: `machine.slice/libpod-<id>.scope` on v2,
+    /// `libpod_parent/libpod-<id>` on v1, with the same figures in both trees.
+    const PODMAN: &str = "ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11";
     const T0: u64 = 1_800_000_000_000_000_000;
 
     /// Copies a fixture tree, keeping symlinks, so a test can change it.
@@ -1101,8 +1109,27 @@ mod tests {
         }
     }
 
-    /// The assertions every layout must pass; `k8s_id` is the layout's Kubernetes container.
-    fn check_layout(name: &str, layout: cgroup::Layout, k8s_id: &str, psi: bool) {
+    /// The `container.id` of every resource in `b` that has one, sorted (a container reported
+    /// twice appears twice).
+    fn container_ids(b: &Batch) -> Vec<String> {
+        let mut ids: Vec<String> = b
+            .resources
+            .iter()
+            .filter_map(|r| attr(r, "container.id"))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The assertions every layout must pass; `k8s_id` is the layout's Kubernetes container,
+    /// `containers` the number of containers in the tree.
+    fn check_layout(
+        name: &str,
+        layout: cgroup::Layout,
+        k8s_id: &str,
+        psi: bool,
+        containers: usize,
+    ) {
         let mut f = Fixture::new(name);
         assert_eq!(f.collector.hierarchy().layout, layout);
         f.cache.docker_upsert(A.into(), docker_meta());
@@ -1120,8 +1147,8 @@ mod tests {
         r.unwrap();
         assert_eq!(
             b.resources.len(),
-            3,
-            "host + 2 containers; services, pod directories and monitors are not containers"
+            1 + containers,
+            "host + {containers} containers; services, pod directories and monitors are not containers"
         );
 
         let a = resource(&b, A).unwrap();
@@ -1319,7 +1346,7 @@ mod tests {
         assert!(resource(&b4, k8s_id).is_some());
         assert_eq!(
             f.collector.tracked_count(),
-            1,
+            containers - 1,
             "no state is kept for it either"
         );
 
@@ -1390,7 +1417,7 @@ mod tests {
 
     #[test]
     fn cgroup_v2_fixture() {
-        check_layout("cgroup-v2", cgroup::Layout::V2, B, true);
+        check_layout("cgroup-v2", cgroup::Layout::V2, B, true, 4);
         // The runtime comes from the path where metadata is missing.
         let mut f = Fixture::new("cgroup-v2");
         let (b, _) = f.cycle(T0);
@@ -1407,12 +1434,223 @@ mod tests {
 
     #[test]
     fn cgroup_v1_fixture() {
-        check_layout("cgroup-v1", cgroup::Layout::V1, C, false);
+        check_layout("cgroup-v1", cgroup::Layout::V1, C, false, 3);
     }
 
     #[test]
     fn cgroup_hybrid_fixture() {
-        check_layout("cgroup-hybrid", cgroup::Layout::Hybrid, C, true);
+        check_layout("cgroup-hybrid", cgroup::Layout::Hybrid, C, true, 2);
+    }
+
+    /// The Podman container's figures, the same in the v1 and v2 trees; `psi`: whether the
+    /// layout has pressure files.
+    fn check_podman(b: &Batch, psi: bool) {
+        let p = resource(b, PODMAN).unwrap();
+        assert_eq!(attr(p, "container.runtime.name").as_deref(), Some("podman"));
+        assert_eq!(attr(p, "k8s.pod.uid"), None, "not under kubepods");
+        assert_eq!(
+            attr(p, "container.name"),
+            None,
+            "no metadata source names Podman containers"
+        );
+        assert_eq!(value(p, "container.cpu.time", &[("cpu.mode", "user")]), 1.0);
+        assert_eq!(
+            value(p, "container.cpu.time", &[("cpu.mode", "system")]),
+            0.5
+        );
+        assert_eq!(value(p, "container.cpu.limit", &[]), 2.0);
+        assert_eq!(value(p, "container.cpu.throttling_data.periods", &[]), 40.0);
+        assert_eq!(
+            value(p, "container.cpu.throttling_data.throttled_periods", &[]),
+            2.0
+        );
+        assert_eq!(
+            value(p, "container.cpu.throttling_data.throttled_time", &[]),
+            0.03
+        );
+        assert_eq!(value(p, "container.memory.usage", &[]), 40_000_000.0);
+        assert_eq!(value(p, "container.memory.working_set", &[]), 34_000_000.0);
+        assert_eq!(value(p, "container.memory.rss", &[]), 32_000_000.0);
+        assert_eq!(value(p, "container.memory.limit", &[]), 268_435_456.0);
+        assert_eq!(
+            value(p, "container.memory.available", &[]),
+            268_435_456.0 - 34_000_000.0
+        );
+        assert_eq!(value(p, "container.memory.oom_kills", &[]), 0.0);
+        assert_eq!(
+            value(
+                p,
+                "container.disk.io",
+                &[("system.device", "vda"), ("disk.io.direction", "read")]
+            ),
+            65_536.0
+        );
+        assert_eq!(
+            value(
+                p,
+                "container.disk.io",
+                &[("system.device", "vda"), ("disk.io.direction", "write")]
+            ),
+            131_072.0
+        );
+        assert_eq!(value(p, "container.pids.count", &[]), 4.0);
+        assert_eq!(value(p, "container.pids.limit", &[]), 2048.0);
+        // pid 4545's own namespace.
+        assert_eq!(
+            value(
+                p,
+                "container.network.io",
+                &[
+                    ("network.interface.name", "eth0"),
+                    ("network.io.direction", "receive")
+                ]
+            ),
+            5000.0
+        );
+        assert_eq!(
+            value(
+                p,
+                "container.network.io",
+                &[
+                    ("network.interface.name", "eth0"),
+                    ("network.io.direction", "transmit")
+                ]
+            ),
+            2500.0
+        );
+        assert_eq!(
+            metric(p, "container.linux.pressure.stall_time").is_some(),
+            psi
+        );
+        if psi {
+            assert_eq!(
+                value(
+                    p,
+                    "container.linux.pressure.stall_time",
+                    &[
+                        ("system.linux.pressure.resource", "cpu"),
+                        ("system.linux.pressure.kind", "some"),
+                    ],
+                ),
+                0.064
+            );
+        }
+    }
+
+    #[test]
+    fn cri_o_and_podman_systemd_containers_are_found_on_the_v2_tree_with_the_files_figures() {
+        let mut f = Fixture::new("cgroup-v2");
+        let (b, r) = f.cycle(T0);
+        r.unwrap();
+        let mut want = vec![A, B, CRIO, PODMAN];
+        want.sort_unstable();
+        assert_eq!(
+            container_ids(&b),
+            want,
+            "each container once; crio-conmon-<id>.scope and libpod-conmon-<id>.scope are \
+             monitors, not containers"
+        );
+
+        // CRI-O under a besteffort pod: runtime and pod UID from the path alone.
+        let c = resource(&b, CRIO).unwrap();
+        assert_eq!(attr(c, "container.runtime.name").as_deref(), Some("cri-o"));
+        assert_eq!(attr(c, "k8s.pod.uid").as_deref(), Some(CRIO_POD_UID));
+        assert_eq!(
+            attr(c, "k8s.pod.name"),
+            None,
+            "no kubelet answer in this test"
+        );
+        assert_eq!(value(c, "container.cpu.time", &[("cpu.mode", "user")]), 3.0);
+        assert_eq!(
+            value(c, "container.cpu.time", &[("cpu.mode", "system")]),
+            0.75
+        );
+        assert!(metric(c, "container.cpu.limit").is_none(), "cpu.max is max");
+        assert!(
+            metric(c, "container.cpu.throttling_data.periods").is_none(),
+            "no CFS quota, no nr_periods in cpu.stat"
+        );
+        assert_eq!(value(c, "container.memory.usage", &[]), 30_000_000.0);
+        assert_eq!(value(c, "container.memory.working_set", &[]), 25_000_000.0);
+        assert_eq!(value(c, "container.memory.rss", &[]), 24_000_000.0);
+        assert!(
+            metric(c, "container.memory.limit").is_none()
+                && metric(c, "container.memory.available").is_none(),
+            "memory.max is max"
+        );
+        assert_eq!(value(c, "container.memory.oom_kills", &[]), 0.0);
+        assert_eq!(
+            value(
+                c,
+                "container.disk.io",
+                &[("system.device", "sdb"), ("disk.io.direction", "read")]
+            ),
+            8192.0
+        );
+        assert_eq!(
+            value(
+                c,
+                "container.disk.io",
+                &[("system.device", "sdb"), ("disk.io.direction", "write")]
+            ),
+            4096.0
+        );
+        assert_eq!(value(c, "container.pids.count", &[]), 2.0);
+        assert!(
+            metric(c, "container.pids.limit").is_none(),
+            "pids.max is max"
+        );
+        // pid 4444's own namespace.
+        assert_eq!(
+            value(
+                c,
+                "container.network.io",
+                &[
+                    ("network.interface.name", "eth0"),
+                    ("network.io.direction", "receive")
+                ]
+            ),
+            3000.0
+        );
+        assert_eq!(
+            value(
+                c,
+                "container.network.io",
+                &[
+                    ("network.interface.name", "lo"),
+                    ("network.io.direction", "transmit")
+                ]
+            ),
+            2048.0
+        );
+        assert_eq!(
+            value(
+                c,
+                "container.linux.pressure.stall_time",
+                &[
+                    ("system.linux.pressure.resource", "cpu"),
+                    ("system.linux.pressure.kind", "some"),
+                ],
+            ),
+            0.125
+        );
+
+        check_podman(&b, true);
+    }
+
+    #[test]
+    fn podman_cgroupfs_container_is_found_on_the_v1_tree_with_the_files_figures() {
+        let mut f = Fixture::new("cgroup-v1");
+        let (b, r) = f.cycle(T0);
+        r.unwrap();
+        let mut want = vec![A, C, PODMAN];
+        want.sort_unstable();
+        assert_eq!(
+            container_ids(&b),
+            want,
+            "libpod_parent itself is not a container"
+        );
+        check_podman(&b, false);
     }
 
     #[test]
