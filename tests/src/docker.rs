@@ -219,6 +219,13 @@ impl Container {
         docker_ok(&["start", &self.id]).await;
     }
 
+    /// `docker rename` to `new_name`; [`Self::name`] follows. Dropping still removes the
+    /// container, by its ID.
+    pub async fn rename(&mut self, new_name: &str) {
+        docker_ok(&["rename", &self.id, new_name]).await;
+        self.name = new_name.to_owned();
+    }
+
     /// `docker inspect` of this container.
     pub async fn inspect(&self) -> serde_json::Value {
         api_get(&format!("/containers/{}/json", self.id)).await

@@ -13,6 +13,12 @@
 //! 2. Under `faultline run` exporting to an in-process OTLP receiver: a stopped container's
 //!    series end (no point from any cycle that started after `docker stop` returned), and a
 //!    restarted one comes back with a new, later start time.
+//! 3. A container started while `faultline run` already runs (after its first cycles were
+//!    exported, so the agent's initial Docker listing cannot know it) is named from Docker's
+//!    event stream or the collector's on-demand inspect: every one of its exported points
+//!    carries `container.name`, the image name and the runtime (the collector holds a new
+//!    container back one cycle rather than start its series by ID only), and after
+//!    `docker rename` its points switch to the new name once and for good.
 //!
 //! Disk bytes: the workload writes to a bind-mounted directory of the test (on the real
 //! disk; 10 MiB, removed with the directory) and `fsync`s, so the writes are issued from
@@ -436,10 +442,7 @@ async fn collect_once_reports_a_docker_container_like_its_cgroup_and_docker_stat
         );
     }
     let uptime = fc.sum("container.uptime", &[]);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let now = now_unix_nanos();
     assert!(
         uptime > 0.0 && uptime <= (now - start) as f64 / 1e9,
         "uptime {uptime}"
@@ -465,6 +468,20 @@ async fn collect_once_reports_a_docker_container_like_its_cgroup_and_docker_stat
     }
 }
 
+/// Every point of every request, in arrival order.
+fn all_points(reqs: &[faultline_tests::Received]) -> Vec<Point> {
+    reqs.iter()
+        .flat_map(faultline_tests::Received::points)
+        .collect()
+}
+
+fn now_unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 fn container_points(points: &[Point], id: &str) -> Vec<Point> {
     points
         .iter()
@@ -487,22 +504,17 @@ async fn run_ends_a_stopped_containers_series_and_restarts_it_with_a_new_start_t
     let mut agent = Agent::start(&config.to_yaml());
     let wait = Duration::from_secs(40);
 
-    let all = |reqs: &[faultline_tests::Received]| {
-        reqs.iter()
-            .flat_map(faultline_tests::Received::points)
-            .collect::<Vec<_>>()
-    };
     let reqs = receiver
         .wait_for(
             |r| {
-                container_points(&all(r), &c.id)
+                container_points(&all_points(r), &c.id)
                     .iter()
                     .any(|p| p.name == "container.cpu.time")
             },
             wait,
         )
         .await;
-    let first = container_points(&all(&reqs), &c.id);
+    let first = container_points(&all_points(&reqs), &c.id);
     assert!(
         !first.is_empty(),
         "the running container is reported; agent stderr:\n{}",
@@ -516,15 +528,12 @@ async fn run_ends_a_stopped_containers_series_and_restarts_it_with_a_new_start_t
         .start_time_unix_nano;
 
     c.stop().await;
-    let stopped_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let stopped_at = now_unix_nanos();
     // Two full cycles that started after the stop.
     let reqs = receiver
         .wait_for(
             |r| {
-                all(r)
+                all_points(r)
                     .iter()
                     .filter(|p| {
                         p.name == "faultline.cycle.duration" && p.time_unix_nano > stopped_at
@@ -535,7 +544,7 @@ async fn run_ends_a_stopped_containers_series_and_restarts_it_with_a_new_start_t
             wait,
         )
         .await;
-    let late: Vec<Point> = container_points(&all(&reqs), &c.id)
+    let late: Vec<Point> = container_points(&all_points(&reqs), &c.id)
         .into_iter()
         .filter(|p| p.time_unix_nano > stopped_at)
         .collect();
@@ -546,22 +555,19 @@ async fn run_ends_a_stopped_containers_series_and_restarts_it_with_a_new_start_t
         late.first()
     );
 
-    let restart_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let restart_at = now_unix_nanos();
     c.start().await;
     let reqs = receiver
         .wait_for(
             |r| {
-                container_points(&all(r), &c.id)
+                container_points(&all_points(r), &c.id)
                     .iter()
                     .any(|p| p.name == "container.cpu.time" && p.time_unix_nano > restart_at)
             },
             wait,
         )
         .await;
-    let again: Vec<Point> = container_points(&all(&reqs), &c.id)
+    let again: Vec<Point> = container_points(&all_points(&reqs), &c.id)
         .into_iter()
         .filter(|p| p.name == "container.cpu.time" && p.time_unix_nano > restart_at)
         .collect();
@@ -580,6 +586,146 @@ async fn run_ends_a_stopped_containers_series_and_restarts_it_with_a_new_start_t
         "the new start ({new_start}) is after `docker start` was called ({restart_at})"
     );
     assert_eq!(again[0].resource.get("container.name"), Some(&c.name));
+
+    let status = agent.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "faultline run must exit 0 on SIGTERM, got {status:?}"
+    );
+}
+
+/// A container's points by cycle (`time_unix_nano`; one cycle's points share it), in order.
+fn container_cycles(points: &[Point], id: &str) -> BTreeMap<u64, Vec<Point>> {
+    let mut cycles: BTreeMap<u64, Vec<Point>> = BTreeMap::new();
+    for p in container_points(points, id) {
+        cycles.entry(p.time_unix_nano).or_default().push(p);
+    }
+    cycles
+}
+
+/// The one `container.name` all of a cycle's points carry; panics when some point has none
+/// or the points disagree.
+fn cycle_name(time: u64, points: &[Point]) -> String {
+    let mut names: Vec<Option<&String>> = points
+        .iter()
+        .map(|p| p.resource.get("container.name"))
+        .collect();
+    names.sort();
+    names.dedup();
+    match names.as_slice() {
+        [Some(name)] => (*name).clone(),
+        _ => panic!(
+            "cycle {time}: every point must carry one container.name, got {names:?} \
+             (resource of the first: {:?})",
+            points.first().map(|p| &p.resource)
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_names_a_container_started_after_it_in_every_point_and_follows_its_rename() {
+    if !docker_available(
+        "run_names_a_container_started_after_it_in_every_point_and_follows_its_rename",
+    ) {
+        return;
+    }
+    // Built now, so the container starts as soon as it is asked for.
+    let image = faultline_tests::docker::workload_image();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let config = OtlpConfig::new(Transport::Grpc, receiver.endpoint(Transport::Grpc));
+    let mut agent = Agent::start(&config.to_yaml());
+    let wait = Duration::from_secs(40);
+
+    // The agent exports before the container exists (the cycle duration is there from its
+    // second cycle on), so its initial Docker listing is over and cannot know the container.
+    receiver
+        .wait_for(
+            |r| {
+                all_points(r)
+                    .iter()
+                    .any(|p| p.name == "faultline.cycle.duration")
+            },
+            wait,
+        )
+        .await;
+    let before_run = now_unix_nanos();
+    let mut c = Container::run("late", &[], &[]).await;
+    let first_name = c.name.clone();
+
+    // Its first three exported cycles, every point named. Docker sends `create` (the agent
+    // inspects the container) before the container's cgroup exists; a cgroup found before
+    // the cache names it is held back one cycle and inspected on request. A point by ID only
+    // would mean both paths missed.
+    let reqs = receiver
+        .wait_for(|r| container_cycles(&all_points(r), &c.id).len() >= 3, wait)
+        .await;
+    let cycles = container_cycles(&all_points(&reqs), &c.id);
+    for (time, points) in &cycles {
+        assert_eq!(
+            cycle_name(*time, points),
+            first_name,
+            "cycle {time} before the rename"
+        );
+        for p in points {
+            assert_eq!(
+                p.resource.get("container.image.name").map(String::as_str),
+                image.split(':').next(),
+                "{} in cycle {time}",
+                p.name
+            );
+            assert_eq!(
+                p.resource.get("container.runtime.name").map(String::as_str),
+                Some("docker"),
+                "{} in cycle {time}",
+                p.name
+            );
+        }
+    }
+    let start = cycles
+        .values()
+        .flatten()
+        .find(|p| p.name == "container.cpu.time")
+        .expect("container.cpu.time among the container's points")
+        .start_time_unix_nano;
+    assert!(
+        start >= before_run,
+        "the container's series must start ({start}) after `docker run` was called \
+         ({before_run}): a container the agent's initial listing did not have"
+    );
+
+    let new_name = format!("{first_name}-renamed");
+    c.rename(&new_name).await;
+    // Two cycles carrying the new name.
+    let reqs = receiver
+        .wait_for(
+            |r| {
+                container_cycles(&all_points(r), &c.id)
+                    .values()
+                    .filter(|ps| {
+                        ps.iter()
+                            .all(|p| p.resource.get("container.name") == Some(&new_name))
+                    })
+                    .count()
+                    >= 2
+            },
+            wait,
+        )
+        .await;
+    // Every cycle is named, and the names go old…old new…new: the rename is applied once,
+    // and nothing brings the old name back.
+    let names: Vec<String> = container_cycles(&all_points(&reqs), &c.id)
+        .iter()
+        .map(|(time, points)| cycle_name(*time, points))
+        .collect();
+    let switch = names
+        .iter()
+        .position(|n| *n == new_name)
+        .expect("the wait saw the new name");
+    assert!(
+        names[..switch].iter().all(|n| *n == first_name)
+            && names[switch..].iter().all(|n| *n == new_name),
+        "container.name per cycle must go from {first_name:?} to {new_name:?} once, got {names:?}"
+    );
 
     let status = agent.terminate(Duration::from_secs(10)).await;
     assert!(
