@@ -7,7 +7,7 @@ the results with the command and the date).
 
 - faultline: the release binary, `faultline run` collecting every INTERVAL and exporting over
   OTLP/HTTP to a throwaway sink in this script (the production path: collect, encode, queue on
-  disk with one fdatasync per cycle, send). Backups off; the container collector off unless
+  disk — no fdatasync while the backend keeps up — send). Backups off; the container collector off unless
   --containers is given; the Prometheus endpoint off. Its state directory is a temp dir.
 - node_exporter: its default collectors on 127.0.0.1, scraped by this script every INTERVAL
   (a scrape is its collection cycle).

@@ -22,14 +22,20 @@
 //!   pointed at one state directory cannot interleave records.
 //!
 //! # Durability
-//! Each record is written with one positioned write and made durable with one `fdatasync`
-//! before it is handed to the sender: one sync per collection cycle (a batch is 30–60 KB every
-//! 10 s), which is noise for any disk and is what makes "written before it is first sent"
-//! hold across a node crash or power loss, not only a killed process. A new segment's name is
-//! made durable with a directory `fsync` (once per segment, not per record). The cursor is
-//! *not* synced: the page cache survives SIGKILL, so a killed agent never loses a cursor
-//! update; after a power loss the cursor may lag, which resends batches that were already
-//! accepted (duplicates), never loses any.
+//! Each record is written with one positioned write before it is handed to the sender, so
+//! "written before it is first sent" holds against SIGKILL, a crash or a restart of the agent
+//! (the page cache outlives the process). It is made durable against a node crash or power
+//! loss with an `fdatasync` ([`DiskQueue::sync`]) as soon as it may have to wait: the pipeline
+//! syncs a record written behind a backlog (an earlier batch still unsent), and syncs the queue
+//! when an attempt to send fails. On the happy path — the batch is sent and accepted within
+//! milliseconds of being written — there is no sync: what a power loss could take is the one
+//! batch in flight, the same cycle the agent itself would lose with its memory (measured: the
+//! sync was a third of a host cycle's CPU, docs/PERFORMANCE.md, 2026-12-04). A segment is
+//! synced before the next one is started, and a new segment's name is made durable with a
+//! directory `fsync` (once per segment, not per record). The cursor is *not* synced: the page
+//! cache survives SIGKILL, so a killed agent never loses a cursor update; after a power loss
+//! the cursor may lag, which resends batches that were already accepted (duplicates), never
+//! loses any.
 //!
 //! # Size bound
 //! The segment files together never exceed `max_bytes`: before a record is written, the
@@ -335,6 +341,8 @@ pub struct DiskQueue {
     /// Oldest first. The last one is the segment being appended to when `active` is set.
     segments: VecDeque<Segment>,
     active: Option<File>,
+    /// The active segment has records written since its last `fdatasync`.
+    unsynced: bool,
     cursor_file: File,
     cursor_slot: u64,
     cursor: u64,
@@ -487,6 +495,7 @@ impl DiskQueue {
             segment_max: (max_bytes / 64).clamp(MIN_SEGMENT, MAX_SEGMENT),
             segments,
             active: None,
+            unsynced: false,
             cursor_file,
             cursor_slot: 0,
             cursor,
@@ -517,8 +526,9 @@ impl DiskQueue {
         self.disk_bytes() + record_len <= self.max_bytes
     }
 
-    /// Appends one batch and syncs it. Does not enforce the bound: the caller drops the oldest
-    /// records first (with [`Self::consume_until`] and `pressure`) until [`Self::fits`].
+    /// Appends one batch (written, not synced: see [`Self::sync`]). Does not enforce the
+    /// bound: the caller drops the oldest records first (with [`Self::consume_until`] and
+    /// `pressure`) until [`Self::fits`].
     pub fn append(&mut self, payload: &[u8], points: u32) -> Result<RecordRef, AppendError> {
         let len = (HEADER_LEN + payload.len()) as u64;
         if len > self.max_bytes {
@@ -533,6 +543,12 @@ impl DiskQueue {
             _ => true,
         };
         if roll {
+            // The segment left behind is synced first: only the active one can hold records
+            // that were never synced.
+            self.sync().map_err(|e| AppendError::Io {
+                path: self.dir.clone(),
+                source: e,
+            })?;
             self.active = None;
             let path = self.dir.join(segment_name(seq));
             let io = |source| AppendError::Io {
@@ -562,16 +578,19 @@ impl DiskQueue {
         };
         let record = encode_record(seq, points, payload);
         let offset = seg.size;
-        let written = file
-            .write_all_at(&record, offset)
-            .and_then(|()| file.sync_data());
+        let written = file.write_all_at(&record, offset);
         if let Err(source) = written {
             // Cut a partial write off so the next record follows good bytes; the reader would
             // skip the damage anyway.
             let _ = file.set_len(offset);
+            // What it already holds is made durable, best effort.
+            if self.unsynced {
+                let _ = file.sync_data();
+            }
             let path = seg.path.clone();
             // A failing segment is not appended to again.
             self.active = None;
+            self.unsynced = false;
             if seg.size == 0 {
                 let _ = std::fs::remove_file(&path);
                 self.segments.pop_back();
@@ -581,6 +600,7 @@ impl DiskQueue {
         seg.size += len;
         seg.last_seq = seq;
         self.next_seq = seq + 1;
+        self.unsynced = true;
         Ok(RecordRef {
             seq,
             segment: seg.first_seq,
@@ -588,6 +608,21 @@ impl DiskQueue {
             len,
             points,
         })
+    }
+
+    /// Makes every record written so far durable (one `fdatasync` of the active segment, if it
+    /// holds records written since the last one; nothing otherwise).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let (true, Some(file)) = (self.unsynced, self.active.as_ref()) {
+            file.sync_data()?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Whether records were written since the last [`Self::sync`].
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced && self.active.is_some()
     }
 
     /// Reads one record's payload back, checking it again.
@@ -647,7 +682,9 @@ impl DiskQueue {
                 break;
             }
             if is_active {
+                // Deleted below: nothing of it needs syncing.
                 self.active = None;
+                self.unsynced = false;
             }
             if let Some(seg) = self.segments.pop_front()
                 && let Err(e) = std::fs::remove_file(&seg.path)

@@ -9,9 +9,9 @@
 //!
 //! Two queues share that logic:
 //! - in memory ([`pipeline`]): at most `max_batches` batches; what is unsent at exit is lost.
-//! - on disk ([`pipeline_on_disk`], over a [`DiskQueue`]): every batch is written and synced
-//!   *before* it is first sent and removed only once the backend accepted it (or refused it
-//!   for good); the bound is in bytes; what is unsent at exit — SIGTERM past the grace period,
+//! - on disk ([`pipeline_on_disk`], over a [`DiskQueue`]): every batch is written *before* it is
+//!   first sent (and synced once it has to wait: see [`super::disk_queue`]) and removed only
+//!   once the backend accepted it (or refused it for good); the bound is in bytes; what is unsent at exit — SIGTERM past the grace period,
 //!   SIGKILL, a crash — is sent first, in order and with its original timestamps, by the next
 //!   start. Only the few newest batches stay decoded in memory; older ones are read back when
 //!   their turn comes, so a long outage costs disk, not memory.
@@ -128,6 +128,25 @@ struct State {
     next_id: u64,
     /// The last disk write failed (logged once until one succeeds again).
     disk_failing: bool,
+    /// The last `fdatasync` of the disk queue failed (logged once until one succeeds again).
+    sync_failing: bool,
+}
+
+/// Syncs the disk queue; a failure leaves the records written (they survive the agent, not a
+/// power loss) and is logged once until a sync succeeds again.
+fn sync_logged(disk: &mut DiskQueue, failing: &mut bool) {
+    match disk.sync() {
+        Ok(()) => {
+            if std::mem::take(failing) {
+                info!(dir = %disk.dir().display(), "disk queue syncs again");
+            }
+        }
+        Err(e) => {
+            if !std::mem::replace(failing, true) {
+                warn!(dir = %disk.dir().display(), error = %e, "cannot sync the disk queue; queued batches survive a restart of the agent but not a power loss");
+            }
+        }
+    }
 }
 
 /// The cursor of the disk queue: the oldest queued record's sequence number, or the next one
@@ -174,6 +193,7 @@ impl State {
             entries,
             disk,
             disk_failing,
+            sync_failing,
             ..
         } = self;
         let disk = disk.as_mut()?;
@@ -191,7 +211,15 @@ impl State {
                 disk.consume_until(disk_cursor(entries, disk), true);
             }
         }
-        match disk.append(&payload, u32::try_from(points).unwrap_or(u32::MAX)) {
+        // A cursor move the sender deferred is written now (this runs on a blocking thread).
+        disk.consume_until(disk_cursor(entries, disk), false);
+        let appended = disk.append(&payload, u32::try_from(points).unwrap_or(u32::MAX));
+        // Behind a backlog the batch will wait: it is made durable now. On the happy path it is
+        // sent within milliseconds, unsynced (see the disk queue's docs).
+        if appended.is_ok() && !entries.is_empty() {
+            sync_logged(disk, sync_failing);
+        }
+        match appended {
             Ok(r) => {
                 if std::mem::take(disk_failing) {
                     info!(dir = %disk.dir().display(), "disk queue writable again");
@@ -271,13 +299,30 @@ impl State {
     /// Removes the batch `id` if it is still the oldest (a bound may have dropped it
     /// meanwhile) and moves the disk queue's cursor past it.
     fn remove_front(&mut self, id: u64) {
-        if self.entries.front().is_some_and(|f| f.id == id)
-            && let Some(done) = self.entries.pop_front()
-            && done.disk.is_some()
-            && let Some(disk) = self.disk.as_mut()
-        {
+        self.forget_front(id);
+        self.write_cursor();
+    }
+
+    /// [`Self::remove_front`] without the cursor write (no file I/O): the cursor follows at
+    /// the next [`Self::write_cursor`] — the next submit, any blocking queue operation, or the
+    /// shutdown. A SIGKILL in between resends the batches accepted since (duplicates, at most
+    /// one cycle's worth in the steady state), never loses any.
+    fn forget_front(&mut self, id: u64) {
+        if self.entries.front().is_some_and(|f| f.id == id) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Writes the disk queue's cursor if the front moved (a 16-byte write, not synced).
+    fn write_cursor(&mut self) {
+        if let Some(disk) = self.disk.as_mut() {
             disk.consume_until(disk_cursor(&self.entries, disk), false);
         }
+    }
+
+    /// Whether [`Self::front`] can answer without file I/O.
+    fn front_in_memory(&self) -> bool {
+        self.entries.front().is_none_or(|e| e.req.is_some())
     }
 }
 
@@ -317,8 +362,9 @@ pub struct ExportHandle {
 impl ExportHandle {
     /// Queues a request for sending; drops (and counts) the oldest when a bound is reached.
     ///
-    /// Without a disk queue this never blocks. With one, it writes and syncs the batch before
-    /// returning (one write and one `fdatasync`), so call it from a blocking context
+    /// Without a disk queue this never blocks. With one, it writes the batch before returning
+    /// (one write, plus an `fdatasync` when earlier batches are still unsent, and the cursor
+    /// write the sender deferred), so call it from a blocking context
     /// (`spawn_blocking`), never on an async worker.
     pub fn submit(&self, req: ExportMetricsServiceRequest) {
         let points = point_count(&req);
@@ -436,6 +482,7 @@ fn build(
             entries,
             disk,
             disk_failing: false,
+            sync_failing: false,
         }),
         notify: Notify::new(),
         max_batches: max_batches.max(1),
@@ -505,8 +552,29 @@ impl Sender {
         }
     }
 
+    /// The state, if it can be had at once (no other thread holds it, e.g. across a sync).
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        match self.shared.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     async fn front(&self) -> Option<(u64, Arc<ExportMetricsServiceRequest>)> {
+        // The steady state: the batch just queued is still decoded in memory, so no trip to
+        // the blocking pool (two thread hand-offs) is needed to pick it up.
+        if let Some(mut st) = self.try_lock()
+            && st.front_in_memory()
+        {
+            let front = st.front(&self.shared.stats);
+            let len = st.entries.len();
+            drop(st);
+            self.shared.set_len(len);
+            return front;
+        }
         self.with_state(|st, stats| {
+            st.write_cursor();
             let front = st.front(stats);
             (front, st.entries.len())
         })
@@ -519,6 +587,17 @@ impl Sender {
 
     /// Removes `id` if it is still the oldest (overflow may have dropped it meanwhile).
     async fn pop_if_front(&self, id: u64) {
+        // In memory at once when the state is free; the cursor write follows later on a
+        // blocking thread (see `State::forget_front`).
+        if self.shared.persistent
+            && let Some(mut st) = self.try_lock()
+        {
+            st.forget_front(id);
+            let len = st.entries.len();
+            drop(st);
+            self.shared.set_len(len);
+            return;
+        }
         if let Some(len) = self
             .with_state(move |st, _| {
                 st.remove_front(id);
@@ -527,6 +606,23 @@ impl Sender {
             .await
         {
             self.shared.set_len(len);
+        }
+    }
+
+    /// After a failed attempt the queued batches will wait: they are made durable (the cursor
+    /// is written with them).
+    async fn sync_queue(&self) {
+        if self.shared.persistent {
+            self.with_state(|st, _| {
+                st.write_cursor();
+                let State {
+                    disk, sync_failing, ..
+                } = st;
+                if let Some(disk) = disk.as_mut() {
+                    sync_logged(disk, sync_failing);
+                }
+            })
+            .await;
         }
     }
 
@@ -570,6 +666,7 @@ impl Sender {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
                 warn!(error = %reason, retry_in = %humantime::format_duration(delay), queued = stats.queued_batches.load(Ordering::Relaxed), "export failed; will retry");
+                self.sync_queue().await;
                 Attempt::RetryAfter(delay)
             }
         }
@@ -607,6 +704,13 @@ impl Sender {
         // Batches in the disk queue stay there for the next start; the rest is lost.
         let left = self
             .with_state(|st, _| {
+                st.write_cursor();
+                let State {
+                    disk, sync_failing, ..
+                } = st;
+                if let Some(disk) = disk.as_mut() {
+                    sync_logged(disk, sync_failing);
+                }
                 let kept: Vec<usize> = st
                     .entries
                     .iter()
@@ -854,6 +958,73 @@ mod tests {
             .collect();
         assert_eq!(cached, vec![false, false, false, false, true, true]);
         assert_eq!(front_ts(&h), Some(1));
+    }
+
+    fn unsynced(h: &ExportHandle) -> bool {
+        h.shared
+            .lock()
+            .disk
+            .as_ref()
+            .is_some_and(DiskQueue::has_unsynced)
+    }
+
+    #[test]
+    fn a_batch_is_synced_when_it_has_to_wait_and_not_on_the_happy_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        // Nothing queued before it: written, not synced (it is sent at once).
+        h.submit(req_at(2, 1));
+        assert!(unsynced(&h));
+        // Behind the unsent first one: both made durable.
+        h.submit(req_at(2, 2));
+        assert!(!unsynced(&h));
+        // The backlog is sent; the next batch again goes out unsynced.
+        for _ in 0..2 {
+            let id = h.shared.lock().entries.front().unwrap().id;
+            h.shared.lock().remove_front(id);
+        }
+        h.submit(req_at(2, 3));
+        assert!(unsynced(&h));
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_syncs_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        h.submit(req_at(2, 1));
+        assert!(unsynced(&h));
+        let item = s.front().await.unwrap();
+        let mut backoff = Backoff::new(RetrySettings::default());
+        let attempt = s.attempt(&item, &mut backoff).await;
+        assert!(matches!(attempt, Attempt::RetryAfter(_)), "port 9 refuses");
+        assert!(!unsynced(&h), "a batch left waiting by a failed send is synced");
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_batch_leaves_memory_at_once_and_the_cursor_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        h.submit(req_at(2, 1));
+        h.submit(req_at(2, 2));
+        let (id, _) = s.front().await.unwrap();
+        // The in-memory fast path: the entry is gone, the cursor not yet written.
+        s.pop_if_front(id).await;
+        assert_eq!(h.queued(), 1);
+        drop((h, s));
+        // Killed now, a restart would resend the acknowledged batch (a duplicate, never a
+        // loss); here the next queue operation on a blocking thread writes the cursor.
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        assert_eq!(stamps(&h).len(), 2, "cursor deferred: both batches still queued");
+        let (id, _) = s.front().await.unwrap();
+        s.pop_if_front(id).await;
+        h.submit(req_at(2, 3));
+        drop((h, s));
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        assert_eq!(stamps(&h).len(), 2, "the submit wrote the cursor past batch 1");
+        assert_eq!(front_ts(&h), Some(2));
     }
 
     #[tokio::test]
