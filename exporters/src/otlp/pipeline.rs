@@ -999,7 +999,10 @@ mod tests {
         let mut backoff = Backoff::new(RetrySettings::default());
         let attempt = s.attempt(&item, &mut backoff).await;
         assert!(matches!(attempt, Attempt::RetryAfter(_)), "port 9 refuses");
-        assert!(!unsynced(&h), "a batch left waiting by a failed send is synced");
+        assert!(
+            !unsynced(&h),
+            "a batch left waiting by a failed send is synced"
+        );
     }
 
     #[tokio::test]
@@ -1017,13 +1020,21 @@ mod tests {
         // Killed now, a restart would resend the acknowledged batch (a duplicate, never a
         // loss); here the next queue operation on a blocking thread writes the cursor.
         let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
-        assert_eq!(stamps(&h).len(), 2, "cursor deferred: both batches still queued");
+        assert_eq!(
+            stamps(&h).len(),
+            2,
+            "cursor deferred: both batches still queued"
+        );
         let (id, _) = s.front().await.unwrap();
         s.pop_if_front(id).await;
         h.submit(req_at(2, 3));
         drop((h, s));
         let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
-        assert_eq!(stamps(&h).len(), 2, "the submit wrote the cursor past batch 1");
+        assert_eq!(
+            stamps(&h).len(),
+            2,
+            "the submit wrote the cursor past batch 1"
+        );
         assert_eq!(front_ts(&h), Some(2));
     }
 
