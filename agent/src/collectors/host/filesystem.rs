@@ -11,12 +11,21 @@
 //! vanished or whose `statvfs` fails is skipped; after recording the others the collector
 //! returns one error naming how many failed and the first one.
 //!
+//! The table is parsed only when it changed: on procfs the collector keeps the `mountinfo`
+//! file open and polls it (`POLLPRI`, which the kernel raises once per change of the mount
+//! namespace's table, without reading it); each cycle then costs one `poll` and one `statvfs`
+//! per reported device instead of formatting, reading and parsing the whole table (hundreds of
+//! lines on a container host). Where the file is not on procfs (fixture trees), it is read
+//! every cycle.
+//!
 //! Known limitation: `statvfs` on a hung network filesystem (NFS, CIFS) blocks the calling
 //! thread until the server answers; exclude such types or mountpoints if that matters.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
@@ -132,6 +141,16 @@ fn statvfs_space(path: &Path) -> Result<Space, nix::Error> {
     ))
 }
 
+/// One mount to report, as parsed from the table.
+#[derive(Debug)]
+struct Reported {
+    mountpoint: String,
+    /// `rootfs + mountpoint`, what `statvfs` is asked about.
+    target: PathBuf,
+    /// device, mountpoint, type, mode.
+    base: Attributes,
+}
+
 /// Collector of `system.filesystem.*`.
 #[derive(Debug)]
 pub struct FilesystemCollector {
@@ -139,6 +158,11 @@ pub struct FilesystemCollector {
     types: NameFilter,
     buf: String,
     seen: HashSet<String>,
+    /// The mounts to report, from the last parse of the table.
+    mounts: Vec<Reported>,
+    /// The table kept open on procfs to poll for changes, with the path it was opened at;
+    /// `None` re-reads the table at the next cycle.
+    watch: Option<(PathBuf, File)>,
 }
 
 impl FilesystemCollector {
@@ -161,8 +185,85 @@ impl FilesystemCollector {
             )?,
             buf: String::new(),
             seen: HashSet::new(),
+            mounts: Vec::new(),
+            watch: None,
         })
     }
+
+    /// Whether the table at `path` may have changed since it was last parsed.
+    fn table_changed(&self, path: &Path) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Some((watched, file)) = &self.watch else {
+            return true;
+        };
+        if watched != path {
+            return true;
+        }
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_none_or(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
+    }
+
+    /// Reads and parses the table at `path` into `self.mounts`.
+    fn reload(&mut self, ctx: &Context, path: &Path) -> Result<(), CollectError> {
+        // Opened before the read: a change in between is seen at the next poll (one extra
+        // read), never missed.
+        self.watch = File::open(path)
+            .ok()
+            .filter(on_procfs)
+            .map(|f| (path.to_path_buf(), f));
+        let parsed = self.parse(ctx, path);
+        if parsed.is_err() {
+            self.watch = None;
+            self.mounts.clear();
+        }
+        parsed
+    }
+
+    fn parse(&mut self, ctx: &Context, path: &Path) -> Result<(), CollectError> {
+        read_into(path, &mut self.buf)?;
+        self.seen.clear();
+        self.mounts.clear();
+        for line in self.buf.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let m = parse_mountinfo_line(line).map_err(|e| parse_error(path, e))?;
+            if !self.types.allows(m.fstype) || !self.mountpoints.allows(&m.mountpoint) {
+                continue;
+            }
+            if self.seen.contains(m.dev_id) {
+                continue;
+            }
+            self.seen.insert(m.dev_id.to_owned());
+            let target = ctx.roots.host_path(&m.mountpoint);
+            let mountpoint = m.mountpoint.into_owned();
+            let base = Attributes::new()
+                .with("system.device", m.source.into_owned())
+                .with("system.filesystem.mountpoint", mountpoint.clone())
+                .with("system.filesystem.type", m.fstype.to_owned())
+                .with(
+                    "system.filesystem.mode",
+                    if m.read_only { "ro" } else { "rw" },
+                );
+            self.mounts.push(Reported {
+                mountpoint,
+                target,
+                base,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `f` is on procfs (whose mount tables can be polled for changes).
+fn on_procfs(f: &File) -> bool {
+    nix::sys::statfs::fstatfs(f)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
 }
 
 impl Collector for FilesystemCollector {
@@ -176,47 +277,25 @@ impl Collector for FilesystemCollector {
         } else {
             ctx.roots.proc("1/mountinfo")
         };
-        read_into(&path, &mut self.buf)?;
-        self.seen.clear();
+        if self.table_changed(&path) {
+            self.reload(ctx, &path)?;
+        }
         let mut failed = 0usize;
         let mut first_failure = None;
         let host = batch.host();
-        for line in self.buf.lines() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let m = parse_mountinfo_line(line).map_err(|e| parse_error(&path, e))?;
-            if !self.types.allows(m.fstype) || !self.mountpoints.allows(&m.mountpoint) {
-                continue;
-            }
-            if self.seen.contains(m.dev_id) {
-                continue;
-            }
-            self.seen.insert(m.dev_id.to_owned());
-            let target = ctx.roots.host_path(&m.mountpoint);
-            let s = match statvfs_space(&target) {
+        for m in &self.mounts {
+            let s = match statvfs_space(&m.target) {
                 Ok(s) => s,
                 Err(e) => {
                     failed += 1;
                     first_failure.get_or_insert_with(|| {
-                        (
-                            m.mountpoint.to_string(),
-                            format!("{}: {e}", target.display()),
-                        )
+                        (m.mountpoint.clone(), format!("{}: {e}", m.target.display()))
                     });
                     continue;
                 }
             };
-            let base = Attributes::new()
-                .with("system.device", m.source.into_owned())
-                .with("system.filesystem.mountpoint", m.mountpoint.into_owned())
-                .with("system.filesystem.type", m.fstype.to_owned())
-                .with(
-                    "system.filesystem.mode",
-                    if m.read_only { "ro" } else { "rw" },
-                );
             for (state, bytes) in [("used", s.used), ("free", s.free), ("reserved", s.reserved)] {
-                let attrs = base.clone().with("system.filesystem.state", state);
+                let attrs = m.base.clone().with("system.filesystem.state", state);
                 if s.total > 0 {
                     host.record(
                         &FS_UTILIZATION,
@@ -226,7 +305,7 @@ impl Collector for FilesystemCollector {
                 }
                 host.record(&FS_USAGE, attrs, bytes);
             }
-            host.record(&FS_LIMIT, base, s.total);
+            host.record(&FS_LIMIT, m.base.clone(), s.total);
         }
         match first_failure {
             None => Ok(()),
@@ -243,7 +322,7 @@ impl Collector for FilesystemCollector {
 mod tests {
     use super::*;
     use crate::collectors::Roots;
-    use crate::collectors::host::test_support::{batch, ctx, read, roots, value};
+    use crate::collectors::host::test_support::{batch, ctx, metric, read, roots, value};
 
     #[test]
     fn real_mountinfo_parses() {
@@ -396,5 +475,93 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// A fixture's table (a regular file) is read every cycle: a changed file is seen.
+    #[test]
+    fn a_table_off_procfs_is_read_every_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        std::fs::create_dir_all(proc.join("1")).unwrap();
+        let table = proc.join("1/mountinfo");
+        let line = |n: u32| format!("{n} 1 8:{n} / /m{n} rw - ext4 /dev/sd{n} rw\n");
+        std::fs::write(&table, line(1)).unwrap();
+        let roots = Roots {
+            proc,
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(dir.path().join("m1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("m2")).unwrap();
+        let mut c = FilesystemCollector::new(&FilesystemConfig::default()).unwrap();
+        let ctx = ctx(roots);
+        c.collect(&ctx, &mut batch()).unwrap();
+        assert!(c.watch.is_none(), "a regular file is not polled");
+        std::fs::write(&table, line(1) + &line(2)).unwrap();
+        let mut b = batch();
+        c.collect(&ctx, &mut b).unwrap();
+        assert_eq!(metric(&b, "system.filesystem.limit").points.len(), 2);
+    }
+
+    /// On procfs the table is parsed once and again only after a mount change, which the
+    /// kernel signals with `POLLPRI`. The mount happens in a mount namespace of this test's
+    /// own thread (made private first, so nothing propagates to the host), on a tmpfs of a
+    /// few pages in a temporary directory.
+    #[test]
+    fn a_procfs_table_is_parsed_again_only_after_a_mount_change() {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        use nix::sched::{CloneFlags, unshare};
+        std::thread::spawn(|| {
+            if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "unshare(CLONE_NEWNS) failed under CI: {e}"
+                );
+                eprintln!("skipped: no mount namespace ({e}; needs CAP_SYS_ADMIN)");
+                return;
+            }
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            let path = PathBuf::from("/proc/thread-self/mountinfo");
+            let cfg = FilesystemConfig::default();
+            let mut c = FilesystemCollector::new(&cfg).unwrap();
+            let ctx = ctx(Roots {
+                proc: "/proc".into(),
+                sys: "/sys".into(),
+                rootfs: "/".into(),
+            });
+            assert!(c.table_changed(&path), "nothing parsed yet");
+            c.reload(&ctx, &path).unwrap();
+            assert!(c.watch.is_some(), "procfs table kept open for polling");
+            assert!(!c.table_changed(&path), "no mount change yet");
+            let dir = tempfile::tempdir().unwrap();
+            struct Unmount<'a>(&'a Path);
+            impl Drop for Unmount<'_> {
+                fn drop(&mut self) {
+                    let _ = umount2(self.0, MntFlags::MNT_DETACH);
+                }
+            }
+            mount(
+                Some("faultline-test"),
+                dir.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("size=64k"),
+            )
+            .unwrap();
+            let _guard = Unmount(dir.path());
+            assert!(c.table_changed(&path), "a new mount is signalled");
+            assert!(!c.table_changed(&path), "once per change");
+            c.reload(&ctx, &path).unwrap();
+            assert!(!c.table_changed(&path));
+        })
+        .join()
+        .unwrap();
     }
 }
