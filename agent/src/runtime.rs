@@ -417,7 +417,15 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         let joined = tokio::task::spawn_blocking(move || {
             let batch = cycle.collect(stats.as_deref());
             if let Some(export) = &exporter {
-                export.submit(otlp::encode_batch(&batch, scope_version));
+                // Straight to protobuf bytes (no intermediate messages); the buffer goes to
+                // the queue, so it is new each cycle, sized exactly.
+                let (mut payload, mut lens) = (Vec::new(), Vec::new());
+                otlp::encode_batch_into(&batch, scope_version, &mut payload, &mut lens);
+                export.submit_encoded(
+                    bytes::Bytes::from(payload),
+                    batch.point_count(),
+                    batch.time_unix_nanos,
+                );
             }
             if cycles == RELEASE_STARTUP_PAGES_AFTER {
                 release_startup_pages();

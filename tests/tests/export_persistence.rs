@@ -105,11 +105,16 @@ async fn running(max_bytes: &str) -> (OtlpReceiver, Agent) {
 }
 
 /// Waits until a cycle stamped after `after` was accepted: the queue is in order, so every
-/// batch queued before it has been delivered by then.
-async fn caught_up(receiver: &OtlpReceiver, after: SystemTime) -> Vec<Received> {
+/// batch queued before it has been delivered by then. `backlog` batches are queued: the wait
+/// allows 200 ms for each (the debug builds of agent and receiver, one request at a time,
+/// read back from disk) beyond [`WAIT`].
+async fn caught_up(receiver: &OtlpReceiver, after: SystemTime, backlog: u64) -> Vec<Received> {
     let after = nanos(after);
     receiver
-        .wait_for(|r| accepted(r).iter().any(|&t| t > after), WAIT)
+        .wait_for(
+            |r| accepted(r).iter().any(|&t| t > after),
+            WAIT + Duration::from_millis(200 * backlog),
+        )
         .await
 }
 
@@ -158,7 +163,7 @@ async fn outage_with_sigkill_restart_delivers_every_cycle_once_in_order_with_ori
     tokio::time::sleep(half).await;
     receiver.restart().await.expect("receiver comes back");
     let up_at = SystemTime::now();
-    let requests = caught_up(&receiver, up_at).await;
+    let requests = caught_up(&receiver, up_at, outage_secs).await;
 
     let delivered = accepted(&requests);
     let last_delivered = delivered.iter().copied().max().unwrap();
@@ -246,7 +251,7 @@ async fn outage_beyond_max_bytes_loses_only_the_oldest_batches_and_counts_them()
     }
     receiver.restart().await.expect("receiver comes back");
     let up_at = SystemTime::now();
-    let requests = caught_up(&receiver, up_at).await;
+    let requests = caught_up(&receiver, up_at, 20).await;
 
     assert!(
         largest <= max_bytes,
@@ -340,7 +345,7 @@ async fn torn_tail_is_skipped_with_a_warning_and_the_rest_is_sent() {
     receiver.restart().await.expect("receiver comes back");
     let up_at = SystemTime::now();
     agent.restart();
-    let requests = caught_up(&receiver, up_at).await;
+    let requests = caught_up(&receiver, up_at, 20).await;
     assert!(
         agent
             .stderr()

@@ -1,4 +1,5 @@
-//! OTLP metrics export: encoding ([`encode`]), transports ([`transport`]), the bounded
+//! OTLP metrics export: encoding ([`encode`] to the generated messages, [`wire`] straight to
+//! bytes for the export path), transports ([`transport`]), the bounded
 //! queue with its sender task ([`pipeline`]) and the on-disk queue that keeps unsent batches
 //! across restarts ([`disk_queue`]); traces and logs ([`signals`]); the
 //! shared queue and forwarder that turn the agent's events into OTLP log records ([`logs`]).
@@ -9,6 +10,7 @@ pub mod logs;
 pub mod pipeline;
 pub mod signals;
 pub mod transport;
+pub mod wire;
 
 pub use disk_queue::DiskQueue;
 pub use encode::{encode_batch, point_count};
@@ -17,3 +19,4 @@ pub use pipeline::{ExportHandle, ExportStats, RetrySettings, Sender, pipeline, p
 pub use transport::{
     Compression, Protocol, SendError, SendOk, TlsMaterial, Transport, TransportSettings,
 };
+pub use wire::encode_batch_into;

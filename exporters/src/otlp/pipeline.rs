@@ -13,8 +13,11 @@
 //!   first sent (and synced once it has to wait: see [`super::disk_queue`]) and removed only
 //!   once the backend accepted it (or refused it for good); the bound is in bytes; what is unsent at exit — SIGTERM past the grace period,
 //!   SIGKILL, a crash — is sent first, in order and with its original timestamps, by the next
-//!   start. Only the few newest batches stay decoded in memory; older ones are read back when
-//!   their turn comes, so a long outage costs disk, not memory.
+//!   start. Only the few newest batches stay in memory; older ones are read back when their
+//!   turn comes, so a long outage costs disk, not memory.
+//!
+//! A batch is encoded once, when it is submitted: the queue holds, writes and sends those bytes
+//! (the in-memory queue too, so an outage costs ~40 KB per batch, not its decoded form).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::disk_queue::{DiskQueue, HEADER_LEN, RecordRef, Stored};
@@ -104,10 +108,18 @@ pub struct ExportStats {
     pub queued_batches: AtomicU64,
 }
 
-/// Decoded requests kept in memory besides their disk copy (the newest ones): in the steady
-/// state the batch just written is sent from memory without reading it back; during an outage
-/// only these few stay decoded, the rest wait on disk.
+/// Stored batches also kept in memory (the newest ones): in the steady state the batch just
+/// written is sent from memory without reading it back; during an outage only these few stay
+/// in memory, the rest wait on disk.
 const CACHED_BATCHES: usize = 2;
+
+/// The oldest batch, as the sender gets it.
+#[derive(Debug)]
+struct Front {
+    id: u64,
+    points: usize,
+    payload: Bytes,
+}
 
 /// One queued batch.
 #[derive(Debug)]
@@ -115,8 +127,8 @@ struct Entry {
     /// Identity within this process (the sender removes "its" entry only if still the front).
     id: u64,
     points: usize,
-    /// The decoded request, while kept in memory.
-    req: Option<Arc<ExportMetricsServiceRequest>>,
+    /// The encoded request (what is sent and what the disk holds), while kept in memory.
+    payload: Option<Bytes>,
     /// Where it is stored, when it was written to the disk queue.
     disk: Option<RecordRef>,
 }
@@ -181,12 +193,14 @@ struct Dropped {
 }
 
 impl State {
-    /// Writes `req` to the disk queue (dropping the oldest stored batches until it fits).
-    /// `None` when there is no disk queue or the write failed (the batch then stays in memory).
+    /// Writes `payload` (an encoded request whose points are stamped `time_unix_nano`) to
+    /// the disk queue (dropping the oldest stored batches until it fits). `None` when there is
+    /// no disk queue or the write failed (the batch then stays in memory).
     fn persist(
         &mut self,
-        req: &ExportMetricsServiceRequest,
+        payload: &[u8],
         points: usize,
+        time_unix_nano: u64,
         dropped: &mut Dropped,
     ) -> Option<RecordRef> {
         let State {
@@ -197,7 +211,6 @@ impl State {
             ..
         } = self;
         let disk = disk.as_mut()?;
-        let payload = req.encode_to_vec();
         let len = (HEADER_LEN + payload.len()) as u64;
         if len <= disk.max_bytes() {
             while !disk.fits(len) {
@@ -213,7 +226,7 @@ impl State {
         }
         // A cursor move the sender deferred is written now (this runs on a blocking thread).
         disk.consume_until(disk_cursor(entries, disk), false);
-        let appended = disk.append(&payload, u32::try_from(points).unwrap_or(u32::MAX));
+        let appended = disk.append(payload, u32::try_from(points).unwrap_or(u32::MAX));
         // Behind a backlog the batch will wait: it is made durable now. On the happy path it is
         // sent within milliseconds, unsynced (see the disk queue's docs).
         if appended.is_ok() && !entries.is_empty() {
@@ -226,7 +239,7 @@ impl State {
                 }
                 debug!(
                     seq = r.seq,
-                    time_unix_nano = first_timestamp(req),
+                    time_unix_nano,
                     bytes = r.len,
                     "batch written to the disk queue"
                 );
@@ -242,7 +255,7 @@ impl State {
     }
 
     /// Applies the in-memory bounds: at most `max_batches` batches held only in memory
-    /// (oldest dropped), and at most [`CACHED_BATCHES`] decoded copies of stored batches.
+    /// (oldest dropped), and at most [`CACHED_BATCHES`] in-memory copies of stored batches.
     fn trim_memory(&mut self, max_batches: usize, dropped: &mut Dropped) {
         loop {
             let memory_only = self.entries.iter().filter(|e| e.disk.is_none()).count();
@@ -258,33 +271,46 @@ impl State {
         }
         let mut cached = 0;
         for e in self.entries.iter_mut().rev() {
-            if e.disk.is_some() && e.req.is_some() {
+            if e.disk.is_some() && e.payload.is_some() {
                 cached += 1;
                 if cached > CACHED_BATCHES {
-                    e.req = None;
+                    e.payload = None;
                 }
             }
         }
     }
 
-    /// The oldest batch, decoded (read back from disk if needed). A stored batch that can no
-    /// longer be read or decoded is dropped with a warning and the next one is tried.
-    fn front(&mut self, stats: &ExportStats) -> Option<(u64, Arc<ExportMetricsServiceRequest>)> {
+    /// The oldest batch (read back from disk if needed). A stored batch that can no longer be
+    /// read, or does not decode as a request, is dropped with a warning and the next one is
+    /// tried.
+    fn front(&mut self, stats: &ExportStats) -> Option<Front> {
         loop {
             let e = self.entries.front()?;
-            if let Some(req) = &e.req {
-                return Some((e.id, req.clone()));
-            }
             let (id, points) = (e.id, e.points);
-            let decoded = match (e.disk, self.disk.as_ref()) {
+            if let Some(payload) = &e.payload {
+                return Some(Front {
+                    id,
+                    points,
+                    payload: payload.clone(),
+                });
+            }
+            let read = match (e.disk, self.disk.as_ref()) {
                 (Some(r), Some(disk)) => disk.read(&r).map_err(|e| e.to_string()).and_then(|b| {
+                    // Checked once on the way back: what is sent must be a request.
                     ExportMetricsServiceRequest::decode(b.as_slice())
+                        .map(|_| b)
                         .map_err(|e| format!("stored batch {} does not decode: {e}", r.seq))
                 }),
                 _ => Err("batch has neither a memory nor a disk copy".to_owned()),
             };
-            match decoded {
-                Ok(req) => return Some((id, Arc::new(req))),
+            match read {
+                Ok(b) => {
+                    return Some(Front {
+                        id,
+                        points,
+                        payload: Bytes::from(b),
+                    });
+                }
                 Err(reason) => {
                     warn!(error = %reason, dropped_points = points, "dropping an unreadable batch from the disk queue");
                     stats
@@ -322,7 +348,7 @@ impl State {
 
     /// Whether [`Self::front`] can answer without file I/O.
     fn front_in_memory(&self) -> bool {
-        self.entries.front().is_none_or(|e| e.req.is_some())
+        self.entries.front().is_none_or(|e| e.payload.is_some())
     }
 }
 
@@ -368,16 +394,24 @@ impl ExportHandle {
     /// (`spawn_blocking`), never on an async worker.
     pub fn submit(&self, req: ExportMetricsServiceRequest) {
         let points = point_count(&req);
+        let time_unix_nano = first_timestamp(&req);
+        self.submit_encoded(Bytes::from(req.encode_to_vec()), points, time_unix_nano);
+    }
+
+    /// [`Self::submit`] for a request already encoded ([`super::wire::encode_batch_into`]):
+    /// `points` data points, stamped `time_unix_nano` (for the logs). The disk copy and every
+    /// send use these bytes as they are.
+    pub fn submit_encoded(&self, payload: Bytes, points: usize, time_unix_nano: u64) {
         let mut dropped = Dropped::default();
         let len = {
             let mut st = self.shared.lock();
-            let disk = st.persist(&req, points, &mut dropped);
+            let disk = st.persist(&payload, points, time_unix_nano, &mut dropped);
             let id = st.next_id;
             st.next_id += 1;
             st.entries.push_back(Entry {
                 id,
                 points,
-                req: Some(Arc::new(req)),
+                payload: Some(payload),
                 disk,
             });
             st.trim_memory(self.shared.max_batches, &mut dropped);
@@ -469,7 +503,7 @@ fn build(
         .map(|(r, id)| Entry {
             id,
             points: r.points as usize,
-            req: None,
+            payload: None,
             disk: Some(r),
         })
         .collect();
@@ -561,7 +595,7 @@ impl Sender {
         }
     }
 
-    async fn front(&self) -> Option<(u64, Arc<ExportMetricsServiceRequest>)> {
+    async fn front(&self) -> Option<Front> {
         // The steady state: the batch just queued is still decoded in memory, so no trip to
         // the blocking pool (two thread hand-offs) is needed to pick it up.
         if let Some(mut st) = self.try_lock()
@@ -626,15 +660,11 @@ impl Sender {
         }
     }
 
-    async fn attempt(
-        &self,
-        (id, item): &(u64, Arc<ExportMetricsServiceRequest>),
-        backoff: &mut Backoff,
-    ) -> Attempt {
+    async fn attempt(&self, item: &Front, backoff: &mut Backoff) -> Attempt {
         let stats = &self.shared.stats;
         stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let points = point_count(item) as u64;
-        match self.transport.send(item).await {
+        let (id, points) = (&item.id, item.points as u64);
+        match self.transport.send(&item.payload).await {
             Ok(SendOk::Accepted) => {
                 stats.sent_points.fetch_add(points, Ordering::Relaxed);
                 self.pop_if_front(*id).await;
@@ -880,7 +910,7 @@ mod tests {
     fn front_ts(h: &ExportHandle) -> Option<u64> {
         let mut st = h.shared.lock();
         st.front(&ExportStats::default())
-            .map(|(_, r)| first_timestamp(&r))
+            .map(|f| first_timestamp(&ExportMetricsServiceRequest::decode(f.payload).unwrap()))
     }
 
     #[test]
@@ -934,7 +964,7 @@ mod tests {
         // A restart sees the two unacknowledged batches, oldest first, decoded from disk.
         let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
         assert_eq!(stamps(&h).len(), 2);
-        assert!(h.shared.lock().entries.iter().all(|e| e.req.is_none()));
+        assert!(h.shared.lock().entries.iter().all(|e| e.payload.is_none()));
         assert_eq!(front_ts(&h), Some(2));
         h.submit(req_at(2, 4));
         let seqs = stamps(&h);
@@ -942,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_newest_stored_batches_stay_decoded_in_memory() {
+    fn only_the_newest_stored_batches_stay_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(ExportStats::default());
         let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
@@ -954,7 +984,7 @@ mod tests {
             .lock()
             .entries
             .iter()
-            .map(|e| e.req.is_some())
+            .map(|e| e.payload.is_some())
             .collect();
         assert_eq!(cached, vec![false, false, false, false, true, true]);
         assert_eq!(front_ts(&h), Some(1));
@@ -1012,7 +1042,7 @@ mod tests {
         let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
         h.submit(req_at(2, 1));
         h.submit(req_at(2, 2));
-        let (id, _) = s.front().await.unwrap();
+        let id = s.front().await.unwrap().id;
         // The in-memory fast path: the entry is gone, the cursor not yet written.
         s.pop_if_front(id).await;
         assert_eq!(h.queued(), 1);
@@ -1025,7 +1055,7 @@ mod tests {
             2,
             "cursor deferred: both batches still queued"
         );
-        let (id, _) = s.front().await.unwrap();
+        let id = s.front().await.unwrap().id;
         s.pop_if_front(id).await;
         h.submit(req_at(2, 3));
         drop((h, s));

@@ -16,10 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
@@ -150,11 +147,11 @@ impl Transport {
         }
     }
 
-    /// Sends one request and classifies the outcome.
-    pub async fn send(&self, req: &ExportMetricsServiceRequest) -> Result<SendOk, SendError> {
+    /// Sends one encoded `ExportMetricsServiceRequest` and classifies the outcome.
+    pub async fn send(&self, payload: &Bytes) -> Result<SendOk, SendError> {
         match self {
-            Transport::Grpc(t) => t.send(req).await,
-            Transport::Http(t) => t.send(req).await,
+            Transport::Grpc(t) => t.send(payload).await,
+            Transport::Http(t) => t.send(payload).await,
         }
     }
 }
@@ -171,10 +168,63 @@ fn partial(resp: &ExportMetricsServiceResponse) -> SendOk {
     }
 }
 
+/// The OTLP metrics service's export method.
+const EXPORT_METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// A gRPC codec whose requests are already-encoded messages (the queue's bytes, written as
+/// they are) and whose responses are `ExportMetricsServiceResponse`s: the generated client
+/// would take a decoded request, clone it and encode it again on every attempt.
+#[derive(Clone, Copy, Debug, Default)]
+struct EncodedCodec;
+
+impl tonic::codec::Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportMetricsServiceResponse;
+    type Encoder = EncodedCodec;
+    type Decoder = EncodedCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedCodec
+    }
+}
+
+impl tonic::codec::Encoder for EncodedCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        use bytes::BufMut as _;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for EncodedCodec {
+    type Item = ExportMetricsServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        ExportMetricsServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable export response: {e}")))
+    }
+}
+
 /// OTLP/gRPC over a lazily connected tonic channel.
 #[derive(Clone, Debug)]
 pub struct GrpcTransport {
-    client: MetricsServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     headers: Vec<(
         MetadataKey<tonic::metadata::Ascii>,
         MetadataValue<tonic::metadata::Ascii>,
@@ -243,7 +293,7 @@ pub(crate) fn grpc_headers(s: &TransportSettings) -> Result<GrpcHeaders, BuildEr
 
 impl GrpcTransport {
     fn new(s: TransportSettings) -> Result<Self, BuildError> {
-        let mut client = MetricsServiceClient::new(grpc_endpoint(&s)?.connect_lazy());
+        let mut client = tonic::client::Grpc::new(grpc_endpoint(&s)?.connect_lazy());
         if s.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -255,14 +305,27 @@ impl GrpcTransport {
         })
     }
 
-    async fn send(&self, req: &ExportMetricsServiceRequest) -> Result<SendOk, SendError> {
-        let mut request = tonic::Request::new(req.clone());
+    async fn send(&self, payload: &Bytes) -> Result<SendOk, SendError> {
+        let mut request = tonic::Request::new(payload.clone());
         request.set_timeout(self.timeout);
         for (k, v) in &self.headers {
             request.metadata_mut().insert(k.clone(), v.clone());
         }
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.export(request)).await {
+        let export = async move {
+            client
+                .ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("gRPC channel not ready: {e}")))?;
+            client
+                .unary(
+                    request,
+                    http::uri::PathAndQuery::from_static(EXPORT_METRICS_PATH),
+                    EncodedCodec,
+                )
+                .await
+        };
+        match tokio::time::timeout(self.timeout, export).await {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "gRPC export timed out after {}",
@@ -432,25 +495,26 @@ impl HttpTransport {
         })
     }
 
-    async fn send(&self, req: &ExportMetricsServiceRequest) -> Result<SendOk, SendError> {
-        let mut body = req.encode_to_vec();
+    async fn send(&self, payload: &Bytes) -> Result<SendOk, SendError> {
+        let mut body = payload.clone();
         let mut builder = Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf");
         if self.compression == Compression::Gzip {
-            body = gzip(&body).map_err(|e| SendError::Permanent {
-                reason: format!("gzip: {e}"),
-            })?;
+            body = gzip(&body)
+                .map(Bytes::from)
+                .map_err(|e| SendError::Permanent {
+                    reason: format!("gzip: {e}"),
+                })?;
             builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
         }
         for (k, v) in &self.headers {
             builder = builder.header(k, v);
         }
-        let request =
-            builder
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| SendError::Permanent {
-                    reason: format!("cannot build HTTP request: {e}"),
-                })?;
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| SendError::Permanent {
+                reason: format!("cannot build HTTP request: {e}"),
+            })?;
         let exchange = async {
             let resp = self
                 .client
