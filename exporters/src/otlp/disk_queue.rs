@@ -489,6 +489,13 @@ impl DiskQueue {
             let bytes: u64 = stored.iter().map(|r| r.len).sum();
             info!(batches = stored.len(), bytes, dir = %dir.display(), "disk queue: unsent batches from a previous run will be sent first");
         }
+        // The last segment of a killed run may hold records that were never synced (its batch
+        // in flight): they wait behind this run's batches now, so they are made durable once.
+        if let Some(last) = segments.back()
+            && let Err(e) = File::open(&last.path).and_then(|f| f.sync_data())
+        {
+            warn!(path = %last.path.display(), error = %e, "cannot sync the disk queue's last segment");
+        }
         let queue = Self {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -613,8 +620,15 @@ impl DiskQueue {
     /// Makes every record written so far durable (one `fdatasync` of the active segment, if it
     /// holds records written since the last one; nothing otherwise).
     pub fn sync(&mut self) -> io::Result<()> {
-        if let (true, Some(file)) = (self.unsynced, self.active.as_ref()) {
-            file.sync_data()?;
+        if let (true, Some(file)) = (self.unsynced, self.active.as_ref())
+            && let Err(e) = file.sync_data()
+        {
+            // A retried `fdatasync` after a failed writeback reports success without the data
+            // (the kernel's error is consumed once): the segment is not appended to again, and
+            // the next record starts a new one.
+            self.active = None;
+            self.unsynced = false;
+            return Err(e);
         }
         self.unsynced = false;
         Ok(())

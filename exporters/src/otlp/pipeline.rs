@@ -11,10 +11,11 @@
 //! - in memory ([`pipeline`]): at most `max_batches` batches; what is unsent at exit is lost.
 //! - on disk ([`pipeline_on_disk`], over a [`DiskQueue`]): every batch is written *before* it is
 //!   first sent (and synced once it has to wait: see [`super::disk_queue`]) and removed only
-//!   once the backend accepted it (or refused it for good); the bound is in bytes; what is unsent at exit — SIGTERM past the grace period,
-//!   SIGKILL, a crash — is sent first, in order and with its original timestamps, by the next
-//!   start. Only the few newest batches stay in memory; older ones are read back when their
-//!   turn comes, so a long outage costs disk, not memory.
+//!   once the backend accepted it (or refused it for good); the bound is in bytes; what is
+//!   unsent at exit — SIGTERM past the grace period, SIGKILL, a crash — is sent first, in order
+//!   and with its original timestamps, by the next start. Only the few newest batches stay in
+//!   memory; older ones are read back when their turn comes, so a long outage costs disk, not
+//!   memory.
 //!
 //! A batch is encoded once, when it is submitted: the queue holds, writes and sends those bytes
 //! (the in-memory queue too, so an outage costs ~40 KB per batch, not its decoded form).
@@ -211,6 +212,9 @@ impl State {
             ..
         } = self;
         let disk = disk.as_mut()?;
+        // A cursor move the sender deferred is written first (this runs on a blocking thread),
+        // so acknowledged records no longer count against the bound below.
+        disk.consume_until(disk_cursor(entries, disk), false);
         let len = (HEADER_LEN + payload.len()) as u64;
         if len <= disk.max_bytes() {
             while !disk.fits(len) {
@@ -224,8 +228,6 @@ impl State {
                 disk.consume_until(disk_cursor(entries, disk), true);
             }
         }
-        // A cursor move the sender deferred is written now (this runs on a blocking thread).
-        disk.consume_until(disk_cursor(entries, disk), false);
         let appended = disk.append(payload, u32::try_from(points).unwrap_or(u32::MAX));
         // Behind a backlog the batch will wait: it is made durable now. On the happy path it is
         // sent within milliseconds, unsynced (see the disk queue's docs).
@@ -336,6 +338,17 @@ impl State {
     fn forget_front(&mut self, id: u64) {
         if self.entries.front().is_some_and(|f| f.id == id) {
             self.entries.pop_front();
+        }
+    }
+
+    /// Writes the cursor and syncs the disk queue (after a failed send, at shutdown).
+    fn make_durable(&mut self) {
+        self.write_cursor();
+        let State {
+            disk, sync_failing, ..
+        } = self;
+        if let Some(disk) = disk.as_mut() {
+            sync_logged(disk, sync_failing);
         }
     }
 
@@ -596,7 +609,7 @@ impl Sender {
     }
 
     async fn front(&self) -> Option<Front> {
-        // The steady state: the batch just queued is still decoded in memory, so no trip to
+        // The steady state: the batch just queued is still in memory, so no trip to
         // the blocking pool (two thread hand-offs) is needed to pick it up.
         if let Some(mut st) = self.try_lock()
             && st.front_in_memory()
@@ -647,16 +660,7 @@ impl Sender {
     /// is written with them).
     async fn sync_queue(&self) {
         if self.shared.persistent {
-            self.with_state(|st, _| {
-                st.write_cursor();
-                let State {
-                    disk, sync_failing, ..
-                } = st;
-                if let Some(disk) = disk.as_mut() {
-                    sync_logged(disk, sync_failing);
-                }
-            })
-            .await;
+            self.with_state(|st, _| st.make_durable()).await;
         }
     }
 
@@ -734,13 +738,7 @@ impl Sender {
         // Batches in the disk queue stay there for the next start; the rest is lost.
         let left = self
             .with_state(|st, _| {
-                st.write_cursor();
-                let State {
-                    disk, sync_failing, ..
-                } = st;
-                if let Some(disk) = disk.as_mut() {
-                    sync_logged(disk, sync_failing);
-                }
+                st.make_durable();
                 let kept: Vec<usize> = st
                     .entries
                     .iter()
@@ -753,7 +751,9 @@ impl Sender {
                     .filter(|e| e.disk.is_none())
                     .map(|e| e.points)
                     .collect();
-                st.entries.clear();
+                // The stored ones stay listed: a cycle still running during shutdown may submit
+                // after this, and its cursor update must not pass them.
+                st.entries.retain(|e| e.disk.is_some());
                 (kept, lost)
             })
             .await;
@@ -1066,6 +1066,25 @@ mod tests {
             "the submit wrote the cursor past batch 1"
         );
         assert_eq!(front_ts(&h), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_submit_after_the_shutdown_drain_keeps_the_stored_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        h.submit(req_at(4, 11));
+        h.submit(req_at(4, 12));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        s.run(cancel, Duration::from_millis(300)).await;
+        // A cycle that was running during the shutdown submits late: its cursor update must
+        // not pass the two batches the drain left on disk.
+        h.submit(req_at(4, 13));
+        drop(h);
+        let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
+        assert_eq!(h.queued(), 3);
+        assert_eq!(front_ts(&h), Some(11));
     }
 
     #[tokio::test]

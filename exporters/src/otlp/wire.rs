@@ -81,6 +81,10 @@ struct Lens<'a> {
 
 impl Lens<'_> {
     fn next(&mut self) -> usize {
+        debug_assert!(
+            self.at < self.lens.len(),
+            "sizing and writing passes disagree"
+        );
         let l = self.lens.get(self.at).copied().unwrap_or(0);
         self.at += 1;
         l
@@ -88,7 +92,7 @@ impl Lens<'_> {
 }
 
 /// Encodes `batch` as an `ExportMetricsServiceRequest` into `out` (cleared first). `lens` is
-/// scratch space, kept by the caller between cycles. Resources without metrics are left out,
+/// scratch space (cleared first; a caller may keep it between calls). Resources without metrics are left out,
 /// as `encode_batch` does.
 pub fn encode_batch_into(
     batch: &Batch,

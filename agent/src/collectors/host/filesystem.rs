@@ -16,7 +16,9 @@
 //! namespace's table, without reading it); each cycle then costs one `poll` and one `statvfs`
 //! per reported device instead of formatting, reading and parsing the whole table (hundreds of
 //! lines on a container host). Where the file is not on procfs (fixture trees), it is read
-//! every cycle.
+//! every cycle. `system.filesystem.mode` is `ro` when the table's options say so or when
+//! `statvfs` reports `ST_RDONLY` this cycle (a filesystem the kernel remounted read-only after
+//! errors, `errors=remount-ro`, changes no mount table).
 //!
 //! Known limitation: `statvfs` on a hung network filesystem (NFS, CIFS) blocks the calling
 //! thread until the server answers; exclude such types or mountpoints if that matters.
@@ -129,15 +131,22 @@ pub fn space(fragment_size: u64, blocks: u64, blocks_free: u64, blocks_available
     }
 }
 
-fn statvfs_space(path: &Path) -> Result<Space, nix::Error> {
+/// The space of the filesystem at `path`, and whether it is read-only now (the mount's flag or
+/// the superblock's: a filesystem the kernel remounted read-only after errors shows here, not
+/// in a changed mount table).
+fn statvfs_space(path: &Path) -> Result<(Space, bool), nix::Error> {
     let s = nix::sys::statvfs::statvfs(path)?;
+    let read_only = s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
     // The field types differ between libc targets (u32/u64); widen all to u64.
     #[allow(clippy::useless_conversion)]
-    Ok(space(
-        u64::from(s.fragment_size()),
-        u64::from(s.blocks()),
-        u64::from(s.blocks_free()),
-        u64::from(s.blocks_available()),
+    Ok((
+        space(
+            u64::from(s.fragment_size()),
+            u64::from(s.blocks()),
+            u64::from(s.blocks_free()),
+            u64::from(s.blocks_available()),
+        ),
+        read_only,
     ))
 }
 
@@ -147,8 +156,10 @@ struct Reported {
     mountpoint: String,
     /// `rootfs + mountpoint`, what `statvfs` is asked about.
     target: PathBuf,
-    /// device, mountpoint, type, mode.
+    /// device, mountpoint, type (the mode is added each cycle).
     base: Attributes,
+    /// Read-only by the mount table's options.
+    read_only: bool,
 }
 
 /// Collector of `system.filesystem.*`.
@@ -245,15 +256,12 @@ impl FilesystemCollector {
             let base = Attributes::new()
                 .with("system.device", m.source.into_owned())
                 .with("system.filesystem.mountpoint", mountpoint.clone())
-                .with("system.filesystem.type", m.fstype.to_owned())
-                .with(
-                    "system.filesystem.mode",
-                    if m.read_only { "ro" } else { "rw" },
-                );
+                .with("system.filesystem.type", m.fstype.to_owned());
             self.mounts.push(Reported {
                 mountpoint,
                 target,
                 base,
+                read_only: m.read_only,
             });
         }
         Ok(())
@@ -284,7 +292,7 @@ impl Collector for FilesystemCollector {
         let mut first_failure = None;
         let host = batch.host();
         for m in &self.mounts {
-            let s = match statvfs_space(&m.target) {
+            let (s, read_only_now) = match statvfs_space(&m.target) {
                 Ok(s) => s,
                 Err(e) => {
                     failed += 1;
@@ -294,8 +302,14 @@ impl Collector for FilesystemCollector {
                     continue;
                 }
             };
+            let mode = if m.read_only || read_only_now {
+                "ro"
+            } else {
+                "rw"
+            };
+            let base = m.base.clone().with("system.filesystem.mode", mode);
             for (state, bytes) in [("used", s.used), ("free", s.free), ("reserved", s.reserved)] {
-                let attrs = m.base.clone().with("system.filesystem.state", state);
+                let attrs = base.clone().with("system.filesystem.state", state);
                 if s.total > 0 {
                     host.record(
                         &FS_UTILIZATION,
@@ -305,7 +319,7 @@ impl Collector for FilesystemCollector {
                 }
                 host.record(&FS_USAGE, attrs, bytes);
             }
-            host.record(&FS_LIMIT, m.base.clone(), s.total);
+            host.record(&FS_LIMIT, base, s.total);
         }
         match first_failure {
             None => Ok(()),
@@ -504,9 +518,11 @@ mod tests {
     }
 
     /// On procfs the table is parsed once and again only after a mount change, which the
-    /// kernel signals with `POLLPRI`. The mount happens in a mount namespace of this test's
-    /// own thread (made private first, so nothing propagates to the host), on a tmpfs of a
-    /// few pages in a temporary directory.
+    /// kernel signals with `POLLPRI`; the mode follows `statvfs` even when no new table was
+    /// read. The mounts happen in a mount namespace of this test's own thread (made private
+    /// first, so nothing propagates to the host), on a tmpfs of a few pages in a temporary
+    /// directory; the collector reads that thread's table through a proc root whose `1` is
+    /// `/proc/thread-self`.
     #[test]
     fn a_procfs_table_is_parsed_again_only_after_a_mount_change() {
         use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -528,19 +544,35 @@ mod tests {
                 None::<&str>,
             )
             .unwrap();
-            let path = PathBuf::from("/proc/thread-self/mountinfo");
-            let cfg = FilesystemConfig::default();
+            let fake = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink("/proc/thread-self", fake.path().join("1")).unwrap();
+            let path = fake.path().join("1/mountinfo");
+            let dir = tempfile::tempdir().unwrap();
+            let mountpoint = dir.path().to_string_lossy().into_owned();
+            let cfg = FilesystemConfig {
+                include_mountpoints: vec![mountpoint.clone()],
+                exclude_mountpoints: Vec::new(),
+                include_types: vec!["tmpfs".into()],
+                exclude_types: Vec::new(),
+            };
             let mut c = FilesystemCollector::new(&cfg).unwrap();
             let ctx = ctx(Roots {
-                proc: "/proc".into(),
+                proc: fake.path().to_path_buf(),
                 sys: "/sys".into(),
                 rootfs: "/".into(),
             });
+            let mode = |b: &Batch| {
+                let m = metric(b, "system.filesystem.limit");
+                assert_eq!(m.points.len(), 1, "only the test's tmpfs: {m:?}");
+                m.points[0]
+                    .attributes
+                    .get("system.filesystem.mode")
+                    .map(|v| v.to_text().into_owned())
+            };
             assert!(c.table_changed(&path), "nothing parsed yet");
             c.reload(&ctx, &path).unwrap();
             assert!(c.watch.is_some(), "procfs table kept open for polling");
             assert!(!c.table_changed(&path), "no mount change yet");
-            let dir = tempfile::tempdir().unwrap();
             struct Unmount<'a>(&'a Path);
             impl Drop for Unmount<'_> {
                 fn drop(&mut self) {
@@ -558,8 +590,30 @@ mod tests {
             let _guard = Unmount(dir.path());
             assert!(c.table_changed(&path), "a new mount is signalled");
             assert!(!c.table_changed(&path), "once per change");
+            // The change was consumed above without a reload: collect sees none, so the
+            // tmpfs is missing until the next change; reload by hand, as collect would have.
             c.reload(&ctx, &path).unwrap();
-            assert!(!c.table_changed(&path));
+            let mut b = batch();
+            c.collect(&ctx, &mut b).unwrap();
+            assert_eq!(mode(&b).as_deref(), Some("rw"));
+            // Read-only now: the table changes too, but its event is consumed here, so the
+            // next cycle does not re-parse and the mode must come from `statvfs`.
+            mount(
+                None::<&str>,
+                dir.path(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .unwrap();
+            assert!(c.table_changed(&path), "a remount is signalled");
+            let mut b = batch();
+            c.collect(&ctx, &mut b).unwrap();
+            assert_eq!(
+                mode(&b).as_deref(),
+                Some("ro"),
+                "from statvfs, not the table"
+            );
         })
         .join()
         .unwrap();
