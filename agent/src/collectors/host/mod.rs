@@ -346,9 +346,12 @@ pub(crate) fn unescape_octal(s: &str) -> std::borrow::Cow<'_, str> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Three octal digits of at most `\377` (the kernel escapes bytes); anything larger
+        // stays as it is (it cannot come from the kernel, and `\725` would overflow a byte).
         if b[i] == b'\\'
             && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
@@ -374,6 +377,9 @@ mod tests {
         assert_eq!(unescape_octal("a\\011b\\134c"), "a\tb\\c");
         assert_eq!(unescape_octal("/plain"), "/plain");
         assert_eq!(unescape_octal("trailing\\04"), "trailing\\04");
+        // Found by the host_proc fuzz target (CI, 2026-12-04): a byte overflow, a panic.
+        assert_eq!(unescape_octal("/swap\\725fil"), "/swap\\725fil");
+        assert_eq!(unescape_octal("\\377\\400"), "\u{FFFD}\\400");
     }
 
     #[test]

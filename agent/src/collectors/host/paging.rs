@@ -186,6 +186,22 @@ mod tests {
     use super::*;
     use crate::collectors::host::test_support::{read, run, value};
 
+    /// The host_proc fuzz target's crash of 2026-12-04 (CI): `\\725` in a swap file's name
+    /// overflowed a byte while unescaping. Now it is kept as written; the input is also a seed
+    /// of the fuzz target (`tests/fuzz/seeds/host_proc/swaps-octal-overflow`).
+    #[test]
+    fn an_out_of_range_octal_escape_in_a_swap_name_is_kept_not_a_panic() {
+        let input = "Filename\tType\tSize\tUsed\tPriority\n/swap\\725file file 2490368 0 -2\n";
+        let swaps = parse_swaps(input).unwrap();
+        assert_eq!(swaps[0].device, "/swap\\725file");
+        let fuzz = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fuzz/seeds/host_proc/swaps-octal-overflow"),
+        )
+        .unwrap();
+        let _ = parse_swaps(&String::from_utf8_lossy(&fuzz));
+    }
+
     #[test]
     fn swaps_with_header_only_is_empty_and_devices_are_unescaped() {
         assert!(parse_swaps(&read("real", "proc/swaps")).unwrap().is_empty());
