@@ -1068,16 +1068,26 @@ mod tests {
         assert_eq!(front_ts(&h), Some(2));
     }
 
-    #[tokio::test]
-    async fn a_submit_after_the_shutdown_drain_keeps_the_stored_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = Arc::new(ExportStats::default());
-        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+    /// A disk pipeline holding batches stamped 11 and 12, after a shutdown whose drain could
+    /// send nothing (the backend is unreachable).
+    async fn shut_down_with_two_unsent(
+        dir: &std::path::Path,
+        stats: &Arc<ExportStats>,
+    ) -> ExportHandle {
+        let (h, s) = on_disk(dir, 1 << 20, stats);
         h.submit(req_at(4, 11));
         h.submit(req_at(4, 12));
         let cancel = CancellationToken::new();
         cancel.cancel();
         s.run(cancel, Duration::from_millis(300)).await;
+        h
+    }
+
+    #[tokio::test]
+    async fn a_submit_after_the_shutdown_drain_keeps_the_stored_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let h = shut_down_with_two_unsent(dir.path(), &stats).await;
         // A cycle that was running during the shutdown submits late: its cursor update must
         // not pass the two batches the drain left on disk.
         h.submit(req_at(4, 13));
@@ -1091,12 +1101,7 @@ mod tests {
     async fn shutdown_keeps_unsent_batches_on_disk_for_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(ExportStats::default());
-        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
-        h.submit(req_at(4, 11));
-        h.submit(req_at(4, 12));
-        let cancel = CancellationToken::new();
-        cancel.cancel();
-        s.run(cancel, Duration::from_millis(300)).await;
+        let h = shut_down_with_two_unsent(dir.path(), &stats).await;
         assert_eq!(stats.dropped_points.load(Ordering::Relaxed), 0);
         drop(h);
         let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
