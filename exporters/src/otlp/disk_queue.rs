@@ -29,10 +29,11 @@
 //! syncs a record written behind a backlog (an earlier batch still unsent), and syncs the queue
 //! when an attempt to send fails. On the happy path — the batch is sent and accepted within
 //! milliseconds of being written — there is no sync: what a power loss could take is the one
-//! batch in flight, the same cycle the agent itself would lose with its memory (measured: the
-//! sync was a third of a host cycle's CPU, docs/PERFORMANCE.md, 2026-12-04). A segment is
-//! synced before the next one is started, and a new segment's name is made durable with a
-//! directory `fsync` (once per segment, not per record). The cursor is *not* synced: the page
+//! batch in flight, the same cycle the agent itself would lose with its memory (the per-cycle
+//! sync and the sender's blocking-pool hand-offs together were ~20 % of a host cycle's CPU,
+//! docs/PERFORMANCE.md, 2026-12-04). A segment is synced before the next one is started (and
+//! the last one left by a killed run, at open), and a new segment's name is made durable with
+//! a directory `fsync` (once per segment, not per record). The cursor is *not* synced: the page
 //! cache survives SIGKILL, so a killed agent never loses a cursor update; after a power loss
 //! the cursor may lag, which resends batches that were already accepted (duplicates), never
 //! loses any.

@@ -371,8 +371,8 @@ struct Shared {
     notify: Notify,
     max_batches: usize,
     stats: Arc<ExportStats>,
-    /// Whether there is a disk queue: its operations block, so the sender runs them on the
-    /// blocking pool.
+    /// Whether there is a disk queue: its operations that do file I/O run on the blocking
+    /// pool (taking or dropping a batch still in memory is done inline, see `Sender::front`).
     persistent: bool,
 }
 
