@@ -211,10 +211,15 @@ def remove_containers(started: list[str]) -> None:
     started.clear()
 
 
-def faultline_config(sink_port: int, interval: int, containers: bool, persistent: bool) -> str:
+def faultline_config(
+    sink_port: int, interval: int, containers: bool, persistent: bool, scans: bool
+) -> str:
     return f"""interval: {interval}s
 shutdown_grace: 2s
 logging: {{level: warn}}
+host:
+  processes: {str(scans).lower()}
+  connections: {str(scans).lower()}
 containers:
   enabled: {str(containers).lower()}
 export:
@@ -258,7 +263,11 @@ def run(args: argparse.Namespace) -> None:
         cfg = Path(tmp.name) / "faultline.yaml"
         cfg.write_text(
             faultline_config(
-                sink.server_address[1], args.interval, bool(args.containers), not args.memory_queue
+                sink.server_address[1],
+                args.interval,
+                bool(args.containers),
+                not args.memory_queue,
+                not args.without_scans,
             )
         )
         fl = subprocess.Popen(
@@ -309,6 +318,8 @@ def report(args: argparse.Namespace, f: dict[str, float], n: dict[str, float], b
     containers = f", {args.containers} containers running" if args.containers else ""
     if args.memory_queue:
         containers += ", faultline queue in memory"
+    if args.without_scans:
+        containers += ", faultline without the process and connection scans"
     print(
         f"\n{time.strftime('%Y-%m-%d %H:%M')} · {args.duration} s at {args.interval} s"
         f"{containers} · {os.cpu_count()} CPUs · faultline {binary}\n"
@@ -343,6 +354,13 @@ def main() -> None:
         "--memory-queue",
         action="store_true",
         help="faultline queues in memory (export.otlp.queue.persistent: false) instead of on disk",
+    )
+    p.add_argument(
+        "--without-scans",
+        action="store_true",
+        help="faultline's process-state scan and TCP connection dump off (host.processes and "
+        "host.connections: false), the two collectors node_exporter's defaults lack "
+        "(its processes and tcpstat collectors are off by default)",
     )
     p.add_argument("--faultline", help="faultline binary (default: build target/release/faultline)")
     p.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")

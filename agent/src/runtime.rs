@@ -109,11 +109,11 @@ pub const SELF_METRICS: &[&MetricDesc] = &[
 ];
 
 /// The agent's own process figures from its own `/proc/self/stat` (the agent's procfs, not
-/// the configured host root): one small read per cycle into a reused buffer.
+/// the configured host root): one small read per cycle through a descriptor kept open.
 struct SelfProcess {
     ticks_per_second: f64,
     page_bytes: u64,
-    buf: String,
+    file: crate::collectors::file::KeptFile,
 }
 
 impl SelfProcess {
@@ -124,18 +124,14 @@ impl SelfProcess {
         Some(Self {
             ticks_per_second: u32::try_from(tick).ok().filter(|t| *t > 0)?.into(),
             page_bytes: u64::try_from(page).ok()?,
-            buf: String::with_capacity(512),
+            file: crate::collectors::file::KeptFile::default(),
         })
     }
 
     /// (resident bytes, CPU seconds) now.
     fn sample(&mut self) -> Option<(u64, f64)> {
-        use std::io::Read as _;
-        self.buf.clear();
-        std::fs::File::open("/proc/self/stat")
-            .and_then(|mut f| f.read_to_string(&mut self.buf))
-            .ok()?;
-        let st = faultline_chaos::procfs::parse_stat(&self.buf)?;
+        let text = self.file.read(Path::new("/proc/self/stat")).ok()?;
+        let st = faultline_chaos::procfs::parse_stat(text)?;
         let cpu = st.utime.saturating_add(st.stime) as f64 / self.ticks_per_second;
         Some((st.rss_pages.saturating_mul(self.page_bytes), cpu))
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use faultline_exporters::model::Batch;
 
 pub mod container;
+pub mod file;
 pub mod host;
 
 /// Where the host's pseudo filesystems are. Inside a container they are the host's, mounted

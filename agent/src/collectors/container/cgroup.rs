@@ -29,6 +29,8 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 use std::path::{Path, PathBuf};
 
+pub use crate::collectors::file::ReadBuf;
+use crate::collectors::file::read_at_start;
 use crate::collectors::host::pressure::{Pressure, parse_pressure};
 use crate::collectors::{CollectError, parse_error};
 
@@ -1021,57 +1023,6 @@ impl Dir {
             return Ok(None);
         }
         parse_buf(|| self.path.join(name), buf, parse)
-    }
-}
-
-/// Bytes asked for per `read`: every cgroup control file fits in one.
-const READ_CHUNK: usize = 8192;
-
-/// Scratch for a control file's text, reused for every read of a cycle and between cycles.
-/// Its bytes are zeroed once, when it grows, and not before every read: zeroing a `Vec` of
-/// [`READ_CHUNK`] bytes per read (the safe way to hand spare capacity to `read`) wrote some
-/// 80 MB per cycle at 1000 containers.
-#[derive(Debug, Default)]
-pub struct ReadBuf {
-    /// Initialised bytes; only `..len` hold the last file read.
-    bytes: Vec<u8>,
-    len: usize,
-}
-
-impl ReadBuf {
-    /// The text of the last file read.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-/// Reads an open file from offset 0 into `buf`, with `pread`, so that a descriptor kept
-/// between cycles reads the content as it is now; `Ok(false)` when the kernel says the file
-/// or its cgroup went away (`ENODEV`).
-///
-/// A short read is taken as the end of the file: cgroup and `/proc` files are `seq_file`s,
-/// which fill the caller's buffer as far as their content goes, and regular files (the
-/// fixture and benchmark trees) do the same. That saves the second, empty `read` per file —
-/// a quarter of the system calls of a collection.
-fn read_at_start(f: &std::fs::File, buf: &mut ReadBuf) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt as _;
-    buf.len = 0;
-    loop {
-        let len = buf.len;
-        if buf.bytes.len() < len + READ_CHUNK {
-            buf.bytes.resize(len + READ_CHUNK, 0);
-        }
-        match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
-            Ok(n) => {
-                buf.len = len + n;
-                if n < READ_CHUNK {
-                    return Ok(true);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => return Ok(false),
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::parse_u64_field;
+use crate::collectors::file::KeptFile;
 use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
 
 /// `system.cpu.time`.
@@ -254,7 +255,8 @@ enum FreqSource {
 #[derive(Debug)]
 pub struct CpuCollector {
     opts: CpuOptions,
-    buf: String,
+    stat_file: KeptFile,
+    cpuinfo: KeptFile,
     small: String,
     stat: ProcStat,
     prev_total: CpuTimes,
@@ -268,7 +270,8 @@ impl CpuCollector {
     pub fn new(opts: CpuOptions) -> Self {
         Self {
             opts,
-            buf: String::new(),
+            stat_file: KeptFile::default(),
+            cpuinfo: KeptFile::default(),
             small: String::new(),
             stat: ProcStat::default(),
             prev_total: CpuTimes::default(),
@@ -342,11 +345,11 @@ impl CpuCollector {
                 }
             }
             FreqSource::Cpuinfo => {
-                if read_into(&ctx.roots.proc("cpuinfo"), &mut self.small).is_err() {
+                let Ok(text) = self.cpuinfo.read(&ctx.roots.proc("cpuinfo")) else {
                     self.freq = FreqSource::None;
                     return;
-                }
-                let mhz = parse_cpuinfo_mhz(&self.small);
+                };
+                let mhz = parse_cpuinfo_mhz(text);
                 if mhz.is_empty() {
                     // No MHz lines (e.g. arm64): do not read the file again.
                     self.freq = FreqSource::None;
@@ -400,8 +403,8 @@ impl Collector for CpuCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("stat");
-        read_into(&path, &mut self.buf)?;
-        parse_stat_into(&self.buf, &mut self.stat).map_err(|e| parse_error(&path, e))?;
+        let text = self.stat_file.read(&path)?;
+        parse_stat_into(text, &mut self.stat).map_err(|e| parse_error(&path, e))?;
 
         if self.opts.per_cpu {
             for &(n, now) in &self.stat.per_cpu {

@@ -6,11 +6,14 @@
 //! `system.device` double counts; the device filter (default: excludes `loop*` and `ram*`)
 //! selects what is reported.
 
+use std::collections::HashMap;
+
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::device_starts::DeviceStarts;
 use super::{NameFilter, parse_u64_field};
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.disk.io`.
 pub const DISK_IO: MetricDesc = MetricDesc::counter(
@@ -124,8 +127,10 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStat<'_>>, String> {
 #[derive(Debug)]
 pub struct DiskCollector {
     filter: NameFilter,
-    buf: String,
-    small: String,
+    diskstats: KeptFile,
+    /// Each reported device's sysfs `size` file, kept open while the device is listed; the
+    /// flag says whether it was listed this cycle (the others are closed after it).
+    sizes: HashMap<String, (bool, KeptFile)>,
     starts: DeviceStarts,
 }
 
@@ -134,8 +139,8 @@ impl DiskCollector {
     pub(crate) fn new(filter: NameFilter) -> Self {
         Self {
             filter,
-            buf: String::new(),
-            small: String::new(),
+            diskstats: KeptFile::default(),
+            sizes: HashMap::new(),
             starts: DeviceStarts::default(),
         }
     }
@@ -148,11 +153,11 @@ impl Collector for DiskCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("diskstats");
-        read_into(&path, &mut self.buf)?;
+        let text = self.diskstats.read(&path)?;
         let now = batch.time_unix_nanos;
         let host = batch.host();
         let mut starts = self.starts.cycle(ctx.boot_time_unix_nanos, now);
-        for line in self.buf.lines() {
+        for line in text.lines() {
             if line.trim().is_empty() {
                 continue;
             }
@@ -190,12 +195,19 @@ impl Collector for DiskCollector {
                 .sys("class/block")
                 .join(d.name.replace('/', "!"))
                 .join("size");
-            if read_into(&size, &mut self.small).is_ok()
-                && let Ok(sectors) = self.small.trim().parse::<u64>()
-            {
-                host.record(&DISK_LIMIT, dev(), sectors.saturating_mul(SECTOR));
+            if !self.sizes.contains_key(d.name) {
+                self.sizes.insert(d.name.to_owned(), Default::default());
+            }
+            if let Some((listed, file)) = self.sizes.get_mut(d.name) {
+                *listed = true;
+                if let Ok(text) = file.read(&size)
+                    && let Ok(sectors) = text.trim().parse::<u64>()
+                {
+                    host.record(&DISK_LIMIT, dev(), sectors.saturating_mul(SECTOR));
+                }
             }
         }
+        self.sizes.retain(|_, (listed, _)| std::mem::take(listed));
         Ok(())
     }
 }
@@ -262,6 +274,79 @@ mod tests {
             "{devices:?}"
         );
         assert!(devices.iter().any(|d| d == "zram0"));
+    }
+
+    /// The devices a batch has `system.disk.limit` for, with the value.
+    fn limits(b: &Batch) -> Vec<(String, f64)> {
+        b.host_metric("system.disk.limit")
+            .map_or_else(Vec::new, |m| {
+                m.points
+                    .iter()
+                    .map(|p| {
+                        let dev = p.attributes.get("system.device").unwrap().to_text();
+                        (dev.into_owned(), p.value.as_f64())
+                    })
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn the_real_disks_keep_their_size_files_and_report_what_a_fresh_read_says() {
+        let mut c = DiskCollector::new(
+            NameFilter::for_devices(&HostConfig::default().disk, Field::Disk).unwrap(),
+        );
+        let ctx = crate::collectors::host::test_support::ctx(crate::collectors::Roots::default());
+        for cycle in 0..3 {
+            let mut b = crate::collectors::host::test_support::batch();
+            c.collect(&ctx, &mut b).unwrap();
+            let limits = limits(&b);
+            assert!(!limits.is_empty(), "this machine lists no disk");
+            for (dev, v) in &limits {
+                let fresh = std::fs::read_to_string(format!("/sys/class/block/{dev}/size"))
+                    .unwrap()
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap();
+                assert_eq!(*v, fresh * 512.0, "{dev} in cycle {cycle}");
+            }
+            assert_eq!(c.sizes.len(), limits.len(), "one size file per listed disk");
+            assert!(
+                c.sizes.values().all(|(_, f)| f.is_kept()),
+                "sysfs files are kept"
+            );
+        }
+    }
+
+    #[test]
+    fn a_disk_no_longer_listed_closes_its_size_file() {
+        let mut c = DiskCollector::new(
+            NameFilter::for_devices(&HostConfig::default().disk, Field::Disk).unwrap(),
+        );
+        run(&mut c, "real").1.unwrap();
+        assert!(c.sizes.contains_key("vda"));
+        let (b, r) = run(&mut c, "spaces");
+        r.unwrap();
+        let mut listed: Vec<String> = b
+            .host_metric("system.disk.io_time")
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| {
+                p.attributes
+                    .get("system.device")
+                    .unwrap()
+                    .to_text()
+                    .into_owned()
+            })
+            .collect();
+        let mut kept: Vec<String> = c.sizes.keys().cloned().collect();
+        listed.sort();
+        kept.sort();
+        assert!(!kept.contains(&"vda".to_owned()), "{kept:?}");
+        assert_eq!(
+            kept, listed,
+            "only the disks of the last cycle keep a size file"
+        );
     }
 
     #[test]

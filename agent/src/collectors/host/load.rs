@@ -6,7 +6,8 @@
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.cpu.load_average.1m`.
 pub const LOAD_1M: MetricDesc = MetricDesc::gauge(
@@ -46,7 +47,7 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
 /// Collector of `system.cpu.load_average.*`.
 #[derive(Debug, Default)]
 pub struct LoadCollector {
-    buf: String,
+    file: KeptFile,
 }
 
 impl Collector for LoadCollector {
@@ -56,8 +57,8 @@ impl Collector for LoadCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("loadavg");
-        read_into(&path, &mut self.buf)?;
-        let l = parse_loadavg(&self.buf).map_err(|e| parse_error(&path, e))?;
+        let text = self.file.read(&path)?;
+        let l = parse_loadavg(text).map_err(|e| parse_error(&path, e))?;
         let host = batch.host();
         for (desc, v) in [&LOAD_1M, &LOAD_5M, &LOAD_15M].into_iter().zip(l) {
             host.record(desc, Attributes::new(), v);

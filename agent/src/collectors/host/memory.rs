@@ -9,7 +9,8 @@
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::parse_u64_field;
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.memory.usage`.
 pub const MEMORY_USAGE: MetricDesc = MetricDesc::updown(
@@ -134,7 +135,7 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
 /// Collector of `system.memory.*`.
 #[derive(Debug, Default)]
 pub struct MemoryCollector {
-    buf: String,
+    file: KeptFile,
 }
 
 impl Collector for MemoryCollector {
@@ -144,8 +145,8 @@ impl Collector for MemoryCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("meminfo");
-        read_into(&path, &mut self.buf)?;
-        let m = parse_meminfo(&self.buf).map_err(|e| parse_error(&path, e))?;
+        let text = self.file.read(&path)?;
+        let m = parse_meminfo(text).map_err(|e| parse_error(&path, e))?;
         let host = batch.host();
         let states = m.states();
         for (state, bytes) in states {

@@ -9,7 +9,8 @@ use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::device_starts::DeviceStarts;
 use super::{NameFilter, parse_u64_field};
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.network.io`.
 pub const NET_IO: MetricDesc = MetricDesc::counter(
@@ -109,7 +110,7 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<NetDev<'_>>, String> {
 #[derive(Debug)]
 pub struct NetworkCollector {
     filter: NameFilter,
-    buf: String,
+    net_dev: KeptFile,
     starts: DeviceStarts,
 }
 
@@ -118,7 +119,7 @@ impl NetworkCollector {
     pub(crate) fn new(filter: NameFilter) -> Self {
         Self {
             filter,
-            buf: String::new(),
+            net_dev: KeptFile::default(),
             starts: DeviceStarts::default(),
         }
     }
@@ -131,11 +132,11 @@ impl Collector for NetworkCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("net/dev");
-        read_into(&path, &mut self.buf)?;
+        let text = self.net_dev.read(&path)?;
         let now = batch.time_unix_nanos;
         let host = batch.host();
         let mut starts = self.starts.cycle(ctx.boot_time_unix_nanos, now);
-        for line in self.buf.lines().skip(2) {
+        for line in text.lines().skip(2) {
             if line.trim().is_empty() {
                 continue;
             }

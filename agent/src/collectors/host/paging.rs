@@ -12,7 +12,8 @@ use std::io;
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::{parse_u64_field, unescape_octal};
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.paging.usage`.
 pub const PAGING_USAGE: MetricDesc = MetricDesc::updown(
@@ -121,7 +122,8 @@ pub fn parse_vmstat(text: &str) -> Result<VmStat, String> {
 /// Collector of `system.paging.*`.
 #[derive(Debug, Default)]
 pub struct PagingCollector {
-    buf: String,
+    vmstat: KeptFile,
+    swaps: KeptFile,
 }
 
 impl Collector for PagingCollector {
@@ -131,8 +133,8 @@ impl Collector for PagingCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("vmstat");
-        read_into(&path, &mut self.buf)?;
-        let vm = parse_vmstat(&self.buf).map_err(|e| parse_error(&path, e))?;
+        let text = self.vmstat.read(&path)?;
+        let vm = parse_vmstat(text).map_err(|e| parse_error(&path, e))?;
         let host = batch.host();
         if let (Some(all), Some(major)) = (vm.pgfault, vm.pgmajfault) {
             let fault = |t: &'static str| Attributes::new().with("system.paging.fault.type", t);
@@ -154,15 +156,15 @@ impl Collector for PagingCollector {
         }
 
         let path = ctx.roots.proc("swaps");
-        match read_into(&path, &mut self.buf) {
-            Ok(()) => {}
+        let text = match self.swaps.read(&path) {
+            Ok(text) => text,
             // No swap support compiled in, or a sandbox without the file: nothing to report.
             Err(CollectError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Ok(());
             }
             Err(e) => return Err(e),
-        }
-        let swaps = parse_swaps(&self.buf).map_err(|e| parse_error(&path, e))?;
+        };
+        let swaps = parse_swaps(text).map_err(|e| parse_error(&path, e))?;
         for s in swaps {
             let free = s.size.saturating_sub(s.used);
             for (state, bytes) in [("used", s.used), ("free", free)] {

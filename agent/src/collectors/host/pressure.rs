@@ -16,7 +16,8 @@ use std::io;
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::parse_u64_field;
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.linux.pressure.stall_time`.
 pub const PSI_STALL_TIME: MetricDesc = MetricDesc::counter(
@@ -114,7 +115,7 @@ pub fn parse_pressure(text: &str) -> Result<Pressure, String> {
 /// Collector of `system.linux.pressure.*`.
 #[derive(Debug, Default)]
 pub struct PressureCollector {
-    buf: String,
+    files: [KeptFile; 3],
     absent: bool,
 }
 
@@ -127,10 +128,10 @@ impl Collector for PressureCollector {
         if self.absent {
             return Ok(());
         }
-        for resource in RESOURCES {
+        for (resource, file) in RESOURCES.into_iter().zip(&mut self.files) {
             let path = ctx.roots.proc("pressure").join(resource);
-            match read_into(&path, &mut self.buf) {
-                Ok(()) => {}
+            let text = match file.read(&path) {
+                Ok(text) => text,
                 Err(CollectError::Read { source, .. })
                     if matches!(
                         source.kind(),
@@ -149,8 +150,8 @@ impl Collector for PressureCollector {
                     return Err(CollectError::Read { path, source });
                 }
                 Err(e) => return Err(e),
-            }
-            let p = parse_pressure(&self.buf).map_err(|e| parse_error(&path, e))?;
+            };
+            let p = parse_pressure(text).map_err(|e| parse_error(&path, e))?;
             let host = batch.host();
             for (kind, line) in [("some", p.some), ("full", p.full)] {
                 let Some(l) = line else { continue };

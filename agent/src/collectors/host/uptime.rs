@@ -2,7 +2,8 @@
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::file::KeptFile;
+use crate::collectors::{CollectError, Collector, Context, parse_error};
 
 /// `system.uptime`.
 pub const UPTIME: MetricDesc =
@@ -24,7 +25,7 @@ pub fn parse_uptime(text: &str) -> Result<f64, String> {
 /// Collector of `system.uptime`.
 #[derive(Debug, Default)]
 pub struct UptimeCollector {
-    buf: String,
+    file: KeptFile,
 }
 
 impl Collector for UptimeCollector {
@@ -34,8 +35,8 @@ impl Collector for UptimeCollector {
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
         let path = ctx.roots.proc("uptime");
-        read_into(&path, &mut self.buf)?;
-        let up = parse_uptime(&self.buf).map_err(|e| parse_error(&path, e))?;
+        let text = self.file.read(&path)?;
+        let up = parse_uptime(text).map_err(|e| parse_error(&path, e))?;
         batch.host().record(&UPTIME, Attributes::new(), up);
         Ok(())
     }

@@ -1,0 +1,224 @@
+//! Reading the small pseudo files collectors read every cycle, with as few system calls and
+//! as little copying as the kernel allows.
+//!
+//! - [`ReadBuf`] and [`read_at_start`]: one `pread` from offset 0 into a buffer zeroed only
+//!   when it grows; the container collector's way to read cgroup control files.
+//! - [`KeptFile`]: a host file (`/proc/stat`, `/proc/meminfo`, …) opened once and re-read
+//!   through the same descriptor every cycle, which saves each cycle the `openat` (a path walk
+//!   through procfs) and the `close` of every file.
+//!
+//! Not for: files that come and go with the objects they describe (per-device or
+//! per-process files); their collectors open them each time.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
+
+use super::CollectError;
+
+/// Bytes asked for per `read`: every cgroup control file fits in one.
+const READ_CHUNK: usize = 8192;
+
+/// Scratch for a control file's text, reused for every read of a cycle and between cycles.
+/// Its bytes are zeroed once, when it grows, and not before every read: zeroing a `Vec` of
+/// [`READ_CHUNK`] bytes per read (the safe way to hand spare capacity to `read`) wrote some
+/// 80 MB per cycle at 1000 containers.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    /// Initialised bytes; only `..len` hold the last file read.
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    /// The text of the last file read.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Reads an open file from offset 0 into `buf`, with `pread`, so that a descriptor kept
+/// between cycles reads the content as it is now; `Ok(false)` when the kernel says the file
+/// or its cgroup went away (`ENODEV`).
+///
+/// A short read is taken as the end of the file: cgroup control files are `seq_file`s that
+/// show their whole content at once, which fill the caller's buffer as far as their content
+/// goes, and regular files (the fixture and benchmark trees) do the same. That saves the
+/// second, empty `read` per file — a quarter of the system calls of a container collection.
+/// Not for iterating `seq_file`s (`/proc/diskstats`, `/proc/net/dev`, `/proc/cpuinfo`), which
+/// return at most a page per read: [`KeptFile`] reads those to the end.
+pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
+    buf.len = 0;
+    loop {
+        let len = buf.len;
+        if buf.bytes.len() < len + READ_CHUNK {
+            buf.bytes.resize(len + READ_CHUNK, 0);
+        }
+        match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
+            Ok(n) => {
+                buf.len = len + n;
+                if n < READ_CHUNK {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A file read whole every cycle through a descriptor kept open between cycles.
+///
+/// procfs and sysfs generate a file's content on every read from offset 0 (a `seq_file`
+/// starts over; a sysfs attribute is shown again), so `pread` at 0 on a kept descriptor
+/// reads what a fresh `open` would. Only files on procfs or sysfs are kept (checked once with
+/// `fstatfs` after the open): a file anywhere else — a fixture tree a test rewrites by
+/// replacing it — is opened, read and closed every time, as before. A kept file whose read
+/// fails is closed and the error returned; the next read opens the path again.
+///
+/// The path is the caller's: [`KeptFile::read`] takes it every time and reopens when it
+/// changes, so collectors keep building their paths from [`super::Roots`] as they did.
+/// Cost: one descriptor and the kernel's `seq_file` buffer (a page or a few) per kept file.
+#[derive(Debug, Default)]
+pub struct KeptFile {
+    /// The open file, when it is kept, and the path it was opened as.
+    kept: Option<(PathBuf, File)>,
+    /// Initialised bytes (zeroed when they grow); `..len` hold the last read.
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+/// Bytes the buffer grows by when a read fills it.
+const GROW: usize = 4096;
+
+impl KeptFile {
+    /// Reads the whole file at `path` (to the end of file: iterating `seq_file`s return one
+    /// page per read) and returns its text.
+    pub fn read(&mut self, path: &Path) -> Result<&str, CollectError> {
+        let err = |source| CollectError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match self.kept.take() {
+            Some((p, f)) if p == path => f,
+            _ => File::open(path).map_err(err)?,
+        };
+        let read = self.read_all(&file);
+        if read.is_ok() && is_pseudo_fs(&file) {
+            self.kept = Some((path.to_path_buf(), file));
+        }
+        read.map_err(err)?;
+        std::str::from_utf8(&self.bytes[..self.len]).map_err(|_| {
+            err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })
+    }
+
+    /// Whether a descriptor is kept for the next read.
+    pub fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    fn read_all(&mut self, file: &File) -> io::Result<()> {
+        self.len = 0;
+        loop {
+            if self.bytes.len() - self.len < GROW / 4 {
+                self.bytes.resize(self.bytes.len() + GROW, 0);
+            }
+            match file.read_at(&mut self.bytes[self.len..], self.len as u64) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether `file` is on procfs or sysfs, whose content is made anew on every read.
+fn is_pseudo_fs(file: &File) -> bool {
+    fstatfs(file).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == PROC_SUPER_MAGIC || t == SYSFS_MAGIC
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a plain test thread waits for the clock to move
+    fn a_kept_proc_file_reads_fresh_content_every_time() {
+        // /proc/uptime moves every 10 ms: the same descriptor must show that, not the first
+        // read's text.
+        let mut f = KeptFile::default();
+        let path = Path::new("/proc/uptime");
+        let first = f.read(path).unwrap().to_owned();
+        assert!(f.kept.is_some(), "a procfs file is kept open");
+        let mut changed = false;
+        for _ in 0..200 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            if f.read(path).unwrap() != first {
+                changed = true;
+                break;
+            }
+        }
+        assert!(
+            changed,
+            "the kept descriptor kept showing the first read's text: {first:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_iterating_proc_file_is_read_to_its_end() {
+        // /proc/self/maps is an iterating seq_file: one page per read at most. The kept
+        // read must have every line the kernel shows through a fresh open.
+        let mut f = KeptFile::default();
+        let path = Path::new("/proc/self/maps");
+        let _keep: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+        let fresh = std::fs::read_to_string(path).unwrap();
+        assert!(
+            fresh.len() > GROW,
+            "the test needs a file longer than a page"
+        );
+        let ours = f.read(path).unwrap();
+        assert_eq!(ours.lines().count(), fresh.lines().count());
+        let again = f.read(path).unwrap().to_owned();
+        assert_eq!(again.lines().count(), fresh.lines().count());
+    }
+
+    #[test]
+    fn a_regular_file_is_read_anew_each_time_and_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stat");
+        std::fs::write(&path, "first\n").unwrap();
+        let mut f = KeptFile::default();
+        assert_eq!(f.read(&path).unwrap(), "first\n");
+        assert!(f.kept.is_none(), "a file off procfs/sysfs is not kept");
+        // Replaced, not rewritten: a kept descriptor would still read the old inode.
+        let tmp = dir.path().join("stat.new");
+        std::fs::write(&tmp, "second, longer\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(f.read(&path).unwrap(), "second, longer\n");
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path_and_a_new_path_is_opened() {
+        let mut f = KeptFile::default();
+        let e = f.read(Path::new("/proc/no-such-file")).unwrap_err();
+        assert!(e.to_string().contains("/proc/no-such-file"), "{e}");
+        assert!(f.read(Path::new("/proc/self/stat")).is_ok());
+        let uptime = f.read(Path::new("/proc/uptime")).unwrap();
+        assert!(
+            uptime.split_whitespace().count() == 2,
+            "another path reopens: {uptime:?}"
+        );
+    }
+}
