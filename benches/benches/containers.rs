@@ -1,7 +1,9 @@
 //! One container collection cycle over synthetic cgroup trees of 10, 100 and 1000 containers,
 //! in the cgroup v2 layout (Kubernetes systemd shape, two containers per pod) and the v1
-//! layout (Docker cgroupfs shape), each container with its full set of control files, a
-//! process with its own network namespace and `/proc/<pid>/net/dev`.
+//! layout (Docker cgroupfs shape), each container with its full set of control files and a
+//! process with a `/proc/<pid>/net/dev`: in v2 the two containers of a pod share the pod's
+//! network namespace (as on a Kubernetes node; since 2026-12-04, before which each had its
+//! own), in v1 every container has its own.
 //!
 //! Run: `cargo bench -p faultline-benches --bench containers`. Besides criterion's wall-clock
 //! figures it prints, per tree, the CPU time of one cycle (from `/proc/thread-self/schedstat`
@@ -135,11 +137,16 @@ fn v1_memory_stat(i: usize) -> String {
     s
 }
 
-fn proc_entries(root: &Path, pid: usize) {
+/// `/proc/<pid>` of a container's process, in network namespace number `netns` (the
+/// inode its `ns/net` link shows).
+fn proc_entries(root: &Path, pid: usize, netns: usize) {
     let dir = root.join(format!("proc/{pid}"));
     std::fs::create_dir_all(dir.join("ns")).unwrap();
-    std::os::unix::fs::symlink(format!("net:[{}]", 4_026_532_000 + pid), dir.join("ns/net"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        format!("net:[{}]", 4_026_532_000 + netns),
+        dir.join("ns/net"),
+    )
+    .unwrap();
     write(
         &dir.join("net/dev"),
         &format!(
@@ -215,7 +222,8 @@ fn v2_tree(root: &Path, n: usize) {
             write(&dir.join(f), PSI);
         }
         write(&dir.join("cgroup.procs"), &format!("{pid}\n"));
-        proc_entries(root, pid);
+        // A pod's containers share its network namespace, as on a Kubernetes node.
+        proc_entries(root, pid, i / 2);
     }
 }
 
@@ -260,7 +268,8 @@ fn v1_tree(root: &Path, n: usize) {
         );
         write(&d("pids").join("pids.current"), "3\n");
         write(&d("pids").join("pids.max"), "max\n");
-        proc_entries(root, pid);
+        // Docker: each container its own namespace.
+        proc_entries(root, pid, pid);
     }
 }
 

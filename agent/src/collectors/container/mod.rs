@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use super::{CollectError, Collector, Context, Roots};
 use cgroup::{Found, Hierarchy, ReadOutcome, Sample};
 use metadata::{ContainerMeta, MetadataCache, MetadataWorker, PodMeta};
-use network::{IfaceBytes, NetReader};
+use network::{IfaceBytes, NetNs, NetReader};
 use paths::{ContainerPath, Runtime};
 
 pub mod cgroup;
@@ -346,10 +346,9 @@ struct Tracked {
     cpu_split: (u64, u64),
     /// Cached limits (cycle read, CPU, memory, tasks); see [`LIMITS_EVERY`].
     limits: Option<CachedLimits>,
-    /// (pid, whether it is in the host's network namespace), checked once per process. The
-    /// pid stands between `cgroup.procs` reads (every [`LIMITS_EVERY`] cycles, and whenever
-    /// its process is gone).
-    host_netns: Option<(u32, bool)>,
+    /// (pid, its network namespace), checked once per process. The pid stands between
+    /// `cgroup.procs` reads (every [`LIMITS_EVERY`] cycles, and whenever its process is gone).
+    netns: Option<(u32, NetNs)>,
     /// The container's cgroup directory and control files, kept open between cycles within
     /// the budget.
     fds: cgroup::KeptFds,
@@ -404,7 +403,10 @@ pub struct ContainerCollector {
     sample: Sample,
     buf: cgroup::ReadBuf,
     net: NetReader,
-    ifaces: Vec<IfaceBytes>,
+    /// The interfaces read this cycle, every namespace's in a row, and where each namespace's
+    /// are (by its inode): the containers of a pod share one namespace, read once.
+    net_read: Vec<IfaceBytes>,
+    net_by_ns: HashMap<u64, (usize, usize)>,
     devices: HashMap<(u32, u32), String>,
     cycle: u64,
     logged_missing: bool,
@@ -472,7 +474,8 @@ impl ContainerCollector {
             sample: Sample::default(),
             buf: cgroup::ReadBuf::default(),
             net: NetReader::default(),
-            ifaces: Vec::new(),
+            net_read: Vec::new(),
+            net_by_ns: HashMap::new(),
             devices: HashMap::new(),
             cycle: 0,
             logged_missing: false,
@@ -700,6 +703,8 @@ impl Collector for ContainerCollector {
         self.hierarchy.walk(&mut self.found)?;
         if self.network {
             self.net.begin_cycle(&ctx.roots.proc);
+            self.net_read.clear();
+            self.net_by_ns.clear();
         }
         let docker_live = self.cache.docker_connected();
         let kubelet_live = self.cache.kubelet_answered();
@@ -740,7 +745,7 @@ impl Collector for ContainerCollector {
                         built_from: None,
                         prev_cpu: None,
                         cpu_split: (0, 0),
-                        host_netns: None,
+                        netns: None,
                         fds: cgroup::KeptFds::new(keep),
                         fds_charged: charge,
                         metric_count: 0,
@@ -794,7 +799,7 @@ impl Collector for ContainerCollector {
                 // The pid whose network namespace is read comes from `cgroup.procs` with the
                 // limits, or when none is known (new container, or its process went away):
                 // one file less per container and cycle.
-                let known_pid = t.host_netns.map(|(pid, _)| pid);
+                let known_pid = t.netns.map(|(pid, _)| pid);
                 let read_pid = self.network && (read_limits || known_pid.is_none());
                 let reads = cgroup::Reads {
                     pressure: self.pressure,
@@ -857,37 +862,58 @@ impl Collector for ContainerCollector {
                         rm.record(&DISK_IO, a, v);
                     }
                 }
-                let in_host_netns = match (self.network, s.pid, t.host_netns) {
-                    (true, Some(pid), Some((p, host))) if p == pid => host,
+                let netns = match (self.network, s.pid, t.netns) {
+                    (true, Some(pid), Some((p, ns))) if p == pid => ns,
                     (true, Some(pid), _) => {
-                        let host = self.net.in_host_netns(&ctx.roots.proc, pid);
-                        t.host_netns = Some((pid, host));
-                        host
+                        let ns = self.net.netns(&ctx.roots.proc, pid);
+                        t.netns = Some((pid, ns));
+                        ns
                     }
-                    _ => true,
+                    _ => NetNs::Host,
                 };
-                if let (false, Some(mut pid)) = (in_host_netns, s.pid) {
-                    let mut read = self.net.read(&ctx.roots.proc, pid, &mut self.ifaces);
-                    if matches!(read, Ok(false)) && !read_pid {
-                        // The kept process is gone: ask `cgroup.procs` for one that lives.
-                        match self.hierarchy.first_pid(&f.rel, &mut self.buf) {
-                            Ok(Some(p)) if p != pid => {
-                                pid = p;
-                                let host = self.net.in_host_netns(&ctx.roots.proc, pid);
-                                t.host_netns = Some((pid, host));
-                                read = if host {
-                                    Ok(false)
-                                } else {
-                                    self.net.read(&ctx.roots.proc, pid, &mut self.ifaces)
-                                };
-                            }
-                            Ok(_) => {}
-                            Err(e) => read = Err(e),
+                if let (NetNs::Own(mut ns_id), Some(mut pid)) = (netns, s.pid) {
+                    // A namespace another container of this cycle (a pod's) has read already
+                    // is not read again. Its reader's process is alive (it was just read), so
+                    // the inode names a live namespace this container's process was last seen
+                    // in. At most one retry: the kept process is gone, `cgroup.procs` names
+                    // one that lives.
+                    let mut retried = false;
+                    let read = loop {
+                        if let Some(range) = ns_id.and_then(|id| self.net_by_ns.get(&id).copied()) {
+                            break Ok(Some(range));
                         }
-                    }
+                        let start = self.net_read.len();
+                        match self.net.read(&ctx.roots.proc, pid, &mut self.net_read) {
+                            Ok(true) => {
+                                let range = (start, self.net_read.len());
+                                if let Some(id) = ns_id {
+                                    self.net_by_ns.insert(id, range);
+                                }
+                                break Ok(Some(range));
+                            }
+                            Ok(false) if !retried && !read_pid => {
+                                retried = true;
+                                match self.hierarchy.first_pid(&f.rel, &mut self.buf) {
+                                    Ok(Some(p)) if p != pid => {
+                                        pid = p;
+                                        let ns = self.net.netns(&ctx.roots.proc, pid);
+                                        t.netns = Some((pid, ns));
+                                        match ns {
+                                            NetNs::Host => break Ok(None),
+                                            NetNs::Own(id) => ns_id = id,
+                                        }
+                                    }
+                                    Ok(_) => break Ok(None),
+                                    Err(e) => break Err(e),
+                                }
+                            }
+                            Ok(false) => break Ok(None),
+                            Err(e) => break Err(e),
+                        }
+                    };
                     match read {
-                        Ok(true) => {
-                            for i in &self.ifaces {
+                        Ok(Some((from, to))) => {
+                            for i in &self.net_read[from..to] {
                                 for (dir, v) in [("receive", i.receive), ("transmit", i.transmit)] {
                                     let a = attrs([
                                         ("network.interface.name", i.name.clone().into()),
@@ -899,9 +925,9 @@ impl Collector for ContainerCollector {
                         }
                         // No process to read (or it has just joined the host's namespace):
                         // the next cycle reads `cgroup.procs` again unless it is the host's.
-                        Ok(false) => {
-                            if t.host_netns.is_some_and(|(_, host)| !host) {
-                                t.host_netns = None;
+                        Ok(None) => {
+                            if t.netns.is_some_and(|(_, ns)| ns != NetNs::Host) {
+                                t.netns = None;
                             }
                         }
                         Err(e) => {
@@ -1704,6 +1730,60 @@ mod tests {
         let (b, r) = f.cycle(T0 + 20_000_000_000);
         r.unwrap();
         assert_eq!(rx(&b), 7777.0, "and kept");
+    }
+
+    #[test]
+    fn containers_sharing_a_network_namespace_read_it_once_and_report_the_same_counters() {
+        let mut f = Fixture::new("cgroup-v2");
+        let rx = |b: &Batch, id: &str| {
+            value(
+                resource(b, id).unwrap(),
+                "container.network.io",
+                &[
+                    ("network.interface.name", "eth0"),
+                    ("network.io.direction", "receive"),
+                ],
+            )
+        };
+        let (b, r) = f.cycle(T0);
+        r.unwrap();
+        let (a, crio, podman) = (rx(&b, A), rx(&b, CRIO), rx(&b, PODMAN));
+        assert!(a != crio && a != podman, "three namespaces, three figures");
+        // The CRI-O container's process joins A's namespace (as a pod's containers share
+        // one), but its own net/dev file says otherwise: the kernel would never show that,
+        // so whichever container is read second reporting the first one's figure proves
+        // the namespace was read once. A new process, so its namespace is looked up again.
+        let proc = f.root.join("proc");
+        copy_tree(&proc.join("4444"), &proc.join("4646"));
+        std::fs::remove_dir_all(proc.join("4444")).unwrap();
+        let link = proc.join("4646/ns/net");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("net:[4026536242]", &link).unwrap();
+        let procs = f
+            .dirs_of(CRIO)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .find(|p| p.exists())
+            .unwrap();
+        std::fs::write(&procs, "4646\n").unwrap();
+        let (b, r) = f.cycle(T0 + 10_000_000_000);
+        r.unwrap();
+        let (a2, crio2) = (rx(&b, A), rx(&b, CRIO));
+        assert_eq!(a2, crio2, "one namespace, one read, one figure");
+        assert!(
+            a2 == a || a2 == crio,
+            "{a2} is one of the two files' figures"
+        );
+        assert_eq!(
+            rx(&b, PODMAN),
+            podman,
+            "another namespace is read on its own"
+        );
+        assert_eq!(
+            f.collector.net_by_ns.len(),
+            2,
+            "A's (and CRI-O's), Podman's"
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! A container in the host's network namespace (`--network host`, `hostNetwork: true`) would
 //! report the host's interfaces; it is detected by comparing `/proc/<pid>/ns/net` with
 //! `/proc/1/ns/net` (once per process; the collector caches the answer) and reports no
-//! network metrics. Containers that share one namespace
-//! (the containers of a Kubernetes pod, `--network container:<x>`) each report the same
-//! interface counters: summing `container.network.io` over such containers counts the shared
-//! traffic once per container.
+//! network metrics. Containers that share one namespace (the containers of a Kubernetes pod,
+//! `--network container:<x>`) each report the same interface counters, read once per cycle
+//! for all of them (the collector keys what it read by the namespace's inode, [`NetNs`]):
+//! summing `container.network.io` over such containers counts the shared traffic once per
+//! container.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,21 @@ pub struct NetReader {
     host_netns: Option<PathBuf>,
     buf: ReadBuf,
     path: PathBuf,
+}
+
+/// A process's network namespace, as the container collector tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetNs {
+    /// The host's: the container reports no network metrics of its own.
+    Host,
+    /// Another one, by its inode (the number in the `net:[…]` link) when the link could be
+    /// read; containers whose processes show the same inode share the namespace.
+    Own(Option<u64>),
+}
+
+/// The inode of a namespace link's target, `net:[4026532999]` → 4026532999.
+pub fn parse_ns_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Counters of one interface.
@@ -45,13 +61,14 @@ impl NetReader {
         self.host_netns = std::fs::read_link(proc.join("1/ns/net")).ok();
     }
 
-    /// Whether `pid` is in the host's network namespace. A container's namespace does not
-    /// change while its process lives, so the collector asks once per process.
-    pub fn in_host_netns(&mut self, proc: &Path, pid: u32) -> bool {
+    /// Which network namespace `pid` is in. A container's namespace does not change while its
+    /// process lives, so the collector asks once per process.
+    pub fn netns(&mut self, proc: &Path, pid: u32) -> NetNs {
         self.set_path(proc, pid, "ns/net");
         match (&self.host_netns, std::fs::read_link(&self.path)) {
-            (Some(host), Ok(ns)) => &ns == host,
-            _ => false,
+            (Some(host), Ok(ns)) if &ns == host => NetNs::Host,
+            (_, Ok(ns)) => NetNs::Own(ns.to_str().and_then(parse_ns_inode)),
+            _ => NetNs::Own(None),
         }
     }
 
@@ -65,15 +82,14 @@ impl NetReader {
         self.path.push(rel);
     }
 
-    /// The interfaces of `pid`'s network namespace into `out` (cleared first). Returns
-    /// `Ok(false)` when the process is gone.
+    /// Appends the interfaces of `pid`'s network namespace to `out` (nothing on an error).
+    /// Returns `Ok(false)` when the process is gone.
     pub fn read(
         &mut self,
         proc: &Path,
         pid: u32,
         out: &mut Vec<IfaceBytes>,
     ) -> Result<bool, CollectError> {
-        out.clear();
         self.set_path(proc, pid, "net/dev");
         if !read_path(&self.path, &mut self.buf)? {
             return Ok(false);
@@ -130,15 +146,24 @@ mod tests {
                 transmit: 500
             }
         );
+        assert_eq!(r.netns(proc, 42), NetNs::Own(Some(4026532999)));
+        assert_eq!(r.netns(proc, 43), NetNs::Host, "the host's namespace");
+        assert_eq!(r.netns(proc, 44), NetNs::Own(None), "no link to read");
+        assert_eq!(parse_ns_inode("net:[12]"), Some(12));
+        assert_eq!(parse_ns_inode("mnt:[12]"), None);
+        let len = out.len();
         assert!(
             !r.read(proc, 43, &mut out).unwrap(),
-            "host namespace is skipped"
+            "no net/dev for pid 43 in this tree"
         );
         assert!(
             !r.read(proc, 44, &mut out).unwrap(),
             "a vanished process is not an error"
         );
+        assert!(r.read(proc, 42, &mut out).unwrap());
+        assert_eq!(out.len(), 2 * len, "a read appends");
         std::fs::write(proc.join("42/net/dev"), "h\nh\n  eth0: 1 2\n").unwrap();
         assert!(r.read(proc, 42, &mut out).is_err());
+        assert_eq!(out.len(), 2 * len, "an error appends nothing");
     }
 }
