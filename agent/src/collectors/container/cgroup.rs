@@ -224,6 +224,9 @@ pub struct Reads {
     /// `cgroup.procs`, for the process whose network namespace is read; the collector
     /// keeps the pid between refreshes (see `ContainerCollector`).
     pub pid: bool,
+    /// `memory.events` (v2), which the collector reads only when it may have changed (see
+    /// `oom_watch`); v1's `memory.oom_control` is read whatever this says.
+    pub oom_events: bool,
 }
 
 /// Slots of [`KeptFds`]: the control files read every cycle, each of which may keep its
@@ -848,6 +851,7 @@ impl Hierarchy {
             pressure,
             limits,
             pid,
+            ..
         } = what;
         let io = std::mem::take(&mut out.io);
         *out = Sample::default();
@@ -859,7 +863,7 @@ impl Hierarchy {
                     return Ok(ReadOutcome::Gone);
                 };
                 let mut files = kept.unified(u, rel);
-                let outcome = read_v2(&mut files, buf, out, pressure, limits, pid)?;
+                let outcome = read_v2(&mut files, buf, out, what)?;
                 let dir = files.into_dir();
                 if matches!(outcome, ReadOutcome::Read) {
                     kept.put_back(dir);
@@ -1070,10 +1074,14 @@ fn read_v2(
     d: &mut Files<'_>,
     buf: &mut ReadBuf,
     out: &mut Sample,
-    pressure: bool,
-    limits: bool,
-    pid: bool,
+    what: Reads,
 ) -> Result<ReadOutcome, CollectError> {
+    let Reads {
+        pressure,
+        limits,
+        pid,
+        oom_events,
+    } = what;
     // cpu.stat exists in every v2 cgroup whatever the enabled controllers: its absence means
     // the cgroup is gone.
     let Some((total, user, system, throttling)) =
@@ -1105,14 +1113,16 @@ fn read_v2(
             rss,
             limit,
         });
-        out.oom_kills = d
-            .parse(
-                Some(slot::MEMORY_EVENTS),
-                "memory.events",
-                buf,
-                parse_oom_kill,
-            )?
-            .flatten();
+        if oom_events {
+            out.oom_kills = d
+                .parse(
+                    Some(slot::MEMORY_EVENTS),
+                    "memory.events",
+                    buf,
+                    parse_oom_kill,
+                )?
+                .flatten();
+        }
     }
     let mut io = std::mem::take(&mut out.io);
     if d.parse(Some(slot::IO_STAT), "io.stat", buf, |t| {

@@ -50,6 +50,7 @@ pub mod docker;
 pub mod kubelet;
 pub mod metadata;
 pub mod network;
+pub mod oom_watch;
 pub mod paths;
 
 // ---------------------------------------------------------------------------------------
@@ -349,6 +350,11 @@ struct Tracked {
     /// (pid, its network namespace), checked once per process. The pid stands between
     /// `cgroup.procs` reads (every [`LIMITS_EVERY`] cycles, and whenever its process is gone).
     netns: Option<(u32, NetNs)>,
+    /// The watch on its `memory.events` (cgroup v2), the OOM-kill count last read from it,
+    /// and whether the file may have changed since (read it this cycle); see [`oom_watch`].
+    oom_wd: Option<nix::sys::inotify::WatchDescriptor>,
+    oom_kills: Option<u64>,
+    oom_stale: bool,
     /// The container's cgroup directory and control files, kept open between cycles within
     /// the budget.
     fds: cgroup::KeptFds,
@@ -407,6 +413,8 @@ pub struct ContainerCollector {
     /// are (by its inode): the containers of a pod share one namespace, read once.
     net_read: Vec<IfaceBytes>,
     net_by_ns: HashMap<u64, (usize, usize)>,
+    /// Change notification for `memory.events`, on cgroup v2 only.
+    oom_watch: Option<oom_watch::OomWatch>,
     devices: HashMap<(u32, u32), String>,
     cycle: u64,
     logged_missing: bool,
@@ -462,6 +470,7 @@ impl ContainerCollector {
         worker: Option<MetadataWorker>,
         cfg: &ContainerConfig,
     ) -> Self {
+        let oom_watch = (hierarchy.layout == cgroup::Layout::V2).then(oom_watch::OomWatch::new);
         Self {
             hierarchy,
             host,
@@ -476,6 +485,7 @@ impl ContainerCollector {
             net: NetReader::default(),
             net_read: Vec::new(),
             net_by_ns: HashMap::new(),
+            oom_watch,
             devices: HashMap::new(),
             cycle: 0,
             logged_missing: false,
@@ -701,6 +711,22 @@ impl Collector for ContainerCollector {
         let cycle = self.cycle;
         let now = batch.time_unix_nanos;
         self.hierarchy.walk(&mut self.found)?;
+        if let Some(w) = &mut self.oom_watch {
+            let changes = w.drain();
+            for key in &changes.changed {
+                if let Some(t) = self.tracked.get_mut(key) {
+                    t.oom_stale = true;
+                }
+            }
+            for key in &changes.ended {
+                if let Some(t) = self.tracked.get_mut(key) {
+                    (t.oom_wd, t.oom_stale) = (None, true);
+                }
+            }
+            if changes.overflowed {
+                self.tracked.values_mut().for_each(|t| t.oom_stale = true);
+            }
+        }
         if self.network {
             self.net.begin_cycle(&ctx.roots.proc);
             self.net_read.clear();
@@ -737,6 +763,13 @@ impl Collector for ContainerCollector {
                         .walk_root()
                         .and_then(|r| cgroup::dir_time_unix_nanos(&r.join(&f.rel)).ok())
                         .unwrap_or(now);
+                    // Watched before its first read, so no change after that read is missed.
+                    let oom_wd = match (&mut self.oom_watch, self.hierarchy.walk_root()) {
+                        (Some(w), Some(root)) => {
+                            w.watch(&root.join(&f.rel).join("memory.events"), &f.rel)
+                        }
+                        _ => None,
+                    };
                     let t = Tracked {
                         ino: f.ino,
                         path: f.path.clone(),
@@ -746,6 +779,9 @@ impl Collector for ContainerCollector {
                         prev_cpu: None,
                         cpu_split: (0, 0),
                         netns: None,
+                        oom_wd,
+                        oom_kills: None,
+                        oom_stale: true,
                         fds: cgroup::KeptFds::new(keep),
                         fds_charged: charge,
                         metric_count: 0,
@@ -756,6 +792,9 @@ impl Collector for ContainerCollector {
                     self.fds_charged += charge;
                     if let Some(old) = self.tracked.insert(f.rel.clone(), t) {
                         self.fds_charged -= old.fds_charged;
+                        if let (Some(w), Some(wd)) = (&mut self.oom_watch, old.oom_wd) {
+                            w.unwatch(wd);
+                        }
                     }
                 }
                 let Some(t) = self.tracked.get_mut(&f.rel) else {
@@ -805,6 +844,7 @@ impl Collector for ContainerCollector {
                     pressure: self.pressure,
                     limits: read_limits,
                     pid: read_pid,
+                    oom_events: t.oom_wd.is_none() || t.oom_stale,
                 };
                 match self.hierarchy.read(
                     &f.rel,
@@ -825,6 +865,12 @@ impl Collector for ContainerCollector {
                 }
                 if !read_pid {
                     self.sample.pid = known_pid;
+                }
+                if reads.oom_events {
+                    t.oom_kills = self.sample.oom_kills;
+                    t.oom_stale = false;
+                } else {
+                    self.sample.oom_kills = t.oom_kills;
                 }
                 if read_limits {
                     let mem = self.sample.memory.and_then(|m| m.limit);
@@ -940,11 +986,15 @@ impl Collector for ContainerCollector {
         }
         self.found = found;
         let charged = &mut self.fds_charged;
+        let oom_watch = &mut self.oom_watch;
         self.tracked.retain(|_, t| {
             let stays = t.seen_cycle == cycle;
             if !stays {
                 // Dropping its state closes its descriptors.
                 *charged -= t.fds_charged;
+                if let (Some(w), Some(wd)) = (oom_watch.as_mut(), t.oom_wd) {
+                    w.unwatch(wd);
+                }
             }
             stays
         });
@@ -1730,6 +1780,72 @@ mod tests {
         let (b, r) = f.cycle(T0 + 20_000_000_000);
         r.unwrap();
         assert_eq!(rx(&b), 7777.0, "and kept");
+    }
+
+    #[test]
+    fn memory_events_is_read_again_only_after_it_changed_and_after_its_watch_ended() {
+        let mut f = Fixture::new("cgroup-v2");
+        let events = f
+            .dirs_of(A)
+            .into_iter()
+            .map(|d| d.join("memory.events"))
+            .find(|p| p.exists())
+            .unwrap();
+        let ooms = |b: &Batch| value(resource(b, A).unwrap(), "container.memory.oom_kills", &[]);
+        let set = |n: u64| {
+            let text = format!("low 0\nhigh 0\nmax 4\noom 2\noom_kill {n}\noom_group_kill 0\n");
+            std::fs::write(&events, text).unwrap();
+        };
+        let (b, r) = f.cycle(T0);
+        r.unwrap();
+        let first = ooms(&b);
+        let watched = |f: &Fixture| {
+            let t = f
+                .collector
+                .tracked
+                .values()
+                .find(|t| t.path.id == A)
+                .unwrap();
+            (t.oom_wd.is_some(), t.oom_stale)
+        };
+        assert_eq!(
+            watched(&f),
+            (true, false),
+            "watched, and fresh after its read"
+        );
+        // A change raises an event: the next cycle reads the new count.
+        set(first as u64 + 3);
+        let (b, r) = f.cycle(T0 + 10_000_000_000);
+        r.unwrap();
+        assert_eq!(ooms(&b), first + 3.0);
+        // No change, no read: the count is the one kept, and the file is not due.
+        let (b, r) = f.cycle(T0 + 20_000_000_000);
+        r.unwrap();
+        assert_eq!(ooms(&b), first + 3.0);
+        assert_eq!(watched(&f), (true, false));
+        // The file removed (memory controller disabled) and made again (enabled): the old
+        // watch ended, so the container reads the file every cycle from then on.
+        std::fs::remove_file(&events).unwrap();
+        let (_, r) = f.cycle(T0 + 30_000_000_000);
+        r.unwrap();
+        set(first as u64 + 7);
+        let (b, r) = f.cycle(T0 + 40_000_000_000);
+        r.unwrap();
+        assert_eq!(ooms(&b), first + 7.0, "the new file is read");
+        assert!(!watched(&f).0, "read every cycle without a watch");
+        // A container gone: its watch is gone with it.
+        let held = |f: &Fixture| f.collector.oom_watch.as_ref().unwrap().len();
+        let before = held(&f);
+        let dir_b = f
+            .dirs_of(B)
+            .into_iter()
+            .find(|d| d.join("memory.events").exists())
+            .unwrap();
+        std::fs::remove_dir_all(&dir_b).unwrap();
+        let (b, r) = f.cycle(T0 + 50_000_000_000);
+        r.unwrap();
+        assert!(resource(&b, B).is_none());
+        assert_eq!(held(&f), before - 1);
     }
 
     #[test]
