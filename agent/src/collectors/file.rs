@@ -71,6 +71,29 @@ pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
     }
 }
 
+/// Reads an open file from offset 0 to its end into `buf`, with `pread`: like
+/// [`read_at_start`], but a short read is not taken as the end (an iterating `seq_file`
+/// returns at most a page per read), only an empty one; `Ok(false)` on `ENODEV` or `ESRCH`
+/// (the process went away).
+pub(crate) fn read_to_end(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
+    buf.len = 0;
+    loop {
+        let len = buf.len;
+        if buf.bytes.len() < len + READ_CHUNK {
+            buf.bytes.resize(len + READ_CHUNK, 0);
+        }
+        match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.len = len + n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENODEV | nix::libc::ESRCH)) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A file read whole every cycle through a descriptor kept open between cycles.
 ///
 /// procfs and sysfs generate a file's content on every read from offset 0 (a `seq_file`
@@ -78,7 +101,9 @@ pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
 /// reads what a fresh `open` would. Only files on procfs or sysfs are kept (checked once with
 /// `fstatfs` after the open): a file anywhere else — a fixture tree a test rewrites by
 /// replacing it — is opened, read and closed every time, as before. A kept file whose read
-/// fails is closed and the error returned; the next read opens the path again.
+/// fails is closed and the path opened and read once more at once (a device removed and added
+/// again under the same name leaves the kept descriptor reading `ENODEV`); only if that fails
+/// too is the error returned.
 ///
 /// The path is the caller's: [`KeptFile::read`] takes it every time and reopens when it
 /// changes, so collectors keep building their paths from [`super::Roots`] as they did.
@@ -103,15 +128,20 @@ impl KeptFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = match self.kept.take() {
-            Some((p, f)) if p == path => f,
-            _ => File::open(path).map_err(err)?,
-        };
-        let read = self.read_all(&file);
-        if read.is_ok() && is_pseudo_fs(&file) {
-            self.kept = Some((path.to_path_buf(), file));
+        if let Some((p, file)) = self.kept.take()
+            && p == path
+            && self.read_all(&file).is_ok()
+        {
+            self.kept = Some((p, file));
+        } else {
+            // Not kept, kept for another path, or the kept descriptor failed: open anew. Only
+            // a fresh descriptor needs the `fstatfs` that decides whether it is kept.
+            let file = File::open(path).map_err(err)?;
+            self.read_all(&file).map_err(err)?;
+            if is_pseudo_fs(&file) {
+                self.kept = Some((path.to_path_buf(), file));
+            }
         }
-        read.map_err(err)?;
         std::str::from_utf8(&self.bytes[..self.len]).map_err(|_| {
             err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -162,10 +192,21 @@ mod tests {
         let path = Path::new("/proc/uptime");
         let first = f.read(path).unwrap().to_owned();
         assert!(f.kept.is_some(), "a procfs file is kept open");
+        let parses = |t: &str| {
+            let v: Vec<f64> = t
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            v.len() == 2
+        };
+        assert!(parses(&first), "{first:?}");
         let mut changed = false;
         for _ in 0..200 {
             std::thread::sleep(std::time::Duration::from_millis(10));
-            if f.read(path).unwrap() != first {
+            let now = f.read(path).unwrap();
+            // The whole text again (a descriptor read on from its end would give ""), newer.
+            assert!(parses(now), "{now:?}");
+            if now != first {
                 changed = true;
                 break;
             }
@@ -178,20 +219,25 @@ mod tests {
 
     #[test]
     fn a_long_iterating_proc_file_is_read_to_its_end() {
-        // /proc/self/maps is an iterating seq_file: one page per read at most. The kept
-        // read must have every line the kernel shows through a fresh open.
+        // /proc/self/smaps is an iterating seq_file: one page per read at most. Other test
+        // threads may map and unmap memory meanwhile, so texts are not compared: a read that
+        // stopped after the first page would have stopped at 4 KiB.
         let mut f = KeptFile::default();
-        let path = Path::new("/proc/self/maps");
-        let _keep: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+        let path = Path::new("/proc/self/smaps");
         let fresh = std::fs::read_to_string(path).unwrap();
         assert!(
-            fresh.len() > GROW,
-            "the test needs a file longer than a page"
+            fresh.len() > 2 * 4096,
+            "the test needs a file of several pages"
         );
-        let ours = f.read(path).unwrap();
-        assert_eq!(ours.lines().count(), fresh.lines().count());
-        let again = f.read(path).unwrap().to_owned();
-        assert_eq!(again.lines().count(), fresh.lines().count());
+        for _ in 0..2 {
+            let ours = f.read(path).unwrap();
+            assert!(ours.len() > 2 * 4096, "{} bytes: stopped early", ours.len());
+            assert!(ours.ends_with('\n') && ours.contains("Rss:"));
+        }
+        let mut buf = ReadBuf::default();
+        let file = File::open(path).unwrap();
+        assert!(read_to_end(&file, &mut buf).unwrap());
+        assert!(buf.as_bytes().len() > 2 * 4096, "read_to_end stopped early");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use nix::sys::stat::Mode;
 use std::path::{Path, PathBuf};
 
 pub use crate::collectors::file::ReadBuf;
-use crate::collectors::file::read_at_start;
+use crate::collectors::file::{read_at_start, read_to_end};
 use crate::collectors::host::pressure::{Pressure, parse_pressure};
 use crate::collectors::{CollectError, parse_error};
 
@@ -1030,7 +1030,8 @@ impl Dir {
     }
 }
 
-/// Reads the file at `path` into `buf` (cleared first) the way [`Dir`] reads control files;
+/// Reads the whole file at `path` into `buf` (cleared first), to the end of file: for
+/// iterating `seq_file`s such as `/proc/<pid>/net/dev`, which return at most a page per read;
 /// `Ok(false)` when it (or its process, `ESRCH`) does not exist.
 pub(crate) fn read_path(path: &Path, buf: &mut ReadBuf) -> Result<bool, CollectError> {
     let fd = match openat(
@@ -1048,7 +1049,7 @@ pub(crate) fn read_path(path: &Path, buf: &mut ReadBuf) -> Result<bool, CollectE
             });
         }
     };
-    read_at_start(&std::fs::File::from(fd), buf).map_err(|source| CollectError::Read {
+    read_to_end(&std::fs::File::from(fd), buf).map_err(|source| CollectError::Read {
         path: path.to_path_buf(),
         source,
     })

@@ -757,19 +757,21 @@ impl Collector for ContainerCollector {
                 };
                 let fresh = !matches!(self.tracked.get(&f.rel), Some(t) if t.ino == f.ino);
                 if fresh {
+                    // A container restarted under the same path: its predecessor's state goes
+                    // first (its watch too: a new watch on the same file would get the same
+                    // descriptor, which removing the old one afterwards would end).
+                    if let Some(old) = self.tracked.remove(&f.rel) {
+                        self.fds_charged -= old.fds_charged;
+                        if let (Some(w), Some(wd)) = (&mut self.oom_watch, old.oom_wd) {
+                            w.unwatch(wd);
+                        }
+                    }
                     let (keep, charge) = self.keep_for_new();
                     let start = self
                         .hierarchy
                         .walk_root()
                         .and_then(|r| cgroup::dir_time_unix_nanos(&r.join(&f.rel)).ok())
                         .unwrap_or(now);
-                    // Watched before its first read, so no change after that read is missed.
-                    let oom_wd = match (&mut self.oom_watch, self.hierarchy.walk_root()) {
-                        (Some(w), Some(root)) => {
-                            w.watch(&root.join(&f.rel).join("memory.events"), &f.rel)
-                        }
-                        _ => None,
-                    };
                     let t = Tracked {
                         ino: f.ino,
                         path: f.path.clone(),
@@ -779,7 +781,7 @@ impl Collector for ContainerCollector {
                         prev_cpu: None,
                         cpu_split: (0, 0),
                         netns: None,
-                        oom_wd,
+                        oom_wd: None,
                         oom_kills: None,
                         oom_stale: true,
                         fds: cgroup::KeptFds::new(keep),
@@ -790,12 +792,7 @@ impl Collector for ContainerCollector {
                         first_cycle: cycle,
                     };
                     self.fds_charged += charge;
-                    if let Some(old) = self.tracked.insert(f.rel.clone(), t) {
-                        self.fds_charged -= old.fds_charged;
-                        if let (Some(w), Some(wd)) = (&mut self.oom_watch, old.oom_wd) {
-                            w.unwatch(wd);
-                        }
-                    }
+                    self.tracked.insert(f.rel.clone(), t);
                 }
                 let Some(t) = self.tracked.get_mut(&f.rel) else {
                     continue;
@@ -840,11 +837,22 @@ impl Collector for ContainerCollector {
                 // one file less per container and cycle.
                 let known_pid = t.netns.map(|(pid, _)| pid);
                 let read_pid = self.network && (read_limits || known_pid.is_none());
+                // `memory.events` (cgroup v2): watched before the read that follows, so no
+                // later change is missed; a container without a watch (new, or its watch
+                // failed or was dropped) tries again with its limits. The file is read when
+                // reported changed, when unwatched, and with the limits every
+                // LIMITS_EVERY cycles whatever the events said, as a backstop.
+                if t.oom_wd.is_none()
+                    && (t.oom_stale || read_limits)
+                    && let (Some(w), Some(root)) = (&mut self.oom_watch, self.hierarchy.walk_root())
+                {
+                    t.oom_wd = w.watch(&root.join(&f.rel).join("memory.events"), &f.rel);
+                }
                 let reads = cgroup::Reads {
                     pressure: self.pressure,
                     limits: read_limits,
                     pid: read_pid,
-                    oom_events: t.oom_wd.is_none() || t.oom_stale,
+                    oom_events: t.oom_wd.is_none() || t.oom_stale || read_limits,
                 };
                 match self.hierarchy.read(
                     &f.rel,
@@ -866,7 +874,14 @@ impl Collector for ContainerCollector {
                 if !read_pid {
                     self.sample.pid = known_pid;
                 }
-                if reads.oom_events {
+                if self.sample.memory.is_none() {
+                    // No memory controller (any more): no count to report, and a watch may
+                    // be on a file that is gone (kernfs reports no removal): drop it.
+                    if let (Some(w), Some(wd)) = (&mut self.oom_watch, t.oom_wd.take()) {
+                        w.unwatch(wd);
+                    }
+                    (t.oom_kills, t.oom_stale) = (None, true);
+                } else if reads.oom_events {
                     t.oom_kills = self.sample.oom_kills;
                     t.oom_stale = false;
                 } else {
@@ -924,9 +939,33 @@ impl Collector for ContainerCollector {
                     // in. At most one retry: the kept process is gone, `cgroup.procs` names
                     // one that lives.
                     let mut retried = false;
+                    // Bounded: a process that keeps changing namespaces under us ends it.
+                    let mut turns = 0;
                     let read = loop {
+                        turns += 1;
+                        if turns > 4 {
+                            break Ok(None);
+                        }
                         if let Some(range) = ns_id.and_then(|id| self.net_by_ns.get(&id).copied()) {
-                            break Ok(Some(range));
+                            // Only if this container's process is alive and still in it (a
+                            // dead pid's namespace may be gone and its inode reused): one
+                            // `readlink`, cheaper than reading `net/dev`.
+                            let now = self.net.netns(&ctx.roots.proc, pid);
+                            if now == NetNs::Own(ns_id) {
+                                break Ok(Some(range));
+                            }
+                            t.netns = Some((pid, now));
+                            match now {
+                                NetNs::Host => break Ok(None),
+                                // Another namespace: look it up (or read it) instead.
+                                NetNs::Own(Some(id)) => {
+                                    ns_id = Some(id);
+                                    continue;
+                                }
+                                // Gone: the read below finds no process and asks
+                                // `cgroup.procs` for one.
+                                NetNs::Own(None) => ns_id = None,
+                            }
                         }
                         let start = self.net_read.len();
                         match self.net.read(&ctx.roots.proc, pid, &mut self.net_read) {
@@ -1783,22 +1822,24 @@ mod tests {
     }
 
     #[test]
-    fn memory_events_is_read_again_only_after_it_changed_and_after_its_watch_ended() {
+    fn memory_events_is_read_again_only_after_it_changed_or_as_a_backstop_with_the_limits() {
+        // kernfs reports a changed file but not a removed one, unlike the fixture's
+        // filesystem: every removal below keeps a hard link to the watched file, so that no
+        // watch ends on its own and only the collector's own handling is tested.
         let mut f = Fixture::new("cgroup-v2");
-        let events = f
+        let keep = tempfile::tempdir_in(&f.root).unwrap();
+        let dir_a = f
             .dirs_of(A)
             .into_iter()
-            .map(|d| d.join("memory.events"))
-            .find(|p| p.exists())
+            .find(|d| d.join("memory.events").exists())
             .unwrap();
-        let ooms = |b: &Batch| value(resource(b, A).unwrap(), "container.memory.oom_kills", &[]);
-        let set = |n: u64| {
-            let text = format!("low 0\nhigh 0\nmax 4\noom 2\noom_kill {n}\noom_group_kill 0\n");
-            std::fs::write(&events, text).unwrap();
+        let events = dir_a.join("memory.events");
+        let text =
+            |n: u64| format!("low 0\nhigh 0\nmax 4\noom 2\noom_kill {n}\noom_group_kill 0\n");
+        let ooms = |b: &Batch| {
+            metric(resource(b, A).unwrap(), "container.memory.oom_kills")
+                .map(|_| value(resource(b, A).unwrap(), "container.memory.oom_kills", &[]))
         };
-        let (b, r) = f.cycle(T0);
-        r.unwrap();
-        let first = ooms(&b);
         let watched = |f: &Fixture| {
             let t = f
                 .collector
@@ -1808,32 +1849,57 @@ mod tests {
                 .unwrap();
             (t.oom_wd.is_some(), t.oom_stale)
         };
-        assert_eq!(
-            watched(&f),
-            (true, false),
-            "watched, and fresh after its read"
-        );
-        // A change raises an event: the next cycle reads the new count.
-        set(first as u64 + 3);
-        let (b, r) = f.cycle(T0 + 10_000_000_000);
-        r.unwrap();
-        assert_eq!(ooms(&b), first + 3.0);
-        // No change, no read: the count is the one kept, and the file is not due.
-        let (b, r) = f.cycle(T0 + 20_000_000_000);
-        r.unwrap();
-        assert_eq!(ooms(&b), first + 3.0);
+        let mut at = T0;
+        let mut cycle = |f: &mut Fixture| {
+            let (b, r) = f.cycle(at);
+            r.unwrap();
+            at += 10_000_000_000;
+            b
+        };
+        // Cycle 1: watched before its first read.
+        let first = ooms(&cycle(&mut f)).unwrap() as u64;
         assert_eq!(watched(&f), (true, false));
-        // The file removed (memory controller disabled) and made again (enabled): the old
-        // watch ended, so the container reads the file every cycle from then on.
+        // Cycle 2: a write raises an event: the new count is read.
+        std::fs::write(&events, text(first + 3)).unwrap();
+        assert_eq!(ooms(&cycle(&mut f)), Some((first + 3) as f64));
+        // A new file put in place without an event on the watched one: not read until the
+        // limits are due again (cycle 1 + LIMITS_EVERY), then read as a backstop.
+        std::fs::hard_link(&events, keep.path().join("a-old")).unwrap();
+        std::fs::write(dir_a.join("events.new"), text(first + 50)).unwrap();
+        std::fs::rename(dir_a.join("events.new"), &events).unwrap();
+        for c in 3..=LIMITS_EVERY {
+            assert_eq!(
+                ooms(&cycle(&mut f)),
+                Some((first + 3) as f64),
+                "cycle {c}: not due"
+            );
+            assert_eq!(watched(&f), (true, false), "cycle {c}");
+        }
+        let b = cycle(&mut f);
+        assert_eq!(ooms(&b), Some((first + 50) as f64), "read with the limits");
+        // The memory controller disabled: no count, and the watch (on a file kernfs would
+        // not report gone) is dropped; enabled again: the new file is read and watched.
+        let current = std::fs::read_to_string(dir_a.join("memory.current")).unwrap();
+        std::fs::hard_link(&events, keep.path().join("a-off")).unwrap();
         std::fs::remove_file(&events).unwrap();
-        let (_, r) = f.cycle(T0 + 30_000_000_000);
-        r.unwrap();
-        set(first as u64 + 7);
-        let (b, r) = f.cycle(T0 + 40_000_000_000);
-        r.unwrap();
-        assert_eq!(ooms(&b), first + 7.0, "the new file is read");
-        assert!(!watched(&f).0, "read every cycle without a watch");
-        // A container gone: its watch is gone with it.
+        std::fs::remove_file(dir_a.join("memory.current")).unwrap();
+        assert_eq!(ooms(&cycle(&mut f)), None, "no memory controller, no count");
+        assert!(!watched(&f).0, "the watch is dropped");
+        std::fs::write(dir_a.join("memory.current"), current).unwrap();
+        std::fs::write(&events, text(first + 7)).unwrap();
+        assert_eq!(
+            ooms(&cycle(&mut f)),
+            Some((first + 7) as f64),
+            "the new file is read"
+        );
+        assert_eq!(watched(&f), (true, false), "and watched again");
+        std::fs::write(&events, text(first + 8)).unwrap();
+        assert_eq!(
+            ooms(&cycle(&mut f)),
+            Some((first + 8) as f64),
+            "through the new watch"
+        );
+        // A container gone: the collector ends its watch (kernfs would not).
         let held = |f: &Fixture| f.collector.oom_watch.as_ref().unwrap().len();
         let before = held(&f);
         let dir_b = f
@@ -1841,15 +1907,23 @@ mod tests {
             .into_iter()
             .find(|d| d.join("memory.events").exists())
             .unwrap();
+        std::fs::hard_link(dir_b.join("memory.events"), keep.path().join("b")).unwrap();
         std::fs::remove_dir_all(&dir_b).unwrap();
-        let (b, r) = f.cycle(T0 + 50_000_000_000);
-        r.unwrap();
+        let b = cycle(&mut f);
         assert!(resource(&b, B).is_none());
         assert_eq!(held(&f), before - 1);
     }
 
     #[test]
     fn containers_sharing_a_network_namespace_read_it_once_and_report_the_same_counters() {
+        // Once with A's process dying at the end, once with the CRI-O container's: whatever
+        // order the walk takes, one of the two runs has the dead one after the live reader.
+        for dies in [A, CRIO] {
+            shared_namespace_case(dies);
+        }
+    }
+
+    fn shared_namespace_case(dies: &str) {
         let mut f = Fixture::new("cgroup-v2");
         let rx = |b: &Batch, id: &str| {
             value(
@@ -1899,6 +1973,21 @@ mod tests {
             f.collector.net_by_ns.len(),
             2,
             "A's (and CRI-O's), Podman's"
+        );
+        // One of the two dies, its cgroup stays a while: it must not go on reporting the
+        // namespace it was last seen in; the other now reads the namespace itself.
+        let (gone, lives, own) = if dies == A {
+            ("4242", CRIO, crio)
+        } else {
+            ("4646", A, a)
+        };
+        std::fs::remove_dir_all(proc.join(gone)).unwrap();
+        let (b, r) = f.cycle(T0 + 20_000_000_000);
+        r.unwrap();
+        assert_eq!(rx(&b, lives), own, "{lives} reads its own file");
+        assert!(
+            metric(resource(&b, dies).unwrap(), "container.network.io").is_none(),
+            "{dies} without a live process reports no network counters"
         );
     }
 

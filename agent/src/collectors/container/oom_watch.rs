@@ -6,11 +6,16 @@
 //! other modification; a regular file (fixture and benchmark trees) raises the same event when
 //! written. The collector watches each container's file before its first read, keeps the
 //! OOM-kill count it read, and reads the file again only after an event for it, after the
-//! kernel's event queue overflowed, or every cycle for a container whose watch could not be
-//! added (no inotify, the per-user watch limit reached, no memory controller yet) or whose
-//! watch the kernel ended (the file removed: the memory controller disabled for the cgroup;
-//! enabled again, the file is a new one no watch covers). A watch ends with its container
-//! (`rm_watch`), or by itself when the file is removed.
+//! kernel's event queue overflowed, every cycle for a container without a watch (none could be
+//! added: no inotify, the per-user watch limit reached, no memory controller yet; it tries
+//! again every few cycles), and, as a backstop, with the container's limits every
+//! `LIMITS_EVERY` cycles whatever the events said.
+//!
+//! kernfs (before Linux 7.1, as far as is known) reports a changed file but not a removed
+//! one: a watch whose file went away (the memory controller disabled for the cgroup) stays,
+//! on an inode no longer in the tree. So the collector drops a container's watch itself when
+//! its memory figures vanish, and ends a gone container's watch with `rm_watch`; an
+//! `IN_IGNORED` the kernel does send (other filesystems, newer kernels) also ends it.
 //!
 //! Not for cgroup v1: `memory.oom_control` raises no such event.
 

@@ -15,6 +15,11 @@ use super::{NameFilter, parse_u64_field};
 use crate::collectors::file::KeptFile;
 use crate::collectors::{CollectError, Collector, Context, parse_error};
 
+/// How many disks keep their `size` file open between cycles: each kept sysfs file holds a
+/// descriptor and a page of kernel memory, and a node with hundreds of device-mapper or
+/// multipath devices should not hold hundreds; the disks beyond open theirs every cycle.
+const MAX_KEPT_SIZES: usize = 64;
+
 /// `system.disk.io`.
 pub const DISK_IO: MetricDesc = MetricDesc::counter(
     "system.disk.io",
@@ -195,16 +200,22 @@ impl Collector for DiskCollector {
                 .sys("class/block")
                 .join(d.name.replace('/', "!"))
                 .join("size");
-            if !self.sizes.contains_key(d.name) {
+            if !self.sizes.contains_key(d.name) && self.sizes.len() < MAX_KEPT_SIZES {
                 self.sizes.insert(d.name.to_owned(), Default::default());
             }
-            if let Some((listed, file)) = self.sizes.get_mut(d.name) {
-                *listed = true;
-                if let Ok(text) = file.read(&size)
-                    && let Ok(sectors) = text.trim().parse::<u64>()
-                {
-                    host.record(&DISK_LIMIT, dev(), sectors.saturating_mul(SECTOR));
+            // Beyond the cap, a file read once and closed.
+            let mut once = KeptFile::default();
+            let file = match self.sizes.get_mut(d.name) {
+                Some((listed, file)) => {
+                    *listed = true;
+                    file
                 }
+                None => &mut once,
+            };
+            if let Ok(text) = file.read(&size)
+                && let Ok(sectors) = text.trim().parse::<u64>()
+            {
+                host.record(&DISK_LIMIT, dev(), sectors.saturating_mul(SECTOR));
             }
         }
         self.sizes.retain(|_, (listed, _)| std::mem::take(listed));
