@@ -138,7 +138,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_to_a_watched_file_names_its_container_once_per_drain() {
+    fn a_write_to_a_watched_file_names_its_container_and_no_other() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.events"), dir.path().join("b.events"));
         std::fs::write(&a, "oom_kill 0\n").unwrap();
