@@ -42,7 +42,7 @@ impl ReadBuf {
 
 /// Reads an open file from offset 0 into `buf`, with `pread`, so that a descriptor kept
 /// between cycles reads the content as it is now; `Ok(false)` when the kernel says the file
-/// or its cgroup went away (`ENODEV`).
+/// or its cgroup went away (`ENODEV`, or `ESRCH` for a process's file).
 ///
 /// A short read is taken as the end of the file: cgroup control files are `seq_file`s that
 /// show their whole content at once, which fill the caller's buffer as far as their content
@@ -51,6 +51,18 @@ impl ReadBuf {
 /// Not for iterating `seq_file`s (`/proc/diskstats`, `/proc/net/dev`, `/proc/cpuinfo`), which
 /// return at most a page per read: [`KeptFile`] reads those to the end.
 pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
+    read_from_zero(f, buf, true)
+}
+
+/// Reads an open file from offset 0 to its end into `buf`, with `pread`: like
+/// [`read_at_start`], but a short read is not taken as the end (an iterating `seq_file`
+/// returns at most a page per read), only an empty one; `Ok(false)` on `ENODEV` or `ESRCH`
+/// (the process went away).
+pub(crate) fn read_to_end(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
+    read_from_zero(f, buf, false)
+}
+
+fn read_from_zero(f: &File, buf: &mut ReadBuf, short_is_end: bool) -> io::Result<bool> {
     buf.len = 0;
     loop {
         let len = buf.len;
@@ -60,31 +72,10 @@ pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
         match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
             Ok(n) => {
                 buf.len = len + n;
-                if n < READ_CHUNK {
+                if n == 0 || (short_is_end && n < READ_CHUNK) {
                     return Ok(true);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Reads an open file from offset 0 to its end into `buf`, with `pread`: like
-/// [`read_at_start`], but a short read is not taken as the end (an iterating `seq_file`
-/// returns at most a page per read), only an empty one; `Ok(false)` on `ENODEV` or `ESRCH`
-/// (the process went away).
-pub(crate) fn read_to_end(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
-    buf.len = 0;
-    loop {
-        let len = buf.len;
-        if buf.bytes.len() < len + READ_CHUNK {
-            buf.bytes.resize(len + READ_CHUNK, 0);
-        }
-        match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
-            Ok(0) => return Ok(true),
-            Ok(n) => buf.len = len + n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENODEV | nix::libc::ESRCH)) => {
                 return Ok(false);

@@ -1154,6 +1154,15 @@ mod tests {
         }
 
         /// Every directory of container `id` in every hierarchy.
+        /// The container's control file `name`, in whichever of its directories has it.
+        fn file_of(&self, id: &str, name: &str) -> PathBuf {
+            self.dirs_of(id)
+                .into_iter()
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{id} has no {name}"))
+        }
+
         fn dirs_of(&self, id: &str) -> Vec<PathBuf> {
             let mut out = Vec::new();
             find_dirs(&self.root.join("sys/fs/cgroup"), id, &mut out);
@@ -1196,6 +1205,18 @@ mod tests {
 
     fn metric<'a>(r: &'a ResourceMetrics, name: &str) -> Option<&'a Metric> {
         r.metrics.iter().find(|m| m.name == name)
+    }
+
+    /// Bytes received on `eth0` as container `id` reports them.
+    fn eth0_rx(b: &Batch, id: &str) -> f64 {
+        value(
+            resource(b, id).unwrap(),
+            "container.network.io",
+            &[
+                ("network.interface.name", "eth0"),
+                ("network.io.direction", "receive"),
+            ],
+        )
     }
 
     fn value(r: &ResourceMetrics, name: &str, attrs: &[(&str, &str)]) -> f64 {
@@ -1785,16 +1806,7 @@ mod tests {
     #[test]
     fn network_bytes_follow_the_container_to_its_next_process_in_the_same_cycle() {
         let mut f = Fixture::new("cgroup-v2");
-        let rx = |b: &Batch| {
-            value(
-                resource(b, A).unwrap(),
-                "container.network.io",
-                &[
-                    ("network.interface.name", "eth0"),
-                    ("network.io.direction", "receive"),
-                ],
-            )
-        };
+        let rx = |b: &Batch| eth0_rx(b, A);
         let (b, r) = f.cycle(T0);
         r.unwrap();
         assert_eq!(rx(&b), 1000.0, "pid 4242's namespace");
@@ -1806,12 +1818,7 @@ mod tests {
         let text = std::fs::read_to_string(&dev).unwrap();
         std::fs::write(&dev, text.replace("eth0:     1000", "eth0:     7777")).unwrap();
         std::fs::remove_dir_all(proc.join("4242")).unwrap();
-        let procs = f
-            .dirs_of(A)
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .find(|p| p.exists())
-            .unwrap();
+        let procs = f.file_of(A, "cgroup.procs");
         std::fs::write(&procs, "5151\n").unwrap();
         let (b, r) = f.cycle(T0 + 10_000_000_000);
         r.unwrap();
@@ -1925,16 +1932,7 @@ mod tests {
 
     fn shared_namespace_case(dies: &str) {
         let mut f = Fixture::new("cgroup-v2");
-        let rx = |b: &Batch, id: &str| {
-            value(
-                resource(b, id).unwrap(),
-                "container.network.io",
-                &[
-                    ("network.interface.name", "eth0"),
-                    ("network.io.direction", "receive"),
-                ],
-            )
-        };
+        let rx = eth0_rx;
         let (b, r) = f.cycle(T0);
         r.unwrap();
         let (a, crio, podman) = (rx(&b, A), rx(&b, CRIO), rx(&b, PODMAN));
@@ -1949,12 +1947,7 @@ mod tests {
         let link = proc.join("4646/ns/net");
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("net:[4026536242]", &link).unwrap();
-        let procs = f
-            .dirs_of(CRIO)
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .find(|p| p.exists())
-            .unwrap();
+        let procs = f.file_of(CRIO, "cgroup.procs");
         std::fs::write(&procs, "4646\n").unwrap();
         let (b, r) = f.cycle(T0 + 10_000_000_000);
         r.unwrap();

@@ -267,24 +267,25 @@ mod tests {
             value(&b, "system.disk.limit", &[("system.device", "vda")]),
             536_870_912.0 * 512.0
         );
-        let devices: Vec<_> = b
-            .host_metric("system.disk.io")
-            .unwrap()
-            .points
-            .iter()
-            .map(|p| {
-                p.attributes
-                    .get("system.device")
-                    .unwrap()
-                    .to_text()
-                    .into_owned()
-            })
-            .collect();
+        let devices = devices(&b, "system.disk.io");
         assert!(
             !devices.iter().any(|d| d.starts_with("loop")),
             "{devices:?}"
         );
         assert!(devices.iter().any(|d| d == "zram0"));
+    }
+
+    /// The `system.device` of every point of metric `name`.
+    fn devices(b: &Batch, name: &str) -> Vec<String> {
+        b.host_metric(name)
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| {
+                let dev = p.attributes.get("system.device").unwrap().to_text();
+                dev.into_owned()
+            })
+            .collect()
     }
 
     /// The devices a batch has `system.disk.limit` for, with the value.
@@ -346,19 +347,7 @@ mod tests {
         assert!(c.sizes.contains_key("vda"));
         let (b, r) = run(&mut c, "spaces");
         r.unwrap();
-        let mut listed: Vec<String> = b
-            .host_metric("system.disk.io_time")
-            .unwrap()
-            .points
-            .iter()
-            .map(|p| {
-                p.attributes
-                    .get("system.device")
-                    .unwrap()
-                    .to_text()
-                    .into_owned()
-            })
-            .collect();
+        let mut listed = devices(&b, "system.disk.io_time");
         let mut kept: Vec<String> = c.sizes.keys().cloned().collect();
         listed.sort();
         kept.sort();
