@@ -103,13 +103,8 @@ fn read_from_zero(f: &File, buf: &mut ReadBuf, short_is_end: bool) -> io::Result
 pub struct KeptFile {
     /// The open file, when it is kept, and the path it was opened as.
     kept: Option<(PathBuf, File)>,
-    /// Initialised bytes (zeroed when they grow); `..len` hold the last read.
-    bytes: Vec<u8>,
-    len: usize,
+    buf: ReadBuf,
 }
-
-/// Bytes the buffer grows by when a read fills it.
-const GROW: usize = 4096;
 
 impl KeptFile {
     /// Reads the whole file at `path` (to the end of file: iterating `seq_file`s return one
@@ -133,7 +128,7 @@ impl KeptFile {
                 self.kept = Some((path.to_path_buf(), file));
             }
         }
-        std::str::from_utf8(&self.bytes[..self.len]).map_err(|_| {
+        std::str::from_utf8(self.buf.as_bytes()).map_err(|_| {
             err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "stream did not contain valid UTF-8",
@@ -146,18 +141,12 @@ impl KeptFile {
         self.kept.is_some()
     }
 
+    /// [`read_to_end`], with a file or process that went away as the error it is here.
     fn read_all(&mut self, file: &File) -> io::Result<()> {
-        self.len = 0;
-        loop {
-            if self.bytes.len() - self.len < GROW / 4 {
-                self.bytes.resize(self.bytes.len() + GROW, 0);
-            }
-            match file.read_at(&mut self.bytes[self.len..], self.len as u64) {
-                Ok(0) => return Ok(()),
-                Ok(n) => self.len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if read_to_end(file, &mut self.buf)? {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(nix::libc::ENODEV))
         }
     }
 }

@@ -934,10 +934,9 @@ impl Collector for ContainerCollector {
                 };
                 if let (NetNs::Own(mut ns_id), Some(mut pid)) = (netns, s.pid) {
                     // A namespace another container of this cycle (a pod's) has read already
-                    // is not read again. Its reader's process is alive (it was just read), so
-                    // the inode names a live namespace this container's process was last seen
-                    // in. At most one retry: the kept process is gone, `cgroup.procs` names
-                    // one that lives.
+                    // is not read again, once this container's own process is seen in it. At
+                    // most one retry: the kept process is gone, `cgroup.procs` names one that
+                    // lives.
                     let mut retried = false;
                     // Bounded: a process that keeps changing namespaces under us ends it.
                     let mut turns = 0;
@@ -1153,7 +1152,6 @@ mod tests {
             (b, r)
         }
 
-        /// Every directory of container `id` in every hierarchy.
         /// The container's control file `name`, in whichever of its directories has it.
         fn file_of(&self, id: &str, name: &str) -> PathBuf {
             self.dirs_of(id)
@@ -1163,6 +1161,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{id} has no {name}"))
         }
 
+        /// Every directory of container `id` in every hierarchy.
         fn dirs_of(&self, id: &str) -> Vec<PathBuf> {
             let mut out = Vec::new();
             find_dirs(&self.root.join("sys/fs/cgroup"), id, &mut out);
@@ -1835,12 +1834,8 @@ mod tests {
         // watch ends on its own and only the collector's own handling is tested.
         let mut f = Fixture::new("cgroup-v2");
         let keep = tempfile::tempdir_in(&f.root).unwrap();
-        let dir_a = f
-            .dirs_of(A)
-            .into_iter()
-            .find(|d| d.join("memory.events").exists())
-            .unwrap();
-        let events = dir_a.join("memory.events");
+        let events = f.file_of(A, "memory.events");
+        let dir_a = events.parent().unwrap().to_path_buf();
         let text =
             |n: u64| format!("low 0\nhigh 0\nmax 4\noom 2\noom_kill {n}\noom_group_kill 0\n");
         let ooms = |b: &Batch| {
@@ -1910,10 +1905,10 @@ mod tests {
         let held = |f: &Fixture| f.collector.oom_watch.as_ref().unwrap().len();
         let before = held(&f);
         let dir_b = f
-            .dirs_of(B)
-            .into_iter()
-            .find(|d| d.join("memory.events").exists())
-            .unwrap();
+            .file_of(B, "memory.events")
+            .parent()
+            .unwrap()
+            .to_path_buf();
         std::fs::hard_link(dir_b.join("memory.events"), keep.path().join("b")).unwrap();
         std::fs::remove_dir_all(&dir_b).unwrap();
         let b = cycle(&mut f);

@@ -339,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn a_disk_no_longer_listed_closes_its_size_file() {
+    fn a_disk_no_longer_listed_drops_its_kept_size_file() {
         let mut c = DiskCollector::new(
             NameFilter::for_devices(&HostConfig::default().disk, Field::Disk).unwrap(),
         );
