@@ -350,11 +350,8 @@ struct Tracked {
     /// (pid, its network namespace), checked once per process. The pid stands between
     /// `cgroup.procs` reads (every [`LIMITS_EVERY`] cycles, and whenever its process is gone).
     netns: Option<(u32, NetNs)>,
-    /// The watch on its `memory.events` (cgroup v2), the OOM-kill count last read from it,
-    /// and whether the file may have changed since (read it this cycle); see [`oom_watch`].
-    oom_wd: Option<nix::sys::inotify::WatchDescriptor>,
-    oom_kills: Option<u64>,
-    oom_stale: bool,
+    /// Its `memory.events` as [`oom_watch`] follows it (cgroup v2).
+    oom: oom_watch::Followed,
     /// The container's cgroup directory and control files, kept open between cycles within
     /// the budget.
     fds: cgroup::KeptFds,
@@ -712,20 +709,7 @@ impl Collector for ContainerCollector {
         let now = batch.time_unix_nanos;
         self.hierarchy.walk(&mut self.found)?;
         if let Some(w) = &mut self.oom_watch {
-            let changes = w.drain();
-            for key in &changes.changed {
-                if let Some(t) = self.tracked.get_mut(key) {
-                    t.oom_stale = true;
-                }
-            }
-            for key in &changes.ended {
-                if let Some(t) = self.tracked.get_mut(key) {
-                    (t.oom_wd, t.oom_stale) = (None, true);
-                }
-            }
-            if changes.overflowed {
-                self.tracked.values_mut().for_each(|t| t.oom_stale = true);
-            }
+            w.apply_events(&mut self.tracked, |t| &mut t.oom);
         }
         if self.network {
             self.net.begin_cycle(&ctx.roots.proc);
@@ -760,10 +744,10 @@ impl Collector for ContainerCollector {
                     // A container restarted under the same path: its predecessor's state goes
                     // first (its watch too: a new watch on the same file would get the same
                     // descriptor, which removing the old one afterwards would end).
-                    if let Some(old) = self.tracked.remove(&f.rel) {
+                    if let Some(mut old) = self.tracked.remove(&f.rel) {
                         self.fds_charged -= old.fds_charged;
-                        if let (Some(w), Some(wd)) = (&mut self.oom_watch, old.oom_wd) {
-                            w.unwatch(wd);
+                        if let Some(w) = &mut self.oom_watch {
+                            w.forget(&mut old.oom);
                         }
                     }
                     let (keep, charge) = self.keep_for_new();
@@ -781,9 +765,7 @@ impl Collector for ContainerCollector {
                         prev_cpu: None,
                         cpu_split: (0, 0),
                         netns: None,
-                        oom_wd: None,
-                        oom_kills: None,
-                        oom_stale: true,
+                        oom: oom_watch::Followed::default(),
                         fds: cgroup::KeptFds::new(keep),
                         fds_charged: charge,
                         metric_count: 0,
@@ -837,22 +819,22 @@ impl Collector for ContainerCollector {
                 // one file less per container and cycle.
                 let known_pid = t.netns.map(|(pid, _)| pid);
                 let read_pid = self.network && (read_limits || known_pid.is_none());
-                // `memory.events` (cgroup v2): watched before the read that follows, so no
-                // later change is missed; a container without a watch (new, or its watch
-                // failed or was dropped) tries again with its limits. The file is read when
-                // reported changed, when unwatched, and with the limits every
-                // LIMITS_EVERY cycles whatever the events said, as a backstop.
-                if t.oom_wd.is_none()
-                    && (t.oom_stale || read_limits)
-                    && let (Some(w), Some(root)) = (&mut self.oom_watch, self.hierarchy.walk_root())
-                {
-                    t.oom_wd = w.watch(&root.join(&f.rel).join("memory.events"), &f.rel);
-                }
+                // `memory.events` (cgroup v2) only when it may have changed, with the limits
+                // as a backstop; v1's `memory.oom_control` every cycle.
+                let oom_due = match (&mut self.oom_watch, self.hierarchy.walk_root()) {
+                    (Some(w), Some(root)) => w.before_read(
+                        &mut t.oom,
+                        || root.join(&f.rel).join("memory.events"),
+                        &f.rel,
+                        read_limits,
+                    ),
+                    _ => true,
+                };
                 let reads = cgroup::Reads {
                     pressure: self.pressure,
                     limits: read_limits,
                     pid: read_pid,
-                    oom_events: t.oom_wd.is_none() || t.oom_stale || read_limits,
+                    oom_events: oom_due,
                 };
                 match self.hierarchy.read(
                     &f.rel,
@@ -874,18 +856,10 @@ impl Collector for ContainerCollector {
                 if !read_pid {
                     self.sample.pid = known_pid;
                 }
-                if self.sample.memory.is_none() {
-                    // No memory controller (any more): no count to report, and a watch may
-                    // be on a file that is gone (kernfs reports no removal): drop it.
-                    if let (Some(w), Some(wd)) = (&mut self.oom_watch, t.oom_wd.take()) {
-                        w.unwatch(wd);
-                    }
-                    (t.oom_kills, t.oom_stale) = (None, true);
-                } else if reads.oom_events {
-                    t.oom_kills = self.sample.oom_kills;
-                    t.oom_stale = false;
-                } else {
-                    self.sample.oom_kills = t.oom_kills;
+                if let Some(w) = &mut self.oom_watch {
+                    let memory = self.sample.memory.is_some();
+                    self.sample.oom_kills =
+                        w.after_read(&mut t.oom, memory, oom_due, self.sample.oom_kills);
                 }
                 if read_limits {
                     let mem = self.sample.memory.and_then(|m| m.limit);
@@ -1030,8 +1004,8 @@ impl Collector for ContainerCollector {
             if !stays {
                 // Dropping its state closes its descriptors.
                 *charged -= t.fds_charged;
-                if let (Some(w), Some(wd)) = (oom_watch.as_mut(), t.oom_wd) {
-                    w.unwatch(wd);
+                if let Some(w) = oom_watch.as_mut() {
+                    w.forget(&mut t.oom);
                 }
             }
             stays
@@ -1849,7 +1823,7 @@ mod tests {
                 .values()
                 .find(|t| t.path.id == A)
                 .unwrap();
-            (t.oom_wd.is_some(), t.oom_stale)
+            (t.oom.is_watched(), t.oom.is_stale())
         };
         let mut at = T0;
         let mut cycle = |f: &mut Fixture| {

@@ -20,7 +20,7 @@
 //! Not for cgroup v1: `memory.oom_control` raises no such event.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -32,6 +32,38 @@ pub struct OomWatch {
     /// Which container (its cgroup path relative to the root, the collector's key) each watch
     /// is for.
     by_wd: HashMap<WatchDescriptor, String>,
+}
+
+/// One container's `memory.events` as the collector follows it: its watch, the OOM-kill count
+/// last read, and whether the file is due (it may have changed since).
+#[derive(Debug)]
+pub struct Followed {
+    wd: Option<WatchDescriptor>,
+    kills: Option<u64>,
+    stale: bool,
+}
+
+impl Default for Followed {
+    /// A new container: no watch yet, its file due.
+    fn default() -> Self {
+        Self {
+            wd: None,
+            kills: None,
+            stale: true,
+        }
+    }
+}
+
+impl Followed {
+    /// Whether a watch holds.
+    pub fn is_watched(&self) -> bool {
+        self.wd.is_some()
+    }
+
+    /// Whether the file has to be read in the next cycle whatever else holds.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
 }
 
 /// What happened since the last [`OomWatch::drain`].
@@ -97,6 +129,76 @@ impl OomWatch {
     /// Whether no watch is held.
     pub fn is_empty(&self) -> bool {
         self.by_wd.is_empty()
+    }
+
+    /// At the start of a cycle: marks the containers whose file changed (or all, after lost
+    /// events) due, and those whose watch the kernel ended unwatched.
+    pub fn apply_events<T>(
+        &mut self,
+        containers: &mut HashMap<String, T>,
+        followed: impl Fn(&mut T) -> &mut Followed,
+    ) {
+        let changes = self.drain();
+        for key in &changes.changed {
+            if let Some(c) = containers.get_mut(key) {
+                followed(c).stale = true;
+            }
+        }
+        for key in &changes.ended {
+            if let Some(c) = containers.get_mut(key) {
+                let c = followed(c);
+                (c.wd, c.stale) = (None, true);
+            }
+        }
+        if changes.overflowed {
+            containers
+                .values_mut()
+                .for_each(|c| followed(c).stale = true);
+        }
+    }
+
+    /// Before a container's read: watches `file` (the container's key `key`) where no watch
+    /// holds and the container is new or due, or at its `backstop` (with its limits), so that
+    /// no change after the read is missed; returns whether the file is to be read: when due,
+    /// unwatched, or at the backstop — a watch can outlive its file, which kernfs does not
+    /// report removed.
+    pub fn before_read(
+        &mut self,
+        c: &mut Followed,
+        file: impl FnOnce() -> PathBuf,
+        key: &str,
+        backstop: bool,
+    ) -> bool {
+        if c.wd.is_none() && (c.stale || backstop) {
+            c.wd = self.watch(&file(), key);
+        }
+        c.wd.is_none() || c.stale || backstop
+    }
+
+    /// After the read: the count to report. `memory` says whether the container has memory
+    /// figures at all (without, a watch may be on a file that is gone: it is dropped); `read`
+    /// is what the read found when `due`.
+    pub fn after_read(
+        &mut self,
+        c: &mut Followed,
+        memory: bool,
+        due: bool,
+        read: Option<u64>,
+    ) -> Option<u64> {
+        if !memory {
+            self.forget(c);
+            (c.kills, c.stale) = (None, true);
+        } else if due {
+            (c.kills, c.stale) = (read, false);
+        }
+        c.kills
+    }
+
+    /// The container is gone (or replaced): its watch ends.
+    pub fn forget(&mut self, c: &mut Followed) {
+        if let Some(wd) = c.wd.take() {
+            self.unwatch(wd);
+        }
     }
 
     /// Reads every pending event, without waiting.
