@@ -3,7 +3,8 @@
 //!
 //! [`Cycle`] is one collection pass over every collector, independent of timers, so
 //! `faultline collect --once`, the benchmarks and `faultline run` share it. Collectors are
-//! synchronous file readers; a cycle runs on the blocking pool, never on an async worker.
+//! synchronous file readers; in `faultline run` cycles run on a thread of their own that
+//! owns the timer ([`collect_loop`]), never on the async thread.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -23,6 +24,8 @@ use crate::collectors::{self, Collector, Context};
 use crate::config::Config;
 use crate::export_settings;
 use crate::resource::{self, ResourceInputs};
+
+mod collect_loop;
 
 /// Duration of the last collection cycle.
 pub const CYCLE_DURATION: MetricDesc = MetricDesc::gauge(
@@ -396,49 +399,30 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let notifier = start_notifications(&cancel, &tracker);
 
     info!(interval = %config.interval, collectors = ?cycle.collectors.iter().map(|c| c.name()).collect::<Vec<_>>(), "faultline started");
-    let mut ticker = tokio::time::interval(config.interval.0);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let scope_version = env!("CARGO_PKG_VERSION");
-    let mut cycles = 0u64;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = ticker.tick() => {}
+    let collecting = collect_loop::CollectLoop::start(
+        cycle,
+        config.interval.0,
+        collect_loop::Outputs {
+            export,
+            latest: latest_tx,
+        },
+        tokio::runtime::Handle::current(),
+    );
+    match collecting {
+        Ok(mut collecting) => {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = collecting.ended() => {
+                    error!("the collection thread ended (a collector panicked); stopping");
+                    cancel.cancel();
+                }
+            }
+            collecting.stop().await;
         }
-        cycles += 1;
-        let stats = export.as_ref().map(|e| e.stats().clone());
-        // Queuing may write and sync the batch to the disk queue: blocking, so it happens
-        // here too, with the encoding.
-        let exporter = export.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let batch = cycle.collect(stats.as_deref());
-            if let Some(export) = &exporter {
-                // Straight to protobuf bytes (no intermediate messages); the buffer goes to
-                // the queue, so it is new each cycle, sized exactly.
-                let (mut payload, mut lens) = (Vec::new(), Vec::new());
-                otlp::encode_batch_into(&batch, scope_version, &mut payload, &mut lens);
-                export.submit_encoded(
-                    bytes::Bytes::from(payload),
-                    batch.point_count(),
-                    batch.time_unix_nanos,
-                );
-            }
-            if cycles == RELEASE_STARTUP_PAGES_AFTER {
-                release_startup_pages();
-            }
-            (cycle, batch)
-        })
-        .await;
-        let (back, batch) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                error!(error = %e, "collection cycle panicked; stopping");
-                cancel.cancel();
-                break;
-            }
-        };
-        cycle = back;
-        latest_tx.send_replace(Some(Arc::new(batch)));
+        Err(e) => {
+            error!(error = %e, "cannot start the collection thread; stopping");
+            cancel.cancel();
+        }
     }
 
     if let Some(n) = &notifier {

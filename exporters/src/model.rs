@@ -172,6 +172,21 @@ impl Attributes {
         self.push(key, value);
         self
     }
+    /// Attributes from a fixed list, allocated once at their exact size (a chain of
+    /// [`Self::with`] reallocates at each step).
+    pub fn of<const N: usize>(pairs: [(&'static str, AttrValue); N]) -> Self {
+        let mut v = Vec::with_capacity(N);
+        v.extend(pairs.map(|(k, value)| (Cow::Borrowed(k), value)));
+        Attributes(v)
+    }
+    /// A copy of these attributes with one more, allocated once at its exact size.
+    #[must_use]
+    pub fn plus(&self, key: &'static str, value: impl Into<AttrValue>) -> Self {
+        let mut v = Vec::with_capacity(self.0.len() + 1);
+        v.extend(self.0.iter().cloned());
+        v.push((Cow::Borrowed(key), value.into()));
+        Attributes(v)
+    }
     /// Adds one attribute in place (key may be owned, for user-configured attributes).
     pub fn push(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
         // Points carry one to three attributes: grow by one instead of Vec's minimum of four
@@ -454,6 +469,24 @@ mod tests {
         assert_eq!(host.metrics[0].points[1].start_unix_nanos, 5);
         assert_eq!(host.metrics[1].points[0].start_unix_nanos, 0);
         assert_eq!(b.point_count(), 3);
+    }
+
+    #[test]
+    fn of_and_plus_equal_the_with_chain_at_exact_capacity() {
+        let chain = Attributes::new()
+            .with("cpu.mode", "user")
+            .with("cpu.logical_number", 3i64);
+        let of = Attributes::of([
+            ("cpu.mode", "user".into()),
+            ("cpu.logical_number", 3i64.into()),
+        ]);
+        assert_eq!(of, chain);
+        assert_eq!(of.0.capacity(), 2);
+        let plus = Attributes::new()
+            .with("cpu.mode", "user")
+            .plus("cpu.logical_number", 3i64);
+        assert_eq!(plus, chain);
+        assert_eq!(plus.0.capacity(), 2);
     }
 
     #[test]

@@ -397,6 +397,20 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
         }
     }
 
+    // node3's drill ends on its own once two probes pass after the revert; a second drill
+    // before that would be refused (409). Without chromium nothing above takes that long.
+    poll_for(Duration::from_secs(30), || {
+        let (status, body) = http(
+            &node3.api,
+            "GET",
+            &format!("/v1/drills/{drill3}"),
+            Some(TOKEN),
+            "",
+        );
+        (status == 200 && json(&body)["verdict"] != "running").then_some(())
+    })
+    .unwrap_or_else(|| panic!("node3's drill {drill3} is still running"));
+
     // Second game: long faults everywhere, then Ctrl-C.
     std::fs::write(
         dir.path().join("long-latency.yaml"),

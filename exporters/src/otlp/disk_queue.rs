@@ -285,21 +285,52 @@ pub fn scan(bytes: &[u8]) -> ScanReport {
 /// Encodes one record (header + payload) into a fresh buffer.
 pub fn encode_record(seq: u64, points: u32, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
-    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&record_header(seq, points, payload));
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// The header of the record of `payload`; its checksum covers the header's fields and the
+/// payload.
+fn record_header(seq: u64, points: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
     // Payloads above 4 GiB cannot occur (a batch is tens of KB); saturating keeps the
     // checksum honest if one ever did: the reader then refuses the record as damaged.
-    buf.extend_from_slice(
+    h[4..8].copy_from_slice(
         &u32::try_from(payload.len())
             .unwrap_or(u32::MAX)
             .to_le_bytes(),
     );
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&points.to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    let crc = checksum(&buf, payload);
-    buf[20..24].copy_from_slice(&crc.to_le_bytes());
-    buf.extend_from_slice(payload);
-    buf
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..20].copy_from_slice(&points.to_le_bytes());
+    let crc = checksum(&h, payload);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Writes `header` and then `payload` at `offset` with one `pwritev`, so the payload is not
+/// first copied into a record buffer (a batch is tens of KiB, every cycle). A short write is
+/// completed with positioned writes of what is left.
+fn write_record_at(file: &File, header: &[u8], payload: &[u8], offset: u64) -> io::Result<()> {
+    let start = i64::try_from(offset).map_err(|_| io::Error::other("offset beyond i64"))?;
+    let slices = [io::IoSlice::new(header), io::IoSlice::new(payload)];
+    let n = loop {
+        match nix::sys::uio::pwritev(file, &slices, start) {
+            Ok(n) => break n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let payload_at = offset + header.len() as u64;
+    if let Some(rest) = header.get(n..)
+        && !rest.is_empty()
+    {
+        file.write_all_at(rest, offset + n as u64)?;
+        return file.write_all_at(payload, payload_at);
+    }
+    let done = n.saturating_sub(header.len());
+    file.write_all_at(payload.get(done..).unwrap_or(&[]), payload_at + done as u64)
 }
 
 /// Encodes a cursor slot.
@@ -584,9 +615,9 @@ impl DiskQueue {
                 source: io::Error::other("no active segment"),
             });
         };
-        let record = encode_record(seq, points, payload);
+        let header = record_header(seq, points, payload);
         let offset = seg.size;
-        let written = file.write_all_at(&record, offset);
+        let written = write_record_at(file, &header, payload, offset);
         if let Err(source) = written {
             // Cut a partial write off so the next record follows good bytes; the reader would
             // skip the damage anyway.

@@ -170,8 +170,13 @@ impl Collector for DiskCollector {
             if !self.filter.allows(d.name) {
                 continue;
             }
-            let dev = || Attributes::new().with("system.device", d.name.to_owned());
-            let rw = |dir: &'static str| dev().with("disk.io.direction", dir);
+            let dev = || Attributes::of([("system.device", d.name.to_owned().into())]);
+            let rw = |dir: &'static str| {
+                Attributes::of([
+                    ("system.device", d.name.to_owned().into()),
+                    ("disk.io.direction", dir.into()),
+                ])
+            };
             let sum = [
                 d.sectors_read,
                 d.sectors_written,

@@ -253,10 +253,11 @@ impl FilesystemCollector {
             self.seen.insert(m.dev_id.to_owned());
             let target = ctx.roots.host_path(&m.mountpoint);
             let mountpoint = m.mountpoint.into_owned();
-            let base = Attributes::new()
-                .with("system.device", m.source.into_owned())
-                .with("system.filesystem.mountpoint", mountpoint.clone())
-                .with("system.filesystem.type", m.fstype.to_owned());
+            let base = Attributes::of([
+                ("system.device", m.source.into_owned().into()),
+                ("system.filesystem.mountpoint", mountpoint.clone().into()),
+                ("system.filesystem.type", m.fstype.to_owned().into()),
+            ]);
             self.mounts.push(Reported {
                 mountpoint,
                 target,
@@ -307,9 +308,9 @@ impl Collector for FilesystemCollector {
             } else {
                 "rw"
             };
-            let base = m.base.clone().with("system.filesystem.mode", mode);
+            let base = m.base.plus("system.filesystem.mode", mode);
             for (state, bytes) in [("used", s.used), ("free", s.free), ("reserved", s.reserved)] {
-                let attrs = base.clone().with("system.filesystem.state", state);
+                let attrs = base.plus("system.filesystem.state", state);
                 if s.total > 0 {
                     host.record(
                         &FS_UTILIZATION,

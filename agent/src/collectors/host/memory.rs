@@ -8,7 +8,7 @@
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
-use super::parse_u64_field;
+use super::{keyed_lines, parse_u64_field};
 use crate::collectors::file::KeptFile;
 use crate::collectors::{CollectError, Collector, Context, parse_error};
 
@@ -102,10 +102,7 @@ impl MemInfo {
 pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
     let mut m = MemInfo::default();
     let mut required = 0u8;
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
+    for (key, rest) in keyed_lines(text, b':') {
         let (slot, bit): (&mut u64, u8) = match key {
             "MemTotal" => (&mut m.total, 1),
             "MemFree" => (&mut m.free, 2),

@@ -151,14 +151,16 @@ impl Collector for NetworkCollector {
             let start = starts.start(d.name, sum);
             for (dir, c) in [("receive", d.receive), ("transmit", d.transmit)] {
                 let by_name = || {
-                    Attributes::new()
-                        .with("network.interface.name", d.name.to_owned())
-                        .with("network.io.direction", dir)
+                    Attributes::of([
+                        ("network.interface.name", d.name.to_owned().into()),
+                        ("network.io.direction", dir.into()),
+                    ])
                 };
                 host.record_since(&NET_IO, by_name(), c.bytes, start);
-                let by_device = Attributes::new()
-                    .with("system.device", d.name.to_owned())
-                    .with("network.io.direction", dir);
+                let by_device = Attributes::of([
+                    ("system.device", d.name.to_owned().into()),
+                    ("network.io.direction", dir.into()),
+                ]);
                 host.record_since(&NET_PACKETS, by_device, c.packets, start);
                 host.record_since(&NET_ERRORS, by_name(), c.errors, start);
                 host.record_since(&NET_DROPPED, by_name(), c.dropped, start);

@@ -11,7 +11,7 @@ use std::io;
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
-use super::{parse_u64_field, unescape_octal};
+use super::{keyed_lines, parse_u64_field, unescape_octal};
 use crate::collectors::file::KeptFile;
 use crate::collectors::{CollectError, Collector, Context, parse_error};
 
@@ -101,10 +101,7 @@ pub struct VmStat {
 /// Parses `/proc/vmstat` (`name value` lines).
 pub fn parse_vmstat(text: &str) -> Result<VmStat, String> {
     let mut v = VmStat::default();
-    for line in text.lines() {
-        let Some((k, val)) = line.split_once(' ') else {
-            continue;
-        };
+    for (k, val) in keyed_lines(text, b' ') {
         let slot = match k {
             "pgfault" => &mut v.pgfault,
             "pgmajfault" => &mut v.pgmajfault,
@@ -148,9 +145,10 @@ impl Collector for PagingCollector {
             (vm.pgpgout, "out", "minor"),
         ] {
             if let Some(v) = value {
-                let attrs = Attributes::new()
-                    .with("system.paging.direction", dir)
-                    .with("system.paging.fault.type", kind);
+                let attrs = Attributes::of([
+                    ("system.paging.direction", dir.into()),
+                    ("system.paging.fault.type", kind.into()),
+                ]);
                 host.record(&PAGING_OPERATIONS, attrs, v);
             }
         }
@@ -169,9 +167,10 @@ impl Collector for PagingCollector {
             let free = s.size.saturating_sub(s.used);
             for (state, bytes) in [("used", s.used), ("free", free)] {
                 let attrs = || {
-                    Attributes::new()
-                        .with("system.device", s.device.clone())
-                        .with("system.paging.state", state)
+                    Attributes::of([
+                        ("system.device", s.device.clone().into()),
+                        ("system.paging.state", state.into()),
+                    ])
                 };
                 host.record(&PAGING_USAGE, attrs(), bytes);
                 if s.size > 0 {

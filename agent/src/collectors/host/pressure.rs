@@ -156,9 +156,10 @@ impl Collector for PressureCollector {
             for (kind, line) in [("some", p.some), ("full", p.full)] {
                 let Some(l) = line else { continue };
                 let attrs = || {
-                    Attributes::new()
-                        .with("system.linux.pressure.resource", resource)
-                        .with("system.linux.pressure.kind", kind)
+                    Attributes::of([
+                        ("system.linux.pressure.resource", resource.into()),
+                        ("system.linux.pressure.kind", kind.into()),
+                    ])
                 };
                 host.record(&PSI_STALL_TIME, attrs(), l.total_us as f64 / 1e6);
                 host.record(&PSI_AVG10, attrs(), l.avg10);

@@ -1,0 +1,229 @@
+//! The collection loop on a thread of its own, which owns its timer.
+//!
+//! A cycle is synchronous file reading, encoding and (with the persistent queue) a write to
+//! the disk queue, so it must not run on the async thread. It used to be handed to the
+//! blocking pool from a tokio interval, which cost the async thread three timer-wheel wake-ups
+//! per 10 s cycle plus a hand-off there and back (about eight context switches per cycle, the
+//! largest single item in a profile of the agent at rest). Here the thread sleeps until its
+//! next deadline in [`mpsc::Receiver::recv_timeout`], which also delivers the stop request:
+//! one wake-up per cycle, and the async thread is woken only by the export queue's notify.
+//!
+//! Missed deadlines are not caught up: a cycle that overran starts the next interval from its
+//! end, as tokio's `MissedTickBehavior::Delay` did.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use faultline_exporters::model::Batch;
+use faultline_exporters::otlp::{self, ExportHandle};
+use tokio::sync::{oneshot, watch};
+use tracing::warn;
+
+use super::{Cycle, RELEASE_STARTUP_PAGES_AFTER, release_startup_pages};
+
+/// The running collection thread.
+#[derive(Debug)]
+pub(crate) struct CollectLoop {
+    stop: Option<mpsc::Sender<()>>,
+    /// Resolves (with an error: nothing is ever sent) when the thread's closure is dropped,
+    /// that is when the thread ends for any reason, a panic included. `None` once that was
+    /// seen (a finished receiver must not be polled again).
+    ended: Option<oneshot::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a cycle hands on besides the collectors: the exporter and the latest-batch channel.
+pub(crate) struct Outputs {
+    pub(crate) export: Option<ExportHandle>,
+    pub(crate) latest: watch::Sender<Option<Arc<Batch>>>,
+}
+
+impl CollectLoop {
+    /// Starts collecting at once and then every `interval`. The thread enters `runtime` so a
+    /// collector may use tokio's channels and handles as it could on the blocking pool.
+    pub(crate) fn start(
+        mut cycle: Cycle,
+        interval: Duration,
+        outputs: Outputs,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Self> {
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("faultline-collect".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                let _entered = runtime.enter();
+                let mut encoder = Encoder::default();
+                let mut next = Instant::now();
+                let mut cycles = 0u64;
+                // Sleeps until the deadline; a stop request (or the sender's drop) ends it.
+                while let Err(RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(next.saturating_duration_since(Instant::now()))
+                {
+                    cycles += 1;
+                    run_cycle(&mut cycle, &mut encoder, &outputs);
+                    if cycles == RELEASE_STARTUP_PAGES_AFTER {
+                        release_startup_pages();
+                    }
+                    next = next_deadline(next, interval, Instant::now());
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            ended: Some(ended),
+            thread: Some(thread),
+        })
+    }
+
+    /// Resolves when the thread has ended without being asked to (a collector panicked).
+    pub(crate) async fn ended(&mut self) {
+        if let Some(rx) = &mut self.ended {
+            let _ = rx.await;
+            self.ended = None;
+        }
+    }
+
+    /// Asks the thread to stop after the cycle it may be running, and waits for it without
+    /// blocking the async thread.
+    pub(crate) async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(rx) = self.ended.take() {
+            let _ = rx.await;
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("the collection thread panicked");
+        }
+    }
+}
+
+/// The deadline after one at `previous`, finished at `now`: one interval on, or one interval
+/// from now when the cycle overran (no burst of catch-up cycles).
+fn next_deadline(previous: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = previous + interval;
+    if next < now { now + interval } else { next }
+}
+
+/// The encoder's reusable state: its table of message lengths, kept between cycles instead of
+/// growing anew each time. (The payload itself is allocated at its exact size by the encoder.)
+#[derive(Debug, Default)]
+struct Encoder {
+    lens: Vec<usize>,
+}
+
+fn run_cycle(cycle: &mut Cycle, encoder: &mut Encoder, outputs: &Outputs) {
+    let stats = outputs.export.as_ref().map(|e| e.stats().clone());
+    let batch = cycle.collect(stats.as_deref());
+    if let Some(export) = &outputs.export {
+        // Straight to protobuf bytes; the buffer goes to the queue, so it is new each cycle.
+        // Queuing may write the batch to the disk queue: this thread is the place for that.
+        let mut payload = Vec::new();
+        otlp::encode_batch_into(
+            &batch,
+            env!("CARGO_PKG_VERSION"),
+            &mut payload,
+            &mut encoder.lens,
+        );
+        export.submit_encoded(
+            bytes::Bytes::from(payload),
+            batch.point_count(),
+            batch.time_unix_nanos,
+        );
+    }
+    outputs.latest.send_replace(Some(Arc::new(batch)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::{CollectError, Collector, Context};
+    use crate::config::Config;
+
+    fn started(
+        cycle: Cycle,
+        interval: Duration,
+    ) -> (CollectLoop, watch::Receiver<Option<Arc<Batch>>>) {
+        let (latest, rx) = watch::channel(None);
+        let outputs = Outputs {
+            export: None,
+            latest,
+        };
+        let l = CollectLoop::start(cycle, interval, outputs, tokio::runtime::Handle::current())
+            .unwrap();
+        (l, rx)
+    }
+
+    #[tokio::test]
+    async fn batches_come_at_the_interval_and_stop_does_not_wait_for_the_next_deadline() {
+        let cycle = Cycle::new(&Config::default()).unwrap();
+        let (l, mut rx) = started(cycle, Duration::from_millis(40));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(10), rx.changed())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // Three batches: at once, then two intervals later.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t0.elapsed()
+        );
+        let b = rx.borrow().clone().unwrap();
+        assert!(b.host_metric("system.cpu.time").is_some());
+        tokio::time::timeout(Duration::from_secs(5), l.stop())
+            .await
+            .unwrap();
+
+        // An hour's interval: the first cycle runs at once, and stopping ends the wait.
+        let cycle = Cycle::new(&Config::default()).unwrap();
+        let (l, mut rx) = started(cycle, Duration::from_secs(3600));
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), l.stop())
+            .await
+            .expect("stop waited for the next deadline");
+    }
+
+    #[derive(Debug)]
+    struct Panicking;
+    impl Collector for Panicking {
+        fn name(&self) -> &'static str {
+            "test.panicking"
+        }
+        fn collect(&mut self, _: &Context, _: &mut Batch) -> Result<(), CollectError> {
+            panic!("a collector bug");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_collector_ends_the_thread_and_ended_reports_it() {
+        let mut cycle = Cycle::new(&Config::default()).unwrap();
+        cycle.add_collector(Box::new(Panicking));
+        let (mut l, _rx) = started(cycle, Duration::from_secs(3600));
+        tokio::time::timeout(Duration::from_secs(10), l.ended())
+            .await
+            .expect("the thread's end was not reported");
+        tokio::time::timeout(Duration::from_secs(5), l.stop())
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn deadlines_follow_the_interval_and_an_overrun_restarts_it() {
+        let t0 = Instant::now();
+        let i = Duration::from_secs(10);
+        // On time: exactly one interval on, whatever the cycle took.
+        assert_eq!(next_deadline(t0, i, t0 + Duration::from_millis(3)), t0 + i);
+        // Overran: one interval from the end, not a catch-up burst.
+        let late = t0 + Duration::from_secs(25);
+        assert_eq!(next_deadline(t0, i, late), late + i);
+    }
+}
