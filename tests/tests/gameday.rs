@@ -136,6 +136,17 @@ fn active_faults(node: &Node) -> Option<Vec<Value>> {
     (status == 200).then(|| json(&body).as_array().cloned().unwrap_or_default())
 }
 
+/// A node's drill report: `(status, body)` of `GET /v1/drills/{id}`.
+fn drill_of(node: &Node, id: &str) -> (u16, String) {
+    http(
+        &node.api,
+        "GET",
+        &format!("/v1/drills/{id}"),
+        Some(TOKEN),
+        "",
+    )
+}
+
 fn run_of<'a>(report: &'a Value, agent: &str) -> &'a Value {
     report["runs"]
         .as_array()
@@ -347,13 +358,7 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
     let faults = poll_for(Duration::from_secs(30), || active_faults(&node3))
         .unwrap_or_else(|| panic!("node3 does not answer after reconnecting"));
     assert!(faults.is_empty(), "node3 still has faults: {faults:?}");
-    let (status, body) = http(
-        &node3.api,
-        "GET",
-        &format!("/v1/drills/{drill3}"),
-        Some(TOKEN),
-        "",
-    );
+    let (status, body) = drill_of(&node3, &drill3);
     assert_eq!(status, 200, "{body}");
     let d3 = json(&body);
     let f = &d3["faults"][0];
@@ -400,13 +405,7 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
     // node3's drill ends on its own once two probes pass after the revert; a second drill
     // before that would be refused (409). Without chromium nothing above takes that long.
     poll_for(Duration::from_secs(30), || {
-        let (status, body) = http(
-            &node3.api,
-            "GET",
-            &format!("/v1/drills/{drill3}"),
-            Some(TOKEN),
-            "",
-        );
+        let (status, body) = drill_of(&node3, &drill3);
         (status == 200 && json(&body)["verdict"] != "running").then_some(())
     })
     .unwrap_or_else(|| panic!("node3's drill {drill3} is still running"));
