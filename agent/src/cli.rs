@@ -240,18 +240,18 @@ fn collect_once(config: &config::Config, format: CollectFormat) -> ExitCode {
 }
 
 /// How long an idle blocking-pool thread waits for more work before it exits. Collection has
-/// a thread of its own (`runtime::collect_loop`); the pool serves periodic work such as
-/// backup checks, drill probes and the disk queue's slow paths. Longer than any sensible
-/// interval of that work, so one thread serves it instead of a new thread being created (and
-/// its stack faulted in) each time, which tokio's default of 10 s would do at a 10 s pace.
+/// a thread of its own (`runtime::collect_loop`); the pool serves sporadic blocking work: drill
+/// probes and recovery checks, backup checks' file I/O, the disk queue's slow paths. A thread
+/// kept idle this long serves the next such piece of work instead of a new thread being
+/// created (and its stack faulted in) for it; work that comes less often (the default backup
+/// freshness check, every 5 min) gets a new thread each time.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn run_agent(config: config::Config, state_dir: &Path) -> ExitCode {
     // One async thread: the agent's async work (export sends, the API, drills, timers) is
     // light and mostly waiting; collection runs on its own thread, other file I/O on the
-    // blocking pool. A
-    // multi-threaded scheduler cost more than it saved here: cross-thread wake-ups on every
-    // cycle, and one more malloc arena and stack per worker (measured in
+    // blocking pool. A multi-threaded scheduler cost more than it saved here: cross-thread
+    // wake-ups on every cycle, and one more malloc arena and stack per worker (measured in
     // docs/PERFORMANCE.md, "Overhead versus node_exporter").
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

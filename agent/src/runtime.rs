@@ -1,5 +1,7 @@
 //! The runtime: a collection cycle on a timer, the export pipeline, the Prometheus endpoint
-//! and signal handling, all owned by one cancellation token and one task tracker.
+//! and signal handling. The async tasks are owned by one cancellation token and one task
+//! tracker; the collection thread ([`collect_loop`]) is stopped and waited for when the token
+//! is cancelled, before the tasks are.
 //!
 //! [`Cycle`] is one collection pass over every collector, independent of timers, so
 //! `faultline collect --once`, the benchmarks and `faultline run` share it. Collectors are
@@ -406,22 +408,33 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             export,
             latest: latest_tx,
         },
-        tokio::runtime::Handle::current(),
     );
+    // Set when collection failed: the agent then stops, flushes as usual and exits non-zero.
+    let mut failure: Option<anyhow::Error> = None;
     match collecting {
         Ok(mut collecting) => {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = collecting.ended() => {
-                    error!("the collection thread ended (a collector panicked); stopping");
-                    cancel.cancel();
+            let ended = tokio::select! {
+                () = cancel.cancelled() => false,
+                () = collecting.ended() => true,
+            };
+            if ended {
+                cancel.cancel();
+            }
+            match collecting.stop(grace).await {
+                Ok(()) if ended => {
+                    failure = Some(anyhow::anyhow!("the collection thread ended on its own"));
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    error!(error = %e, "collection stopped");
+                    failure = Some(e.into());
                 }
             }
-            collecting.stop().await;
         }
         Err(e) => {
             error!(error = %e, "cannot start the collection thread; stopping");
             cancel.cancel();
+            failure = Some(anyhow::Error::new(e).context("cannot start the collection thread"));
         }
     }
 
@@ -451,7 +464,10 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         warn!("OTLP log records were left unsent at shutdown");
     }
     info!("faultline stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The cycle after which the start-up code's pages are handed back ([`crate::residency`]):

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use faultline_exporters::model::Batch;
 use faultline_exporters::otlp::{self, ExportHandle};
 use tokio::sync::{oneshot, watch};
-use tracing::warn;
 
 use super::{Cycle, RELEASE_STARTUP_PAGES_AFTER, release_startup_pages};
 
@@ -41,21 +40,24 @@ pub(crate) struct Outputs {
 }
 
 impl CollectLoop {
-    /// Starts collecting at once and then every `interval`. The thread enters `runtime` so a
-    /// collector may use tokio's channels and handles as it could on the blocking pool.
+    /// Starts collecting at once and then every `interval`.
     pub(crate) fn start(
-        mut cycle: Cycle,
+        cycle: Cycle,
         interval: Duration,
         outputs: Outputs,
-        runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let (stop, stop_rx) = mpsc::channel::<()>();
         let (ended_tx, ended) = oneshot::channel::<()>();
+        let span = tracing::info_span!("collect");
         let thread = std::thread::Builder::new()
             .name("faultline-collect".into())
             .spawn(move || {
+                // Declared first, so dropped last: `ended` fires only once the cycle and its
+                // collectors are gone (the container collector's metadata worker may take
+                // seconds to stop), and the async thread's `join` then does not block.
                 let _ended = ended_tx;
-                let _entered = runtime.enter();
+                let (mut cycle, outputs, stop_rx) = (cycle, outputs, stop_rx);
+                let _span = span.entered();
                 let mut encoder = Encoder::default();
                 let mut next = Instant::now();
                 let mut cycles = 0u64;
@@ -86,19 +88,43 @@ impl CollectLoop {
         }
     }
 
-    /// Asks the thread to stop after the cycle it may be running, and waits for it without
-    /// blocking the async thread.
-    pub(crate) async fn stop(mut self) {
+    /// Asks the thread to stop after the cycle it may be running and waits, without blocking
+    /// the async thread, at most `grace` for it to end. Returns the panic message when the
+    /// thread panicked, and an error when it did not end in time (it is then left to finish
+    /// on its own).
+    pub(crate) async fn stop(mut self, grace: Duration) -> Result<(), StopError> {
         drop(self.stop.take());
-        if let Some(rx) = self.ended.take() {
-            let _ = rx.await;
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+        if let Some(rx) = self.ended.take()
+            && tokio::time::timeout(grace, rx).await.is_err()
         {
-            warn!("the collection thread panicked");
+            return Err(StopError::Timeout(grace));
+        }
+        // The thread has dropped everything it held: this join returns at once.
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(payload)) => Err(StopError::Panicked(panic_message(payload.as_ref()))),
+            _ => Ok(()),
         }
     }
+}
+
+/// Why the collection thread did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StopError {
+    /// A collector (or the encoder) panicked.
+    #[error("the collection thread panicked: {0}")]
+    Panicked(String),
+    /// A cycle was still running when the grace period ended.
+    #[error("the collection thread did not stop within {0:?} (a cycle is stuck)")]
+    Timeout(Duration),
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The deadline after one at `previous`, finished at `now`: one interval on, or one interval
@@ -152,16 +178,17 @@ mod tests {
             export: None,
             latest,
         };
-        let l = CollectLoop::start(cycle, interval, outputs, tokio::runtime::Handle::current())
-            .unwrap();
-        (l, rx)
+        (CollectLoop::start(cycle, interval, outputs).unwrap(), rx)
     }
+
+    const GRACE: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn batches_come_at_the_interval_and_stop_does_not_wait_for_the_next_deadline() {
         let cycle = Cycle::new(&Config::default()).unwrap();
-        let (l, mut rx) = started(cycle, Duration::from_millis(40));
+        // Before the thread starts, so that its deadlines all come after this.
         let t0 = Instant::now();
+        let (l, mut rx) = started(cycle, Duration::from_millis(40));
         for _ in 0..3 {
             tokio::time::timeout(Duration::from_secs(10), rx.changed())
                 .await
@@ -176,9 +203,7 @@ mod tests {
         );
         let b = rx.borrow().clone().unwrap();
         assert!(b.host_metric("system.cpu.time").is_some());
-        tokio::time::timeout(Duration::from_secs(5), l.stop())
-            .await
-            .unwrap();
+        l.stop(GRACE).await.unwrap();
 
         // An hour's interval: the first cycle runs at once, and stopping ends the wait.
         let cycle = Cycle::new(&Config::default()).unwrap();
@@ -187,9 +212,12 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), l.stop())
-            .await
-            .expect("stop waited for the next deadline");
+        let t = Instant::now();
+        l.stop(GRACE).await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "stop waited for the next deadline"
+        );
     }
 
     #[derive(Debug)]
@@ -211,9 +239,10 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), l.ended())
             .await
             .expect("the thread's end was not reported");
-        tokio::time::timeout(Duration::from_secs(5), l.stop())
-            .await
-            .unwrap();
+        match l.stop(GRACE).await {
+            Err(StopError::Panicked(m)) => assert_eq!(m, "a collector bug"),
+            other => panic!("expected the panic's message, got {other:?}"),
+        }
     }
 
     #[test]

@@ -403,8 +403,8 @@ impl ExportHandle {
     ///
     /// Without a disk queue this never blocks. With one, it writes the batch before returning
     /// (one write, plus an `fdatasync` when earlier batches are still unsent, and the cursor
-    /// write the sender deferred), so call it from a blocking context
-    /// (`spawn_blocking`), never on an async worker.
+    /// write the sender deferred), so call it from a blocking context (the agent's collection
+    /// thread, `spawn_blocking`), never on an async worker.
     pub fn submit(&self, req: ExportMetricsServiceRequest) {
         let points = point_count(&req);
         let time_unix_nano = first_timestamp(&req);

@@ -1,7 +1,7 @@
 //! Container metadata (names, images, labels, Kubernetes names): a shared cache that the
 //! synchronous collector reads, filled by background tasks that talk to the runtimes.
 //!
-//! The collector runs on the blocking pool and must never wait on a socket, so metadata is
+//! The collector runs on the collection thread and must never wait on a socket, so metadata is
 //! fetched apart from it: [`MetadataWorker::start`] starts one dedicated thread with its own
 //! single-threaded tokio runtime, a [`CancellationToken`] and a [`TaskTracker`]; on it run the
 //! Docker task ([`super::docker`]: list and inspect once, then follow `/events`) and, when

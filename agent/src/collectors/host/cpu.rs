@@ -13,13 +13,15 @@
 //! and again only when the number of logical CPUs changes (hotplug). Frequency comes from
 //! `cpufreq/scaling_cur_freq` (kHz) per CPU, or `cpu MHz` in `/proc/cpuinfo` when there is no
 //! cpufreq driver (virtual machines); with neither, no frequency is reported. The
-//! `/proc/cpuinfo` fallback is read on the first cycle and then every
-//! [`CPUINFO_EVERY`]th, so its frequency points come at that pace: the kernel formats every
-//! CPU's full description for each read (show_cpuinfo was 3 % of the agent's CPU time on
-//! 2 CPUs, and the file grows by ~1.3 KiB per CPU), where a virtual machine's figure — the
-//! usual reason there is no cpufreq driver — rarely changes.
+//! `/proc/cpuinfo` fallback is read at most once per [`CPUINFO_EVERY`] and its last figures
+//! are recorded in every cycle between, so the series stay continuous (as
+//! [`crate::collectors::Throttled`] does for the scans): the kernel formats every CPU's full
+//! description for each read (`show_cpuinfo` was 3 % of the agent's CPU time on 2 CPUs, and
+//! the file grows by ~1.3 KiB per CPU), where a virtual machine's figure — the usual reason
+//! there is no cpufreq driver — rarely changes.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
@@ -219,10 +221,7 @@ pub fn parse_cpuinfo_mhz(text: &str) -> Vec<(u32, f64)> {
 pub fn parse_cpuinfo_physical_cores(text: &str) -> Option<usize> {
     let mut pairs = HashSet::new();
     let mut package: Option<&str> = None;
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
+    for (k, v) in keyed_lines(text, b':') {
         match k.trim_end() {
             "processor" => package = None,
             "physical id" => package = Some(v.trim()),
@@ -244,8 +243,8 @@ pub struct CpuOptions {
     pub per_cpu: bool,
 }
 
-/// Frequencies from `/proc/cpuinfo` are read on every this-many cycles (see the module docs).
-pub const CPUINFO_EVERY: u32 = 6;
+/// Frequencies from `/proc/cpuinfo` are read at most this often (see the module docs).
+pub const CPUINFO_EVERY: Duration = Duration::from_secs(60);
 
 /// Where frequencies come from, decided on the first cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,8 +267,10 @@ pub struct CpuCollector {
     prev_per_cpu: Vec<(u32, CpuTimes)>,
     physical: Option<(usize, Option<usize>)>,
     freq: FreqSource,
-    /// Cycles until `/proc/cpuinfo` is read for frequencies again (0: this cycle).
-    cpuinfo_in: u32,
+    /// The last frequencies read from `/proc/cpuinfo` (MHz per logical CPU), when.
+    cpuinfo_mhz: Vec<(u32, f64)>,
+    cpuinfo_read_at: Option<Instant>,
+    cpuinfo_every: Duration,
 }
 
 impl CpuCollector {
@@ -285,7 +286,9 @@ impl CpuCollector {
             prev_per_cpu: Vec::new(),
             physical: None,
             freq: FreqSource::Undecided,
-            cpuinfo_in: 0,
+            cpuinfo_mhz: Vec::new(),
+            cpuinfo_read_at: None,
+            cpuinfo_every: CPUINFO_EVERY,
         }
     }
 
@@ -353,21 +356,22 @@ impl CpuCollector {
                 }
             }
             FreqSource::Cpuinfo => {
-                if self.cpuinfo_in > 0 {
-                    self.cpuinfo_in -= 1;
-                    return;
+                let due = self
+                    .cpuinfo_read_at
+                    .is_none_or(|at| at.elapsed() >= self.cpuinfo_every);
+                if due {
+                    let Ok(text) = self.cpuinfo.read(&ctx.roots.proc("cpuinfo")) else {
+                        self.freq = FreqSource::None;
+                        return;
+                    };
+                    self.cpuinfo_mhz = parse_cpuinfo_mhz(text);
+                    self.cpuinfo_read_at = Some(Instant::now());
+                    if self.cpuinfo_mhz.is_empty() {
+                        // No MHz lines (e.g. arm64): do not read the file again.
+                        self.freq = FreqSource::None;
+                    }
                 }
-                self.cpuinfo_in = CPUINFO_EVERY - 1;
-                let Ok(text) = self.cpuinfo.read(&ctx.roots.proc("cpuinfo")) else {
-                    self.freq = FreqSource::None;
-                    return;
-                };
-                let mhz = parse_cpuinfo_mhz(text);
-                if mhz.is_empty() {
-                    // No MHz lines (e.g. arm64): do not read the file again.
-                    self.freq = FreqSource::None;
-                }
-                for (n, mhz) in mhz {
+                for &(n, mhz) in &self.cpuinfo_mhz {
                     let attrs = Attributes::new().with("cpu.logical_number", i64::from(n));
                     batch.host().record(&CPU_FREQUENCY, attrs, mhz * 1e6);
                 }
@@ -541,20 +545,40 @@ mod tests {
     }
 
     #[test]
-    fn cpuinfo_frequencies_come_on_the_first_cycle_and_every_sixth_after() {
-        // The real fixture has no cpufreq directory: frequencies come from cpuinfo.
+    fn cpuinfo_frequencies_are_read_once_per_period_and_repeated_in_every_cycle_between() {
+        use crate::collectors::host::test_support::{batch, ctx};
+        // A copy of the real fixture (no cpufreq directory: frequencies come from cpuinfo)
+        // whose cpuinfo can change between cycles.
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        std::fs::create_dir_all(&proc).unwrap();
+        for f in ["stat", "cpuinfo"] {
+            std::fs::write(proc.join(f), read("real", &format!("proc/{f}"))).unwrap();
+        }
+        let roots = crate::collectors::Roots {
+            proc: proc.clone(),
+            sys: dir.path().join("sys"),
+            rootfs: dir.path().join("rootfs"),
+        };
         let mut c = CpuCollector::new(CpuOptions { per_cpu: true });
-        let cycles: Vec<bool> = (0..=CPUINFO_EVERY)
-            .map(|_| {
-                run(&mut c, "real")
-                    .0
-                    .host_metric("system.cpu.frequency")
-                    .is_some()
-            })
-            .collect();
-        assert_eq!(cycles.first(), Some(&true));
-        assert_eq!(cycles.last(), Some(&true));
-        assert!(cycles[1..cycles.len() - 1].iter().all(|f| !f), "{cycles:?}");
+        let freq = |c: &mut CpuCollector| {
+            let mut b = batch();
+            c.collect(&ctx(roots.clone()), &mut b).unwrap();
+            value(&b, "system.cpu.frequency", &[("cpu.logical_number", "1")])
+        };
+        let first = freq(&mut c);
+        assert!((first - 2_599_998_000.0).abs() < 1.0, "{first}");
+        let changed = read("real", "proc/cpuinfo").replace("2599.998", "1234.500");
+        assert_ne!(changed, read("real", "proc/cpuinfo"));
+        std::fs::write(proc.join("cpuinfo"), changed).unwrap();
+        // Within the period: not read again, and the last figures are recorded again.
+        for _ in 0..3 {
+            assert_eq!(freq(&mut c), first);
+        }
+        // Once the period has passed, the new figure is read.
+        c.cpuinfo_every = Duration::ZERO;
+        let now = freq(&mut c);
+        assert!((now - 1_234_500_000.0).abs() < 1.0, "{now}");
     }
 
     #[test]
