@@ -25,7 +25,9 @@ figure the table uses; the tick-based one is printed alongside as a cross-check.
 
 --containers N first starts N idle containers of the project's own workload image
 (`FROM scratch` around the static tests/workload binary; nothing is pulled), turns faultline's
-container collector on, and removes exactly those containers afterwards (also on Ctrl-C).
+container collector on (unless --without-container-collector: the like-for-like comparison on a
+host running containers, node_exporter having no per-container collector), and removes exactly
+those containers afterwards (also on Ctrl-C).
 
 Usage: benches/compare_node_exporter.py [--duration 60] [--interval 10] [--containers 100]
 Needs: Linux, python3, prometheus-node-exporter (apt-get install prometheus-node-exporter),
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> None:
             faultline_config(
                 sink.server_address[1],
                 args.interval,
-                bool(args.containers),
+                bool(args.containers) and not args.without_container_collector,
                 not args.memory_queue,
                 not args.without_scans,
             )
@@ -316,6 +318,8 @@ def report(args: argparse.Namespace, f: dict[str, float], n: dict[str, float], b
         return f"{a / b:.2f}" if b else "n/a"
 
     containers = f", {args.containers} containers running" if args.containers else ""
+    if args.without_container_collector:
+        containers += ", faultline's container collector off"
     if args.memory_queue:
         containers += ", faultline queue in memory"
     if args.without_scans:
@@ -361,6 +365,12 @@ def main() -> None:
         help="faultline's process-state scan and TCP connection dump off (host.processes and "
         "host.connections: false), the two collectors node_exporter's defaults lack "
         "(its processes and tcpstat collectors are off by default)",
+    )
+    p.add_argument(
+        "--without-container-collector",
+        action="store_true",
+        help="with --containers: keep faultline's container collector off (host metrics only, "
+        "like node_exporter's defaults)",
     )
     p.add_argument("--faultline", help="faultline binary (default: build target/release/faultline)")
     p.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")
