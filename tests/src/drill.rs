@@ -278,6 +278,19 @@ pub fn api_call(
     crate::api::try_http(addr, method, path, token, body).unwrap_or((0, String::new()))
 }
 
+/// The report of drill `id` on the agent whose API is at `api`, once the drill has ended
+/// (its verdict is no longer `running`); panics after `timeout`.
+pub fn finished_drill(api: &str, token: &str, id: &str, timeout: Duration) -> serde_json::Value {
+    poll_for(timeout, || {
+        let (st, body) = api_call(api, "GET", &format!("/v1/drills/{id}"), Some(token), "");
+        (st == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten()
+            .filter(|r| r["verdict"] != "running")
+    })
+    .unwrap_or_else(|| panic!("drill {id} did not finish within {timeout:?}"))
+}
+
 /// Polls `f` every 10 ms until it returns `Some` or `timeout` passes.
 pub fn poll_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

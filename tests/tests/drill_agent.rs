@@ -20,8 +20,8 @@ use std::time::Duration;
 use faultline_tests::Agent;
 use faultline_tests::chaos::{Scratch, Victim, state};
 use faultline_tests::drill::{
-    OPERATOR_TOKEN, VIEWER_TOKEN, api_call, api_section, drill_run, poll_for, wait_listening,
-    write_tokens,
+    OPERATOR_TOKEN, VIEWER_TOKEN, api_call, api_section, drill_run, finished_drill, poll_for,
+    wait_listening, write_tokens,
 };
 
 fn json(s: &str) -> serde_json::Value {
@@ -66,22 +66,6 @@ fn start_drill(api: &str, yaml: &str) -> String {
     );
     assert_eq!(st, 202, "{body}");
     json(&body)["id"].as_str().unwrap().to_owned()
-}
-
-fn finished_report(api: &str, id: &str) -> serde_json::Value {
-    poll_for(Duration::from_secs(30), || {
-        let (st, body) = api_call(
-            api,
-            "GET",
-            &format!("/v1/drills/{id}"),
-            Some(VIEWER_TOKEN),
-            "",
-        );
-        (st == 200)
-            .then(|| json(&body))
-            .filter(|r| r["verdict"] != "running")
-    })
-    .unwrap_or_else(|| panic!("drill {id} did not finish"))
 }
 
 // `Agent` is a tokio child process; the rest of the test is plain blocking I/O.
@@ -162,7 +146,7 @@ async fn drill_history_survives_an_agent_restart() {
         &api,
         &scenario_yaml("restart", &listen, victim.pid(), "150ms"),
     );
-    let before = finished_report(&api, &id);
+    let before = finished_drill(&api, VIEWER_TOKEN, &id, Duration::from_secs(30));
     assert_eq!(before["verdict"], "passed", "{before:#}");
 
     assert!(agent.terminate(Duration::from_secs(15)).await.is_some());
@@ -257,7 +241,8 @@ async fn a_cli_drill_on_targets_busy_in_the_agent_is_refused_and_runs_nothing() 
         "",
     );
     assert!(st == 202 || st == 404, "{st} {body}");
-    let verdict = finished_report(&api, &agent_id)["verdict"].clone();
+    let verdict =
+        finished_drill(&api, VIEWER_TOKEN, &agent_id, Duration::from_secs(30))["verdict"].clone();
     assert!(verdict == "aborted" || verdict == "passed", "{verdict}");
     let out = drill_run(&state_dir, &same, &[], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use faultline_tests::agent_binary;
 use faultline_tests::docker::docker_available;
-use faultline_tests::drill::{api_call as http, chromium, png_stats, poll_for, screenshot};
+use faultline_tests::drill::{
+    api_call as http, chromium, finished_drill, png_stats, poll_for, screenshot,
+};
 use faultline_tests::gameday::{Network, Node, node_config};
 use serde_json::Value;
 
@@ -134,17 +136,6 @@ fn agents_yaml(nodes: &[&Node]) -> String {
 fn active_faults(node: &Node) -> Option<Vec<Value>> {
     let (status, body) = http(&node.api, "GET", "/v1/faults", Some(TOKEN), "");
     (status == 200).then(|| json(&body).as_array().cloned().unwrap_or_default())
-}
-
-/// A node's drill report: `(status, body)` of `GET /v1/drills/{id}`.
-fn drill_of(node: &Node, id: &str) -> (u16, String) {
-    http(
-        &node.api,
-        "GET",
-        &format!("/v1/drills/{id}"),
-        Some(TOKEN),
-        "",
-    )
 }
 
 fn run_of<'a>(report: &'a Value, agent: &str) -> &'a Value {
@@ -358,7 +349,13 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
     let faults = poll_for(Duration::from_secs(30), || active_faults(&node3))
         .unwrap_or_else(|| panic!("node3 does not answer after reconnecting"));
     assert!(faults.is_empty(), "node3 still has faults: {faults:?}");
-    let (status, body) = drill_of(&node3, &drill3);
+    let (status, body) = http(
+        &node3.api,
+        "GET",
+        &format!("/v1/drills/{drill3}"),
+        Some(TOKEN),
+        "",
+    );
     assert_eq!(status, 200, "{body}");
     let d3 = json(&body);
     let f = &d3["faults"][0];
@@ -404,11 +401,7 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
 
     // node3's drill ends on its own once two probes pass after the revert; a second drill
     // before that would be refused (409). Without chromium nothing above takes that long.
-    poll_for(Duration::from_secs(30), || {
-        let (status, body) = drill_of(&node3, &drill3);
-        (status == 200 && json(&body)["verdict"] != "running").then_some(())
-    })
-    .unwrap_or_else(|| panic!("node3's drill {drill3} is still running"));
+    finished_drill(&node3.api, TOKEN, &drill3, Duration::from_secs(30));
 
     // Second game: long faults everywhere, then Ctrl-C.
     std::fs::write(

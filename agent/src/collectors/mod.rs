@@ -174,6 +174,30 @@ pub trait Collector: Send {
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError>;
 }
 
+/// Paces costly work to at most once per `every`: due the first time, then once `every` has
+/// passed since the last [`Pace::done`] (a zero `every` is always due). Used by [`Throttled`]
+/// and by the CPU collector's `/proc/cpuinfo` fallback.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub(crate) every: std::time::Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl Pace {
+    /// Due at once, then every `every`.
+    pub(crate) const fn new(every: std::time::Duration) -> Self {
+        Self { every, last: None }
+    }
+    /// Whether the work is due now.
+    pub(crate) fn due(&self) -> bool {
+        self.last.is_none_or(|t| t.elapsed() >= self.every)
+    }
+    /// The work was just done: the next is due `every` from now.
+    pub(crate) fn done(&mut self) {
+        self.last = Some(std::time::Instant::now());
+    }
+}
+
 /// Runs an expensive collector at most once per `every` and repeats its last points in the
 /// cycles between, so its series stay continuous (the Prometheus endpoint always shows them)
 /// while its cost is paid once per interval. Used for the process-state scan and the
@@ -181,8 +205,7 @@ pub trait Collector: Send {
 /// table size rather than with anything we export (see docs/PERFORMANCE.md).
 pub struct Throttled {
     inner: Box<dyn Collector>,
-    every: std::time::Duration,
-    last_run: Option<std::time::Instant>,
+    pace: Pace,
     cache: Vec<faultline_exporters::model::Metric>,
 }
 
@@ -190,8 +213,7 @@ impl std::fmt::Debug for Throttled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttled")
             .field("inner", &self.inner.name())
-            .field("every", &self.every)
-            .field("last_run", &self.last_run)
+            .field("pace", &self.pace)
             .finish_non_exhaustive()
     }
 }
@@ -201,8 +223,7 @@ impl Throttled {
     pub fn new(inner: Box<dyn Collector>, every: std::time::Duration) -> Self {
         Self {
             inner,
-            every,
-            last_run: None,
+            pace: Pace::new(every),
             cache: Vec::new(),
         }
     }
@@ -214,13 +235,12 @@ impl Collector for Throttled {
     }
 
     fn collect(&mut self, ctx: &Context, batch: &mut Batch) -> Result<(), CollectError> {
-        let due = self.last_run.is_none_or(|t| t.elapsed() >= self.every);
         let mut result = Ok(());
-        if due {
+        if self.pace.due() {
             let host = batch.host().resource.clone();
             let mut scratch = Batch::new(batch.time_unix_nanos, host, ctx.boot_time_unix_nanos);
             result = self.inner.collect(ctx, &mut scratch);
-            self.last_run = Some(std::time::Instant::now());
+            self.pace.done();
             self.cache = std::mem::take(&mut scratch.host().metrics);
         }
         batch.host().metrics.extend(self.cache.iter().cloned());

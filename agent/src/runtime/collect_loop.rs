@@ -25,12 +25,11 @@ use super::{Cycle, RELEASE_STARTUP_PAGES_AFTER, release_startup_pages};
 /// The running collection thread.
 #[derive(Debug)]
 pub(crate) struct CollectLoop {
-    stop: Option<mpsc::Sender<()>>,
+    stop: mpsc::Sender<()>,
     /// Resolves (with an error: nothing is ever sent) when the thread's closure is dropped,
-    /// that is when the thread ends for any reason, a panic included. `None` once that was
-    /// seen (a finished receiver must not be polled again).
-    ended: Option<oneshot::Receiver<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// that is when the thread ends for any reason, a panic included.
+    ended: oneshot::Receiver<()>,
+    thread: JoinHandle<()>,
 }
 
 /// What a cycle hands on besides the collectors: the exporter and the latest-batch channel.
@@ -58,7 +57,8 @@ impl CollectLoop {
                 let _ended = ended_tx;
                 let (mut cycle, outputs, stop_rx) = (cycle, outputs, stop_rx);
                 let _span = span.entered();
-                let mut encoder = Encoder::default();
+                // The encoder's table of message lengths, kept between cycles.
+                let mut lens = Vec::new();
                 let mut next = Instant::now();
                 let mut cycles = 0u64;
                 // Sleeps until the deadline; a stop request (or the sender's drop) ends it.
@@ -66,7 +66,7 @@ impl CollectLoop {
                     stop_rx.recv_timeout(next.saturating_duration_since(Instant::now()))
                 {
                     cycles += 1;
-                    run_cycle(&mut cycle, &mut encoder, &outputs);
+                    run_cycle(&mut cycle, &mut lens, &outputs);
                     if cycles == RELEASE_STARTUP_PAGES_AFTER {
                         release_startup_pages();
                     }
@@ -74,17 +74,17 @@ impl CollectLoop {
                 }
             })?;
         Ok(Self {
-            stop: Some(stop),
-            ended: Some(ended),
-            thread: Some(thread),
+            stop,
+            ended,
+            thread,
         })
     }
 
     /// Resolves when the thread has ended without being asked to (a collector panicked).
     pub(crate) async fn ended(&mut self) {
-        if let Some(rx) = &mut self.ended {
-            let _ = rx.await;
-            self.ended = None;
+        // A finished receiver must not be polled again.
+        if !self.ended.is_terminated() {
+            let _ = (&mut self.ended).await;
         }
     }
 
@@ -92,18 +92,15 @@ impl CollectLoop {
     /// the async thread, at most `grace` for it to end. Returns the panic message when the
     /// thread panicked, and an error when it did not end in time (it is then left to finish
     /// on its own).
-    pub(crate) async fn stop(mut self, grace: Duration) -> Result<(), StopError> {
-        drop(self.stop.take());
-        if let Some(rx) = self.ended.take()
-            && tokio::time::timeout(grace, rx).await.is_err()
-        {
+    pub(crate) async fn stop(self, grace: Duration) -> Result<(), StopError> {
+        drop(self.stop);
+        if !self.ended.is_terminated() && tokio::time::timeout(grace, self.ended).await.is_err() {
             return Err(StopError::Timeout(grace));
         }
         // The thread has dropped everything it held: this join returns at once.
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Err(payload)) => Err(StopError::Panicked(panic_message(payload.as_ref()))),
-            _ => Ok(()),
-        }
+        self.thread
+            .join()
+            .map_err(|payload| StopError::Panicked(panic_message(payload.as_ref())))
     }
 }
 
@@ -134,26 +131,15 @@ fn next_deadline(previous: Instant, interval: Duration, now: Instant) -> Instant
     if next < now { now + interval } else { next }
 }
 
-/// The encoder's reusable state: its table of message lengths, kept between cycles instead of
-/// growing anew each time. (The payload itself is allocated at its exact size by the encoder.)
-#[derive(Debug, Default)]
-struct Encoder {
-    lens: Vec<usize>,
-}
-
-fn run_cycle(cycle: &mut Cycle, encoder: &mut Encoder, outputs: &Outputs) {
-    let stats = outputs.export.as_ref().map(|e| e.stats().clone());
-    let batch = cycle.collect(stats.as_deref());
+/// One cycle: collect, encode and queue for export, publish. `lens` is the encoder's scratch
+/// table (the payload itself is allocated at its exact size by the encoder).
+fn run_cycle(cycle: &mut Cycle, lens: &mut Vec<usize>, outputs: &Outputs) {
+    let batch = cycle.collect(outputs.export.as_ref().map(|e| &**e.stats()));
     if let Some(export) = &outputs.export {
         // Straight to protobuf bytes; the buffer goes to the queue, so it is new each cycle.
         // Queuing may write the batch to the disk queue: this thread is the place for that.
         let mut payload = Vec::new();
-        otlp::encode_batch_into(
-            &batch,
-            env!("CARGO_PKG_VERSION"),
-            &mut payload,
-            &mut encoder.lens,
-        );
+        otlp::encode_batch_into(&batch, env!("CARGO_PKG_VERSION"), &mut payload, lens);
         export.submit_encoded(
             bytes::Bytes::from(payload),
             batch.point_count(),

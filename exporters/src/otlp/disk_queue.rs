@@ -282,8 +282,10 @@ pub fn scan(bytes: &[u8]) -> ScanReport {
     report
 }
 
-/// Encodes one record (header + payload) into a fresh buffer.
-pub fn encode_record(seq: u64, points: u32, payload: &[u8]) -> Vec<u8> {
+/// Encodes one record (header + payload) into a fresh buffer (the queue itself writes the two
+/// parts with one `pwritev`).
+#[cfg(test)]
+fn encode_record(seq: u64, points: u32, payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
     buf.extend_from_slice(&record_header(seq, points, payload));
     buf.extend_from_slice(payload);
@@ -322,15 +324,17 @@ fn write_record_at(file: &File, header: &[u8], payload: &[u8], offset: u64) -> i
             Err(e) => return Err(e.into()),
         }
     };
+    // What the first write left of each part (an empty rest writes nothing).
+    let (in_header, in_payload) = (n.min(header.len()), n.saturating_sub(header.len()));
+    file.write_all_at(
+        header.get(in_header..).unwrap_or(&[]),
+        offset + in_header as u64,
+    )?;
     let payload_at = offset + header.len() as u64;
-    if let Some(rest) = header.get(n..)
-        && !rest.is_empty()
-    {
-        file.write_all_at(rest, offset + n as u64)?;
-        return file.write_all_at(payload, payload_at);
-    }
-    let done = n.saturating_sub(header.len());
-    file.write_all_at(payload.get(done..).unwrap_or(&[]), payload_at + done as u64)
+    file.write_all_at(
+        payload.get(in_payload..).unwrap_or(&[]),
+        payload_at + in_payload as u64,
+    )
 }
 
 /// Encodes a cursor slot.

@@ -21,13 +21,13 @@
 //! there is no cpufreq driver — rarely changes.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::{keyed_lines, parse_u64_field};
 use crate::collectors::file::KeptFile;
-use crate::collectors::{CollectError, Collector, Context, parse_error, read_into};
+use crate::collectors::{CollectError, Collector, Context, Pace, parse_error, read_into};
 
 /// `system.cpu.time`.
 pub const CPU_TIME: MetricDesc = MetricDesc::counter(
@@ -267,10 +267,10 @@ pub struct CpuCollector {
     prev_per_cpu: Vec<(u32, CpuTimes)>,
     physical: Option<(usize, Option<usize>)>,
     freq: FreqSource,
-    /// The last frequencies read from `/proc/cpuinfo` (MHz per logical CPU), when.
+    /// The last frequencies read from `/proc/cpuinfo` (MHz per logical CPU), and when to read
+    /// them again.
     cpuinfo_mhz: Vec<(u32, f64)>,
-    cpuinfo_read_at: Option<Instant>,
-    cpuinfo_every: Duration,
+    cpuinfo_pace: Pace,
 }
 
 impl CpuCollector {
@@ -287,8 +287,7 @@ impl CpuCollector {
             physical: None,
             freq: FreqSource::Undecided,
             cpuinfo_mhz: Vec::new(),
-            cpuinfo_read_at: None,
-            cpuinfo_every: CPUINFO_EVERY,
+            cpuinfo_pace: Pace::new(CPUINFO_EVERY),
         }
     }
 
@@ -356,16 +355,13 @@ impl CpuCollector {
                 }
             }
             FreqSource::Cpuinfo => {
-                let due = self
-                    .cpuinfo_read_at
-                    .is_none_or(|at| at.elapsed() >= self.cpuinfo_every);
-                if due {
+                if self.cpuinfo_pace.due() {
                     let Ok(text) = self.cpuinfo.read(&ctx.roots.proc("cpuinfo")) else {
                         self.freq = FreqSource::None;
                         return;
                     };
                     self.cpuinfo_mhz = parse_cpuinfo_mhz(text);
-                    self.cpuinfo_read_at = Some(Instant::now());
+                    self.cpuinfo_pace.done();
                     if self.cpuinfo_mhz.is_empty() {
                         // No MHz lines (e.g. arm64): do not read the file again.
                         self.freq = FreqSource::None;
@@ -576,7 +572,7 @@ mod tests {
             assert_eq!(freq(&mut c), first);
         }
         // Once the period has passed, the new figure is read.
-        c.cpuinfo_every = Duration::ZERO;
+        c.cpuinfo_pace.every = Duration::ZERO;
         let now = freq(&mut c);
         assert!((now - 1_234_500_000.0).abs() < 1.0, "{now}");
     }
