@@ -36,6 +36,7 @@ pub mod residency;
 pub mod resource;
 pub mod runtime;
 pub mod sd_notify;
+mod state_file;
 
 /// Helpers shared by the crate's unit tests.
 #[cfg(test)]

@@ -3,12 +3,18 @@
 //! ## Protocol
 //! - **Before apply** the engine writes the entry with the plan's provisional revert record
 //!   (`phase: planned`); **after apply** it rewrites it with the final record
-//!   (`phase: applied`). Each write goes to `<id>.json.tmp`, is fsynced, renamed over
-//!   `<id>.json`, and the directory is fsynced — so an entry is either the old or the new
-//!   version, never a mix, and it is on disk before anything is touched.
+//!   (`phase: applied`). Each write goes to `<id>.json.<pid>-<start>.tmp` (the writing
+//!   process's pid and start time), is fsynced, renamed over `<id>.json`, and the directory
+//!   is fsynced — so an entry is either the old or the new version, never a mix, and it is
+//!   on disk before anything is touched.
 //! - The entry is **removed only after the revert is confirmed** (unlink + directory fsync).
-//! - A leftover `*.json.tmp` is a write that never completed: its fault was never applied
-//!   under that record (the rename is the commit point), so it is deleted.
+//! - A leftover `*.tmp` is a write that never completed: its fault was never applied under
+//!   that record (the rename is the commit point), so it is deleted — but only once its
+//!   writer is gone and the file is older than [`ABANDONED_TMP_AGE`]. Several processes
+//!   (the agent, `fault inject` commands, `drill run`) share one journal, and each sweeps it
+//!   when it starts: a sweep that deleted another live process's half-done write made that
+//!   write's rename fail with ENOENT. The age bound covers a writer in another pid
+//!   namespace, whose pid this process cannot look up.
 //! - An entry that does not parse (disk corruption, a hand edit, a spec kind this binary
 //!   does not know) is **reported, never trusted and never a panic**: it is renamed to
 //!   `<id>.json.corrupt` for a human, and any helper processes its JSON still names are
@@ -29,6 +35,10 @@ use crate::spec::FaultSpec;
 
 /// The journal format version written by this build.
 pub const JOURNAL_VERSION: u32 = 1;
+
+/// A temporary file this old whose writer is not alive is an abandoned write. A write takes
+/// milliseconds from create to rename; the bound only has to exceed a stalled `fsync`.
+pub const ABANDONED_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Journal failures; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +160,9 @@ impl Journal {
     /// Writes `entry` durably (tmp file, fsync, rename, directory fsync).
     pub fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
         let path = self.path(&entry.id);
-        let tmp = self.dir.join(format!("{}.json.tmp", entry.id));
+        let tmp = self
+            .dir
+            .join(format!("{}.json.{}.tmp", entry.id, writer_tag()));
         let bytes = serde_json::to_vec_pretty(entry).map_err(|e| JournalError::Encode {
             id: entry.id.clone(),
             message: e.to_string(),
@@ -215,9 +227,11 @@ impl Journal {
             })?;
             let path = dent.path();
             let name = dent.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".json.tmp") {
-                tracing::info!(path = %path.display(), "removing an incomplete fault journal write (never committed, nothing was applied under it)");
-                let _ = fs::remove_file(&path);
+            if name.ends_with(".tmp") {
+                if tmp_is_abandoned(&name, &path) {
+                    tracing::info!(path = %path.display(), "removing an incomplete fault journal write (never committed, nothing was applied under it)");
+                    let _ = fs::remove_file(&path);
+                }
                 continue;
             }
             if !name.ends_with(".json") {
@@ -225,6 +239,8 @@ impl Journal {
             }
             out.push(match fs::read(&path) {
                 Ok(bytes) => parse_entry(&path, &bytes),
+                // Removed by its owner between the listing and the read: reverted, not corrupt.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => Err(CorruptEntry {
                     path,
                     error: e.to_string(),
@@ -277,6 +293,50 @@ pub fn parse_entry(path: &Path, bytes: &[u8]) -> Result<JournalEntry, CorruptEnt
             })
         }
     }
+}
+
+/// `<pid>-<start time>` of this process, naming its temporary files so that other processes
+/// sharing the journal can tell whether their writer still runs. The start time is read
+/// once; `0` where `/proc/self/stat` cannot be read (the age bound still applies).
+fn writer_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id();
+        let start = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| crate::procfs::parse_stat(&t))
+            .map_or(0, |st| st.start_time);
+        format!("{pid}-{start}")
+    })
+}
+
+/// Whether temporary file `name` (at `path`) is an abandoned write: older than
+/// [`ABANDONED_TMP_AGE`] and, where its name carries its writer (`….<pid>-<start>.tmp`),
+/// that process is not running any more. Pure but for the two reads it names.
+fn tmp_is_abandoned(name: &str, path: &Path) -> bool {
+    let old_enough = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= ABANDONED_TMP_AGE);
+    if !old_enough {
+        return false;
+    }
+    match parse_writer_tag(name) {
+        Some((pid, start)) => !matches!(
+            crate::procfs::read_stat(Path::new("/proc"), pid),
+            Some(st) if st.start_time == start && st.state != 'Z'
+        ),
+        None => true,
+    }
+}
+
+/// The writer's `(pid, start time)` from `<id>.json.<pid>-<start>.tmp`; `None` for any other
+/// shape (an older build's `<id>.json.tmp`).
+fn parse_writer_tag(name: &str) -> Option<(i32, u64)> {
+    let tag = name.strip_suffix(".tmp")?.rsplit_once(".json.")?.1;
+    let (pid, start) = tag.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -349,7 +409,9 @@ mod tests {
             serde_json::to_vec(&v).unwrap(),
         )
         .unwrap();
-        fs::write(j.dir().join("x-1.json.tmp"), b"{").unwrap();
+        let tmp = j.dir().join("x-1.json.tmp");
+        fs::write(&tmp, b"{").unwrap();
+        age(&tmp);
         let all = j.entries().unwrap();
         assert_eq!(all.iter().filter(|e| e.is_ok()).count(), 1);
         let corrupt: Vec<_> = all.into_iter().filter_map(Result::err).collect();
@@ -365,6 +427,76 @@ mod tests {
             assert!(to.to_string_lossy().ends_with(".json.corrupt"));
         }
         assert_eq!(j.entries().unwrap().len(), 1);
+    }
+
+    /// Backdates `path` past [`ABANDONED_TMP_AGE`].
+    fn age(path: &Path) {
+        let then = std::time::SystemTime::now() - ABANDONED_TMP_AGE * 2;
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+
+    #[test]
+    fn sweep_keeps_live_writers_and_fresh_files_and_removes_abandoned_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        // A child that has exited: its pid and start time name no live process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id() as i32;
+        let dead_start =
+            crate::procfs::read_stat(Path::new("/proc"), dead_pid).map_or(1, |st| st.start_time);
+        child.wait().unwrap();
+        let ours = format!("a-1.json.{}.tmp", writer_tag());
+        let dead = format!("b-1.json.{dead_pid}-{dead_start}.tmp");
+        let fresh_dead = format!("c-1.json.{dead_pid}-{dead_start}.tmp");
+        for name in [&ours, &dead, &fresh_dead] {
+            fs::write(j.dir().join(name), b"{").unwrap();
+        }
+        age(&j.dir().join(&ours));
+        age(&j.dir().join(&dead));
+        assert!(j.entries().unwrap().is_empty());
+        assert!(
+            j.dir().join(&ours).exists(),
+            "a live writer's old file was swept"
+        );
+        assert!(j.dir().join(&fresh_dead).exists(), "a fresh file was swept");
+        assert!(!j.dir().join(&dead).exists(), "an abandoned file was kept");
+    }
+
+    #[test]
+    fn writes_survive_another_handle_sweeping_the_same_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let sweeper = Journal::open(dir.path()).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeping = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for e in sweeper.entries().unwrap() {
+                        e.unwrap();
+                    }
+                }
+            })
+        };
+        for n in 0..300 {
+            let e = entry(&format!("process-pause-{n:08x}"));
+            j.write(&e).unwrap();
+            j.remove(&e.id).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sweeping.join().unwrap();
+    }
+
+    #[test]
+    fn writer_tag_parses_back() {
+        assert_eq!(parse_writer_tag("x-1.json.42-7.tmp"), Some((42, 7)));
+        assert_eq!(parse_writer_tag("x-1.json.tmp"), None);
+        assert_eq!(parse_writer_tag("x-1.json.4x-7.tmp"), None);
     }
 
     #[test]

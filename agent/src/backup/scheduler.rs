@@ -50,16 +50,8 @@ async fn load_schedule(state_dir: &Path, source: &str) -> Schedule {
 async fn save_schedule(state_dir: &Path, source: &str, s: &Schedule) {
     let p = schedule_path(state_dir, source);
     let write = async {
-        if let Some(d) = p.parent() {
-            tokio::fs::create_dir_all(d).await?;
-        }
-        let tmp = p.with_extension("json.tmp");
-        tokio::fs::write(
-            &tmp,
-            serde_json::to_string(s).map_err(std::io::Error::other)?,
-        )
-        .await?;
-        tokio::fs::rename(&tmp, &p).await
+        let bytes = serde_json::to_vec(s).map_err(std::io::Error::other)?;
+        crate::state_file::write_atomic_async(&p, bytes).await
     };
     if let Err(e) = write.await {
         tracing::warn!(file = %p.display(), error = %e, "cannot save when backup checks last ran; after a restart they run again at once");

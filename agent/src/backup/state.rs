@@ -70,16 +70,10 @@ pub async fn load(state_dir: &Path, source: &str) -> SourceState {
     }
 }
 
-/// Writes the state of `source` atomically (temporary file + rename).
+/// Writes the state of `source` atomically ([`crate::state_file`]).
 pub async fn save(state_dir: &Path, source: &str, state: &SourceState) -> std::io::Result<()> {
-    let p = path(state_dir, source);
-    if let Some(dir) = p.parent() {
-        tokio::fs::create_dir_all(dir).await?;
-    }
-    let tmp = p.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
-    tokio::fs::write(&tmp, text).await?;
-    tokio::fs::rename(&tmp, &p).await
+    let text = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    crate::state_file::write_atomic_async(&path(state_dir, source), text).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! restart and the API still serves them. Blocking file I/O: async callers use
 //! `spawn_blocking`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::report::{DrillReport, Summary};
@@ -74,18 +73,11 @@ impl History {
                 message: "unsafe drill id".into(),
             });
         }
-        let tmp = self.dir.join(format!(".{}.json.tmp", r.id));
         let json = serde_json::to_vec_pretty(r).map_err(|e| HistoryError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        crate::state_file::write_atomic(&path, &json).map_err(io(&path))?;
         Ok(path)
     }
 
