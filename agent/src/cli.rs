@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, ConfigError, DEFAULT_CONFIG_YAML, LogFormat};
+use crate::config::{self, DEFAULT_CONFIG_YAML, LogFormat};
 use crate::runtime::{self, Cycle};
+use crate::yaml::ConfigError;
 
 /// Exit code for a configuration or usage error.
 pub const EXIT_CONFIG: u8 = 2;

@@ -12,54 +12,28 @@
 //! `HOST_SYS`, `HOST_ROOT`): a value in the file wins over the environment, which wins over
 //! the built-in default.
 
+use faultline_chaos::units::HumanDuration;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::collectors::Roots;
 use crate::collectors::container::ContainerConfig;
 use crate::collectors::host::HostConfig;
+use crate::yaml::{ConfigError, line_of, substitute_env, yaml_error};
 
 /// The embedded default configuration, with comments.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yaml");
-
-/// A duration written the human way (`10s`, `1m30s`, `250ms`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); write it like 10s, 250ms or 1m30s"
-            ))
-        })
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
 
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Collection interval.
-    pub interval: Dur,
+    pub interval: HumanDuration,
     /// Host `/proc` (env `HOST_PROC`).
     pub proc_root: Option<PathBuf>,
     /// Host `/sys` (env `HOST_SYS`).
@@ -67,7 +41,7 @@ pub struct Config {
     /// Host `/` (env `HOST_ROOT`).
     pub rootfs: Option<PathBuf>,
     /// How long SIGTERM/SIGINT waits for queued data to be sent.
-    pub shutdown_grace: Dur,
+    pub shutdown_grace: HumanDuration,
     /// Extra resource attributes.
     pub resource: ResourceConfig,
     /// Log output.
@@ -91,11 +65,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            interval: Dur(Duration::from_secs(10)),
+            interval: HumanDuration(Duration::from_secs(10)),
             proc_root: None,
             sys_root: None,
             rootfs: None,
-            shutdown_grace: Dur(Duration::from_secs(5)),
+            shutdown_grace: HumanDuration(Duration::from_secs(5)),
             resource: ResourceConfig::default(),
             logging: LoggingConfig::default(),
             host: HostConfig::default(),
@@ -195,7 +169,7 @@ pub struct OtlpConfig {
     /// Body compression.
     pub compression: Option<OtlpCompression>,
     /// Per-request timeout.
-    pub timeout: Option<Dur>,
+    pub timeout: Option<HumanDuration>,
     /// TLS files.
     pub tls: TlsConfig,
     /// Backoff.
@@ -238,16 +212,16 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First delay.
-    pub initial_backoff: Dur,
+    pub initial_backoff: HumanDuration,
     /// Largest delay.
-    pub max_backoff: Dur,
+    pub max_backoff: HumanDuration,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            initial_backoff: Dur(Duration::from_secs(1)),
-            max_backoff: Dur(Duration::from_secs(30)),
+            initial_backoff: HumanDuration(Duration::from_secs(1)),
+            max_backoff: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -296,31 +270,6 @@ impl Default for PrometheusConfig {
     }
 }
 
-/// A configuration problem, located in its file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Something in the file is wrong.
-    #[error("{file}:{line}: {field}: {message}")]
-    Invalid {
-        /// The file (or `<embedded default>`).
-        file: String,
-        /// 1-based line, 0 when unknown.
-        line: usize,
-        /// Dotted field path, or `-` when the whole document is at fault.
-        field: String,
-        /// What is wrong and what to do.
-        message: String,
-    },
-}
-
 /// A loaded, validated configuration and where it came from.
 #[derive(Clone, Debug)]
 pub struct Loaded {
@@ -357,190 +306,6 @@ pub fn parse(text: &str, file: &str) -> Result<Loaded, ConfigError> {
         config,
         source: file.to_owned(),
     })
-}
-
-pub(crate) fn yaml_error(e: &serde_yaml_ng::Error, text: &str, file: &str) -> ConfigError {
-    let line = e.location().map(|l| l.line()).unwrap_or(0);
-    let msg = e.to_string();
-    // serde_yaml_ng prefixes the dotted path ("host.per_cpu: invalid type…") for nested
-    // fields; for unknown fields the message names the key itself.
-    let (mut field, message) = match msg.split_once(": ") {
-        Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
-        _ => ("-".to_owned(), msg.clone()),
-    };
-    if let Some(name) = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.contains("unknown field"))
-    {
-        field = if field == "-" {
-            name.to_owned()
-        } else {
-            format!("{field}.{name}")
-        };
-    }
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_owned();
-    // Errors raised by a field's own type (a bad duration) carry the *parent's* path and
-    // location; find the offending value's own line and key instead.
-    if let Some(value) = message
-        .strip_prefix("invalid duration \"")
-        .or_else(|| message.strip_prefix("invalid size \""))
-        .and_then(|m| m.split('"').next())
-        && let Some((idx, key)) = find_value_line(text, value)
-    {
-        let field = if field == "-" {
-            key
-        } else {
-            format!("{field}.{key}")
-        };
-        return ConfigError::Invalid {
-            file: file.to_owned(),
-            line: idx + 1,
-            field,
-            message,
-        };
-    }
-    let line = if line == 0 {
-        line_of(text, &field)
-    } else {
-        line
-    };
-    ConfigError::Invalid {
-        file: file.to_owned(),
-        line,
-        field,
-        message,
-    }
-}
-
-/// The 0-based line and key of the first `key: value` line whose value is `value`.
-fn find_value_line(text: &str, value: &str) -> Option<(usize, String)> {
-    text.lines().enumerate().find_map(|(idx, line)| {
-        let (key, rest) = line.split_once(':')?;
-        let rest = rest[..comment_start(rest)]
-            .trim()
-            .trim_matches(|c| c == '"' || c == '\'');
-        (rest == value).then(|| (idx, key.trim().trim_start_matches("- ").to_owned()))
-    })
-}
-
-/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. A missing variable
-/// without a default is an error naming the variable and line.
-pub fn substitute_env(
-    text: &str,
-    file: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    for (idx, full_line) in text.split_inclusive('\n').enumerate() {
-        // Comments are copied untouched: `${…}` in a comment is documentation, not a reference.
-        let (line, comment) = full_line.split_at(comment_start(full_line));
-        let mut rest = line;
-        while let Some(pos) = rest.find('$') {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 1..];
-            if let Some(stripped) = after.strip_prefix('$') {
-                out.push('$');
-                rest = stripped;
-            } else if let Some(body) = after.strip_prefix('{') {
-                let Some(end) = body.find('}') else {
-                    return Err(ConfigError::Invalid {
-                        file: file.to_owned(),
-                        line: idx + 1,
-                        field: "-".into(),
-                        message: "unterminated ${…}: write ${VAR} or ${VAR:-default}, or $$ for a literal $".into(),
-                    });
-                };
-                let expr = &body[..end];
-                let (name, default) = match expr.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (expr, None),
-                };
-                match lookup(name).or_else(|| default.map(str::to_owned)) {
-                    Some(v) => out.push_str(&v),
-                    None => {
-                        return Err(ConfigError::Invalid {
-                            file: file.to_owned(),
-                            line: idx + 1,
-                            field: "-".into(),
-                            message: format!(
-                                "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
-                            ),
-                        });
-                    }
-                }
-                rest = &body[end + 1..];
-            } else {
-                out.push('$');
-                rest = after;
-            }
-        }
-        out.push_str(rest);
-        out.push_str(comment);
-    }
-    Ok(out)
-}
-
-/// Byte index where a YAML comment starts in `line` (a `#` at the start or after white space,
-/// outside quotes), or the line's length.
-fn comment_start(line: &str) -> usize {
-    let (mut single, mut double) = (false, false);
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && prev_space => return i,
-            _ => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    line.len()
-}
-
-/// Finds the 1-based line of a dotted field path by following keys at growing indentation.
-/// Returns 0 when not found (the field came from a default).
-pub fn line_of(text: &str, dotted: &str) -> usize {
-    let mut keys = dotted
-        .split('.')
-        .filter(|k| !k.is_empty() && *k != "-")
-        .peekable();
-    let mut min_indent = 0usize;
-    let mut found = 0usize;
-    let Some(mut want) = keys.next() else {
-        return 0;
-    };
-    for (idx, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        if trimmed.starts_with('#') || indent < min_indent {
-            continue;
-        }
-        let key = trimmed
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"');
-        if key == want
-            && trimmed[key.len()..]
-                .trim_start_matches('"')
-                .trim_start()
-                .starts_with(':')
-        {
-            found = idx + 1;
-            min_indent = indent + 1;
-            match keys.next() {
-                Some(k) => want = k,
-                None => return found,
-            }
-        }
-    }
-    found
 }
 
 fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {

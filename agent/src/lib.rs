@@ -37,6 +37,8 @@ pub mod resource;
 pub mod runtime;
 pub mod sd_notify;
 mod state_file;
+pub mod timefmt;
+pub mod yaml;
 
 /// Helpers shared by the crate's unit tests.
 #[cfg(test)]

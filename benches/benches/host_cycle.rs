@@ -9,6 +9,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use faultline_agent::config::Config;
 use faultline_agent::runtime::Cycle;
+use faultline_chaos::units::HumanDuration;
 use faultline_exporters::otlp::encode_batch;
 use faultline_exporters::prometheus::render;
 
@@ -21,7 +22,7 @@ fn host_cycle(c: &mut Criterion) {
 
     // The cycle in which the scans run (scan_interval 0s: every cycle scans).
     let mut scanning = config.clone();
-    scanning.host.scan_interval = faultline_agent::config::Dur(std::time::Duration::ZERO);
+    scanning.host.scan_interval = HumanDuration(std::time::Duration::ZERO);
     let mut cycle_scan = Cycle::new(&scanning).expect("host collectors start on this machine");
     c.bench_function("host_cycle/collect_with_scans", |b| {
         b.iter(|| cycle_scan.collect(None))

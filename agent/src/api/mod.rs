@@ -30,6 +30,7 @@
 //! then again each request's headers, then again its body (408 for a body). Idle
 //! keep-alive connections are closed after the same time.
 
+use faultline_chaos::units::HumanDuration;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,7 +51,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::config::Dur;
 use crate::drill::service::{DrillService, StartError};
 use crate::drill::{report, scenario};
 
@@ -78,9 +78,9 @@ pub struct ApiConfig {
     /// Most connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// Time a client has to send a connection's first bytes, a request's headers, its body.
-    pub read_timeout: Dur,
+    pub read_timeout: HumanDuration,
     /// How often the tokens file is checked for changes (`0s`: only on SIGHUP).
-    pub tokens_reload_interval: Dur,
+    pub tokens_reload_interval: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -93,8 +93,8 @@ impl Default for ApiConfig {
             key_file: None,
             max_body_bytes: 1 << 20,
             max_connections: 256,
-            read_timeout: Dur(Duration::from_secs(10)),
-            tokens_reload_interval: Dur(Duration::from_secs(5)),
+            read_timeout: HumanDuration(Duration::from_secs(10)),
+            tokens_reload_interval: HumanDuration(Duration::from_secs(5)),
         }
     }
 }

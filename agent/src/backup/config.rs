@@ -56,13 +56,14 @@
 //!     restore: { every: 7d, expect_paths: [etc/app.conf] }
 //! ```
 
+use faultline_chaos::units::HumanDuration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{ConfigError, Dur};
+use crate::yaml::{ConfigError, item_line};
 
 /// Which tool a source uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
@@ -102,10 +103,10 @@ pub struct BackupSourceConfig {
     /// The tool.
     pub kind: SourceKind,
     /// Recovery point objective: the newest backup may be at most this old.
-    pub rpo: Dur,
+    pub rpo: HumanDuration,
     /// Restore-time objective: a restore test (restore + verification) must finish within it.
     #[serde(default)]
-    pub rto: Option<Dur>,
+    pub rto: Option<HumanDuration>,
     /// Flag a size anomaly when the newest backup is smaller than the previous one by more
     /// than this share (0.5 = lost more than half).
     #[serde(default = "default_max_shrink")]
@@ -178,16 +179,16 @@ fn default_max_shrink() -> f64 {
 #[serde(deny_unknown_fields, default)]
 pub struct FreshnessConfig {
     /// How often.
-    pub every: Dur,
+    pub every: HumanDuration,
     /// Timeout for the listing commands.
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 impl Default for FreshnessConfig {
     fn default() -> Self {
         Self {
-            every: Dur(Duration::from_secs(300)),
-            timeout: Dur(Duration::from_secs(120)),
+            every: HumanDuration(Duration::from_secs(300)),
+            timeout: HumanDuration(Duration::from_secs(120)),
         }
     }
 }
@@ -199,9 +200,9 @@ pub struct IntegrityConfig {
     /// Run it on a schedule.
     pub enabled: bool,
     /// How often.
-    pub every: Dur,
+    pub every: HumanDuration,
     /// Timeout for the check command.
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
     /// restic: read the data in `t` parts, one per run (`--read-data-subset=n/t`), so `t`
     /// runs read the whole repository. Absent: structure only.
     pub read_data_subsets: Option<u32>,
@@ -209,15 +210,15 @@ pub struct IntegrityConfig {
     pub verify_data: bool,
     /// borg: partial repository check of at most this long per run (`--repository-only
     /// --max-duration`); borg remembers where it stopped.
-    pub max_duration: Option<Dur>,
+    pub max_duration: Option<HumanDuration>,
 }
 
 impl Default for IntegrityConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            every: Dur(Duration::from_secs(24 * 3600)),
-            timeout: Dur(Duration::from_secs(3600)),
+            every: HumanDuration(Duration::from_secs(24 * 3600)),
+            timeout: HumanDuration(Duration::from_secs(3600)),
             read_data_subsets: None,
             verify_data: false,
             max_duration: None,
@@ -232,11 +233,11 @@ pub struct RestoreConfig {
     /// Run it on a schedule.
     pub enabled: bool,
     /// How often.
-    pub every: Dur,
+    pub every: HumanDuration,
     /// Timeout for the restore command (verification has its own share of the same budget).
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
     /// Restore a random backup among those made within this window (default: the latest).
-    pub random_within: Option<Dur>,
+    pub random_within: Option<HumanDuration>,
     /// Where scratch directories are made (default `<state-dir>/backup/scratch`).
     pub scratch_dir: Option<PathBuf>,
     /// Paths (as they were at backup time) that must exist after the restore.
@@ -258,8 +259,8 @@ impl Default for RestoreConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            every: Dur(Duration::from_secs(7 * 24 * 3600)),
-            timeout: Dur(Duration::from_secs(2 * 3600)),
+            every: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            timeout: HumanDuration(Duration::from_secs(2 * 3600)),
             random_within: None,
             scratch_dir: None,
             expect_paths: Vec::new(),
@@ -591,65 +592,6 @@ pub fn validate(sources: &[BackupSourceConfig], text: &str, file: &str) -> Resul
     Ok(())
 }
 
-/// The 1-based line of `field` (dotted, e.g. `restore.query`) inside item `index` of the
-/// top-level list `key`; the item's first line when the field is not written; 0 when the
-/// list is not found.
-pub fn item_line(text: &str, key: &str, index: usize, field: &str) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(list_at) = lines
-        .iter()
-        .position(|l| l.trim_end() == format!("{key}:") || l.starts_with(&format!("{key}: ")))
-    else {
-        return 0;
-    };
-    let mut items: Vec<(usize, usize)> = Vec::new(); // (line index, indent of "- ")
-    let mut item_indent = None;
-    let mut end = lines.len();
-    for (idx, l) in lines.iter().enumerate().skip(list_at + 1) {
-        let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let indent = l.len() - t.len();
-        if indent == 0 && !t.starts_with('-') {
-            end = idx;
-            break;
-        }
-        if t.starts_with("- ") || t == "-" {
-            let want = *item_indent.get_or_insert(indent);
-            if indent == want {
-                items.push((idx, indent));
-            }
-        }
-    }
-    let Some(&(start, indent)) = items.get(index) else {
-        return 0;
-    };
-    let stop = items.get(index + 1).map_or(end, |&(n, _)| n);
-    // Follow the dotted keys at growing indentation inside the item.
-    let mut min_indent = indent;
-    let mut found = start;
-    for part in field.split('.') {
-        let hit = (found..stop).find(|&n| {
-            let l = lines[n];
-            let t = l.trim_start().trim_start_matches("- ");
-            let ind = l.len() - t.len();
-            ind >= min_indent
-                && (t.starts_with(&format!("{part}:"))
-                    || t.contains(&format!(" {part}:"))
-                    || t.contains(&format!("{{{part}:")))
-        });
-        match hit {
-            Some(n) => {
-                found = n;
-                min_indent = lines[n].len() - lines[n].trim_start().len() + 1;
-            }
-            None => return found + 1,
-        }
-    }
-    found + 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,17 +755,5 @@ backups:
                 "{what}"
             );
         }
-    }
-
-    #[test]
-    fn item_line_follows_items_and_nested_keys() {
-        let t = "interval: 1s\nbackups:\n  - name: a\n    rpo: 1h\n  # c\n  - name: b\n    restore:\n      query: x\n    rpo: 2h\nhost: {}\n";
-        assert_eq!(item_line(t, "backups", 0, "rpo"), 4);
-        assert_eq!(item_line(t, "backups", 1, "name"), 6);
-        assert_eq!(item_line(t, "backups", 1, "restore.query"), 8);
-        assert_eq!(item_line(t, "backups", 1, "rpo"), 9);
-        assert_eq!(item_line(t, "backups", 1, "missing"), 6);
-        assert_eq!(item_line(t, "backups", 5, "rpo"), 0);
-        assert_eq!(item_line("", "backups", 0, "rpo"), 0);
     }
 }

@@ -291,7 +291,7 @@ pub fn inventory(snaps: &[Snapshot], now: f64, rpo: Duration, max_shrink: f64) -
         count: snaps.len(),
         newest_id: newest.map(|s| s.id.clone()),
         newest_time: newest.map(|s| s.time),
-        newest_time_utc: newest.map(|s| parse::format_utc(s.time)),
+        newest_time_utc: newest.map(|s| crate::timefmt::format_utc(s.time)),
         age_seconds: newest.map(|s| (now - s.time).max(0.0)),
         rpo_seconds: rpo.as_secs_f64(),
         newest_size,

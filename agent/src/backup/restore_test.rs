@@ -129,7 +129,7 @@ async fn attempt(
     })?;
     let snap = pick(&snaps, rcfg.random_within.map(|w| w.0)).ok_or("no backup to restore")?;
     d.backup_id = Some(snap.id.clone());
-    d.backup_time_utc = Some(parse::format_utc(snap.time));
+    d.backup_time_utc = Some(crate::timefmt::format_utc(snap.time));
 
     let base = rcfg
         .scratch_dir

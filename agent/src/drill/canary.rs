@@ -142,7 +142,7 @@ mod tests {
         let io = CanaryIo {
             command: Some(vec!["echo".into(), "{seq} {ts_ms}".into()]),
             http: None,
-            timeout: crate::config::Dur(Duration::from_secs(5)),
+            timeout: faultline_chaos::units::HumanDuration(Duration::from_secs(5)),
         };
         assert_eq!(call(&io, 5, 1000, true).await.unwrap().trim(), "5 1000");
         let fail = CanaryIo {

@@ -579,7 +579,7 @@ mod tests {
                 http: None,
                 tcp: Some(TcpProbe {
                     address: addr,
-                    timeout: crate::config::Dur(Duration::from_secs(1)),
+                    timeout: faultline_chaos::units::HumanDuration(Duration::from_secs(1)),
                 }),
                 command: None,
                 metric: None,
@@ -600,7 +600,7 @@ mod tests {
                 http: None,
                 tcp: Some(TcpProbe {
                     address: closed.local_addr().unwrap().to_string(),
-                    timeout: crate::config::Dur(Duration::from_secs(1)),
+                    timeout: faultline_chaos::units::HumanDuration(Duration::from_secs(1)),
                 }),
                 command: None,
                 metric: None,
@@ -619,7 +619,7 @@ mod tests {
                         run: run.iter().map(|s| (*s).to_owned()).collect(),
                         exit_code: code,
                         output: output.map(str::to_owned),
-                        timeout: crate::config::Dur(Duration::from_secs(5)),
+                        timeout: faultline_chaos::units::HumanDuration(Duration::from_secs(5)),
                     }),
                     metric: None,
                 },

@@ -208,7 +208,7 @@ async fn restore(
                 "restored {} backup {} (taken {}) to {}{}",
                 r.source,
                 snap.id,
-                crate::backup::parse::format_utc(snap.time),
+                crate::timefmt::format_utc(snap.time),
                 target.display(),
                 if had {
                     format!("; the previous tree was moved to {}", aside.display())

@@ -40,18 +40,19 @@
 //!     tcp: { address: "127.0.0.1:9000" }
 //! ```
 //!
-//! Loading: `${VAR}` substitution ([`crate::config::substitute_env`]) → serde with
+//! Loading: `${VAR}` substitution ([`crate::yaml::substitute_env`]) → serde with
 //! `deny_unknown_fields` → [`validate`]. Every error is a [`ConfigError`] naming the file,
 //! the line and the field (`steady_state[1].http.url`), before anything runs.
 
+use faultline_chaos::units::HumanDuration;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use faultline_chaos::FaultSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::backup::config::item_line;
-use crate::config::{ConfigError, Dur, line_of, substitute_env};
+use crate::yaml::item_line;
+use crate::yaml::{ConfigError, line_of, substitute_env};
 
 /// One drill.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -68,10 +69,10 @@ pub struct Scenario {
     pub targets: Vec<String>,
     /// Past this the drill is aborted and every fault reverted.
     #[serde(default = "default_max_duration")]
-    pub max_duration: Dur,
+    pub max_duration: HumanDuration,
     /// Probe period during faults and recovery.
     #[serde(default = "default_probe_interval")]
-    pub probe_interval: Dur,
+    pub probe_interval: HumanDuration,
     /// Probes that must all pass before any fault is injected; also the recovery and
     /// verification probes.
     pub steady_state: Vec<ProbeSpec>,
@@ -94,20 +95,20 @@ pub struct Scenario {
     pub abort_when: Vec<ProbeSpec>,
 }
 
-fn default_max_duration() -> Dur {
-    Dur(Duration::from_secs(600))
+fn default_max_duration() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
 }
 
-fn default_probe_interval() -> Dur {
-    Dur(Duration::from_secs(1))
+fn default_probe_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
-fn default_probe_timeout() -> Dur {
-    Dur(Duration::from_secs(2))
+fn default_probe_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
 }
 
-fn default_command_timeout() -> Dur {
-    Dur(Duration::from_secs(300))
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 /// How faults follow each other.
@@ -127,7 +128,7 @@ pub enum FaultMode {
 pub struct FaultStep {
     /// Start offset.
     #[serde(default = "zero")]
-    pub at: Dur,
+    pub at: HumanDuration,
     /// A fault from the chaos crate (reverted at its deadline, on abort and at the end).
     #[serde(default)]
     pub fault: Option<FaultSpec>,
@@ -136,11 +137,11 @@ pub struct FaultStep {
     pub command: Option<Vec<String>>,
     /// Command timeout.
     #[serde(default = "default_command_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
-fn zero() -> Dur {
-    Dur(Duration::ZERO)
+fn zero() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
 }
 
 impl FaultStep {
@@ -191,10 +192,10 @@ pub struct HttpProbe {
     pub body: Option<String>,
     /// The answer must come within this.
     #[serde(default)]
-    pub max_latency: Option<Dur>,
+    pub max_latency: Option<HumanDuration>,
     /// Give up after this (2s).
     #[serde(default = "default_probe_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 fn default_get() -> String {
@@ -213,7 +214,7 @@ pub struct TcpProbe {
     pub address: String,
     /// Connect timeout (2s).
     #[serde(default = "default_probe_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 /// `command:` probe.
@@ -230,7 +231,7 @@ pub struct CommandProbe {
     pub output: Option<String>,
     /// Killed after this (2s).
     #[serde(default = "default_probe_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 /// `metric:` probe: every point of the metric (matching `attributes`) must satisfy the
@@ -272,9 +273,9 @@ pub struct Recovery {
     /// recovery point).
     pub consecutive: usize,
     /// How long to wait for recovery after the last fault was applied.
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
     /// Delay between the last fault's apply and the first action.
-    pub after: Dur,
+    pub after: HumanDuration,
     /// Actions, in order.
     pub actions: Vec<RecoveryAction>,
 }
@@ -284,7 +285,7 @@ impl Default for Recovery {
         Self {
             strategy: Strategy::SelfHeal,
             consecutive: 3,
-            timeout: Dur(Duration::from_secs(300)),
+            timeout: HumanDuration(Duration::from_secs(300)),
             after: zero(),
             actions: Vec::new(),
         }
@@ -309,7 +310,7 @@ pub struct RecoveryAction {
     pub restore_backup: Option<RestoreAction>,
     /// Give up after this (5m).
     #[serde(default = "default_command_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 impl RecoveryAction {
@@ -357,9 +358,9 @@ fn default_latest() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct Objectives {
     /// Recovery time objective.
-    pub rto: Option<Dur>,
+    pub rto: Option<HumanDuration>,
     /// Recovery point objective.
-    pub rpo: Option<Dur>,
+    pub rpo: Option<HumanDuration>,
 }
 
 /// `canary:`.
@@ -368,7 +369,7 @@ pub struct Objectives {
 pub struct Canary {
     /// Write period.
     #[serde(default = "default_probe_interval")]
-    pub interval: Dur,
+    pub interval: HumanDuration,
     /// Writes marker `{seq}` stamped `{ts_ms}`.
     pub writer: CanaryIo,
     /// Prints the newest surviving marker: `SEQ [TS_MS]` or `{"seq":…,"ts_ms":…}`; nothing
@@ -389,7 +390,7 @@ pub struct CanaryIo {
     pub http: Option<HttpCall>,
     /// Per call (2s).
     #[serde(default = "default_probe_timeout")]
-    pub timeout: Dur,
+    pub timeout: HumanDuration,
 }
 
 /// An HTTP call of the canary.
@@ -428,7 +429,7 @@ pub fn parse(text: &str, file: &str, known: &Known) -> Result<Scenario, ConfigEr
         });
     }
     let s: Scenario = serde_yaml_ng::from_str(&text)
-        .map_err(|e| refine_line(crate::config::yaml_error(&e, &text, file), &text))?;
+        .map_err(|e| refine_line(crate::yaml::yaml_error(&e, &text, file), &text))?;
     validate(&s, &text, file, known)?;
     Ok(s)
 }

@@ -20,6 +20,7 @@
 //! handling): on a spring-forward day a start in the skipped hour runs once, right after the
 //! jump; on a fall-back day a start in the repeated hour runs once, at its first occurrence.
 
+use faultline_chaos::units::HumanDuration;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ use croner::Cron;
 use serde::{Deserialize, Serialize};
 
 use super::scenario::{Known, Scenario};
-use crate::backup::config::item_line;
-use crate::config::{ConfigError, Dur};
+use crate::yaml::ConfigError;
+use crate::yaml::item_line;
 
 /// One `drills:` entry.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -48,15 +49,15 @@ pub struct DrillEntry {
     pub timezone: String,
     /// Random start delay, up to this.
     #[serde(default = "zero")]
-    pub jitter: Dur,
+    pub jitter: HumanDuration,
 }
 
 fn default_tz() -> String {
     "UTC".into()
 }
 
-fn zero() -> Dur {
-    Dur(Duration::ZERO)
+fn zero() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
 }
 
 /// A validated entry.

@@ -35,16 +35,17 @@
 //! token files and variables and the inline scenario files, and checks them. Every error is
 //! a [`ConfigError`] with the file, the line and the dotted field.
 
+use faultline_chaos::units::HumanDuration;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::config::item_line;
-use crate::config::{ConfigError, Dur, line_of, substitute_env};
 use crate::drill::report::Verdict;
 use crate::drill::scenario::{self, Known, ProbeSpec, Scenario};
+use crate::yaml::item_line;
+use crate::yaml::{ConfigError, line_of, substitute_env};
 
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -59,16 +60,16 @@ pub struct GameDayFile {
     pub agents: Vec<AgentEntry>,
     /// How often running drills are read back.
     #[serde(default = "default_poll")]
-    pub poll_interval: Dur,
+    pub poll_interval: HumanDuration,
     /// One API call gives up after this.
     #[serde(default = "default_request_timeout")]
-    pub request_timeout: Dur,
+    pub request_timeout: HumanDuration,
     /// An agent that answers nothing for this long is reported unreachable.
     #[serde(default = "default_unreachable")]
-    pub unreachable_after: Dur,
+    pub unreachable_after: HumanDuration,
     /// The whole game; past it every agent's kill switch is pulled.
     #[serde(default = "default_max_duration")]
-    pub max_duration: Dur,
+    pub max_duration: HumanDuration,
     /// Stages, in order.
     pub plan: Vec<Stage>,
     /// Game-wide objectives.
@@ -79,20 +80,20 @@ pub struct GameDayFile {
     pub abort_when: AbortWhen,
 }
 
-fn default_poll() -> Dur {
-    Dur(Duration::from_secs(1))
+fn default_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
-fn default_request_timeout() -> Dur {
-    Dur(Duration::from_secs(5))
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 
-fn default_unreachable() -> Dur {
-    Dur(Duration::from_secs(15))
+fn default_unreachable() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
 }
 
-fn default_max_duration() -> Dur {
-    Dur(Duration::from_secs(3600))
+fn default_max_duration() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
 }
 
 /// One agent of the inventory.
@@ -154,9 +155,9 @@ pub struct Step {
 #[serde(deny_unknown_fields, default)]
 pub struct GameObjectives {
     /// Every measured RTO must be within this.
-    pub rto: Option<Dur>,
+    pub rto: Option<HumanDuration>,
     /// Every measured RPO must be within this.
-    pub rpo: Option<Dur>,
+    pub rpo: Option<HumanDuration>,
 }
 
 /// `abort_when:`.
@@ -253,7 +254,7 @@ pub fn parse(text: &str, file: &str) -> Result<GameDayFile, ConfigError> {
         ));
     }
     let g: GameDayFile =
-        serde_yaml_ng::from_str(&text).map_err(|e| crate::config::yaml_error(&e, &text, file))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| crate::yaml::yaml_error(&e, &text, file))?;
     check(&g).map_err(|p| p.locate(&text, file))?;
     Ok(g)
 }

@@ -450,7 +450,7 @@ pub fn html(r: &GameReport) -> String {
         escape(&r.name),
         escape(&r.verdict.as_str().to_uppercase()),
         escape(&r.description),
-        crate::backup::parse::format_utc(r.started_at),
+        crate::timefmt::format_utc(r.started_at),
         secs(r.finished_at - r.started_at),
         escape(&r.source),
         escape(&r.reason)

@@ -207,14 +207,14 @@ pub fn backup_output(data: &[u8]) {
         snaps.extend(info.snapshots());
         let _ = backup::pgbackrest::wal_findings(&info, &verify.wal_ranges);
     }
-    if let Ok(t) = backup::parse_rfc3339(text) {
+    if let Ok(t) = faultline_agent::timefmt::parse_rfc3339(text) {
         snaps.push(backup::Snapshot {
             id: String::new(),
             time: t,
             size: None,
         });
     }
-    if let Ok(t) = backup::parse_naive(text, 0) {
+    if let Ok(t) = faultline_agent::timefmt::parse_naive(text, 0) {
         snaps.push(backup::Snapshot {
             id: String::new(),
             time: t,
@@ -223,7 +223,7 @@ pub fn backup_output(data: &[u8]) {
     }
     // Whatever time a tool printed is shown to people and summarised.
     for s in &snaps {
-        let _ = backup::format_utc(s.time);
+        let _ = faultline_agent::timefmt::format_utc(s.time);
     }
     let _ = faultline_agent::backup::inventory(&snaps, 1.7e9, Duration::from_secs(86_400), 0.5);
 }

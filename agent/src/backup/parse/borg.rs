@@ -11,7 +11,8 @@
 
 use serde::Deserialize;
 
-use super::{ParseError, Snapshot, parse_naive};
+use super::{ParseError, Snapshot};
+use crate::timefmt::parse_naive;
 
 #[derive(Deserialize)]
 struct RawList {

@@ -6,7 +6,8 @@
 
 use serde::Deserialize;
 
-use super::{ParseError, Snapshot, parse_rfc3339};
+use super::{ParseError, Snapshot};
+use crate::timefmt::parse_rfc3339;
 
 #[derive(Deserialize)]
 struct RawSnapshot {

@@ -15,6 +15,7 @@
 //! Not testable on the project's machines (no kubelet): the HTTP path is tested against an
 //! in-process server speaking plain HTTP; TLS against a real kubelet is not exercised here.
 
+use faultline_chaos::units::HumanDuration;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-use crate::config::Dur;
 
 use super::metadata::{ContainerMeta, FirstAttempt, K8sMeta, MetadataCache, PodMeta};
 use super::paths::{Runtime, is_container_id};
@@ -55,7 +54,7 @@ pub struct KubeletConfig {
     /// CA bundle that signed the kubelet's serving certificate; unset: the system roots.
     pub ca_file: Option<PathBuf>,
     /// How often the pod list is refreshed.
-    pub refresh: Dur,
+    pub refresh: HumanDuration,
 }
 
 impl Default for KubeletConfig {
@@ -69,7 +68,7 @@ impl Default for KubeletConfig {
             ca_file: Some(PathBuf::from(
                 "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
             )),
-            refresh: Dur(Duration::from_secs(30)),
+            refresh: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -574,7 +573,7 @@ mod tests {
             endpoint: Some(format!("http://{addr}/pods")),
             token_file: Some(token.clone()),
             ca_file: None,
-            refresh: Dur(Duration::from_secs(30)),
+            refresh: HumanDuration(Duration::from_secs(30)),
         };
         let client = KubeletClient::new(&cfg, &[]).unwrap();
         let (containers, pods) = client.fetch().await.unwrap();

@@ -22,6 +22,7 @@
 //! - **PSI**: a kernel without `/proc/pressure` is detected on the first cycle, logged once at
 //!   info level, and from then on the pressure collector records nothing and returns `Ok`.
 
+use faultline_chaos::units::HumanDuration;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +107,7 @@ pub struct HostConfig {
     /// How often the two scans whose cost does not follow what they export run: the
     /// process-state scan (`processes`) and the connection-state dump (`connections`).
     /// Between scans their last values are repeated. `0s` scans every cycle.
-    pub scan_interval: crate::config::Dur,
+    pub scan_interval: HumanDuration,
 }
 
 impl Default for HostConfig {
@@ -123,7 +124,7 @@ impl Default for HostConfig {
             processes: true,
             connections: true,
             pressure: true,
-            scan_interval: crate::config::Dur(std::time::Duration::from_secs(60)),
+            scan_interval: HumanDuration(std::time::Duration::from_secs(60)),
         }
     }
 }

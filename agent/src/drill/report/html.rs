@@ -73,7 +73,7 @@ pub fn body(r: &DrillReport) -> String {
         escape(&r.scenario),
         escape(&verdict.to_uppercase()),
         escape(&r.description),
-        crate::backup::parse::format_utc(r.started_at),
+        crate::timefmt::format_utc(r.started_at),
         secs(r.finished_at - r.started_at),
         escape(&r.requester),
         escape(&r.reason)

@@ -88,7 +88,7 @@ pub fn render(r: &DrillReport) -> String {
         escape(&r.scenario),
         escape(&r.id),
         cases.len(),
-        crate::backup::parse::format_utc(r.started_at)
+        crate::timefmt::format_utc(r.started_at)
     );
     let _ = writeln!(x, "    <properties>");
     for (k, v) in [
