@@ -128,7 +128,7 @@ pub fn container_api(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = faultline_agent::config::parse(&text, "fuzz.yaml");
-    let _ = faultline_agent::config::line_of(&text, "exporters.otlp.endpoint");
+    let _ = faultline_agent::yaml::line_of(&text, "exporters.otlp.endpoint");
 }
 
 /// The game-day file parser (`faultline gameday run|validate`): any text gives a value or a
