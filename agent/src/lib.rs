@@ -21,6 +21,7 @@
 //! that has no safe wrapper (its module docs give the reason and the safety argument).
 #![deny(unsafe_code)]
 
+pub mod agent_client;
 pub mod api;
 pub mod backup;
 pub mod cli;

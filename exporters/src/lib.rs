@@ -7,9 +7,12 @@
 //! - [`prometheus`]: the text exposition format, named per the OpenTelemetry Prometheus
 //!   compatibility specification.
 //!
+//! - [`https`]: the one builder of outbound HTTP(S) clients (every crate's).
+//!
 //! Not here: collection (the agent's collectors) and scheduling (the agent's runtime).
 #![forbid(unsafe_code)]
 
+pub mod https;
 pub mod model;
 pub mod otlp;
 pub mod prometheus;

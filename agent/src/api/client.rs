@@ -14,13 +14,11 @@
 //! `api.cert_file` (a self-signed certificate is its own root). Nothing else is trusted.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::ApiConfig;
-use crate::drill::probe::{HttpsClient, http_client_with_roots, send_request};
+use crate::agent_client::{AgentClient, Timeouts};
 
 /// How long the CLI waits for a TCP connection to the agent before it treats the agent as
 /// absent, and for each API call.
@@ -48,43 +46,6 @@ pub enum Reach {
     Agent(Box<AgentClient>),
     /// None does; why (for the "running in-process" message).
     NoAgent(String),
-}
-
-/// A client of one agent's API.
-pub struct AgentClient {
-    base: String,
-    token: String,
-    client: HttpsClient,
-}
-
-impl std::fmt::Debug for AgentClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentClient")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An API answer: status and body text.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// Body.
-    pub body: String,
-}
-
-impl Answer {
-    /// The `error` field of a JSON error body, else the body itself.
-    pub fn message(&self) -> String {
-        #[derive(Deserialize)]
-        struct E {
-            error: String,
-        }
-        serde_json::from_str::<E>(&self.body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| self.body.trim().to_owned())
-    }
 }
 
 /// The address the CLI connects to: `api.listen` with an unspecified IP replaced by loopback.
@@ -119,36 +80,28 @@ pub async fn find(api: &ApiConfig, args: &AgentArgs) -> Result<Reach, String> {
     }
     let token = token(api, args)?;
     let tls = api.cert_file.is_some() || api.key_file.is_some();
-    let mut roots = rustls::RootCertStore::empty();
-    if tls {
+    let roots = if tls {
         let ca = args
             .ca_file
             .as_deref()
             .or(api.cert_file.as_deref())
             .ok_or("the agent API uses TLS: give its CA with --ca-file")?;
-        for cert in read_certs(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
-        }
-    }
+        crate::agent_client::roots(Some(ca))?
+    } else {
+        rustls::RootCertStore::empty()
+    };
     let base = format!("{}://{addr}", if tls { "https" } else { "http" });
-    Ok(Reach::Agent(Box::new(AgentClient {
+    let timeouts = Timeouts {
+        connect: CONNECT_TIMEOUT,
+        call: CALL_TIMEOUT,
+    };
+    Ok(Reach::Agent(Box::new(AgentClient::new(
+        "the agent",
         base,
         token,
-        client: http_client_with_roots(CONNECT_TIMEOUT, roots),
-    })))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
-    }
-    Ok(certs)
+        roots,
+        timeouts,
+    ))))
 }
 
 /// The bearer token (see the module docs for the order).
@@ -176,39 +129,6 @@ fn token(api: &ApiConfig, args: &AgentArgs) -> Result<String, String> {
     super::auth::Tokens::client_token(path)
 }
 
-impl AgentClient {
-    /// The base URL (`http(s)://addr`).
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// One call; `Err` when the agent could not be reached or did not answer.
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<Answer, String> {
-        let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.unwrap_or_default(),
-            )))
-            .map_err(|e| format!("bad request: {e}"))?;
-        send_request(&self.client, req, CALL_TIMEOUT)
-            .await
-            .map(|(status, body)| Answer { status, body })
-            .map_err(|e| format!("the agent API at {} failed: {e}", self.base))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,14 +147,5 @@ mod tests {
             connect_addr("10.1.2.3:9".parse().unwrap()),
             "10.1.2.3:9".parse().unwrap()
         );
-    }
-
-    #[test]
-    fn error_bodies_give_their_message() {
-        let a = Answer {
-            status: 404,
-            body: "{\"error\": \"no active fault x\"}".into(),
-        };
-        assert_eq!(a.message(), "no active fault x");
     }
 }

@@ -14,9 +14,6 @@ use bytes::Bytes;
 use faultline_exporters::model::Batch;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::scenario::{CommandProbe, HttpProbe, MetricProbe, ProbeSpec, TcpProbe};
@@ -197,7 +194,7 @@ where
 }
 
 /// The probes' (and the API client's) HTTP(S) client.
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpsClient = faultline_exporters::https::HttpsClient<Full<Bytes>>;
 
 /// An HTTP client for probes and canary calls: rustls with the system's roots, no idle
 /// connections kept (every call opens its own, so it sees the server as it is now).
@@ -213,30 +210,22 @@ pub fn http_client(timeout: Duration) -> HttpsClient {
 /// [`http_client`] trusting exactly `roots` (the CLI's client of the agent API trusts the
 /// agent's CA only).
 pub fn http_client_with_roots(timeout: Duration, roots: rustls::RootCertStore) -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(timeout));
-    http.set_nodelay(true);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let https = match rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(b) => builder.with_tls_config(b.with_root_certificates(roots).with_no_client_auth()),
-        // The ring provider supports the default versions; should that ever change, fall
-        // back to webpki-less defaults rather than fail every probe.
-        Err(_) => builder.with_tls_config(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
-    }
-    .https_or_http()
-    .enable_http1()
-    .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(https)
+    use faultline_exporters::https;
+    // The ring provider supports the default versions; should that ever change, an empty
+    // configuration fails every https call with a TLS error rather than the process.
+    let tls = https::tls_config_with_roots(roots, None).unwrap_or_else(|_| {
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    https::client(
+        tls,
+        https::ConnectOptions {
+            connect_timeout: Some(timeout),
+            no_idle_pool: true,
+            nodelay: true,
+        },
+    )
 }
 
 /// Sends one request; (status, body) or the error.
@@ -263,7 +252,10 @@ pub async fn send_request(
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| faultline_exporters::https::error_chain(&e))?;
         let status = resp.status().as_u16();
         let limited = http_body_util::Limited::new(resp.into_body(), 1 << 20);
         let bytes = limited
@@ -280,18 +272,6 @@ pub async fn send_request(
             humantime::format_duration(timeout)
         )),
     }
-}
-
-/// An error with its sources, joined by `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 struct Http {

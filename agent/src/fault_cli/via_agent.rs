@@ -8,7 +8,7 @@ use std::time::Duration;
 use faultline_chaos::{ActiveFault, FaultId, FaultSpec, Plan, fault::unix_millis};
 
 use super::{EXIT_REFUSED, FaultCommand, print_applied, print_plan};
-use crate::api::client::{AgentClient, Answer};
+use crate::agent_client::{AgentClient, Answer, CallError};
 
 /// How often a held fault is looked up in the agent's list.
 const POLL: Duration = Duration::from_millis(250);
@@ -41,7 +41,7 @@ fn refused(what: &str, a: &Answer) -> ExitCode {
     }
 }
 
-fn unreachable(e: &str) -> ExitCode {
+fn unreachable(e: &CallError) -> ExitCode {
     eprintln!("faultline: {e}");
     ExitCode::FAILURE
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
-use super::client::AgentClient;
+use super::client::NodeClient;
 use super::file;
 use super::report::{self, GameReport, GameVerdict};
 use crate::cli::{EXIT_CONFIG, LogFormatArg, init_logging};
@@ -68,7 +68,7 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
     };
     let mut clients = Vec::new();
     for a in &game.agents {
-        match AgentClient::new(a.clone(), game.file.request_timeout.0) {
+        match NodeClient::new(a.clone(), game.file.request_timeout.0) {
             Ok(c) => clients.push(c),
             Err(e) => {
                 eprintln!("faultline: game-day file error: agent {}: {e}", a.name);
@@ -99,7 +99,7 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
     }
 }
 
-async fn play(game: &file::GameDay, clients: &[AgentClient]) -> Result<GameReport, String> {
+async fn play(game: &file::GameDay, clients: &[NodeClient]) -> Result<GameReport, String> {
     let (mut term, mut int) = match crate::cli::stop_signals() {
         Ok(pair) => pair,
         Err(e) => return Err(format!("cannot install signal handlers: {e}")),

@@ -315,7 +315,7 @@ pub fn resolve(
         }
         let ca_file = a.ca_file.as_ref().map(|p| base.join(p));
         if let Some(ca) = &ca_file {
-            super::client::roots(Some(ca)).map_err(|e| err("ca_file", e))?;
+            crate::agent_client::roots(Some(ca)).map_err(|e| err("ca_file", e))?;
         }
         agents.push(Agent {
             name: a.name.clone(),

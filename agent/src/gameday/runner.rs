@@ -26,7 +26,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{AgentClient, CallError};
+use super::client::{CallError, NodeClient};
 use super::file::{GameDay, ScenarioRef};
 use super::report::{
     AgentResult, GAME_REPORT_VERSION, GameEvent, GameReport, GameVerdict, RunResult, RunStatus,
@@ -143,7 +143,7 @@ impl Shared {
 
 /// Runs a resolved game day; `cancel` is the caller's abort (Ctrl-C). Returns the judged
 /// report; the caller renders it and picks the exit code.
-pub async fn run(game: &GameDay, clients: &[AgentClient], cancel: CancellationToken) -> GameReport {
+pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationToken) -> GameReport {
     let f = &game.file;
     let shared = Arc::new(Shared {
         clock: Clock::new(),
@@ -164,7 +164,7 @@ pub async fn run(game: &GameDay, clients: &[AgentClient], cancel: CancellationTo
         None,
         format!("{} agents, {} stages", clients.len(), game.stages.len()),
     );
-    let by_name: BTreeMap<&str, &AgentClient> = clients.iter().map(|c| (c.name(), c)).collect();
+    let by_name: BTreeMap<&str, &NodeClient> = clients.iter().map(|c| (c.name(), c)).collect();
     let mut runs: Vec<RunResult> = game
         .stages
         .iter()
@@ -258,7 +258,7 @@ pub async fn run(game: &GameDay, clients: &[AgentClient], cancel: CancellationTo
 /// The plan, stage by stage; returns when it is done or the game was aborted.
 async fn stages(
     game: &GameDay,
-    clients: &BTreeMap<&str, &AgentClient>,
+    clients: &BTreeMap<&str, &NodeClient>,
     shared: &Arc<Shared>,
     runs: &mut [RunResult],
 ) {
@@ -294,7 +294,7 @@ async fn stages(
 }
 
 /// One drill on one agent, from start to a final verdict, unreachable, or the abort.
-async fn one_run(c: &AgentClient, sc: &ScenarioRef, shared: &Shared, r: &mut RunResult) {
+async fn one_run(c: &NodeClient, sc: &ScenarioRef, shared: &Shared, r: &mut RunResult) {
     let agent = c.name().to_owned();
     if shared.declared(&agent) {
         r.error = Some("not started: the agent was already unreachable".into());
@@ -447,7 +447,7 @@ async fn watchers(game: &GameDay, shared: &Arc<Shared>, cancel: CancellationToke
 }
 
 /// `POST /v1/abort` on every agent at once; what each answered.
-async fn kill_all(clients: &[AgentClient], shared: &Shared) -> BTreeMap<String, String> {
+async fn kill_all(clients: &[NodeClient], shared: &Shared) -> BTreeMap<String, String> {
     let answers = join_all(clients.iter().map(|c| async move {
         let res = c.abort_all().await;
         (c.name().to_owned(), res)
@@ -483,7 +483,7 @@ fn count(v: &serde_json::Value) -> usize {
 /// After the kill switch: reads the final report of every drill that was running, for a
 /// bounded time.
 async fn finish_aborted(
-    clients: &BTreeMap<&str, &AgentClient>,
+    clients: &BTreeMap<&str, &NodeClient>,
     shared: &Shared,
     runs: &mut [RunResult],
 ) {

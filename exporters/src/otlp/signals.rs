@@ -12,9 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -25,7 +22,7 @@ use tonic::transport::Channel;
 
 use super::transport::{
     BuildError, Compression, GrpcHeaders, Protocol, SendError, SendOk, TransportSettings,
-    classify_grpc, classify_http, error_chain, grpc_endpoint, grpc_headers, gzip, http_headers,
+    classify_grpc, classify_http, grpc_endpoint, grpc_headers, gzip, http_headers,
     rustls_client_config,
 };
 
@@ -44,7 +41,7 @@ enum Inner {
         headers: GrpcHeaders,
     },
     Http {
-        client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+        client: crate::https::HttpsClient<Full<Bytes>>,
         traces: http::Uri,
         logs: http::Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
@@ -87,17 +84,15 @@ impl SignalSender {
                         reason: e.to_string(),
                     })
                 };
-                let mut http = HttpConnector::new();
-                http.enforce_http(false);
-                http.set_connect_timeout(Some(s.timeout));
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(rustls_client_config(&s.url, &s.tls)?)
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http);
                 let headers = http_headers(s)?;
                 Inner::Http {
-                    client: Client::builder(TokioExecutor::new()).build(https),
+                    client: crate::https::client(
+                        rustls_client_config(&s.url, &s.tls)?,
+                        crate::https::ConnectOptions {
+                            connect_timeout: Some(s.timeout),
+                            ..Default::default()
+                        },
+                    ),
                     traces: uri("traces")?,
                     logs: uri("logs")?,
                     headers,
@@ -176,7 +171,7 @@ impl SignalSender {
 
     async fn http(
         &self,
-        client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+        client: &crate::https::HttpsClient<Full<Bytes>>,
         uri: &http::Uri,
         headers: &[(HeaderName, HeaderValue)],
         compression: Compression,
@@ -204,7 +199,10 @@ impl SignalSender {
                 .request(request)
                 .await
                 .map_err(|e| SendError::Retryable {
-                    reason: format!("HTTP export to {uri} failed: {}", error_chain(&e)),
+                    reason: format!(
+                        "HTTP export to {uri} failed: {}",
+                        crate::https::error_chain(&e)
+                    ),
                     retry_after: None,
                 })?;
             let status = resp.status();

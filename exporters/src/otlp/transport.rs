@@ -13,9 +13,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
@@ -445,7 +442,7 @@ pub fn encode_retry_info_status(code: i32, message: &str, delay: Duration) -> Ve
     .encode_to_vec()
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = crate::https::HttpsClient<Full<Bytes>>;
 
 /// OTLP/HTTP with protobuf bodies over hyper (rustls for `https`).
 #[derive(Clone, Debug)]
@@ -475,16 +472,13 @@ impl HttpTransport {
                 });
             }
         }
-        let tls = rustls_client_config(&s.url, &s.tls)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(s.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client = crate::https::client(
+            rustls_client_config(&s.url, &s.tls)?,
+            crate::https::ConnectOptions {
+                connect_timeout: Some(s.timeout),
+                ..Default::default()
+            },
+        );
         let headers = http_headers(&s)?;
         Ok(Self {
             client,
@@ -521,7 +515,11 @@ impl HttpTransport {
                 .request(request)
                 .await
                 .map_err(|e| SendError::Retryable {
-                    reason: format!("HTTP export to {} failed: {}", self.uri, error_chain(&e)),
+                    reason: format!(
+                        "HTTP export to {} failed: {}",
+                        self.uri,
+                        crate::https::error_chain(&e)
+                    ),
                     retry_after: None,
                 })?;
             let status = resp.status();
@@ -619,69 +617,29 @@ pub(crate) fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// The rustls client configuration for `url`: the system's root certificates (read only
-/// for an `https://` URL — a plain-HTTP exporter never uses them, and parsing the system
-/// store costs start-up time and a few hundred KiB that stay resident), the extra CA, the
-/// client identity.
+/// The rustls client configuration for `url` ([`crate::https::tls_config`]): the system's
+/// root certificates (read only for an `https://` URL — a plain-HTTP exporter never uses
+/// them, and parsing the system store costs start-up time and a few hundred KiB that stay
+/// resident), the extra CA, the client identity.
 pub(crate) fn rustls_client_config(
     url: &str,
     tls: &TlsMaterial,
 ) -> Result<rustls::ClientConfig, BuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if url.starts_with("https://") {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A broken system certificate must not stop the agent; it is simply not trusted.
-            let _ = roots.add(cert);
+    let identity = match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(c), Some(k)) => Some((c.as_slice(), k.as_slice())),
+        (None, None) => None,
+        _ => {
+            return Err(BuildError::Tls(
+                "client certificate and key must be set together".into(),
+            ));
         }
-    }
-    if let Some(ca) = &tls.ca_pem {
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
-            let cert = cert.map_err(|e| BuildError::Tls(format!("CA file: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| BuildError::Tls(format!("CA file: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(BuildError::Tls("CA file holds no PEM certificate".into()));
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BuildError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
-    match (&tls.client_cert_pem, &tls.client_key_pem) {
-        (Some(c), Some(k)) => {
-            let certs = rustls_pemfile::certs(&mut c.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BuildError::Tls(format!("client certificate: {e}")))?;
-            let key = rustls_pemfile::private_key(&mut k.as_slice())
-                .map_err(|e| BuildError::Tls(format!("client key: {e}")))?
-                .ok_or_else(|| {
-                    BuildError::Tls("client key file holds no PEM private key".into())
-                })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| BuildError::Tls(e.to_string()))
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(BuildError::Tls(
-            "client certificate and key must be set together".into(),
-        )),
-    }
+    };
+    crate::https::tls_config(&crate::https::TlsOptions {
+        system_roots: url.starts_with("https://"),
+        ca_pem: tls.ca_pem.as_deref(),
+        identity,
+    })
+    .map_err(|e| BuildError::Tls(e.to_string()))
 }
 
 #[cfg(test)]

@@ -22,9 +22,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -235,7 +232,7 @@ pub fn parse_pods(
 // ---------------------------------------------------------------------------------------
 // The client.
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = faultline_exporters::https::HttpsClient<Empty<Bytes>>;
 
 /// A configured kubelet client.
 #[derive(Debug)]
@@ -248,38 +245,20 @@ pub struct KubeletClient {
 }
 
 fn tls_config(ca_file: Option<&PathBuf>) -> Result<rustls::ClientConfig, KubeletError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_err = |reason: String| KubeletError::Ca {
-                path: path.clone(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(ca_err("no PEM certificate in it".to_owned()));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KubeletError::Ca {
-            path: ca_file.cloned().unwrap_or_default(),
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(cfg)
+    let ca_err = |reason: String| KubeletError::Ca {
+        path: ca_file.cloned().unwrap_or_default(),
+        reason,
+    };
+    let pem = match ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| ca_err(e.to_string()))?),
+        None => None,
+    };
+    faultline_exporters::https::tls_config(&faultline_exporters::https::TlsOptions {
+        system_roots: ca_file.is_none(),
+        ca_pem: pem.as_deref(),
+        identity: None,
+    })
+    .map_err(|e| ca_err(e.to_string()))
 }
 
 impl KubeletClient {
@@ -315,14 +294,9 @@ impl KubeletClient {
         let tls = if https {
             tls_config(cfg.ca_file.as_ref())?
         } else {
-            tls_config(None).unwrap_or_else(|_| empty_tls())
+            tls_config(None)?
         };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = faultline_exporters::https::client(tls, Default::default());
         Ok(Self {
             client,
             uri,
@@ -362,7 +336,7 @@ impl KubeletClient {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| req_err(error_chain(&e)))?;
+                .map_err(|e| req_err(faultline_exporters::https::error_chain(&e)))?;
             let status = resp.status();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
@@ -388,31 +362,6 @@ impl KubeletClient {
             .await
             .map_err(|_| req_err(format!("no answer within {REQUEST_TIMEOUT:?}")))?
     }
-}
-
-fn empty_tls() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        })
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The kubelet task: poll until cancelled; logs a failing kubelet once, and its recovery.
