@@ -403,7 +403,7 @@ fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
     c.api
         .validate()
         .map_err(|(field, e)| err(&format!("api.{field}"), e))?;
-    crate::drill::schedule::load(&c.drills, text, file, &crate::drill::cli::known(c))?;
+    crate::drill::schedule::load(&c.drills, text, file, &c.drill_known())?;
     c.containers.validate().map_err(|e| err("containers", e))?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         return Err(err(
@@ -415,6 +415,15 @@ fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// What validating drill scenarios needs from this config: the backup sources they may
+    /// name, the longest fault the guards allow.
+    pub fn drill_known(&self) -> crate::drill::scenario::Known {
+        crate::drill::scenario::Known {
+            backup_sources: self.backups.iter().map(|b| b.name.clone()).collect(),
+            max_fault_duration: Some(self.chaos.max_duration.0),
+        }
+    }
+
     /// The host roots, from config, then `HOST_*` environment, then the real paths.
     pub fn roots(&self) -> Roots {
         let pick = |cfg: &Option<PathBuf>, env: &str, default: &str| {

@@ -254,6 +254,41 @@ impl Engine {
         &self.inner.config
     }
 
+    /// Whether the process that journaled `entry` still runs (pid + start time + boot).
+    pub fn owner_alive(&self, entry: &JournalEntry) -> bool {
+        entry.owner.pid != 0
+            && procfs::is_alive(
+                &self.inner.env.proc_root,
+                &entry.owner,
+                &self.inner.env.boot_id,
+            )
+    }
+
+    /// Checks a journaled fault on the system, as `requester` (`faultline fault list` in a
+    /// process that does not hold the fault). Blocking.
+    pub fn check_journaled(&self, entry: &JournalEntry, requester: Requester) -> CheckReport {
+        check_journaled(
+            entry,
+            &self.inner.config,
+            &self.inner.env,
+            &self.inner.audit,
+            requester,
+        )
+    }
+
+    /// Reverts the journaled faults `select` picks, also those a live process holds
+    /// (`faultline fault revert`, the kill switch of a process that holds none). Blocking.
+    pub fn revert_journaled(&self, select: impl Fn(&FaultId) -> bool) -> Vec<RecoveryReport> {
+        recover_matching(
+            &self.inner.journal,
+            &self.inner.config,
+            &self.inner.env,
+            &self.inner.audit,
+            true,
+            select,
+        )
+    }
+
     fn context(&self, id: FaultId, requester: Requester, deadline: SystemTime) -> Context {
         Context {
             id,

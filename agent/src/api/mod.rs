@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use faultline_chaos::{FaultError, FaultId, FaultSpec, Requester};
+use faultline_chaos::{Engine, FaultError, FaultId, FaultSpec, Requester};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -55,7 +55,6 @@ use crate::drill::service::{DrillService, StartError};
 use crate::drill::{report, scenario};
 
 pub mod auth;
-pub mod client;
 
 use auth::{Identity, Role, TokenStore};
 
@@ -183,6 +182,9 @@ pub enum ApiError {
 }
 
 struct State {
+    /// The agent's fault engine (faults injected through the API).
+    engine: Engine,
+    /// The drills.
     svc: DrillService,
     tokens: Arc<TokenStore>,
     max_body: usize,
@@ -306,7 +308,7 @@ impl Server {
 
     /// Serves until `cancel`; connections are owned by a tracker and drained (bounded).
     /// The tokens file is watched for changes meanwhile.
-    pub async fn run(self, svc: DrillService, cancel: CancellationToken) {
+    pub async fn run(self, engine: Engine, svc: DrillService, cancel: CancellationToken) {
         let connections = TaskTracker::new();
         connections.spawn(
             self.tokens
@@ -316,6 +318,7 @@ impl Server {
         );
         let read_timeout = self.read_timeout;
         let state = Arc::new(State {
+            engine,
             svc,
             tokens: self.tokens,
             max_body: self.max_body,
@@ -624,6 +627,7 @@ async fn route(
     body: &Bytes,
 ) -> Response<Full<Bytes>> {
     let svc = &state.svc;
+    let engine = &state.engine;
     let requester = Requester::Api {
         token: who.name.clone(),
     };
@@ -693,7 +697,7 @@ async fn route(
         }
         // Each active fault checked on the system now (audited as `check` by the caller).
         (&Method::GET, ["v1", "faults"]) => {
-            json(StatusCode::OK, &svc.engine().check_all(requester).await)
+            json(StatusCode::OK, &engine.check_all(requester).await)
         }
         (&Method::POST, ["v1", "faults"]) => {
             let spec: FaultSpec = match serde_json::from_slice(body) {
@@ -703,7 +707,7 @@ async fn route(
                 }
             };
             if dry_run {
-                return match svc.engine().plan(spec, requester).await {
+                return match engine.plan(spec, requester).await {
                     Ok(p) => json(StatusCode::OK, &p),
                     Err(e) if e.guard().is_some() => {
                         error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
@@ -711,7 +715,7 @@ async fn route(
                     Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
                 };
             }
-            match svc.engine().inject(spec, requester).await {
+            match engine.inject(spec, requester).await {
                 Ok(f) => json(StatusCode::CREATED, &f),
                 Err(e) if e.guard().is_some() => {
                     error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
@@ -729,7 +733,7 @@ async fn route(
                 Ok(f) => f,
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
-            match svc.engine().abort(&fid, requester).await {
+            match engine.abort(&fid, requester).await {
                 Ok(()) => json(
                     StatusCode::OK,
                     &serde_json::json!({"id": id, "reverted": true}),

@@ -30,7 +30,6 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 pub mod borg;
-pub mod cli;
 pub mod command;
 pub mod config;
 pub mod event;

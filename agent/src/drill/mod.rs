@@ -19,7 +19,6 @@
 //! Not here: the HTTP API ([`crate::api`]) and the faults themselves (`faultline_chaos`).
 
 pub mod canary;
-pub mod cli;
 pub mod history;
 pub mod locks;
 pub mod measure;

@@ -1,8 +1,9 @@
-//! The drill service inside `faultline run`: owns the fault engine the API and drills share,
-//! the running drills (each with its abort token and target locks), the history, the
-//! results the metrics collector reads, the scheduler tasks and the OTLP report sender.
-//! The API ([`crate::api`]) and the scheduler are its only clients; every task it spawns is
-//! owned by its [`TaskTracker`] under the runtime's [`CancellationToken`].
+//! The drill service inside `faultline run`: the running drills (each with its abort token
+//! and target locks) on the fault engine it is given, the history, the results the metrics
+//! collector reads, the scheduler tasks and the OTLP report sender. The API
+//! ([`crate::api`]) and the scheduler are its only clients; the runtime builds it
+//! (`runtime::drills`), and every task it spawns is owned by its [`TaskTracker`] under the
+//! runtime's [`CancellationToken`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -415,74 +416,4 @@ pub async fn send_otlp(signals: &Signals, report: &DrillReport) {
     for record in otlp::log_records(report) {
         signals.logs.emit_record(record);
     }
-}
-
-/// Sets up drills inside `faultline run` when the API is enabled or drills are configured:
-/// the fault engine, the service (and its schedules), the API server, and the engine's
-/// shutdown (every fault reverted) when `cancel` fires, and the engine's audit events
-/// forwarded as OTLP log records. Returns the metrics collector to add to the cycle.
-pub async fn spawn_in_agent(
-    config: &crate::config::Config,
-    state_dir: &Path,
-    latest: tokio::sync::watch::Receiver<Option<Arc<faultline_exporters::model::Batch>>>,
-    signals: Option<Signals>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<Option<super::metrics::DrillCollector>> {
-    use anyhow::Context as _;
-    if !config.api.enabled && config.drills.is_empty() {
-        return Ok(None);
-    }
-    let known = super::cli::known(config);
-    let text_less = schedule::load(&config.drills, "", "<config>", &known)
-        .context("drills (scenario files)")?;
-    let engine = super::cli::engine(config, state_dir).map_err(anyhow::Error::msg)?;
-    // Forwarded until the engine's shutdown below is done, so its reverts are sent too.
-    let engine_done = CancellationToken::new();
-    if let Some(s) = &signals {
-        crate::event_log::forward_audit(
-            engine.audit(),
-            s.logs.clone(),
-            engine_done.clone(),
-            tracker,
-        );
-    }
-    let svc = DrillService::start_service(
-        ServiceParts {
-            engine: engine.clone(),
-            state_dir: state_dir.to_path_buf(),
-            backups: config.backups.clone(),
-            known,
-            drills: text_less,
-            exporter: signals,
-        },
-        Some(Arc::new(super::probe::WatchSource(latest))),
-        cancel,
-        tracker,
-    )
-    .context("drill history")?;
-    let collector = super::metrics::DrillCollector::new(svc.stats());
-    if config.api.enabled {
-        let server = crate::api::Server::bind(&config.api).await?;
-        info!(listen = %server.local_addr(), "API listening");
-        tracker.spawn(
-            server
-                .run(svc.clone(), cancel.clone())
-                .instrument(tracing::info_span!("api")),
-        );
-    }
-    let c = cancel.clone();
-    tracker.spawn(
-        async move {
-            c.cancelled().await;
-            for (id, r) in engine.shutdown().await {
-                if let Err(e) = r {
-                    error!(fault_id = %id, error = %e, "fault revert at shutdown failed; it stays in the journal");
-                }
-            }
-            engine_done.cancel();
-        }
-        .instrument(tracing::info_span!("fault_engine_shutdown")),
-    );
-    Ok(Some(collector))
 }

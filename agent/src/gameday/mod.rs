@@ -15,7 +15,6 @@
 //! discovery of agents through the Kubernetes API (docs/adr/0007, not built: the inventory
 //! is the primitive discovery will produce).
 
-pub mod cli;
 pub mod client;
 pub mod file;
 pub mod report;

@@ -7,7 +7,7 @@
 //! Exit codes: 0 every objective met; 1 an objective missed, no recovery, the steady state
 //! failed, or the drill was aborted; 2 a scenario or configuration error (nothing ran); 3
 //! refused because another drill — in the agent or another `drill run` on the same
-//! `--state-dir` — holds one of its targets (nothing ran; see [`super::locks`]).
+//! `--state-dir` — holds one of its targets (nothing ran; see [`crate::drill::locks`]).
 //! SIGINT/SIGTERM abort the drill: every fault is reverted before the process exits.
 
 use std::path::{Path, PathBuf};
@@ -15,16 +15,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Subcommand;
-use faultline_chaos::{Audit, Engine, Env, Journal, Requester, WorkerCommand};
+use faultline_chaos::Requester;
 use tokio_util::sync::CancellationToken;
 
-use super::history::History;
-use super::probe::{CollectSource, MetricSource};
-use super::report::{self, DrillReport, Verdict};
-use super::runner::{self, Live, RunCtx};
-use super::scenario::{self, Known};
-use crate::cli::{EXIT_CONFIG, LogFormatArg};
+use crate::cli::LogFormatArg;
 use crate::config::Config;
+use crate::drill::history::History;
+use crate::drill::probe::{CollectSource, MetricSource};
+use crate::drill::report::{self, DrillReport, Verdict};
+use crate::drill::runner::{self, Live, RunCtx};
+use crate::drill::scenario;
+use crate::outcome::{EXIT_CONFIG, EXIT_REFUSED};
 
 /// `faultline drill …`
 #[derive(Debug, Subcommand)]
@@ -54,28 +55,6 @@ pub enum DrillCommand {
         #[arg(long, short, env = "FAULTLINE_CONFIG")]
         config: Option<PathBuf>,
     },
-}
-
-/// What validation of scenarios needs from a config.
-pub fn known(config: &Config) -> Known {
-    Known {
-        backup_sources: config.backups.iter().map(|b| b.name.clone()).collect(),
-        max_fault_duration: Some(config.chaos.max_duration.0),
-    }
-}
-
-/// A fault engine journaling in `state_dir`.
-pub fn engine(config: &Config, state_dir: &Path) -> Result<Engine, String> {
-    let worker = WorkerCommand::current_exe()
-        .map_err(|e| format!("cannot find the faultline executable for helper processes: {e}"))?;
-    let env = Env::detect(config.roots().proc, worker);
-    let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
-    Ok(Engine::new(
-        config.chaos.clone(),
-        env,
-        journal,
-        Audit::default(),
-    ))
 }
 
 /// Writes the JSON, JUnit and HTML renderings where asked.
@@ -110,7 +89,7 @@ pub fn run(cmd: DrillCommand, state_dir: &Path, log_format: Option<LogFormatArg>
         Ok(l) => l,
         Err(code) => return code,
     };
-    let known = known(&loaded.config);
+    let known = loaded.config.drill_known();
     match cmd {
         DrillCommand::Validate { scenario, .. } => match scenario::load(&scenario, &known) {
             Ok(s) => {
@@ -180,7 +159,12 @@ async fn run_one(
         );
         return ExitCode::FAILURE;
     }
-    let engine = match engine(&config, state_dir) {
+    let engine = match crate::faults::open_engine(
+        &config.chaos,
+        &config.roots().proc,
+        state_dir,
+        faultline_chaos::Audit::default(),
+    ) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("faultline: {e}");
@@ -192,7 +176,7 @@ async fn run_one(
     if let Some(o) = &otlp {
         o.forward_audit(engine.audit());
     }
-    crate::fault_cli::recover_at_start(&config, state_dir, engine.audit()).await;
+    crate::faults::recover_at_start(&engine).await;
     let requester = Requester::cli();
     let mut targets = match runner::targets(&sc, &engine, &requester).await {
         Ok(t) => t,
@@ -202,7 +186,7 @@ async fn run_one(
         }
     };
     targets.push(format!("scenario:{}", sc.name));
-    let id = super::service::new_id();
+    let id = crate::drill::service::new_id();
     // The same target locks the agent's drills take: never two drills on one target.
     let holder = format!(
         "drill {id} ({}) in `faultline drill run` pid {}",
@@ -210,20 +194,21 @@ async fn run_one(
         std::process::id()
     );
     let dir = state_dir.to_path_buf();
-    let _locks =
-        match tokio::task::spawn_blocking(move || super::locks::acquire(&dir, &targets, &holder))
-            .await
-        {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
-                eprintln!("faultline: drill refused, nothing ran: {e}");
-                return ExitCode::from(crate::fault_cli::EXIT_REFUSED);
-            }
-            Err(e) => {
-                eprintln!("faultline: target lock task failed: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let _locks = match tokio::task::spawn_blocking(move || {
+        crate::drill::locks::acquire(&dir, &targets, &holder)
+    })
+    .await
+    {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            eprintln!("faultline: drill refused, nothing ran: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+        Err(e) => {
+            eprintln!("faultline: target lock task failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let needs_metrics = sc
         .steady_state
         .iter()
@@ -283,7 +268,7 @@ async fn run_one(
         eprintln!("faultline: cannot keep the report in the history: {e}");
     }
     if let Some(o) = otlp {
-        super::service::send_otlp(&o.signals, &report).await;
+        crate::drill::service::send_otlp(&o.signals, &report).await;
         o.finish().await;
     }
     if report.verdict == Verdict::Passed && !failed_write {
@@ -291,9 +276,4 @@ async fn run_one(
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// Exit code for a report (0 passed, 1 otherwise); for scripts that get reports elsewhere.
-pub fn exit_code(r: &DrillReport) -> u8 {
-    u8::from(r.verdict != Verdict::Passed)
 }

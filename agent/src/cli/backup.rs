@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{CheckKind, CheckResult, Checker, Status, event, runner};
+use crate::backup::{CheckKind, CheckResult, Checker, Status, event, runner};
 use crate::config;
 
 /// `faultline backup …`

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use faultline_chaos::{ActiveFault, FaultId, FaultSpec, Plan, fault::unix_millis};
 
-use super::{EXIT_REFUSED, FaultCommand, print_applied, print_plan};
+use super::{FaultCommand, print_applied, print_plan};
 use crate::agent_client::{AgentClient, Answer, CallError};
+use crate::outcome::Outcome;
 
 /// How often a held fault is looked up in the agent's list.
 const POLL: Duration = Duration::from_millis(250);
@@ -34,11 +35,7 @@ fn refused(what: &str, a: &Answer) -> ExitCode {
         a.status,
         a.message()
     );
-    if a.status == 422 {
-        ExitCode::from(EXIT_REFUSED)
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(Outcome::of_status(a.status).exit_code())
 }
 
 fn unreachable(e: &CallError) -> ExitCode {

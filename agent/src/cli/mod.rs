@@ -14,8 +14,12 @@ use crate::config::{self, DEFAULT_CONFIG_YAML, LogFormat};
 use crate::runtime::{self, Cycle};
 use crate::yaml::ConfigError;
 
-/// Exit code for a configuration or usage error.
-pub const EXIT_CONFIG: u8 = 2;
+pub use crate::outcome::EXIT_CONFIG;
+
+mod backup;
+mod drill;
+mod fault;
+mod gameday;
 
 /// faultline: host and container telemetry, backup checks, fault injection and DR drills.
 #[derive(Debug, Parser)]
@@ -81,16 +85,16 @@ pub enum Command {
     Config(ConfigCommand),
     /// Fault injection (`fault inject|list|revert`).
     #[command(subcommand)]
-    Fault(crate::fault_cli::FaultCommand),
+    Fault(fault::FaultCommand),
     /// Backup checks (`backup check`).
     #[command(subcommand)]
-    Backup(crate::backup::cli::BackupCommand),
+    Backup(backup::BackupCommand),
     /// DR drills (`drill run SCENARIO.yaml`, `drill validate`).
     #[command(subcommand)]
-    Drill(crate::drill::cli::DrillCommand),
+    Drill(drill::DrillCommand),
     /// Game days: drills on many agents through their APIs (`gameday run GAMEDAY.yaml`).
     #[command(subcommand)]
-    Gameday(crate::gameday::cli::GameDayCommand),
+    Gameday(gameday::GameDayCommand),
 }
 
 /// `faultline config …`
@@ -108,7 +112,7 @@ pub enum ConfigCommand {
 /// Parses the arguments and runs; returns the process exit code.
 pub fn main() -> ExitCode {
     // Fault helper processes are this binary in a hidden mode (see faultline_chaos::worker).
-    if let Some(code) = crate::fault_cli::worker_mode() {
+    if let Some(code) = fault::worker_mode() {
         return code;
     }
     let cli = Cli::parse();
@@ -132,10 +136,10 @@ pub fn main() -> ExitCode {
             init_logging(cli.log_format, &loaded.config.logging);
             collect_once(&loaded.config, format)
         }
-        Command::Backup(cmd) => crate::backup::cli::run(cmd, &cli.state_dir),
-        Command::Fault(cmd) => crate::fault_cli::run(cmd, &cli.state_dir, cli.log_format),
-        Command::Drill(cmd) => crate::drill::cli::run(cmd, &cli.state_dir, cli.log_format),
-        Command::Gameday(cmd) => crate::gameday::cli::run(cmd, cli.log_format),
+        Command::Backup(cmd) => backup::run(cmd, &cli.state_dir),
+        Command::Fault(cmd) => fault::run(cmd, &cli.state_dir, cli.log_format),
+        Command::Drill(cmd) => drill::run(cmd, &cli.state_dir, cli.log_format),
+        Command::Gameday(cmd) => gameday::run(cmd, cli.log_format),
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(l) => l,

@@ -13,11 +13,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
-use super::client::NodeClient;
-use super::file;
-use super::report::{self, GameReport, GameVerdict};
 use crate::cli::{EXIT_CONFIG, LogFormatArg, init_logging};
 use crate::config::LoggingConfig;
+use crate::gameday::client::NodeClient;
+use crate::gameday::file;
+use crate::gameday::report::{self, GameReport, GameVerdict};
 
 /// `faultline gameday …`
 #[derive(Debug, Subcommand)]
@@ -111,7 +111,7 @@ async fn play(game: &file::GameDay, clients: &[NodeClient]) -> Result<GameReport
         clients.len(),
         game.stages.len()
     );
-    let runner = super::runner::run(game, clients, cancel.clone());
+    let runner = crate::gameday::runner::run(game, clients, cancel.clone());
     tokio::pin!(runner);
     loop {
         tokio::select! {

@@ -32,24 +32,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Subcommand;
 use faultline_chaos::{
-    Audit, ChaosConfig, Engine, Env, FaultError, FaultId, FaultSpec, Journal, Requester,
-    WorkerCommand, check_journaled,
-    engine::{RecoveryOutcome, RecoveryReport, recover_matching},
-    fault::unix_millis,
+    Audit, Engine, FaultError, FaultId, FaultSpec, RecoveryOutcome, Requester, fault::unix_millis,
 };
 
-use crate::api::client::{self, AgentArgs, Reach};
 use crate::cli::LogFormatArg;
-use crate::config::Config;
+use crate::faults;
+use crate::outcome::Outcome;
+use reach::{AgentArgs, Reach};
 
+mod reach;
 mod via_agent;
-
-/// Exit code when a guard refused the request.
-pub const EXIT_REFUSED: u8 = 3;
 
 /// `faultline fault …`
 #[derive(Debug, Subcommand)]
@@ -113,64 +108,6 @@ pub fn worker_mode() -> Option<ExitCode> {
     }
 }
 
-/// Reverts what the journal in `state_dir` holds from dead agents, logging each fault.
-/// Never fails the start: an unreadable journal is logged.
-pub async fn recover_at_start(config: &Config, state_dir: &Path, audit: &Audit) {
-    let (env, journal) = match setup(config, state_dir) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "fault journal recovery skipped");
-            return;
-        }
-    };
-    let chaos = Arc::new(config.chaos.clone());
-    let audit = audit.clone();
-    let reports = tokio::task::spawn_blocking(move || {
-        faultline_chaos::recover(&journal, &chaos, &env, &audit, false)
-    })
-    .await
-    .unwrap_or_default();
-    log_reports(&reports);
-}
-
-fn log_reports(reports: &[RecoveryReport]) {
-    for r in reports {
-        let id = r.id.as_ref().map(ToString::to_string).unwrap_or_default();
-        match &r.outcome {
-            RecoveryOutcome::Reverted => {
-                tracing::info!(fault_id = %id, kind = ?r.kind, targets = %r.targets.join(", "), "fault recovered: reverted")
-            }
-            RecoveryOutcome::HeldByLiveAgent { owner } => {
-                tracing::info!(fault_id = %id, owner = %owner, "fault left alone: a live faultline process holds it")
-            }
-            RecoveryOutcome::Failed { error } => {
-                tracing::error!(fault_id = %id, path = %r.path, error = %error, "fault recovery failed; it stays in the journal")
-            }
-            RecoveryOutcome::Corrupt { error, moved_to } => {
-                tracing::error!(path = %r.path, error = %error, moved_to = ?moved_to, "unreadable fault journal entry")
-            }
-        }
-    }
-    if !reports.is_empty() {
-        tracing::info!(
-            entries = reports.len(),
-            reverted = reports
-                .iter()
-                .filter(|r| r.outcome == RecoveryOutcome::Reverted)
-                .count(),
-            "fault journal recovery done"
-        );
-    }
-}
-
-fn setup(config: &Config, state_dir: &Path) -> Result<(Arc<Env>, Journal), String> {
-    let worker = WorkerCommand::current_exe()
-        .map_err(|e| format!("cannot find the faultline executable for helper processes: {e}"))?;
-    let env = Env::detect(config.roots().proc, worker);
-    let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
-    Ok((Arc::new(env), journal))
-}
-
 /// Runs a `fault` subcommand.
 pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>) -> ExitCode {
     let (config_path, agent_args) = match &cmd {
@@ -187,7 +124,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
         Err(code) => return code,
     };
     // One decision, before anything is applied: through the agent or in this process.
-    match rt.block_on(client::find(&loaded.config.api, &agent_args)) {
+    match rt.block_on(reach::find(&loaded.config.api, &agent_args)) {
         Ok(Reach::Agent(agent)) => {
             eprintln!(
                 "faultline: going through the running agent's API at {}",
@@ -204,13 +141,6 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
             return ExitCode::FAILURE;
         }
     }
-    let (env, journal) = match setup(&loaded.config, state_dir) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("faultline: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     // The forwarder tasks run on `rt`'s workers while list and revert block this thread.
     let _in_rt = rt.enter();
     let audit = Audit::default();
@@ -218,19 +148,27 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
     if let Some(o) = &otlp {
         o.forward_audit(&audit);
     }
-    let chaos = Arc::new(loaded.config.chaos.clone());
+    let engine = match faults::open_engine(
+        &loaded.config.chaos,
+        &loaded.config.roots().proc,
+        state_dir,
+        audit,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("faultline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let code = match cmd {
-        FaultCommand::List { json, .. } => list(&journal, &env, &chaos, &audit, json),
-        FaultCommand::Revert { id, .. } => revert(&journal, &env, &chaos, &audit, id),
+        FaultCommand::List { json, .. } => list(&engine, json),
+        FaultCommand::Revert { id, .. } => revert(&engine, id),
         FaultCommand::Inject {
             spec,
             dry_run,
             json,
             ..
-        } => {
-            let engine = Engine::new((*chaos).clone(), (*env).clone(), journal, audit);
-            rt.block_on(inject(engine, spec, dry_run, json))
-        }
+        } => rt.block_on(inject(engine, spec, dry_run, json)),
     };
     if let Some(o) = otlp {
         rt.block_on(o.finish());
@@ -240,11 +178,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
 
 fn failure(e: &FaultError) -> ExitCode {
     eprintln!("faultline: {e}");
-    if e.guard().is_some() {
-        ExitCode::from(EXIT_REFUSED)
-    } else {
-        ExitCode::FAILURE
-    }
+    ExitCode::from(Outcome::of_fault_error(e).exit_code())
 }
 
 async fn inject(engine: Engine, spec: FaultSpec, dry_run: bool, json: bool) -> ExitCode {
@@ -257,8 +191,7 @@ async fn inject(engine: Engine, spec: FaultSpec, dry_run: bool, json: bool) -> E
             return ExitCode::FAILURE;
         }
     };
-    let reports = engine.recover().await;
-    log_reports(&reports);
+    faults::recover_at_start(&engine).await;
     let requester = Requester::cli();
     if dry_run {
         return match engine.plan(spec, requester).await {
@@ -345,16 +278,9 @@ async fn finish(engine: &Engine, id: &FaultId) -> ExitCode {
     }
 }
 
-fn list(
-    journal: &Journal,
-    env: &Arc<Env>,
-    chaos: &Arc<ChaosConfig>,
-    audit: &Audit,
-    json: bool,
-) -> ExitCode {
-    let check =
-        |e: &faultline_chaos::JournalEntry| check_journaled(e, chaos, env, audit, Requester::cli());
-    let entries = match journal.entries() {
+fn list(engine: &Engine, json: bool) -> ExitCode {
+    let check = |e: &faultline_chaos::JournalEntry| engine.check_journaled(e, Requester::cli());
+    let entries = match engine.journal().entries() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("faultline: {e}");
@@ -367,9 +293,7 @@ fn list(
             .map(|e| match e {
                 Ok(e) => {
                     let mut v = serde_json::to_value(e).unwrap_or_default();
-                    v["owner_alive"] =
-                        faultline_chaos::procfs::is_alive(&env.proc_root, &e.owner, &env.boot_id)
-                            .into();
+                    v["owner_alive"] = engine.owner_alive(e).into();
                     v["check"] = serde_json::to_value(check(e)).unwrap_or_default();
                     v
                 }
@@ -390,8 +314,7 @@ fn list(
     for e in entries {
         match e {
             Ok(e) => {
-                let alive =
-                    faultline_chaos::procfs::is_alive(&env.proc_root, &e.owner, &env.boot_id);
+                let alive = engine.owner_alive(&e);
                 let left = e
                     .deadline_unix_ms
                     .saturating_sub(unix_millis(std::time::SystemTime::now()));
@@ -422,16 +345,8 @@ fn list(
     ExitCode::SUCCESS
 }
 
-fn revert(
-    journal: &Journal,
-    env: &Arc<Env>,
-    chaos: &Arc<ChaosConfig>,
-    audit: &Audit,
-    id: Option<FaultId>,
-) -> ExitCode {
-    let reports = recover_matching(journal, chaos, env, audit, true, |fid| {
-        id.as_ref().is_none_or(|want| want == fid)
-    });
+fn revert(engine: &Engine, id: Option<FaultId>) -> ExitCode {
+    let reports = engine.revert_journaled(|fid| id.as_ref().is_none_or(|want| want == fid));
     if let Some(want) = &id
         && !reports.iter().any(|r| r.id.as_ref() == Some(want))
     {

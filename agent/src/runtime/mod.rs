@@ -28,6 +28,10 @@ use crate::export_settings;
 use crate::resource::{self, ResourceInputs};
 
 mod collect_loop;
+mod drills;
+pub mod prometheus_endpoint;
+pub mod residency;
+pub mod sd_notify;
 
 /// Duration of the last collection cycle.
 pub const CYCLE_DURATION: MetricDesc = MetricDesc::gauge(
@@ -311,9 +315,13 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
     // Revert faults a previous run left behind (killed agent) before anything else starts.
     // Its audit events wait in the channel until the OTLP log pipeline exists.
-    let recovery_audit = faultline_chaos::Audit::default();
-    let mut recovered = recovery_audit.subscribe();
-    crate::fault_cli::recover_at_start(&config, state_dir, &recovery_audit).await;
+    let audit = faultline_chaos::Audit::default();
+    let mut recovered = audit.subscribe();
+    let engine = crate::faults::open_engine(&config.chaos, &config.roots().proc, state_dir, audit);
+    match &engine {
+        Ok(engine) => crate::faults::recover_at_start(engine).await,
+        Err(e) => error!(error = %e, "fault journal recovery skipped"),
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let grace = config.shutdown_grace.0;
@@ -372,8 +380,10 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
 
     let (latest_tx, latest_rx) = watch::channel::<Option<Arc<Batch>>>(None);
     // Drills, the fault engine and the API (when configured), owned by the same token/tracker.
-    if let Some(drills) = crate::drill::service::spawn_in_agent(
+    drop(recovered);
+    if let Some(drills) = drills::spawn(
         &config,
+        engine,
         state_dir,
         latest_rx.clone(),
         signals,
@@ -386,7 +396,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
     if config.export.prometheus.enabled {
         let listen = config.export.prometheus.listen;
-        let endpoint = crate::prometheus_endpoint::Endpoint::bind(listen).await?;
+        let endpoint = prometheus_endpoint::Endpoint::bind(listen).await?;
         tracker.spawn(
             endpoint
                 .run(latest_rx, cancel.clone())
@@ -470,12 +480,12 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The cycle after which the start-up code's pages are handed back ([`crate::residency`]):
+/// The cycle after which the start-up code's pages are handed back ([`residency`]):
 /// by then every collector, the exporter and its first sends have run.
 const RELEASE_STARTUP_PAGES_AFTER: u64 = 3;
 
 fn release_startup_pages() {
-    match crate::residency::release_startup_pages() {
+    match residency::release_startup_pages() {
         Ok(r) => debug!(
             mappings = r.mappings,
             resident_kib = r.resident_kib,
@@ -518,8 +528,8 @@ async fn open_disk_queue(
 fn start_notifications(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Option<Arc<crate::sd_notify::Notifier>> {
-    let notifier = match crate::sd_notify::Notifier::from_env() {
+) -> Option<Arc<sd_notify::Notifier>> {
+    let notifier = match sd_notify::Notifier::from_env() {
         Ok(Some(n)) => Arc::new(n),
         Ok(None) => return None,
         Err(e) => {
@@ -528,10 +538,10 @@ fn start_notifications(
         }
     };
     notifier.notify_or_log("READY=1");
-    if let Some(timeout) = crate::sd_notify::watchdog_timeout_from_env() {
+    if let Some(timeout) = sd_notify::watchdog_timeout_from_env() {
         info!(timeout = %humantime::format_duration(timeout), "feeding the systemd watchdog every half timeout");
         tracker.spawn(
-            crate::sd_notify::watchdog(notifier.clone(), timeout, cancel.clone())
+            sd_notify::watchdog(notifier.clone(), timeout, cancel.clone())
                 .instrument(tracing::info_span!("sd_watchdog")),
         );
     }

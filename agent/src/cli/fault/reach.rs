@@ -17,8 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ApiConfig;
 use crate::agent_client::{AgentClient, Timeouts};
+use crate::api::ApiConfig;
 
 /// How long the CLI waits for a TCP connection to the agent before it treats the agent as
 /// absent, and for each API call.
@@ -126,7 +126,7 @@ fn token(api: &ApiConfig, args: &AgentArgs) -> Result<String, String> {
                 .into(),
         );
     };
-    super::auth::Tokens::client_token(path)
+    crate::api::auth::Tokens::client_token(path)
 }
 
 #[cfg(test)]
