@@ -12,8 +12,10 @@
 //! `--network container:<x>`) each report the same interface counters, read once per cycle
 //! for all of them (the collector keys what it read by the namespace's inode, [`NetNs`]):
 //! summing `container.network.io` over such containers counts the shared traffic once per
-//! container.
+//! container. [`NetReader`] reads one process's view; [`NamespaceReads`] is one cycle's
+//! reads, shared by the containers of a namespace.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::collectors::host::network::parse_net_dev;
@@ -103,6 +105,119 @@ impl NetReader {
             transmit: d.transmit.bytes,
         }));
         Ok(true)
+    }
+}
+
+/// One cycle's network reads: the interfaces of every namespace read so far, in a row, and
+/// where each namespace's are (by its inode), so that the containers of a pod, which share
+/// one namespace, read it once.
+#[derive(Debug, Default)]
+pub(super) struct NamespaceReads {
+    reader: NetReader,
+    read: Vec<IfaceBytes>,
+    pub(super) by_ns: HashMap<u64, (usize, usize)>,
+}
+
+impl NamespaceReads {
+    /// Once per cycle: forgets the last cycle's reads and remembers the host's namespace.
+    pub(super) fn begin_cycle(&mut self, proc: &Path) {
+        self.reader.begin_cycle(proc);
+        self.read.clear();
+        self.by_ns.clear();
+    }
+
+    /// The interfaces of a container whose process `pid` was found in its cgroup: none for
+    /// the host's namespace. `kept` is the container's (pid, namespace), looked up once per
+    /// process and updated when the process turns out to be gone or elsewhere; when no
+    /// process can be read it is cleared (unless it is the host's), so that the next cycle
+    /// reads `cgroup.procs` again. `first_pid` reads `cgroup.procs` for a live process, at
+    /// most once, and only when the cycle has not read it already (`procs_read`).
+    pub(super) fn interfaces(
+        &mut self,
+        proc: &Path,
+        mut pid: u32,
+        kept: &mut Option<(u32, NetNs)>,
+        procs_read: bool,
+        mut first_pid: impl FnMut() -> Result<Option<u32>, CollectError>,
+    ) -> Result<&[IfaceBytes], CollectError> {
+        let netns = match *kept {
+            Some((p, ns)) if p == pid => ns,
+            _ => {
+                let ns = self.reader.netns(proc, pid);
+                *kept = Some((pid, ns));
+                ns
+            }
+        };
+        let NetNs::Own(mut ns_id) = netns else {
+            return Ok(&[]);
+        };
+        // A namespace another container of this cycle (a pod's) has read already is not
+        // read again, once this container's own process is seen in it. At most one retry:
+        // the kept process is gone, `cgroup.procs` names one that lives.
+        let mut retried = false;
+        // Bounded: a process that keeps changing namespaces under us ends it.
+        let mut turns = 0;
+        let read = loop {
+            turns += 1;
+            if turns > 4 {
+                break None;
+            }
+            if let Some(range) = ns_id.and_then(|id| self.by_ns.get(&id).copied()) {
+                // Only if this container's process is alive and still in it (a dead pid's
+                // namespace may be gone and its inode reused): one `readlink`, cheaper than
+                // reading `net/dev`.
+                let now = self.reader.netns(proc, pid);
+                if now == NetNs::Own(ns_id) {
+                    break Some(range);
+                }
+                *kept = Some((pid, now));
+                match now {
+                    NetNs::Host => break None,
+                    // Another namespace: look it up (or read it) instead.
+                    NetNs::Own(Some(id)) => {
+                        ns_id = Some(id);
+                        continue;
+                    }
+                    // Gone: the read below finds no process and asks `cgroup.procs` for one.
+                    NetNs::Own(None) => ns_id = None,
+                }
+            }
+            let start = self.read.len();
+            if self.reader.read(proc, pid, &mut self.read)? {
+                let range = (start, self.read.len());
+                if let Some(id) = ns_id {
+                    self.by_ns.insert(id, range);
+                }
+                break Some(range);
+            }
+            if retried || procs_read {
+                break None;
+            }
+            retried = true;
+            match first_pid()? {
+                Some(p) if p != pid => {
+                    pid = p;
+                    let ns = self.reader.netns(proc, pid);
+                    *kept = Some((pid, ns));
+                    match ns {
+                        NetNs::Host => break None,
+                        NetNs::Own(id) => ns_id = id,
+                    }
+                }
+                _ => break None,
+            }
+        };
+        match read {
+            Some((from, to)) => Ok(&self.read[from..to]),
+            // No process to read (or it has just joined the host's namespace): the next cycle
+            // reads `cgroup.procs` again unless it is the host's.
+            None => {
+                if kept.is_some_and(|(_, ns)| ns != NetNs::Host) {
+                    *kept = None;
+                }
+                Ok(&[])
+            }
+        }
     }
 }
 

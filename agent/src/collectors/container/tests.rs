@@ -1,0 +1,1038 @@
+//! The same assertions on cgroup v1, v2 and hybrid fixture trees
+//! (`agent/tests/fixtures/cgroup-*`): values equal to the files, attributes from the
+//! metadata cache, container churn (new, stopped, restarted). The runtimes' path shapes
+//! beyond Docker's and containerd's are on a tree too: CRI-O and Podman (systemd) on v2,
+//! Podman (cgroupfs) on v1, each next to its conmon monitor's cgroup where one exists.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use faultline_exporters::model::{AttrValue, Attributes, Batch, Metric, ResourceMetrics};
+
+use super::metadata::{ContainerMeta, PodMeta};
+use super::paths::Runtime;
+use super::*;
+use crate::collectors::host::test_support::fixture_dir;
+use crate::collectors::{CollectError, Collector, Context};
+
+const A: &str = "4a57c14d26338e3942ed0c74fa408ccc2b867eb66855835dbda05e806e749147";
+const B: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+const C: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+const UID: &str = "0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011";
+/// The CRI-O container of the v2 tree (`crio-<id>.scope`) and its pod's UID.
+const CRIO: &str = "c2105eedc2105eedc2105eedc2105eedc2105eedc2105eedc2105eedc2105eed";
+const CRIO_POD_UID: &str = "7c6b5a49-3827-4160-9f8e-7d6c5b4a3928";
+/// The Podman container: `machine.slice/libpod-<id>.scope` on v2,
+/// `libpod_parent/libpod-<id>` on v1, with the same figures in both trees.
+const PODMAN: &str = "ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11ba5eba11";
+const T0: u64 = 1_800_000_000_000_000_000;
+
+/// Copies a fixture tree, keeping symlinks, so a test can change it.
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
+        } else if ft.is_dir() {
+            copy_tree(&from, &to);
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    collector: ContainerCollector,
+    cache: Arc<MetadataCache>,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(name);
+        copy_tree(&fixture_dir(name), &root);
+        let hierarchy = Hierarchy::detect(&root.join("sys/fs/cgroup")).unwrap();
+        let host = Arc::new(Resource {
+            attributes: Attributes::new()
+                .with("service.name", "faultline")
+                .with("host.name", "node-1"),
+        });
+        let cache = Arc::new(MetadataCache::default());
+        let collector = ContainerCollector::with_cache(
+            hierarchy,
+            host,
+            cache.clone(),
+            &ContainerConfig::default(),
+        );
+        Self {
+            _dir: dir,
+            root,
+            collector,
+            cache,
+        }
+    }
+
+    fn cycle(&mut self, at: u64) -> (Batch, Result<(), CollectError>) {
+        let roots = Roots {
+            proc: self.root.join("proc"),
+            sys: self.root.join("sys"),
+            rootfs: self.root.join("rootfs"),
+        };
+        let ctx = Context {
+            roots,
+            boot_time_unix_nanos: 1,
+        };
+        let mut b = Batch::new(at, Arc::new(Resource::default()), 1);
+        let r = self.collector.collect(&ctx, &mut b);
+        (b, r)
+    }
+
+    /// The container's control file `name`, in whichever of its directories has it.
+    fn file_of(&self, id: &str, name: &str) -> PathBuf {
+        self.dirs_of(id)
+            .into_iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{id} has no {name}"))
+    }
+
+    /// Every directory of container `id` in every hierarchy.
+    fn dirs_of(&self, id: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        find_dirs(&self.root.join("sys/fs/cgroup"), id, &mut out);
+        out
+    }
+}
+
+fn find_dirs(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.contains(name) {
+            out.push(e.path());
+        } else {
+            find_dirs(&e.path(), name, out);
+        }
+    }
+}
+
+fn resource<'a>(b: &'a Batch, id: &str) -> Option<&'a ResourceMetrics> {
+    b.resources.iter().find(|r| {
+        r.resource
+            .attributes
+            .get("container.id")
+            .map(AttrValue::to_text)
+            .as_deref()
+            == Some(id)
+    })
+}
+
+fn attr(r: &ResourceMetrics, key: &str) -> Option<String> {
+    r.resource
+        .attributes
+        .get(key)
+        .map(|v| v.to_text().into_owned())
+}
+
+fn metric<'a>(r: &'a ResourceMetrics, name: &str) -> Option<&'a Metric> {
+    r.metrics.iter().find(|m| m.name == name)
+}
+
+/// Bytes received on `eth0` as container `id` reports them.
+fn eth0_rx(b: &Batch, id: &str) -> f64 {
+    value(
+        resource(b, id).unwrap(),
+        "container.network.io",
+        &[
+            ("network.interface.name", "eth0"),
+            ("network.io.direction", "receive"),
+        ],
+    )
+}
+
+fn value(r: &ResourceMetrics, name: &str, attrs: &[(&str, &str)]) -> f64 {
+    let m = metric(r, name).unwrap_or_else(|| panic!("{name} missing"));
+    let hits: Vec<_> = m
+        .points
+        .iter()
+        .filter(|p| {
+            attrs
+                .iter()
+                .all(|(k, v)| p.attributes.get(k).map(AttrValue::to_text).as_deref() == Some(*v))
+        })
+        .collect();
+    assert_eq!(hits.len(), 1, "{name} {attrs:?}: {:?}", m.points);
+    hits[0].value.as_f64()
+}
+
+fn docker_meta() -> ContainerMeta {
+    ContainerMeta {
+        name: Some("web-1".into()),
+        image_name: Some("faultline-workload".into()),
+        image_tags: vec!["test".into()],
+        runtime: Some(Runtime::Docker),
+        labels: vec![("team".into(), "sre".into())],
+        k8s: metadata::K8sMeta::default(),
+    }
+}
+
+/// The `container.id` of every resource in `b` that has one, sorted (a container reported
+/// twice appears twice).
+fn container_ids(b: &Batch) -> Vec<String> {
+    let mut ids: Vec<String> = b
+        .resources
+        .iter()
+        .filter_map(|r| attr(r, "container.id"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The assertions every layout must pass; `k8s_id` is the layout's Kubernetes container,
+/// `containers` the number of containers in the tree.
+fn check_layout(name: &str, layout: cgroup::Layout, k8s_id: &str, psi: bool, containers: usize) {
+    let mut f = Fixture::new(name);
+    assert_eq!(f.collector.hierarchy().layout, layout);
+    f.cache.docker_upsert(A.into(), docker_meta());
+    f.cache.kubelet_replace(
+        vec![],
+        vec![(
+            UID.into(),
+            PodMeta {
+                name: "web-7d9".into(),
+                namespace: "prod".into(),
+            },
+        )],
+    );
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    assert_eq!(
+        b.resources.len(),
+        1 + containers,
+        "host + {containers} containers; services, pod directories and monitors are not containers"
+    );
+
+    let a = resource(&b, A).unwrap();
+    assert_eq!(
+        attr(a, "service.name").as_deref(),
+        Some("faultline"),
+        "host attributes are repeated"
+    );
+    assert_eq!(attr(a, "host.name").as_deref(), Some("node-1"));
+    assert_eq!(attr(a, "container.name").as_deref(), Some("web-1"));
+    assert_eq!(
+        attr(a, "container.image.name").as_deref(),
+        Some("faultline-workload")
+    );
+    assert_eq!(
+        a.resource.attributes.get("container.image.tags"),
+        Some(&AttrValue::StrArray(vec!["test".into()]))
+    );
+    assert_eq!(attr(a, "container.runtime.name").as_deref(), Some("docker"));
+    assert_eq!(attr(a, "container.label.team").as_deref(), Some("sre"));
+    assert_eq!(attr(a, "k8s.pod.uid"), None);
+    // CPU: the modes sum to the total usage file (5 s).
+    assert_eq!(value(a, "container.cpu.time", &[("cpu.mode", "user")]), 4.0);
+    assert_eq!(
+        value(a, "container.cpu.time", &[("cpu.mode", "system")]),
+        1.0
+    );
+    assert!(
+        metric(a, "container.cpu.usage").is_none(),
+        "a rate needs two cycles"
+    );
+    assert_eq!(value(a, "container.cpu.limit", &[]), 0.5);
+    assert_eq!(
+        value(a, "container.cpu.throttling_data.periods", &[]),
+        100.0
+    );
+    assert_eq!(
+        value(a, "container.cpu.throttling_data.throttled_periods", &[]),
+        7.0
+    );
+    assert_eq!(
+        value(a, "container.cpu.throttling_data.throttled_time", &[]),
+        0.25
+    );
+    // Memory.
+    assert_eq!(value(a, "container.memory.usage", &[]), 70_000_000.0);
+    assert_eq!(value(a, "container.memory.working_set", &[]), 68_000_000.0);
+    assert_eq!(value(a, "container.memory.rss", &[]), 67_108_864.0);
+    assert_eq!(value(a, "container.memory.limit", &[]), 134_217_728.0);
+    assert_eq!(
+        value(a, "container.memory.available", &[]),
+        134_217_728.0 - 68_000_000.0
+    );
+    assert_eq!(value(a, "container.memory.oom_kills", &[]), 1.0);
+    // Disk: 10 MiB written to 254:0, named from /sys/dev/block.
+    assert_eq!(
+        value(
+            a,
+            "container.disk.io",
+            &[("system.device", "vda"), ("disk.io.direction", "write")]
+        ),
+        10_485_760.0
+    );
+    assert_eq!(
+        value(
+            a,
+            "container.disk.io",
+            &[("system.device", "vda"), ("disk.io.direction", "read")]
+        ),
+        4096.0
+    );
+    assert_eq!(value(a, "container.pids.count", &[]), 3.0);
+    assert!(
+        metric(a, "container.pids.limit").is_none(),
+        "pids.max is max"
+    );
+    // Network from the container's own namespace.
+    assert_eq!(
+        value(
+            a,
+            "container.network.io",
+            &[
+                ("network.interface.name", "lo"),
+                ("network.io.direction", "receive")
+            ]
+        ),
+        1_048_576.0
+    );
+    assert_eq!(
+        value(
+            a,
+            "container.network.io",
+            &[
+                ("network.interface.name", "eth0"),
+                ("network.io.direction", "transmit")
+            ]
+        ),
+        500.0
+    );
+    // Pressure only where cgroup2 has the container.
+    assert_eq!(
+        metric(a, "container.linux.pressure.stall_time").is_some(),
+        psi,
+        "{name}"
+    );
+    if psi {
+        let v = value(
+            a,
+            "container.linux.pressure.stall_time",
+            &[
+                ("system.linux.pressure.resource", "cpu"),
+                ("system.linux.pressure.kind", "some"),
+            ],
+        );
+        assert!((v - 0.332412).abs() < 1e-9);
+    }
+    // Start time: the cgroup directory's creation (modification) time; uptime from it.
+    let start = cgroup::dir_time_unix_nanos(
+        &f.collector
+            .hierarchy()
+            .walk_root()
+            .unwrap()
+            .join(f.collector.tracked.keys().find(|k| k.contains(A)).unwrap()),
+    )
+    .unwrap();
+    let cpu = metric(a, "container.cpu.time").unwrap();
+    assert!(cpu.points.iter().all(|p| p.start_unix_nanos == start));
+    assert!((value(a, "container.uptime", &[]) - (T0 - start) as f64 / 1e9).abs() < 1e-6);
+
+    // The Kubernetes container: pod UID from the path, names from the kubelet's pod list.
+    let k = resource(&b, k8s_id).unwrap();
+    assert_eq!(attr(k, "k8s.pod.uid").as_deref(), Some(UID));
+    assert_eq!(attr(k, "k8s.pod.name").as_deref(), Some("web-7d9"));
+    assert_eq!(attr(k, "k8s.namespace.name").as_deref(), Some("prod"));
+    assert_eq!(attr(k, "container.name"), None, "no source names it");
+    let total = value(k, "container.cpu.time", &[("cpu.mode", "user")])
+        + value(k, "container.cpu.time", &[("cpu.mode", "system")]);
+    assert!((total - 2.5).abs() < 1e-9, "{total}");
+    assert!(
+        metric(k, "container.memory.available").is_none()
+            && metric(k, "container.memory.limit").is_none(),
+        "no memory limit"
+    );
+    assert!(metric(k, "container.cpu.limit").is_none(), "no CPU limit");
+    assert_eq!(value(k, "container.pids.limit", &[]), 1024.0);
+    assert!(
+        metric(k, "container.network.io").is_none(),
+        "host network namespace: no container network metrics"
+    );
+
+    // Second cycle 10 s later with 1 s more user time: a rate, and the same resource Arc.
+    let a_res = a.resource.clone();
+    add_user_cpu(&f, A, 1);
+    let (b2, r) = f.cycle(T0 + 10_000_000_000);
+    r.unwrap();
+    let a2 = resource(&b2, A).unwrap();
+    assert!(
+        Arc::ptr_eq(&a_res, &a2.resource),
+        "unchanged metadata: the resource is reused, not rebuilt"
+    );
+    assert!((value(a2, "container.cpu.usage", &[("cpu.mode", "user")]) - 0.1).abs() < 1e-9);
+    assert_eq!(
+        value(a2, "container.cpu.usage", &[("cpu.mode", "system")]),
+        0.0
+    );
+
+    // Renamed: the resource is rebuilt with the new name.
+    f.cache.docker_upsert(
+        A.into(),
+        ContainerMeta {
+            name: Some("web-2".into()),
+            ..docker_meta()
+        },
+    );
+    let (b3, _) = f.cycle(T0 + 20_000_000_000);
+    assert_eq!(
+        attr(resource(&b3, A).unwrap(), "container.name").as_deref(),
+        Some("web-2")
+    );
+
+    // Stopped: its series end at once.
+    let saved = tempfile::tempdir().unwrap();
+    let dirs = f.dirs_of(A);
+    assert!(!dirs.is_empty());
+    for (i, d) in dirs.iter().enumerate() {
+        copy_tree(d, &saved.path().join(i.to_string()));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    let (b4, r) = f.cycle(T0 + 30_000_000_000);
+    r.unwrap();
+    assert!(
+        resource(&b4, A).is_none(),
+        "a stopped container is not reported"
+    );
+    assert!(resource(&b4, k8s_id).is_some());
+    assert_eq!(
+        f.collector.tracked_count(),
+        containers - 1,
+        "no state is kept for it either"
+    );
+
+    // Restarted: same path, new directory, new start time.
+    for (i, d) in dirs.iter().enumerate() {
+        copy_tree(&saved.path().join(i.to_string()), d);
+        let later =
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(start) + Duration::from_secs(3600);
+        std::fs::File::open(d).unwrap().set_modified(later).unwrap();
+    }
+    let (b5, r) = f.cycle(T0 + 40_000_000_000);
+    r.unwrap();
+    let a5 = resource(&b5, A).unwrap();
+    let new_start = metric(a5, "container.cpu.time").unwrap().points[0].start_unix_nanos;
+    assert_eq!(
+        new_start,
+        start + 3_600_000_000_000,
+        "a restarted container has a new start time"
+    );
+    assert!(
+        metric(a5, "container.cpu.usage").is_none(),
+        "no rate across a restart"
+    );
+}
+
+/// Adds `secs` of user CPU time to container `id` in whichever file the layout has.
+fn add_user_cpu(f: &Fixture, id: &str, secs: u64) {
+    for d in f.dirs_of(id) {
+        let v2 = d.join("cpu.stat");
+        if let Ok(text) = std::fs::read_to_string(&v2)
+            && text.contains("user_usec")
+        {
+            let text = text
+                .lines()
+                .map(|l| match l.split_once(' ') {
+                    Some((k @ ("user_usec" | "usage_usec"), v)) => {
+                        format!("{k} {}", v.parse::<u64>().unwrap() + secs * 1_000_000)
+                    }
+                    _ => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&v2, text + "\n").unwrap();
+        }
+        let stat = d.join("cpuacct.stat");
+        if let Ok(text) = std::fs::read_to_string(&stat) {
+            let text = text
+                .lines()
+                .map(|l| match l.split_once(' ') {
+                    Some(("user", v)) => {
+                        format!("user {}", v.parse::<u64>().unwrap() + secs * 100)
+                    }
+                    _ => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&stat, text + "\n").unwrap();
+        }
+        for file in ["cpuacct.usage_user", "cpuacct.usage"] {
+            let p = d.join(file);
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                let v: u64 = text.trim().parse().unwrap();
+                std::fs::write(&p, format!("{}\n", v + secs * 1_000_000_000)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn cgroup_v2_fixture() {
+    check_layout("cgroup-v2", cgroup::Layout::V2, B, true, 4);
+    // The runtime comes from the path where metadata is missing.
+    let mut f = Fixture::new("cgroup-v2");
+    let (b, _) = f.cycle(T0);
+    assert_eq!(
+        attr(resource(&b, B).unwrap(), "container.runtime.name").as_deref(),
+        Some("containerd")
+    );
+    assert_eq!(
+        attr(resource(&b, A).unwrap(), "container.name"),
+        None,
+        "reported by ID without metadata"
+    );
+}
+
+#[test]
+fn cgroup_v1_fixture() {
+    check_layout("cgroup-v1", cgroup::Layout::V1, C, false, 3);
+}
+
+#[test]
+fn cgroup_hybrid_fixture() {
+    check_layout("cgroup-hybrid", cgroup::Layout::Hybrid, C, true, 2);
+}
+
+/// The Podman container's figures, the same in the v1 and v2 trees; `psi`: whether the
+/// layout has pressure files.
+fn check_podman(b: &Batch, psi: bool) {
+    let p = resource(b, PODMAN).unwrap();
+    assert_eq!(attr(p, "container.runtime.name").as_deref(), Some("podman"));
+    assert_eq!(attr(p, "k8s.pod.uid"), None, "not under kubepods");
+    assert_eq!(
+        attr(p, "container.name"),
+        None,
+        "no metadata source names Podman containers"
+    );
+    assert_eq!(value(p, "container.cpu.time", &[("cpu.mode", "user")]), 1.0);
+    assert_eq!(
+        value(p, "container.cpu.time", &[("cpu.mode", "system")]),
+        0.5
+    );
+    assert_eq!(value(p, "container.cpu.limit", &[]), 2.0);
+    assert_eq!(value(p, "container.cpu.throttling_data.periods", &[]), 40.0);
+    assert_eq!(
+        value(p, "container.cpu.throttling_data.throttled_periods", &[]),
+        2.0
+    );
+    assert_eq!(
+        value(p, "container.cpu.throttling_data.throttled_time", &[]),
+        0.03
+    );
+    assert_eq!(value(p, "container.memory.usage", &[]), 40_000_000.0);
+    assert_eq!(value(p, "container.memory.working_set", &[]), 34_000_000.0);
+    assert_eq!(value(p, "container.memory.rss", &[]), 32_000_000.0);
+    assert_eq!(value(p, "container.memory.limit", &[]), 268_435_456.0);
+    assert_eq!(
+        value(p, "container.memory.available", &[]),
+        268_435_456.0 - 34_000_000.0
+    );
+    assert_eq!(value(p, "container.memory.oom_kills", &[]), 0.0);
+    assert_eq!(
+        value(
+            p,
+            "container.disk.io",
+            &[("system.device", "vda"), ("disk.io.direction", "read")]
+        ),
+        65_536.0
+    );
+    assert_eq!(
+        value(
+            p,
+            "container.disk.io",
+            &[("system.device", "vda"), ("disk.io.direction", "write")]
+        ),
+        131_072.0
+    );
+    assert_eq!(value(p, "container.pids.count", &[]), 4.0);
+    assert_eq!(value(p, "container.pids.limit", &[]), 2048.0);
+    // pid 4545's own namespace.
+    assert_eq!(
+        value(
+            p,
+            "container.network.io",
+            &[
+                ("network.interface.name", "eth0"),
+                ("network.io.direction", "receive")
+            ]
+        ),
+        5000.0
+    );
+    assert_eq!(
+        value(
+            p,
+            "container.network.io",
+            &[
+                ("network.interface.name", "eth0"),
+                ("network.io.direction", "transmit")
+            ]
+        ),
+        2500.0
+    );
+    assert_eq!(
+        metric(p, "container.linux.pressure.stall_time").is_some(),
+        psi
+    );
+    if psi {
+        assert_eq!(
+            value(
+                p,
+                "container.linux.pressure.stall_time",
+                &[
+                    ("system.linux.pressure.resource", "cpu"),
+                    ("system.linux.pressure.kind", "some"),
+                ],
+            ),
+            0.064
+        );
+    }
+}
+
+#[test]
+fn cri_o_and_podman_systemd_containers_are_found_on_the_v2_tree_with_the_files_figures() {
+    let mut f = Fixture::new("cgroup-v2");
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    let mut want = vec![A, B, CRIO, PODMAN];
+    want.sort_unstable();
+    assert_eq!(
+        container_ids(&b),
+        want,
+        "each container once; crio-conmon-<id>.scope and libpod-conmon-<id>.scope are \
+         monitors, not containers"
+    );
+
+    // CRI-O under a besteffort pod: runtime and pod UID from the path alone.
+    let c = resource(&b, CRIO).unwrap();
+    assert_eq!(attr(c, "container.runtime.name").as_deref(), Some("cri-o"));
+    assert_eq!(attr(c, "k8s.pod.uid").as_deref(), Some(CRIO_POD_UID));
+    assert_eq!(
+        attr(c, "k8s.pod.name"),
+        None,
+        "no kubelet answer in this test"
+    );
+    assert_eq!(value(c, "container.cpu.time", &[("cpu.mode", "user")]), 3.0);
+    assert_eq!(
+        value(c, "container.cpu.time", &[("cpu.mode", "system")]),
+        0.75
+    );
+    assert!(metric(c, "container.cpu.limit").is_none(), "cpu.max is max");
+    assert!(
+        metric(c, "container.cpu.throttling_data.periods").is_none(),
+        "no CFS quota, no nr_periods in cpu.stat"
+    );
+    assert_eq!(value(c, "container.memory.usage", &[]), 30_000_000.0);
+    assert_eq!(value(c, "container.memory.working_set", &[]), 25_000_000.0);
+    assert_eq!(value(c, "container.memory.rss", &[]), 24_000_000.0);
+    assert!(
+        metric(c, "container.memory.limit").is_none()
+            && metric(c, "container.memory.available").is_none(),
+        "memory.max is max"
+    );
+    assert_eq!(value(c, "container.memory.oom_kills", &[]), 0.0);
+    assert_eq!(
+        value(
+            c,
+            "container.disk.io",
+            &[("system.device", "sdb"), ("disk.io.direction", "read")]
+        ),
+        8192.0
+    );
+    assert_eq!(
+        value(
+            c,
+            "container.disk.io",
+            &[("system.device", "sdb"), ("disk.io.direction", "write")]
+        ),
+        4096.0
+    );
+    assert_eq!(value(c, "container.pids.count", &[]), 2.0);
+    assert!(
+        metric(c, "container.pids.limit").is_none(),
+        "pids.max is max"
+    );
+    // pid 4444's own namespace.
+    assert_eq!(
+        value(
+            c,
+            "container.network.io",
+            &[
+                ("network.interface.name", "eth0"),
+                ("network.io.direction", "receive")
+            ]
+        ),
+        3000.0
+    );
+    assert_eq!(
+        value(
+            c,
+            "container.network.io",
+            &[
+                ("network.interface.name", "lo"),
+                ("network.io.direction", "transmit")
+            ]
+        ),
+        2048.0
+    );
+    assert_eq!(
+        value(
+            c,
+            "container.linux.pressure.stall_time",
+            &[
+                ("system.linux.pressure.resource", "cpu"),
+                ("system.linux.pressure.kind", "some"),
+            ],
+        ),
+        0.125
+    );
+
+    check_podman(&b, true);
+}
+
+#[test]
+fn podman_cgroupfs_container_is_found_on_the_v1_tree_with_the_files_figures() {
+    let mut f = Fixture::new("cgroup-v1");
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    let mut want = vec![A, C, PODMAN];
+    want.sort_unstable();
+    assert_eq!(
+        container_ids(&b),
+        want,
+        "libpod_parent itself is not a container"
+    );
+    check_podman(&b, false);
+}
+
+#[test]
+fn a_new_container_appears_in_the_next_cycle() {
+    let mut f = Fixture::new("cgroup-v2");
+    let dirs = f.dirs_of(A);
+    let saved = tempfile::tempdir().unwrap();
+    copy_tree(&dirs[0], saved.path());
+    std::fs::remove_dir_all(&dirs[0]).unwrap();
+    let (b, _) = f.cycle(T0);
+    assert!(resource(&b, A).is_none());
+    copy_tree(saved.path(), &dirs[0]);
+    let (b, _) = f.cycle(T0 + 1);
+    assert!(resource(&b, A).is_some());
+}
+
+#[test]
+fn network_bytes_follow_the_container_to_its_next_process_in_the_same_cycle() {
+    let mut f = Fixture::new("cgroup-v2");
+    let rx = |b: &Batch| eth0_rx(b, A);
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    assert_eq!(rx(&b), 1000.0, "pid 4242's namespace");
+    // Between limit refreshes the collector keeps the pid instead of reading
+    // cgroup.procs. The process exits and another takes its place in the container.
+    let proc = f.root.join("proc");
+    copy_tree(&proc.join("4242"), &proc.join("5151"));
+    let dev = proc.join("5151/net/dev");
+    let text = std::fs::read_to_string(&dev).unwrap();
+    std::fs::write(&dev, text.replace("eth0:     1000", "eth0:     7777")).unwrap();
+    std::fs::remove_dir_all(proc.join("4242")).unwrap();
+    let procs = f.file_of(A, "cgroup.procs");
+    std::fs::write(&procs, "5151\n").unwrap();
+    let (b, r) = f.cycle(T0 + 10_000_000_000);
+    r.unwrap();
+    assert_eq!(rx(&b), 7777.0, "the new process's namespace, without a gap");
+    let (b, r) = f.cycle(T0 + 20_000_000_000);
+    r.unwrap();
+    assert_eq!(rx(&b), 7777.0, "and kept");
+}
+
+#[test]
+fn memory_events_is_read_again_only_after_it_changed_or_as_a_backstop_with_the_limits() {
+    // kernfs reports a changed file but not a removed one, unlike the fixture's
+    // filesystem: every removal below keeps a hard link to the watched file, so that no
+    // watch ends on its own and only the collector's own handling is tested.
+    let mut f = Fixture::new("cgroup-v2");
+    let keep = tempfile::tempdir_in(&f.root).unwrap();
+    let events = f.file_of(A, "memory.events");
+    let dir_a = events.parent().unwrap().to_path_buf();
+    let text = |n: u64| format!("low 0\nhigh 0\nmax 4\noom 2\noom_kill {n}\noom_group_kill 0\n");
+    let ooms = |b: &Batch| {
+        metric(resource(b, A).unwrap(), "container.memory.oom_kills")
+            .map(|_| value(resource(b, A).unwrap(), "container.memory.oom_kills", &[]))
+    };
+    let watched = |f: &Fixture| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == A)
+            .unwrap();
+        (t.oom.is_watched(), t.oom.is_stale())
+    };
+    let mut at = T0;
+    let mut cycle = |f: &mut Fixture| {
+        let (b, r) = f.cycle(at);
+        r.unwrap();
+        at += 10_000_000_000;
+        b
+    };
+    // Cycle 1: watched before its first read.
+    let first = ooms(&cycle(&mut f)).unwrap() as u64;
+    assert_eq!(watched(&f), (true, false));
+    // Cycle 2: a write raises an event: the new count is read.
+    std::fs::write(&events, text(first + 3)).unwrap();
+    assert_eq!(ooms(&cycle(&mut f)), Some((first + 3) as f64));
+    // A new file put in place without an event on the watched one: not read until the
+    // limits are due again (cycle 1 + LIMITS_EVERY), then read as a backstop.
+    std::fs::hard_link(&events, keep.path().join("a-old")).unwrap();
+    std::fs::write(dir_a.join("events.new"), text(first + 50)).unwrap();
+    std::fs::rename(dir_a.join("events.new"), &events).unwrap();
+    for c in 3..=LIMITS_EVERY {
+        assert_eq!(
+            ooms(&cycle(&mut f)),
+            Some((first + 3) as f64),
+            "cycle {c}: not due"
+        );
+        assert_eq!(watched(&f), (true, false), "cycle {c}");
+    }
+    let b = cycle(&mut f);
+    assert_eq!(ooms(&b), Some((first + 50) as f64), "read with the limits");
+    // The memory controller disabled: no count, and the watch (on a file kernfs would
+    // not report gone) is dropped; enabled again: the new file is read and watched.
+    let current = std::fs::read_to_string(dir_a.join("memory.current")).unwrap();
+    std::fs::hard_link(&events, keep.path().join("a-off")).unwrap();
+    std::fs::remove_file(&events).unwrap();
+    std::fs::remove_file(dir_a.join("memory.current")).unwrap();
+    assert_eq!(ooms(&cycle(&mut f)), None, "no memory controller, no count");
+    assert!(!watched(&f).0, "the watch is dropped");
+    std::fs::write(dir_a.join("memory.current"), current).unwrap();
+    std::fs::write(&events, text(first + 7)).unwrap();
+    assert_eq!(
+        ooms(&cycle(&mut f)),
+        Some((first + 7) as f64),
+        "the new file is read"
+    );
+    assert_eq!(watched(&f), (true, false), "and watched again");
+    std::fs::write(&events, text(first + 8)).unwrap();
+    assert_eq!(
+        ooms(&cycle(&mut f)),
+        Some((first + 8) as f64),
+        "through the new watch"
+    );
+    // A container gone: the collector ends its watch (kernfs would not).
+    let held = |f: &Fixture| f.collector.oom_watch.as_ref().unwrap().len();
+    let before = held(&f);
+    let dir_b = f
+        .file_of(B, "memory.events")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::hard_link(dir_b.join("memory.events"), keep.path().join("b")).unwrap();
+    std::fs::remove_dir_all(&dir_b).unwrap();
+    let b = cycle(&mut f);
+    assert!(resource(&b, B).is_none());
+    assert_eq!(held(&f), before - 1);
+}
+
+#[test]
+fn containers_sharing_a_network_namespace_read_it_once_and_report_the_same_counters() {
+    // Once with A's process dying at the end, once with the CRI-O container's: whatever
+    // order the walk takes, one of the two runs has the dead one after the live reader.
+    for dies in [A, CRIO] {
+        shared_namespace_case(dies);
+    }
+}
+
+fn shared_namespace_case(dies: &str) {
+    let mut f = Fixture::new("cgroup-v2");
+    let rx = eth0_rx;
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    let (a, crio, podman) = (rx(&b, A), rx(&b, CRIO), rx(&b, PODMAN));
+    assert!(a != crio && a != podman, "three namespaces, three figures");
+    // The CRI-O container's process joins A's namespace (as a pod's containers share
+    // one), but its own net/dev file says otherwise: the kernel would never show that,
+    // so whichever container is read second reporting the first one's figure proves
+    // the namespace was read once. A new process, so its namespace is looked up again.
+    let proc = f.root.join("proc");
+    copy_tree(&proc.join("4444"), &proc.join("4646"));
+    std::fs::remove_dir_all(proc.join("4444")).unwrap();
+    let link = proc.join("4646/ns/net");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("net:[4026536242]", &link).unwrap();
+    let procs = f.file_of(CRIO, "cgroup.procs");
+    std::fs::write(&procs, "4646\n").unwrap();
+    let (b, r) = f.cycle(T0 + 10_000_000_000);
+    r.unwrap();
+    let (a2, crio2) = (rx(&b, A), rx(&b, CRIO));
+    assert_eq!(a2, crio2, "one namespace, one read, one figure");
+    assert!(
+        a2 == a || a2 == crio,
+        "{a2} is one of the two files' figures"
+    );
+    assert_eq!(
+        rx(&b, PODMAN),
+        podman,
+        "another namespace is read on its own"
+    );
+    assert_eq!(
+        f.collector.net.by_ns.len(),
+        2,
+        "A's (and CRI-O's), Podman's"
+    );
+    // One of the two dies, its cgroup stays a while: it must not go on reporting the
+    // namespace it was last seen in; the other now reads the namespace itself.
+    let (gone, lives, own) = if dies == A {
+        ("4242", CRIO, crio)
+    } else {
+        ("4646", A, a)
+    };
+    std::fs::remove_dir_all(proc.join(gone)).unwrap();
+    let (b, r) = f.cycle(T0 + 20_000_000_000);
+    r.unwrap();
+    assert_eq!(rx(&b, lives), own, "{lives} reads its own file");
+    assert!(
+        metric(resource(&b, dies).unwrap(), "container.network.io").is_none(),
+        "{dies} without a live process reports no network counters"
+    );
+}
+
+#[test]
+fn kept_descriptors_stay_within_the_budget_read_fresh_figures_and_close_with_their_container() {
+    let open =
+        |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds.open_count()).sum() };
+    let charged =
+        |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds_charged).sum() };
+    for (name, keep_files, budget) in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"]
+        .into_iter()
+        .flat_map(|n| [false, true].map(|k| (n, k)))
+        .flat_map(|(n, k)| [0, 1, usize::MAX].map(|b| (n, k, b)))
+    {
+        let what = format!("{name}, keep_files_open {keep_files}, budget {budget}");
+        let mut f = Fixture::new(name);
+        f.collector.fds.budget = budget;
+        f.collector.fds.keep_files = keep_files;
+        let (b, r) = f.cycle(T0);
+        r.unwrap();
+        let cpu0 = value(
+            resource(&b, A).unwrap(),
+            "container.cpu.time",
+            &[("cpu.mode", "user")],
+        );
+        let c = &f.collector;
+        assert_eq!(c.fds.charged, charged(c), "{what}");
+        assert!(c.fds.charged <= budget, "{what}: {} charged", c.fds.charged);
+        assert!(open(c) <= c.fds.charged, "{what}: {} open", open(c));
+        let per = c.hierarchy.kept_fds_per_container(true);
+        for t in c.tracked.values() {
+            assert!(t.fds.open_count() <= per, "{what}");
+            match t.fds.keep() {
+                cgroup::Keep::All => assert!(t.fds.open_count() > 1, "{what}"),
+                cgroup::Keep::Dir => assert!(t.fds.open_count() <= 1, "{what}"),
+                cgroup::Keep::Nothing => assert_eq!(t.fds.open_count(), 0, "{what}"),
+            }
+        }
+        if budget == usize::MAX {
+            assert!(
+                c.tracked
+                    .values()
+                    .all(|t| (t.fds.keep() == cgroup::Keep::All) == keep_files),
+                "{what}"
+            );
+        }
+        // A kept descriptor reads the file as it is now.
+        add_user_cpu(&f, A, 5);
+        let (b, r) = f.cycle(T0 + 10_000_000_000);
+        r.unwrap();
+        let cpu1 = value(
+            resource(&b, A).unwrap(),
+            "container.cpu.time",
+            &[("cpu.mode", "user")],
+        );
+        assert!(cpu1 > cpu0 + 4.0, "{what}: {cpu0} then {cpu1}");
+        // Removed while its descriptors are held open: no stale series, nothing kept.
+        for d in f.dirs_of(A) {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+        let (b, _) = f.cycle(T0 + 20_000_000_000);
+        assert!(resource(&b, A).is_none(), "{what}");
+        let (b, _) = f.cycle(T0 + 30_000_000_000);
+        assert!(resource(&b, A).is_none(), "{what}");
+        let c = &f.collector;
+        assert!(!c.tracked.keys().any(|k| k.contains(A)), "{what}");
+        assert_eq!(c.fds.charged, charged(c), "{what}");
+        assert!(open(c) <= c.fds.charged, "{what}");
+    }
+}
+
+#[test]
+fn unreadable_files_are_errors_but_the_other_containers_are_reported() {
+    let mut f = Fixture::new("cgroup-v2");
+    let dir = f.dirs_of(A).remove(0);
+    std::fs::write(dir.join("memory.current"), "lots\n").unwrap();
+    let (b, r) = f.cycle(T0);
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("memory.current"), "{e}");
+    assert!(resource(&b, B).is_some());
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    let c = ContainerConfig::default();
+    assert!(c.enabled && c.docker.enabled && !c.kubelet.enabled && c.labels.is_empty());
+    let roots = Roots {
+        proc: "/p".into(),
+        sys: "/host/sys".into(),
+        rootfs: "/".into(),
+    };
+    assert_eq!(c.cgroup_root(&roots), PathBuf::from("/host/sys/fs/cgroup"));
+    let bad = ContainerConfig {
+        cgroup_root: Some("/nonexistent/cgroup".into()),
+        ..ContainerConfig::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("/nonexistent/cgroup"));
+    let bad = ContainerConfig {
+        labels: vec!["a b".into()],
+        ..ContainerConfig::default()
+    };
+    assert!(bad.validate().is_err());
+    let y: Result<ContainerConfig, _> = serde_yaml_ng::from_str("enabled: true\nlabelz: []\n");
+    assert!(y.unwrap_err().to_string().contains("labelz"));
+}
+
+#[test]
+fn every_container_metric_is_in_the_metrics_reference() {
+    crate::test_support::assert_in_metrics_reference(DESCS.iter().chain(EXTRA_DESCS).copied());
+}
+
+#[test]
+fn no_cgroup_hierarchy_means_no_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = Roots {
+        proc: dir.path().into(),
+        sys: dir.path().into(),
+        rootfs: dir.path().into(),
+    };
+    let c = ContainerCollector::start(
+        &ContainerConfig::default(),
+        &roots,
+        Arc::new(Resource::default()),
+    )
+    .unwrap();
+    assert!(c.is_none());
+}
