@@ -28,14 +28,12 @@ pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod drill;
-pub mod event_log;
-pub mod export_settings;
 pub mod faults;
 pub mod gameday;
 pub mod outcome;
-pub mod resource;
 pub mod runtime;
 mod state_file;
+pub mod telemetry;
 pub mod timefmt;
 pub mod yaml;
 

@@ -469,7 +469,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
 /// The request's audit: a tracing line and, with OTLP on, a log record.
 fn audit(state: &State, who: &str, req: (&Method, &str), status: StatusCode, detail: &str) {
     if let Some(logs) = state.svc.logs() {
-        logs.emit(&crate::event_log::api_request(
+        logs.emit(&crate::telemetry::events::api_request(
             who,
             req.0.as_str(),
             req.1,

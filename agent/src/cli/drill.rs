@@ -2,7 +2,7 @@
 //! in this process (its own fault engine on the state directory's journal, recovered
 //! first), prints a readable summary, writes the requested reports, keeps the report in the
 //! history (`<state-dir>/drills/`) and, when the config names an OTLP endpoint, exports the
-//! trace, the timeline and every fault audit event ([`crate::event_log::OneShot`]).
+//! trace, the timeline and every fault audit event ([`crate::telemetry::events::OneShot`]).
 //!
 //! Exit codes: 0 every objective met; 1 an objective missed, no recovery, the steady state
 //! failed, or the drill was aborted; 2 a scenario or configuration error (nothing ran); 3
@@ -172,7 +172,7 @@ async fn run_one(
         }
     };
     // Every fault audit of this run (recovery included) goes to the backend as it happens.
-    let otlp = crate::event_log::OneShot::for_config(&config, "drill run");
+    let otlp = config.one_shot_signals("drill run");
     if let Some(o) = &otlp {
         o.forward_audit(engine.audit());
     }

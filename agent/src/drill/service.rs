@@ -22,7 +22,7 @@ use super::runner::{self, Live, RunCtx};
 use super::scenario::{Known, Scenario};
 use super::schedule::{self, Loaded};
 use crate::backup::BackupSourceConfig;
-use crate::event_log::Signals;
+use crate::telemetry::events::Signals;
 
 /// Why a drill did not start.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use crate::drill::metrics::DrillCollector;
 use crate::drill::probe::WatchSource;
 use crate::drill::schedule;
 use crate::drill::service::{DrillService, ServiceParts};
-use crate::event_log::Signals;
+use crate::telemetry::events::Signals;
 
 /// Starts drills and the API on `engine`; returns the metrics collector to add to the cycle,
 /// `None` when neither is configured.
@@ -41,7 +41,7 @@ pub async fn spawn(
     // Forwarded until the engine's shutdown below is done, so its reverts are sent too.
     let engine_done = CancellationToken::new();
     if let Some(s) = &signals {
-        crate::event_log::forward_audit(
+        crate::telemetry::events::forward_audit(
             engine.audit(),
             s.logs.clone(),
             engine_done.clone(),

@@ -24,8 +24,8 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::collectors::{self, Collector, Context};
 use crate::config::Config;
-use crate::export_settings;
-use crate::resource::{self, ResourceInputs};
+use crate::telemetry::export;
+use crate::telemetry::resource::{self, ResourceInputs};
 
 mod collect_loop;
 mod drills;
@@ -331,8 +331,9 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     // every producer has, so the events of the shutdown itself (fault reverts) are sent too.
     let logs_stop = CancellationToken::new();
     let logs_tracker = TaskTracker::new();
-    let signals = crate::event_log::start(
-        &config,
+    let signals = crate::telemetry::events::start(
+        &config.export.otlp,
+        grace,
         &cycle.resource().clone(),
         &logs_stop,
         &logs_tracker,
@@ -340,7 +341,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     if let Some(s) = &signals {
         cycle.set_log_stats(s.logs.stats().clone());
         while let Ok(e) = recovered.try_recv() {
-            s.logs.emit(&crate::event_log::fault_audit(&e));
+            s.logs.emit(&crate::telemetry::events::fault_audit(&e));
         }
     }
     if !config.backups.is_empty() {
@@ -355,8 +356,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     }
 
     let export: Option<ExportHandle> = if config.export.otlp.enabled {
-        let settings =
-            export_settings::resolve(&config.export.otlp).context("OTLP exporter settings")?;
+        let settings = export::resolve(&config.export.otlp).context("OTLP exporter settings")?;
         let url = settings.transport.url.clone();
         let protocol = settings.transport.protocol;
         let transport = Transport::new(settings.transport).context("OTLP exporter")?;

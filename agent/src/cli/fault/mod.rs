@@ -24,7 +24,7 @@
 //!
 //! In-process, the engine's audit events (plan, apply, check, revert, recovery) are
 //! tracing lines and, when the config enables OTLP export with an endpoint, OTLP log
-//! records sent before the command exits ([`crate::event_log::OneShot`]); through the
+//! records sent before the command exits ([`crate::telemetry::events::OneShot`]); through the
 //! agent, the agent sends its own.
 //!
 //! Exit codes: 0 done, 1 the fault failed (or a revert did), 2 usage/configuration,
@@ -144,7 +144,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
     // The forwarder tasks run on `rt`'s workers while list and revert block this thread.
     let _in_rt = rt.enter();
     let audit = Audit::default();
-    let otlp = crate::event_log::OneShot::for_config(&loaded.config, "fault");
+    let otlp = loaded.config.one_shot_signals("fault");
     if let Some(o) = &otlp {
         o.forward_audit(&audit);
     }

@@ -2,7 +2,7 @@
 //! spans for each phase and each fault) and one log record per timeline event (probe rounds
 //! are summarised, not sent one by one). Pure conversion; sending is
 //! `faultline_exporters::otlp::signals` (the trace) and the shared log pipeline
-//! (`crate::event_log`).
+//! (`crate::telemetry::events`).
 //!
 //! Attribute names reuse the semantic conventions' test registry where they fit:
 //! `test.suite.name` (scenario), `test.suite.run.status` (`success`, `failure`, `aborted`,

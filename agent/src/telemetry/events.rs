@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, warn};
 
-use crate::config::Config;
+use crate::telemetry::export::OtlpConfig;
 
 /// `event_name` of a fault audit record.
 pub const FAULT_AUDIT_EVENT: &str = "faultline.fault.audit";
@@ -53,16 +53,17 @@ pub struct Signals {
 /// Builds the sender and the log pipeline from the OTLP config and spawns the forwarder on
 /// `tracker`; it stops on `stop` and then drains for `grace`. `None` when OTLP export is off.
 pub fn start(
-    config: &Config,
+    otlp: &OtlpConfig,
+    grace: std::time::Duration,
     resource: &Resource,
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Option<Signals>> {
-    if !config.export.otlp.enabled {
+    if !otlp.enabled {
         return Ok(None);
     }
-    let settings = crate::export_settings::resolve(&config.export.otlp)
-        .context("OTLP settings for traces and logs")?;
+    let settings =
+        crate::telemetry::export::resolve(otlp).context("OTLP settings for traces and logs")?;
     let sender = SignalSender::new(&settings.transport).context("OTLP trace/log sender")?;
     let (logs, forwarder) = log_pipeline(
         sender.clone(),
@@ -75,7 +76,7 @@ pub fn start(
     );
     tracker.spawn(
         forwarder
-            .run(stop.clone(), config.shutdown_grace.0)
+            .run(stop.clone(), grace)
             .instrument(tracing::info_span!("otlp_logs")),
     );
     Ok(Some(Signals {
@@ -101,12 +102,17 @@ pub struct OneShot {
 }
 
 impl OneShot {
-    /// The signals for `config`, when OTLP export is on and an endpoint is named (config or
+    /// The signals for `o`, when OTLP export is on and an endpoint is named (config or
     /// `OTEL_EXPORTER_OTLP_*`): a one-shot CLI run never talks to a default endpoint nobody
-    /// asked for. `what` names the command in the warning when the settings are unusable.
-    /// Needs a runtime (the forwarder is spawned).
-    pub fn for_config(config: &Config, what: &str) -> Option<Self> {
-        let o = &config.export.otlp;
+    /// asked for. `resource` says who reports; it is detected only when needed. `what` names
+    /// the command in the warning when the settings are unusable. Needs a runtime (the
+    /// forwarder is spawned).
+    pub fn start(
+        o: &OtlpConfig,
+        grace: std::time::Duration,
+        resource: impl FnOnce() -> Resource,
+        what: &str,
+    ) -> Option<Self> {
         let named = o.endpoint.is_some()
             || o.metrics_endpoint.is_some()
             || std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
@@ -114,12 +120,9 @@ impl OneShot {
         if !o.enabled || !named {
             return None;
         }
-        let res = crate::resource::detect(
-            &config.roots(),
-            &crate::resource::ResourceInputs::from_env(config.resource.attributes.clone()),
-        );
+        let res = resource();
         let (logs_stop, logs) = (CancellationToken::new(), TaskTracker::new());
-        match start(config, &res, &logs_stop, &logs) {
+        match start(o, grace, &res, &logs_stop, &logs) {
             Ok(Some(signals)) => Some(OneShot {
                 signals,
                 audits_done: CancellationToken::new(),

@@ -2,15 +2,168 @@
 //! `OTEL_EXPORTER_OTLP_*` environment variables (OpenTelemetry exporter specification):
 //! config value → signal-specific variable (`…_METRICS_…`) → generic variable → default.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use faultline_chaos::units::HumanDuration;
+use serde::{Deserialize, Serialize};
 
 use faultline_exporters::otlp::{
     Compression, Protocol, RetrySettings, TlsMaterial, TransportSettings,
 };
 
-use crate::config::{OtlpCompression, OtlpConfig, OtlpProtocol};
-use crate::resource::percent_decode;
+use crate::telemetry::resource::percent_decode;
+
+/// Where telemetry goes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// OTLP push.
+    pub otlp: OtlpConfig,
+    /// Prometheus pull endpoint.
+    pub prometheus: PrometheusConfig,
+}
+
+/// OTLP wire protocol as written in config and `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    /// `grpc`
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// `http/protobuf`
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Compression as written in config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+}
+
+/// OTLP exporter settings. Unset fields fall back to `OTEL_EXPORTER_OTLP_*`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Export over OTLP at all.
+    pub enabled: bool,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: Option<OtlpProtocol>,
+    /// Base endpoint; for HTTP `/v1/metrics` is appended.
+    pub endpoint: Option<String>,
+    /// Full metrics URL, used as-is.
+    pub metrics_endpoint: Option<String>,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body compression.
+    pub compression: Option<OtlpCompression>,
+    /// Per-request timeout.
+    pub timeout: Option<HumanDuration>,
+    /// TLS files.
+    pub tls: TlsConfig,
+    /// Backoff.
+    pub retry: RetryConfig,
+    /// In-memory queue bound.
+    pub queue: QueueConfig,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            protocol: None,
+            endpoint: None,
+            metrics_endpoint: None,
+            headers: BTreeMap::new(),
+            compression: None,
+            timeout: None,
+            tls: TlsConfig::default(),
+            retry: RetryConfig::default(),
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// TLS files for `https` endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Extra CA bundle (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Exponential backoff bounds.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First delay.
+    pub initial_backoff: HumanDuration,
+    /// Largest delay.
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: HumanDuration(Duration::from_secs(1)),
+            max_backoff: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Queue bounds and persistence.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most batches (cycles) kept in memory while the backend is away; 1000 × 10 s ≈ 2 h 45
+    /// min. With the disk queue on, this bounds only batches that could not be written there.
+    pub max_batches: usize,
+    /// Keep unsent batches in `<state-dir>/queue/` (written before they are first sent,
+    /// removed once accepted), so restarts, SIGKILL and crashes lose nothing. If the directory
+    /// cannot be used, the agent warns and queues in memory.
+    pub persistent: bool,
+    /// Disk budget of that queue (`256MiB`, `1G`, bytes); the oldest batches are dropped first.
+    pub max_bytes: faultline_chaos::ByteSize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_batches: 1000,
+            persistent: true,
+            max_bytes: faultline_chaos::ByteSize(256 << 20),
+        }
+    }
+}
+
+/// Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
 
 /// A problem with the exporter's settings, naming where the value came from.
 #[derive(Debug, thiserror::Error)]

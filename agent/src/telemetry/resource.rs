@@ -7,9 +7,19 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use faultline_exporters::model::{Attributes, Resource};
 
 use crate::collectors::Roots;
+
+/// Extra resource attributes (added after the detected ones, overriding them).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceConfig {
+    /// `key: value` pairs.
+    pub attributes: BTreeMap<String, String>,
+}
 
 /// Inputs that are not files: environment and config.
 #[derive(Clone, Debug, Default)]
