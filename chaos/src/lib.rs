@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod container;
 pub mod disk;
@@ -58,16 +59,16 @@ pub mod journal;
 pub mod network;
 pub mod process;
 pub mod procfs;
+pub mod recovery;
 pub mod spec;
 pub mod stress;
 pub mod units;
 pub mod worker;
 
 pub use audit::{Audit, AuditAction, AuditEvent};
+pub use check::{CheckReport, check_journaled};
 pub use config::{ChaosConfig, FreeFloor};
-pub use engine::{
-    ActiveFault, CheckReport, Engine, RecoveryOutcome, RecoveryReport, check_journaled, recover,
-};
+pub use engine::{ActiveFault, Engine};
 pub use error::{FaultError, Guard};
 pub use fault::{
     Context, Effect, EffectState, Env, Fault, FaultId, Plan, Requester, RevertRecord, Target,
@@ -75,5 +76,6 @@ pub use fault::{
 };
 pub use journal::{Journal, JournalEntry, JournalError};
 pub use procfs::ProcessIdentity;
+pub use recovery::{RecoveryOutcome, RecoveryReport, recover, recover_matching};
 pub use spec::FaultSpec;
 pub use units::{ByteSize, HumanDuration, Percent, SignalName};

@@ -36,10 +36,9 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use faultline_chaos::{
-    Audit, ChaosConfig, Engine, Env, FaultError, FaultId, FaultSpec, Journal, Requester,
-    WorkerCommand, check_journaled,
-    engine::{RecoveryOutcome, RecoveryReport, recover_matching},
-    fault::unix_millis,
+    Audit, ChaosConfig, Engine, Env, FaultError, FaultId, FaultSpec, Journal, RecoveryOutcome,
+    RecoveryReport, Requester, WorkerCommand, check_journaled, fault::unix_millis,
+    recover_matching,
 };
 
 use crate::api::client::{self, AgentArgs, Reach};
