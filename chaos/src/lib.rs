@@ -26,10 +26,11 @@
 //!   journal is written. It checks each fault right after apply (one not in effect is
 //!   reverted and the inject fails) and again when asked ([`Engine::check_all`]). Every
 //!   plan/apply/check/revert is an [`AuditEvent`] ([`audit`]).
-//! - Helper processes ([`helper`], [`worker`]): the agent binary itself in a hidden mode
-//!   (`faultline __chaos-worker cpu --load 50 …`). Each sets `PR_SET_PDEATHSIG(SIGKILL)`
-//!   and exits if its parent is already gone, so no stress survives a SIGKILL of the
-//!   agent; the journal also ends leftovers by pid + start time.
+//! - Helper processes ([`helper`]: the parent side in the agent, the child side in the
+//!   helper): the agent binary itself in a hidden mode (`faultline __chaos-worker cpu --load
+//!   50 …`). Each sets `PR_SET_PDEATHSIG(SIGKILL)` and exits if its parent is already gone,
+//!   so no stress survives a SIGKILL of the agent; the journal also ends leftovers by pid +
+//!   start time.
 //!
 //! # Fault kinds here
 //! - [`process`]: `process-kill` (any signal) and `process-pause` (SIGSTOP/SIGCONT) by pid,
@@ -63,7 +64,6 @@ pub mod recovery;
 pub mod spec;
 pub mod stress;
 pub mod units;
-pub mod worker;
 
 pub use audit::{Audit, AuditAction, AuditEvent};
 pub use check::{CheckReport, check_journaled};

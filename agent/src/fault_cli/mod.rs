@@ -106,7 +106,7 @@ pub fn worker_mode() -> Option<ExitCode> {
     let mut args = std::env::args();
     args.next();
     if args.next().as_deref() == Some(faultline_chaos::WORKER_ARG) {
-        Some(faultline_chaos::worker::main(args))
+        Some(faultline_chaos::helper::child::main(args))
     } else {
         None
     }
