@@ -51,6 +51,7 @@ pub mod check;
 pub mod config;
 pub mod container;
 pub mod disk;
+pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod fault;
