@@ -294,7 +294,7 @@ fn print_plan(plan: &faultline_chaos::Plan, json: bool) {
 }
 
 /// What `inject` prints once the fault is applied.
-fn print_applied(fault: &faultline_chaos::engine::ActiveFault, json: bool) {
+fn print_applied(fault: &faultline_chaos::ActiveFault, json: bool) {
     if json {
         println!("{}", serde_json::to_string(&fault).unwrap_or_default());
     } else {

@@ -18,9 +18,8 @@
 //! listens on the address any more.
 //!
 //! Crash safety: the proxy lives in the agent's process, so a SIGKILL takes the listener and
-//! every connection with it; there is nothing to undo afterwards. Reverting from a journal
-//! record therefore only checks that nothing listens on the recorded address any more
-//! ([`listener_gone`]).
+//! every connection with it; there is nothing to undo afterwards (reverting from a journal
+//! record is [`super::proxy_fault`]'s).
 
 use std::io;
 use std::net::SocketAddr;
@@ -704,15 +703,6 @@ fn half_close(dst: &TcpStream) {
     if let Err(e) = nix::sys::socket::shutdown(dst.as_raw_fd(), Shutdown::Write) {
         debug!(error = %e, "half-close failed (peer already gone)");
     }
-}
-
-/// Whether a listener on `addr` is gone: a connect is refused (or cannot be made) within
-/// `timeout`. Used to confirm a proxy's revert after the agent died with it.
-pub async fn listener_gone(addr: SocketAddr, timeout: Duration) -> bool {
-    !matches!(
-        tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
 }
 
 #[cfg(test)]

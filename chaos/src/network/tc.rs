@@ -38,8 +38,6 @@ mod qdisc;
 
 pub use qdisc::Rate;
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 

@@ -96,3 +96,12 @@ async fn loop_to_itself_is_refused() {
         "{e}"
     );
 }
+
+/// Whether a listener on `addr` is gone: a connect is refused (or cannot be made) within
+/// `timeout`.
+async fn listener_gone(addr: SocketAddr, timeout: Duration) -> bool {
+    !matches!(
+        tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,6 +1,8 @@
 use super::filter::filter_args;
 use super::probe::unsupported;
 use super::qdisc::parse_rate;
+use std::time::Duration;
+
 use super::*;
 
 #[test]
