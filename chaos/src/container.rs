@@ -1,9 +1,8 @@
 //! Container faults through the Docker Engine API: `container-stop`, `container-kill`,
 //! `container-pause` and `container-restart`, by container id or name.
 //!
-//! The client ([`Docker`]) is a few lines of HTTP/1.1 over the Engine's unix socket
-//! (`/var/run/docker.sock` by default) with hyper's connection API — one connection per
-//! request, driven inside the request's own future, so no task outlives a call.
+//! Docker is reached through the crate's Engine API client ([`crate::docker`]), one call at a
+//! time on a small runtime of the call's own (the [`Fault`] methods are blocking).
 //!
 //! Targets are resolved to the full container id at plan time (a name can be reused by a new
 //! container; the id cannot), and the revert record holds that id and the socket. Reverts:
@@ -27,271 +26,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
-use tokio::net::UnixStream;
 
+use crate::docker::{ContainerInfo, DEFAULT_SOCKET, Docker, DockerError, valid_container_ref};
 use crate::error::{FaultError, Guard};
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord, Target};
 use crate::guard;
 use crate::procfs::{self, ProcessIdentity};
 use crate::units::{HumanDuration, SignalName};
 
-/// The Docker Engine socket used when none is given.
-pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
-
-/// How long one Engine API call may take, on top of a stop/restart grace period.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_DOCKER_SOCKET)
+    PathBuf::from(DEFAULT_SOCKET)
 }
 
 fn is_default_socket(p: &Path) -> bool {
-    p == Path::new(DEFAULT_DOCKER_SOCKET)
-}
-
-/// A Docker Engine API call that failed.
-#[derive(Debug, Error)]
-pub enum DockerError {
-    /// The socket could not be reached.
-    #[error("cannot reach the Docker Engine at {socket}: {source}")]
-    Connect {
-        /// The socket path.
-        socket: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// HTTP-level failure.
-    #[error("Docker Engine API {method} {path}: {message}")]
-    Http {
-        /// Method.
-        method: String,
-        /// Path.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The Engine answered with an error status.
-    #[error("Docker Engine API {method} {path} answered {status}: {message}")]
-    Status {
-        /// Method.
-        method: String,
-        /// Path.
-        path: String,
-        /// HTTP status.
-        status: u16,
-        /// The Engine's `message`.
-        message: String,
-    },
-    /// The call did not finish in time.
-    #[error("Docker Engine API {method} {path} did not answer within {secs}s")]
-    Timeout {
-        /// Method.
-        method: String,
-        /// Path.
-        path: String,
-        /// Seconds waited.
-        secs: u64,
-    },
-    /// An answer that is not what the API documents.
-    #[error("Docker Engine API {path}: unexpected answer: {message}")]
-    Decode {
-        /// Path.
-        path: String,
-        /// What did not parse.
-        message: String,
-    },
-}
-
-impl DockerError {
-    /// The HTTP status, when the Engine answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            DockerError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-/// A minimal Docker Engine API client over a unix socket.
-#[derive(Clone, Debug)]
-pub struct Docker {
-    socket: PathBuf,
-}
-
-/// The part of `GET /containers/{id}/json` the faults use.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ContainerInfo {
-    /// Full id.
-    #[serde(rename = "Id")]
-    pub id: String,
-    /// Name with Docker's leading `/`.
-    #[serde(rename = "Name", default)]
-    pub name: String,
-    /// Run state.
-    #[serde(rename = "State")]
-    pub state: ContainerState,
-}
-
-/// `State` of an inspected container.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ContainerState {
-    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited`, `dead`.
-    #[serde(rename = "Status", default)]
-    pub status: String,
-    /// Running (true also while paused).
-    #[serde(rename = "Running", default)]
-    pub running: bool,
-    /// Paused.
-    #[serde(rename = "Paused", default)]
-    pub paused: bool,
-    /// Main process pid on the host (0 when not running).
-    #[serde(rename = "Pid", default)]
-    pub pid: i64,
-    /// When it was last started (RFC 3339).
-    #[serde(rename = "StartedAt", default)]
-    pub started_at: String,
-}
-
-impl ContainerInfo {
-    /// The name without Docker's leading `/`.
-    pub fn short_name(&self) -> &str {
-        self.name.trim_start_matches('/')
-    }
-}
-
-/// Parse an inspect answer. Pure.
-pub fn parse_inspect(body: &[u8]) -> Result<ContainerInfo, String> {
-    serde_json::from_slice(body).map_err(|e| e.to_string())
-}
-
-/// The Engine's error `message` from an error body (or the body itself). Pure.
-pub fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Msg {
-        message: String,
-    }
-    serde_json::from_slice::<Msg>(body)
-        .map(|m| m.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned())
-}
-
-/// Whether `s` is usable as a container reference in an API path (id or name).
-pub fn valid_container_ref(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-impl Docker {
-    /// A client for the Engine at `socket`.
-    pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Docker {
-            socket: socket.into(),
-        }
-    }
-
-    /// One request; returns the status and body. Error statuses become [`DockerError::Status`].
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        extra: Duration,
-    ) -> Result<Bytes, DockerError> {
-        let http = |message: String| DockerError::Http {
-            method: method.to_string(),
-            path: path.to_owned(),
-            message,
-        };
-        let limit = CALL_TIMEOUT + extra;
-        let work = async {
-            let stream =
-                UnixStream::connect(&self.socket)
-                    .await
-                    .map_err(|source| DockerError::Connect {
-                        socket: self.socket.clone(),
-                        source,
-                    })?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| http(e.to_string()))?;
-            let req = Request::builder()
-                .method(method.clone())
-                .uri(path)
-                .header(http::header::HOST, "docker")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| http(e.to_string()))?;
-            let exchange = async {
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| http(e.to_string()))?;
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| http(e.to_string()))?
-                    .to_bytes();
-                // Dropping the sender lets the connection future finish.
-                drop(sender);
-                Ok::<_, DockerError>((status, body))
-            };
-            // The connection is driven here, in this future: no task to own or leak.
-            let (answer, conn_result) = tokio::join!(exchange, conn);
-            let (status, body) = answer?;
-            if let Err(e) = conn_result {
-                tracing::debug!(error = %e, "docker connection closed with an error after the answer");
-            }
-            if status.is_success() || status == StatusCode::NOT_MODIFIED {
-                Ok(body)
-            } else {
-                Err(DockerError::Status {
-                    method: method.to_string(),
-                    path: path.to_owned(),
-                    status: status.as_u16(),
-                    message: error_message(&body),
-                })
-            }
-        };
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(DockerError::Timeout {
-                method: method.to_string(),
-                path: path.to_owned(),
-                secs: limit.as_secs(),
-            })
-        })
-    }
-
-    /// `GET /containers/{id}/json`.
-    pub async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
-        let path = format!("/containers/{id}/json");
-        let body = self.call(Method::GET, &path, Duration::ZERO).await?;
-        parse_inspect(&body).map_err(|message| DockerError::Decode { path, message })
-    }
-
-    /// `POST /containers/{id}/{action}{query}`.
-    pub async fn post(
-        &self,
-        id: &str,
-        action: &str,
-        query: &str,
-        extra: Duration,
-    ) -> Result<(), DockerError> {
-        self.call(
-            Method::POST,
-            &format!("/containers/{id}/{action}{query}"),
-            extra,
-        )
-        .await
-        .map(drop)
-    }
+    p == Path::new(DEFAULT_SOCKET)
 }
 
 /// Run an Engine API future to completion from a blocking [`Fault`] method, on a small
@@ -374,7 +123,7 @@ pub struct ContainerStopSpec {
     #[serde(default = "default_grace")]
     pub grace: HumanDuration,
     /// The Docker Engine socket.
-    #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+    #[arg(long, default_value = DEFAULT_SOCKET)]
     #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
     pub docker_socket: PathBuf,
     /// How long the container stays stopped.
@@ -395,7 +144,7 @@ pub struct ContainerKillSpec {
     #[serde(default = "default_signal")]
     pub signal: SignalName,
     /// The Docker Engine socket.
-    #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+    #[arg(long, default_value = DEFAULT_SOCKET)]
     #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
     pub docker_socket: PathBuf,
     /// How long the fault lasts before the container is started again.
@@ -411,7 +160,7 @@ pub struct ContainerPauseSpec {
     #[arg(long)]
     pub container: String,
     /// The Docker Engine socket.
-    #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+    #[arg(long, default_value = DEFAULT_SOCKET)]
     #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
     pub docker_socket: PathBuf,
     /// How long it stays paused.
@@ -431,7 +180,7 @@ pub struct ContainerRestartSpec {
     #[serde(default = "default_grace")]
     pub grace: HumanDuration,
     /// The Docker Engine socket.
-    #[arg(long, default_value = DEFAULT_DOCKER_SOCKET)]
+    #[arg(long, default_value = DEFAULT_SOCKET)]
     #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
     pub docker_socket: PathBuf,
     /// Required like every fault's; a restart is over once applied.
@@ -762,43 +511,10 @@ impl Fault for ContainerRestartSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inspect_answers_parse() {
-        let body = br#"{"Id":"abc123","Name":"/web","State":{"Status":"paused","Running":true,"Paused":true,"Restarting":false,"Pid":42,"StartedAt":"2024-01-01T00:00:00Z"},"Config":{}}"#;
-        let i = parse_inspect(body).unwrap();
-        assert_eq!(i.short_name(), "web");
-        assert!(i.state.paused && i.state.running);
-        assert_eq!(i.state.pid, 42);
-        assert!(parse_inspect(b"{}").is_err());
-    }
-
-    #[test]
-    fn error_bodies_give_the_message() {
-        assert_eq!(
-            error_message(br#"{"message":"No such container: x"}"#),
-            "No such container: x"
-        );
-        assert_eq!(error_message(b"plain\n"), "plain");
-    }
-
-    #[test]
-    fn container_refs_are_checked() {
-        assert!(valid_container_ref("web-1"));
-        assert!(valid_container_ref("0123abcdef"));
-        assert!(!valid_container_ref("../images"));
-        assert!(!valid_container_ref("a?b"));
-        assert!(!valid_container_ref(""));
-    }
+    use crate::docker::ContainerState;
 
     fn ctx(protected: &[&str]) -> Context {
-        let env = crate::fault::Env::detect(
-            "/proc".into(),
-            crate::fault::WorkerCommand {
-                program: "/bin/false".into(),
-                args: vec![],
-            },
-        );
+        let env = crate::fault::Env::for_tests();
         Context {
             id: crate::fault::FaultId::new("container-pause"),
             requester: crate::fault::Requester::cli(),
@@ -823,6 +539,7 @@ mod tests {
                 pid,
                 started_at: String::new(),
             },
+            ..ContainerInfo::default()
         }
     }
 
@@ -866,15 +583,5 @@ mod tests {
         assert!(guard_container(&ctx(&["sleep"]), &running_as(0), "container-stop").is_ok());
         child.kill().unwrap();
         child.wait().unwrap();
-    }
-
-    #[tokio::test]
-    async fn an_absent_socket_is_a_clear_error() {
-        let d = Docker::new("/nonexistent/docker.sock");
-        let e = d.inspect("x").await.unwrap_err().to_string();
-        assert!(
-            e.contains("cannot reach the Docker Engine at /nonexistent/docker.sock"),
-            "{e}"
-        );
     }
 }

@@ -470,7 +470,7 @@ impl Fault for DiskIoSpec {
             "--scratch".into(),
             state.scratch.to_string(),
         ];
-        let worker = helper::spawn_worker(&ctx.env, &args, Duration::from_secs(30))?;
+        let worker = helper::spawn(&ctx.env, &args, Duration::from_secs(30))?;
         let mut record = plan.record.clone();
         record.helpers.push(worker);
         Ok(record)

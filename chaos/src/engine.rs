@@ -13,8 +13,8 @@
 //! is in effect, looking at the system. A fault the check does not see in effect (or
 //! cannot look at) is reverted and the inject fails with [`FaultError::NotInEffect`]; a
 //! partial effect (some targets gone already) is kept and reported. [`Engine::check`],
-//! [`Engine::check_all`] (`GET /v1/faults`) and [`check_journaled`] (`faultline fault
-//! list`) check again later. Each check is an audit event (`Check`: ok when in effect,
+//! [`Engine::check_all`] (`GET /v1/faults`) and [`crate::check::check_journaled`]
+//! (`faultline fault list`) check again later. Each check is an audit event (`Check`: ok when in effect,
 //! an error otherwise) and its [`CheckReport`] is listed with the fault.
 //!
 //! ## Revert
@@ -29,9 +29,8 @@
 //! reverts itself instead of becoming active, and the switch waits for those too, so that
 //! nothing it could see is still in effect when it returns.
 //!
-//! ## Recovery
-//! [`recover`] (also [`Engine::recover`]) reverts whatever the journal holds whose owning
-//! agent process is dead (pid + start time), and reports each entry.
+//! Not here: reverting what the journal holds after the agent died ([`crate::recovery`];
+//! [`Engine::recover`] runs it on the blocking pool).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,19 +41,19 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, warn};
 
 use crate::audit::{Audit, AuditAction};
+use crate::check::{CheckReport, check_entry};
 use crate::config::ChaosConfig;
 use crate::error::{FaultError, Guard};
 use crate::fault::{
-    Context, Effect, EffectState, Env, FaultId, Plan, Requester, RevertRecord, from_unix_millis,
-    unix_millis,
+    Context, Env, FaultId, Plan, Requester, RevertRecord, from_unix_millis, unix_millis,
 };
 use crate::guard;
 use crate::helper;
 use crate::journal::{JOURNAL_VERSION, Journal, JournalEntry, Phase};
-use crate::procfs::{self, ProcessIdentity};
+use crate::recovery::{RecoveryReport, recover};
 use crate::spec::FaultSpec;
 
 /// An active (or just finished, for instant kinds) fault, as listed.
@@ -79,58 +78,6 @@ pub struct ActiveFault {
     /// The latest check: whether the fault was seen in effect, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
-}
-
-/// The outcome of one [`crate::Fault::check`], as listed and audited.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckReport {
-    /// When the fault was checked, ms since the epoch.
-    pub at_unix_ms: u64,
-    /// What the check saw; absent when it could not look.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effect: Option<Effect>,
-    /// Why the check could not look.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl CheckReport {
-    fn of(r: &Result<Effect, FaultError>) -> Self {
-        let (effect, error) = match r {
-            Ok(e) => (Some(e.clone()), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        CheckReport {
-            at_unix_ms: unix_millis(SystemTime::now()),
-            effect,
-            error,
-        }
-    }
-
-    /// Whether the check saw the fault in effect, fully or partly.
-    pub fn in_effect(&self) -> bool {
-        self.effect
-            .as_ref()
-            .is_some_and(|e| e.state != EffectState::NotInEffect)
-    }
-}
-
-impl std::fmt::Display for CheckReport {
-    /// `in-effect: <what was seen>`, `partial: …`, `not-in-effect: …` or `check failed: …`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.effect, &self.error) {
-            (Some(e), _) => {
-                let state = match e.state {
-                    EffectState::InEffect => "in-effect",
-                    EffectState::Partial => "partial",
-                    EffectState::NotInEffect => "not-in-effect",
-                };
-                write!(f, "{state}: {}", e.detail)
-            }
-            (None, Some(err)) => write!(f, "check failed: {err}"),
-            (None, None) => f.write_str("not checked"),
-        }
-    }
 }
 
 impl ActiveFault {
@@ -257,7 +204,7 @@ impl Engine {
     /// Whether the process that journaled `entry` still runs (pid + start time + boot).
     pub fn owner_alive(&self, entry: &JournalEntry) -> bool {
         entry.owner.pid != 0
-            && procfs::is_alive(
+            && crate::procfs::is_alive(
                 &self.inner.env.proc_root,
                 &entry.owner,
                 &self.inner.env.boot_id,
@@ -267,7 +214,7 @@ impl Engine {
     /// Checks a journaled fault on the system, as `requester` (`faultline fault list` in a
     /// process that does not hold the fault). Blocking.
     pub fn check_journaled(&self, entry: &JournalEntry, requester: Requester) -> CheckReport {
-        check_journaled(
+        crate::check::check_journaled(
             entry,
             &self.inner.config,
             &self.inner.env,
@@ -279,7 +226,7 @@ impl Engine {
     /// Reverts the journaled faults `select` picks, also those a live process holds
     /// (`faultline fault revert`, the kill switch of a process that holds none). Blocking.
     pub fn revert_journaled(&self, select: impl Fn(&FaultId) -> bool) -> Vec<RecoveryReport> {
-        recover_matching(
+        crate::recovery::recover_matching(
             &self.inner.journal,
             &self.inner.config,
             &self.inner.env,
@@ -299,7 +246,7 @@ impl Engine {
         }
     }
 
-    /// Reverts what the journal holds from dead agents; see [`recover`].
+    /// Reverts what the journal holds from dead agents; see [`crate::recovery`].
     pub async fn recover(&self) -> Vec<RecoveryReport> {
         let (journal, config, env, audit) = (
             self.inner.journal.clone(),
@@ -695,46 +642,6 @@ fn audit_plan(audit: &Audit, spec: &FaultSpec, ctx: &Context, r: &Result<Plan, F
     );
 }
 
-/// Checks a journaled fault on the system ([`crate::Fault::check`]) and audits the check
-/// (`Check` by `ctx.requester`: ok when seen in effect, an error otherwise).
-fn check_entry(entry: &JournalEntry, ctx: &Context, audit: &Audit) -> CheckReport {
-    let report = CheckReport::of(&entry.spec.fault().check(&entry.record, ctx));
-    let summary = report.to_string();
-    audit.record(
-        AuditAction::Check,
-        &entry.id,
-        entry.spec.kind(),
-        &ctx.requester,
-        entry.targets.iter().map(ToString::to_string).collect(),
-        entry.deadline_unix_ms,
-        if report.in_effect() {
-            Ok(summary)
-        } else {
-            Err(summary)
-        },
-    );
-    report
-}
-
-/// [`check_entry`] for a journal entry outside an engine (`faultline fault list`), as
-/// `requester`. Blocking.
-pub fn check_journaled(
-    entry: &JournalEntry,
-    config: &Arc<ChaosConfig>,
-    env: &Arc<Env>,
-    audit: &Audit,
-    requester: Requester,
-) -> CheckReport {
-    let ctx = Context {
-        id: entry.id.clone(),
-        requester,
-        deadline: from_unix_millis(entry.deadline_unix_ms),
-        config: config.clone(),
-        env: env.clone(),
-    };
-    check_entry(entry, &ctx, audit)
-}
-
 /// The check right after apply: a fault not seen in effect is reverted (audited) and
 /// becomes [`FaultError::NotInEffect`].
 fn check_applied(
@@ -873,7 +780,7 @@ fn inject_blocking(
 
 /// Reverts one journaled fault: the kind's revert, then any helper still alive, then the
 /// journal entry. Audited as `action`.
-fn revert_entry(
+pub(crate) fn revert_entry(
     journal: &Journal,
     audit: &Audit,
     entry: &JournalEntry,
@@ -900,433 +807,5 @@ fn revert_entry(
     r
 }
 
-/// What recovery did with one journal entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum RecoveryOutcome {
-    /// Reverted and removed from the journal.
-    Reverted,
-    /// Revert failed; the entry stays for the next attempt.
-    Failed {
-        /// Why.
-        error: String,
-    },
-    /// Unreadable: its helpers (if named) were ended and the file moved aside.
-    Corrupt {
-        /// Why it could not be read.
-        error: String,
-        /// Where the file went.
-        moved_to: Option<String>,
-    },
-    /// Left alone: the agent process that applied it is alive and holds it.
-    HeldByLiveAgent {
-        /// That process.
-        owner: ProcessIdentity,
-    },
-}
-
-/// One entry's recovery.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RecoveryReport {
-    /// The fault id (absent for an unreadable entry).
-    pub id: Option<FaultId>,
-    /// The kind, if known.
-    pub kind: Option<String>,
-    /// The journal file.
-    pub path: String,
-    /// Resolved targets, if known.
-    pub targets: Vec<String>,
-    /// What happened.
-    pub outcome: RecoveryOutcome,
-}
-
-impl RecoveryReport {
-    fn failed_task(e: &tokio::task::JoinError) -> Self {
-        RecoveryReport {
-            id: None,
-            kind: None,
-            path: String::new(),
-            targets: Vec::new(),
-            outcome: RecoveryOutcome::Failed {
-                error: format!("recovery task failed: {e}"),
-            },
-        }
-    }
-}
-
-/// Reverts every journaled fault whose owning agent is dead (all of them with `force`,
-/// which `faultline fault revert --all` uses), reporting each entry. Never panics on a bad
-/// entry.
-pub fn recover(
-    journal: &Journal,
-    config: &Arc<ChaosConfig>,
-    env: &Arc<Env>,
-    audit: &Audit,
-    force: bool,
-) -> Vec<RecoveryReport> {
-    recover_matching(journal, config, env, audit, force, |_| true)
-}
-
-/// [`recover`] restricted to the entries `select` accepts (`faultline fault revert ID`).
-pub fn recover_matching(
-    journal: &Journal,
-    config: &Arc<ChaosConfig>,
-    env: &Arc<Env>,
-    audit: &Audit,
-    force: bool,
-    select: impl Fn(&FaultId) -> bool,
-) -> Vec<RecoveryReport> {
-    let entries = match journal.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            return vec![RecoveryReport {
-                id: None,
-                kind: None,
-                path: journal.dir().display().to_string(),
-                targets: Vec::new(),
-                outcome: RecoveryOutcome::Failed {
-                    error: e.to_string(),
-                },
-            }];
-        }
-    };
-    let mut out = Vec::new();
-    for item in entries {
-        match item {
-            Ok(entry) => {
-                if !select(&entry.id) {
-                    continue;
-                }
-                let path = journal.path(&entry.id).display().to_string();
-                let targets: Vec<String> = entry.targets.iter().map(ToString::to_string).collect();
-                let owner_alive = entry.owner.pid != 0
-                    && procfs::is_alive(&env.proc_root, &entry.owner, &env.boot_id);
-                if owner_alive && !force {
-                    out.push(RecoveryReport {
-                        id: Some(entry.id.clone()),
-                        kind: Some(entry.spec.kind().to_owned()),
-                        path,
-                        targets,
-                        outcome: RecoveryOutcome::HeldByLiveAgent {
-                            owner: entry.owner.clone(),
-                        },
-                    });
-                    continue;
-                }
-                let ctx = Context {
-                    id: entry.id.clone(),
-                    requester: Requester::agent("recovery"),
-                    deadline: from_unix_millis(entry.deadline_unix_ms),
-                    config: config.clone(),
-                    env: env.clone(),
-                };
-                let outcome = match revert_entry(journal, audit, &entry, &ctx, AuditAction::Recover)
-                {
-                    Ok(()) => {
-                        info!(fault_id = %entry.id, kind = entry.spec.kind(), targets = %targets.join(", "), "recovered a fault from the journal: reverted");
-                        RecoveryOutcome::Reverted
-                    }
-                    Err(e) => {
-                        warn!(fault_id = %entry.id, kind = entry.spec.kind(), error = %e, "could not revert a journaled fault; it stays in the journal");
-                        RecoveryOutcome::Failed {
-                            error: e.to_string(),
-                        }
-                    }
-                };
-                out.push(RecoveryReport {
-                    id: Some(entry.id.clone()),
-                    kind: Some(entry.spec.kind().to_owned()),
-                    path,
-                    targets,
-                    outcome,
-                });
-            }
-            Err(corrupt) => {
-                let _ = helper::end_all(&corrupt.helpers, env);
-                let moved_to = journal
-                    .quarantine(&corrupt)
-                    .ok()
-                    .map(|p| p.display().to_string());
-                warn!(path = %corrupt.path.display(), error = %corrupt.error, moved_to = ?moved_to, helpers_ended = corrupt.helpers.len(), "unreadable fault journal entry: its helpers were ended; check what it names by hand");
-                out.push(RecoveryReport {
-                    id: None,
-                    kind: None,
-                    path: corrupt.path.display().to_string(),
-                    targets: Vec::new(),
-                    outcome: RecoveryOutcome::Corrupt {
-                        error: corrupt.error,
-                        moved_to,
-                    },
-                });
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fault::WorkerCommand;
-
-    fn env() -> Arc<Env> {
-        Arc::new(Env::detect(
-            "/proc".into(),
-            WorkerCommand {
-                program: "/bin/false".into(),
-                args: vec![],
-            },
-        ))
-    }
-
-    fn state(pid: u32) -> Option<char> {
-        procfs::read_stat(std::path::Path::new("/proc"), pid as i32).map(|s| s.state)
-    }
-
-    #[test]
-    fn recovery_reverts_dead_owners_faults_once_and_leaves_live_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let env = env();
-        let config = Arc::new(ChaosConfig::default());
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let target = procfs::identity(&env.proc_root, child.id() as i32, &env.boot_id).unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(target.pid),
-            nix::sys::signal::Signal::SIGSTOP,
-        )
-        .unwrap();
-        assert!(crate::helper::alive(std::slice::from_ref(&target), &env) == 1);
-        let spec: FaultSpec = serde_json::from_str(&format!(
-            r#"{{"kind":"process-pause","pid":{},"duration":"60s"}}"#,
-            target.pid
-        ))
-        .unwrap();
-        let record = RevertRecord::with_state(&crate::process::ProcessState {
-            signal: crate::units::SignalName(nix::sys::signal::Signal::SIGSTOP),
-            targets: vec![target.clone()],
-        })
-        .unwrap();
-        let dead_owner = ProcessIdentity {
-            start_time: env.agent.start_time + 1,
-            ..env.agent.clone()
-        };
-        let entry = |id: &str, owner: ProcessIdentity| JournalEntry {
-            version: JOURNAL_VERSION,
-            id: id.parse().unwrap(),
-            spec: spec.clone(),
-            requester: Requester::cli(),
-            owner,
-            created_unix_ms: 1,
-            deadline_unix_ms: 2,
-            phase: Phase::Applied,
-            targets: Vec::new(),
-            record: record.clone(),
-        };
-        journal
-            .write(&entry("process-pause-0000000a", dead_owner))
-            .unwrap();
-        journal
-            .write(&entry("process-pause-0000000b", env.agent.clone()))
-            .unwrap();
-        std::fs::write(journal.dir().join("torn-2.json"), b"{\"version\":1,\"id\":").unwrap();
-        let audit = Audit::default();
-        let first = recover(&journal, &config, &env, &audit, false);
-        assert_eq!(first.len(), 3, "{first:?}");
-        assert!(first.iter().any(|r| r.outcome == RecoveryOutcome::Reverted));
-        assert!(
-            first
-                .iter()
-                .any(|r| matches!(r.outcome, RecoveryOutcome::HeldByLiveAgent { .. }))
-        );
-        assert!(
-            first
-                .iter()
-                .any(|r| matches!(r.outcome, RecoveryOutcome::Corrupt { .. }))
-        );
-        assert!(
-            matches!(state(child.id()), Some('S' | 'R')),
-            "SIGCONT was sent"
-        );
-        // Idempotent: the reverted and corrupt entries are gone, the live one is still left.
-        let second = recover(&journal, &config, &env, &audit, false);
-        assert_eq!(second.len(), 1, "{second:?}");
-        assert!(matches!(
-            second[0].outcome,
-            RecoveryOutcome::HeldByLiveAgent { .. }
-        ));
-        // Forced (revert --all): reverting an already resumed process is fine.
-        let forced = recover(&journal, &config, &env, &audit, true);
-        assert_eq!(forced.len(), 1);
-        assert_eq!(forced[0].outcome, RecoveryOutcome::Reverted);
-        assert!(recover(&journal, &config, &env, &audit, true).is_empty());
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// `sleep 300` children, resumed, killed and reaped on drop even when the test fails.
-    struct Sleepers(Vec<std::process::Child>);
-
-    impl Sleepers {
-        fn start(n: usize) -> Self {
-            Sleepers(
-                (0..n)
-                    .map(|_| {
-                        std::process::Command::new("sleep")
-                            .arg("300")
-                            .spawn()
-                            .unwrap()
-                    })
-                    .collect(),
-            )
-        }
-        fn pause_spec(&self, i: usize) -> FaultSpec {
-            serde_json::from_str(&format!(
-                r#"{{"kind":"process-pause","pid":{},"duration":"60s"}}"#,
-                self.0[i].id()
-            ))
-            .unwrap()
-        }
-        fn state(&self, i: usize) -> Option<char> {
-            state(self.0[i].id())
-        }
-    }
-
-    impl Drop for Sleepers {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fault_past_the_cap_is_refused_naming_max_concurrent_and_nothing_is_applied() {
-        const CAP: usize = 2;
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::new(
-            ChaosConfig {
-                max_concurrent: CAP,
-                ..ChaosConfig::default()
-            },
-            (*env()).clone(),
-            Journal::open(dir.path()).unwrap(),
-            Audit::default(),
-        );
-        let mut audit = engine.audit().subscribe();
-        let victims = Sleepers::start(CAP + 1);
-        for i in 0..CAP {
-            engine
-                .inject(victims.pause_spec(i), Requester::cli())
-                .await
-                .unwrap();
-            assert_eq!(victims.state(i), Some('T'), "victim {i} paused");
-        }
-        let e = engine
-            .inject(victims.pause_spec(CAP), Requester::cli())
-            .await
-            .unwrap_err();
-        assert_eq!(e.guard(), Some(Guard::MaxConcurrent), "{e}");
-        assert!(
-            e.to_string().contains("refused by guard max-concurrent"),
-            "{e}"
-        );
-        // Nothing of the refused fault: the victim runs, no third entry or active fault.
-        assert!(
-            matches!(victims.state(CAP), Some('S' | 'R')),
-            "{:?}",
-            victims.state(CAP)
-        );
-        assert_eq!(engine.list().len(), CAP);
-        assert_eq!(journal_files(dir.path()), CAP);
-        let mut actions = Vec::new();
-        while let Ok(ev) = audit.try_recv() {
-            actions.push(ev.action);
-        }
-        assert_eq!(actions.last(), Some(&AuditAction::Refuse), "{actions:?}");
-        assert_eq!(
-            actions.iter().filter(|a| **a == AuditAction::Apply).count(),
-            CAP,
-            "{actions:?}"
-        );
-        // A freed slot is usable again: the cap counts active faults, not history.
-        let first = engine.list()[0].id.clone();
-        engine.abort(&first, Requester::cli()).await.unwrap();
-        engine
-            .inject(victims.pause_spec(CAP), Requester::cli())
-            .await
-            .unwrap();
-        assert_eq!(victims.state(CAP), Some('T'));
-        for (id, r) in engine.shutdown().await {
-            r.unwrap_or_else(|e| panic!("{id}: {e}"));
-        }
-        assert_eq!(journal_files(dir.path()), 0);
-    }
-
-    fn journal_files(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir.join("faults/journal"))
-            .map(|rd| rd.filter_map(Result::ok).count())
-            .unwrap_or(0)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_inject_is_checked_after_apply_and_listed_with_the_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::new(
-            ChaosConfig::default(),
-            (*env()).clone(),
-            Journal::open(dir.path()).unwrap(),
-            Audit::default(),
-        );
-        let mut audit = engine.audit().subscribe();
-        let victims = Sleepers::start(1);
-        let f = engine
-            .inject(victims.pause_spec(0), Requester::cli())
-            .await
-            .unwrap();
-        let check = f.check.expect("checked after apply");
-        assert_eq!(
-            check.effect.as_ref().map(|e| e.state),
-            Some(EffectState::InEffect),
-            "{check}"
-        );
-        assert_eq!(engine.list()[0].check.as_ref(), Some(&check));
-        // Resumed behind the engine's back: the next check sees it, audited as an error.
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(victims.0[0].id() as i32),
-            nix::sys::signal::Signal::SIGCONT,
-        )
-        .unwrap();
-        let listed = engine.check_all(Requester::agent("test")).await;
-        let again = listed[0].check.clone().unwrap();
-        assert_eq!(
-            again.effect.as_ref().map(|e| e.state),
-            Some(EffectState::NotInEffect),
-            "{again}"
-        );
-        let mut checks = Vec::new();
-        while let Ok(ev) = audit.try_recv() {
-            if ev.action == AuditAction::Check {
-                checks.push(ev.outcome);
-            }
-        }
-        assert_eq!(checks.len(), 2, "{checks:?}");
-        assert!(
-            checks[0].as_ref().is_ok_and(|d| d.starts_with("in-effect")),
-            "{checks:?}"
-        );
-        assert!(
-            checks[1]
-                .as_ref()
-                .is_err_and(|d| d.starts_with("not-in-effect")),
-            "{checks:?}"
-        );
-        engine.shutdown().await;
-    }
-}
+mod tests;

@@ -235,6 +235,19 @@ impl Env {
             boot_id,
         }
     }
+
+    /// This process's environment under the host's `/proc`, for unit tests: helpers cannot
+    /// start (`/bin/false`).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Env::detect(
+            PathBuf::from("/proc"),
+            WorkerCommand {
+                program: "/bin/false".into(),
+                args: vec![],
+            },
+        )
+    }
 }
 
 /// What every fault operation gets: the fault's id, who asked, its deadline, the guard

@@ -257,18 +257,10 @@ pub fn check_plan(plan: &Plan, ctx: &Context) -> Result<(), FaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fault::WorkerCommand;
     use crate::units::{HumanDuration, Percent};
-    use std::path::PathBuf;
 
     fn env() -> Env {
-        Env::detect(
-            PathBuf::from("/proc"),
-            WorkerCommand {
-                program: "/bin/false".into(),
-                args: vec![],
-            },
-        )
+        Env::for_tests()
     }
 
     #[test]

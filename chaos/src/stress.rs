@@ -1,5 +1,5 @@
 //! Stress faults, carried out by one helper process each (the agent binary in worker mode,
-//! see [`crate::worker`]): `cpu-stress` (N threads, each busy L% of every 100 ms period)
+//! see [`crate::helper`]): `cpu-stress` (N threads, each busy L% of every 100 ms period)
 //! and `memory-stress` (allocate and touch N bytes, hold them; the helper sets its
 //! `oom_score_adj` to 1000 so the OOM killer takes it before anything else).
 //!
@@ -115,7 +115,7 @@ impl Fault for CpuStressSpec {
             "--load".into(),
             self.load.0.to_string(),
         ];
-        let worker = helper::spawn_worker(&ctx.env, &args, Duration::from_secs(10))?;
+        let worker = helper::spawn(&ctx.env, &args, Duration::from_secs(10))?;
         let mut record = plan.record.clone();
         record.helpers.push(worker);
         Ok(record)
@@ -164,7 +164,7 @@ impl Fault for MemoryStressSpec {
         ];
         // Touching memory takes time: allow about 1 s per GiB on a slow host, at least 10 s.
         let timeout = Duration::from_secs(10 + self.bytes.0 / (1 << 30));
-        let worker = helper::spawn_worker(&ctx.env, &args, timeout)?;
+        let worker = helper::spawn(&ctx.env, &args, timeout)?;
         let mut record = plan.record.clone();
         record.helpers.push(worker);
         Ok(record)

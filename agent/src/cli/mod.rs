@@ -111,7 +111,7 @@ pub enum ConfigCommand {
 
 /// Parses the arguments and runs; returns the process exit code.
 pub fn main() -> ExitCode {
-    // Fault helper processes are this binary in a hidden mode (see faultline_chaos::worker).
+    // Fault helper processes are this binary in a hidden mode (see faultline_chaos::helper).
     if let Some(code) = fault::worker_mode() {
         return code;
     }

@@ -50,7 +50,7 @@ pub fn docker_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+        .unwrap_or_else(|| PathBuf::from(faultline_chaos::docker::DEFAULT_SOCKET))
 }
 
 /// Runs one action.
@@ -65,10 +65,10 @@ pub async fn run(
         return command(argv, timeout).await;
     }
     if let Some(name) = &a.restart_container {
-        if !faultline_chaos::container::valid_container_ref(name) {
+        if !faultline_chaos::docker::valid_container_ref(name) {
             return ActionOutcome::failed(format!("{name:?} is not a container name or id"));
         }
-        let docker = faultline_chaos::container::Docker::new(docker_socket());
+        let docker = faultline_chaos::docker::Docker::new(docker_socket());
         let secs = timeout.as_secs().clamp(1, 300);
         return match docker
             .post(name, "restart", &format!("?t={}", secs.min(30)), timeout)

@@ -14,11 +14,11 @@
 //!
 //! [`cmd`] runs `tc`/`nft`/`ip` (in a namespace via `ip netns exec`).
 
-pub mod cmd;
-pub mod nft;
-pub mod proxy;
-pub mod proxy_fault;
-pub mod tc;
+mod cmd;
+mod nft;
+mod proxy;
+mod proxy_fault;
+mod tc;
 pub mod toxic;
 
 pub use nft::PartitionSpec;

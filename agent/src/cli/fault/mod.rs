@@ -102,7 +102,7 @@ pub fn worker_mode() -> Option<ExitCode> {
     let mut args = std::env::args();
     args.next();
     if args.next().as_deref() == Some(faultline_chaos::WORKER_ARG) {
-        Some(faultline_chaos::worker::main(args))
+        Some(faultline_chaos::helper::child::main(args))
     } else {
         None
     }
@@ -228,7 +228,7 @@ fn print_plan(plan: &faultline_chaos::Plan, json: bool) {
 }
 
 /// What `inject` prints once the fault is applied.
-fn print_applied(fault: &faultline_chaos::engine::ActiveFault, json: bool) {
+fn print_applied(fault: &faultline_chaos::ActiveFault, json: bool) {
     if json {
         println!("{}", serde_json::to_string(&fault).unwrap_or_default());
     } else {

@@ -1,4 +1,5 @@
-//! Docker Engine metadata over its unix socket (hyper 1 on a tokio `UnixStream`).
+//! Docker Engine metadata, through the chaos crate's Engine API client
+//! ([`faultline_chaos::docker`], which also serves the container faults and drill recovery).
 //!
 //! [`run`] keeps the [`MetadataCache`]'s Docker entries current without listing every cycle:
 //! it opens the `/events` stream (container events only) first, then lists the running
@@ -8,23 +9,18 @@
 //! nothing missed in between stays wrong. The collector may also ask for one container it has
 //! found in the cgroup tree before its start event arrived.
 //!
-//! Parsing is pure ([`parse_inspect`], [`parse_list`], [`parse_event`], [`split_image`]) and
-//! tested on JSON as Docker sends it. `io.kubernetes.*` labels (dockershim-era Kubernetes
-//! nodes) become the `k8s.*` names; other labels pass only through the configured allowlist.
+//! What the collector makes of Docker's answers is pure ([`container_meta`],
+//! [`image_name_and_tags`], [`split_image`]) and tested on JSON as Docker sends it.
+//! `io.kubernetes.*` labels (dockershim-era Kubernetes nodes) become the `k8s.*` names; other
+//! labels pass only through the configured allowlist.
 //!
 //! Not here: stats. Docker's stats endpoint reads the same cgroup files the collector reads
 //! directly, at a much higher cost per container.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use tokio::net::UnixStream;
+use faultline_chaos::docker::{Connection, ContainerInfo, Docker, DockerError, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,8 +34,6 @@ use super::paths::Runtime;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and largest reconnect delay.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
-/// `filters={"type":["container"]}`, URL-encoded.
-const EVENTS_PATH: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";
 
 /// What the Docker task needs.
 #[derive(Clone, Debug)]
@@ -60,125 +54,8 @@ impl DockerSettings {
     }
 }
 
-/// Why talking to Docker failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The socket could not be connected.
-    #[error("cannot connect to the Docker socket {socket}: {source}")]
-    Connect {
-        /// The socket.
-        socket: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// HTTP failed.
-    #[error("Docker API {path}: {source}")]
-    Http {
-        /// The request path.
-        path: String,
-        /// The error.
-        source: hyper::Error,
-    },
-    /// A request took too long.
-    #[error("Docker API {path}: no answer within {REQUEST_TIMEOUT:?}")]
-    Timeout {
-        /// The request path.
-        path: String,
-    },
-    /// A non-success status.
-    #[error("Docker API {path}: HTTP {status}: {body}")]
-    Status {
-        /// The request path.
-        path: String,
-        /// The status.
-        status: http::StatusCode,
-        /// The start of the body.
-        body: String,
-    },
-    /// The answer is not the JSON Docker documents.
-    #[error("Docker API {path}: unexpected JSON: {source}")]
-    Json {
-        /// The request path.
-        path: String,
-        /// The error.
-        source: serde_json::Error,
-    },
-    /// The request could not be built (a container ID with odd characters).
-    #[error("Docker API {path}: cannot build the request: {reason}")]
-    Request {
-        /// The request path.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-}
-
 // ---------------------------------------------------------------------------------------
-// Pure parsing.
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListEntry {
-    id: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct Inspect {
-    id: String,
-    name: String,
-    image: String,
-    config: InspectConfig,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct InspectConfig {
-    image: String,
-    labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// One event of the `/events` stream (only what is used).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// `start`, `die`, `destroy`, `rename`, … (`exec_start: sh` and the like keep their suffix).
-    pub action: String,
-    /// The container ID.
-    pub id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawEvent {
-    #[serde(rename = "Type", default)]
-    kind: String,
-    #[serde(rename = "Action", default)]
-    action: String,
-    #[serde(rename = "Actor", default)]
-    actor: RawActor,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawActor {
-    #[serde(rename = "ID", default)]
-    id: String,
-}
-
-/// IDs from `GET /containers/json`.
-pub fn parse_list(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
-    let entries: Vec<ListEntry> = serde_json::from_slice(body)?;
-    Ok(entries.into_iter().map(|e| e.id).collect())
-}
-
-/// One line of the event stream; `Ok(None)` for events that are not about a container.
-pub fn parse_event(line: &[u8]) -> Result<Option<Event>, serde_json::Error> {
-    let e: RawEvent = serde_json::from_slice(line)?;
-    Ok(
-        (e.kind == "container" && !e.actor.id.is_empty()).then_some(Event {
-            action: e.action,
-            id: e.actor.id,
-        }),
-    )
-}
+// Pure: Docker's answers → metadata.
 
 /// Splits an image reference into (name, tags): `registry:5000/team/app:1.2` →
 /// (`registry:5000/team/app`, [`1.2`]); a digest reference has no tag; no tag at all means
@@ -208,27 +85,24 @@ fn is_image_id(reference: &str) -> bool {
     super::paths::is_container_id(hex)
 }
 
-/// `GET /containers/<id>/json` → (id, metadata). `labels` is the allowlist.
-pub fn parse_inspect(
-    body: &[u8],
-    labels: &[String],
-) -> Result<(String, ContainerMeta), serde_json::Error> {
-    let i: Inspect = serde_json::from_slice(body)?;
-    let all = i.config.labels.unwrap_or_default();
+/// An inspected container's metadata. `labels` is the allowlist.
+pub fn container_meta(i: &ContainerInfo, labels: &[String]) -> ContainerMeta {
+    let no_labels = std::collections::BTreeMap::new();
+    let all = i.config.labels.as_ref().unwrap_or(&no_labels);
     let get = |k: &str| all.get(k).filter(|v| !v.is_empty()).cloned();
     let reference = if i.config.image.is_empty() {
-        i.image.clone()
+        &i.image
     } else {
-        i.config.image.clone()
+        &i.config.image
     };
-    let (image_name, image_tags) = if reference.is_empty() || is_image_id(&reference) {
+    let (image_name, image_tags) = if reference.is_empty() || is_image_id(reference) {
         (None, Vec::new())
     } else {
-        let (n, t) = split_image(&reference);
+        let (n, t) = split_image(reference);
         (Some(n), t)
     };
-    let meta = ContainerMeta {
-        name: Some(i.name.trim_start_matches('/').to_owned()).filter(|n| !n.is_empty()),
+    ContainerMeta {
+        name: Some(i.short_name().to_owned()).filter(|n| !n.is_empty()),
         image_name,
         image_tags,
         runtime: Some(Runtime::Docker),
@@ -242,192 +116,56 @@ pub fn parse_inspect(
             namespace: get("io.kubernetes.pod.namespace"),
             container_name: get("io.kubernetes.container.name"),
         },
-    };
-    Ok((i.id, meta))
+    }
 }
 
-/// `RepoTags` of `GET /images/<id>/json`: the first one's (name, tags of that name).
-pub fn parse_image_tags(body: &[u8]) -> Result<Option<(String, Vec<String>)>, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Image {
-        #[serde(rename = "RepoTags", default)]
-        repo_tags: Option<Vec<String>>,
-    }
-    let img: Image = serde_json::from_slice(body)?;
-    let tags = img.repo_tags.unwrap_or_default();
-    let Some(first) = tags.first() else {
-        return Ok(None);
-    };
-    let (name, _) = split_image(first);
-    let same: Vec<String> = tags
+/// An image's name and its tags of that name, from its `RepoTags`: the first one's.
+pub fn image_name_and_tags(repo_tags: &[String]) -> Option<(String, Vec<String>)> {
+    let (name, _) = split_image(repo_tags.first()?);
+    let same: Vec<String> = repo_tags
         .iter()
         .map(|t| split_image(t))
         .filter(|(n, _)| *n == name)
         .flat_map(|(_, t)| t)
         .collect();
-    Ok(Some((name, same)))
+    Some((name, same))
 }
 
 // ---------------------------------------------------------------------------------------
-// The client.
-
-/// One HTTP/1.1 connection to the Docker socket, driven by an owned task.
-struct Conn {
-    sender: http1::SendRequest<Empty<Bytes>>,
-}
-
-impl Conn {
-    async fn open(
-        socket: &Path,
-        cancel: &CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Self, DockerError> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|source| DockerError::Connect {
-                socket: socket.to_path_buf(),
-                source,
-            })?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| DockerError::Http {
-                path: "(handshake)".into(),
-                source,
-            })?;
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                r = conn => if let Err(e) = r { debug!(error = %e, "Docker connection closed"); }
-            }
-        });
-        Ok(Self { sender })
-    }
-
-    async fn send(&mut self, path: &str) -> Result<http::Response<Incoming>, DockerError> {
-        let req = http::Request::get(format!("http://docker{path}"))
-            .header(http::header::HOST, "docker")
-            .body(Empty::new())
-            .map_err(|e| DockerError::Request {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|source| DockerError::Http {
-                path: path.to_owned(),
-                source,
-            })?;
-        self.sender
-            .send_request(req)
-            .await
-            .map_err(|source| DockerError::Http {
-                path: path.to_owned(),
-                source,
-            })
-    }
-
-    /// GET returning the whole body; `Ok(None)` on 404.
-    async fn get(&mut self, path: &str) -> Result<Option<Bytes>, DockerError> {
-        let fut = async {
-            let resp = self.send(path).await?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|source| DockerError::Http {
-                    path: path.to_owned(),
-                    source,
-                })?
-                .to_bytes();
-            if status == http::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                let body = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                return Err(DockerError::Status {
-                    path: path.to_owned(),
-                    status,
-                    body,
-                });
-            }
-            Ok(Some(body))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, fut)
-            .await
-            .map_err(|_| DockerError::Timeout {
-                path: path.to_owned(),
-            })?
-    }
-}
+// Following Docker.
 
 /// Inspects one container; `Ok(None)` when Docker does not know it.
 async fn inspect(
-    conn: &mut Conn,
+    conn: &mut Connection,
     id: &str,
     labels: &[String],
 ) -> Result<Option<(String, ContainerMeta)>, DockerError> {
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    {
-        return Err(DockerError::Request {
-            path: format!("/containers/{id}/json"),
-            reason: "unexpected characters in the ID".into(),
-        });
-    }
-    let path = format!("/containers/{id}/json");
-    let Some(body) = conn.get(&path).await? else {
+    let Some(info) = conn.inspect(id).await? else {
         return Ok(None);
     };
-    let (full_id, mut meta) = parse_inspect(&body, labels).map_err(|source| DockerError::Json {
-        path: path.clone(),
-        source,
-    })?;
-    if meta.image_name.is_none() {
-        // Started from an image ID: name it from the image's tags.
-        #[derive(Deserialize, Default)]
-        struct ImageRef {
-            #[serde(rename = "Image", default)]
-            image: String,
-        }
-        let image_id = serde_json::from_slice::<ImageRef>(&body)
-            .unwrap_or_default()
-            .image;
-        if !image_id.is_empty()
-            && image_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b':')
-        {
-            let ipath = format!("/images/{image_id}/json");
-            if let Some(ibody) = conn.get(&ipath).await?
-                && let Some((name, tags)) =
-                    parse_image_tags(&ibody).map_err(|source| DockerError::Json {
-                        path: ipath,
-                        source,
-                    })?
-            {
-                meta.image_name = Some(name);
-                meta.image_tags = tags;
-            }
-        }
+    let mut meta = container_meta(&info, labels);
+    // Started from an image ID: name it from the image's tags.
+    if meta.image_name.is_none()
+        && !info.image.is_empty()
+        && info
+            .image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':')
+        && let Some(image) = conn.image(&info.image).await?
+        && let Some((name, tags)) = image_name_and_tags(&image.repo_tags.unwrap_or_default())
+    {
+        meta.image_name = Some(name);
+        meta.image_tags = tags;
     }
-    Ok(Some((full_id, meta)))
+    Ok(Some((info.id, meta)))
 }
 
 /// Lists and inspects every running container.
 async fn list_all(
-    conn: &mut Conn,
+    conn: &mut Connection,
     labels: &[String],
 ) -> Result<Vec<(String, ContainerMeta)>, DockerError> {
-    let path = "/containers/json";
-    let body = conn.get(path).await?.unwrap_or_default();
-    let ids = parse_list(&body).map_err(|source| DockerError::Json {
-        path: path.into(),
-        source,
-    })?;
+    let ids = conn.list().await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(entry) = inspect(conn, &id, labels).await? {
@@ -447,21 +185,13 @@ async fn session(
     tracker: &TaskTracker,
     recovered: &mut bool,
 ) -> Result<(), DockerError> {
-    let mut events_conn = Conn::open(&s.socket, cancel, tracker).await?;
-    let resp = tokio::time::timeout(REQUEST_TIMEOUT, events_conn.send(EVENTS_PATH))
-        .await
-        .map_err(|_| DockerError::Timeout {
-            path: EVENTS_PATH.into(),
-        })??;
-    if !resp.status().is_success() {
-        return Err(DockerError::Status {
-            path: EVENTS_PATH.into(),
-            status: resp.status(),
-            body: String::new(),
-        });
-    }
-    let mut events = resp.into_body();
-    let mut api = Conn::open(&s.socket, cancel, tracker).await?;
+    let docker = Docker::new(&s.socket);
+    let mut events = docker
+        .connect(REQUEST_TIMEOUT, cancel, tracker)
+        .await?
+        .container_events()
+        .await?;
+    let mut api = docker.connect(REQUEST_TIMEOUT, cancel, tracker).await?;
     let all = list_all(&mut api, &s.labels).await?;
     let n = all.len();
     cache.docker_replace(all);
@@ -473,7 +203,6 @@ async fn session(
     }
     debug!(containers = n, "Docker containers listed; following events");
 
-    let mut pending = BytesMut::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -482,20 +211,9 @@ async fn session(
                     cache.docker_upsert(full, meta);
                 }
             }
-            frame = events.frame() => {
-                let Some(frame) = frame else { return Ok(()) };
-                let frame = frame.map_err(|source| DockerError::Http { path: EVENTS_PATH.into(), source })?;
-                let Ok(data) = frame.into_data() else { continue };
-                pending.extend_from_slice(&data);
-                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                    let line = pending.split_to(nl + 1);
-                    let line = line.chunk();
-                    match parse_event(line) {
-                        Ok(Some(ev)) => apply(&ev, &mut api, cache, &s.labels).await?,
-                        Ok(None) => {}
-                        Err(e) => debug!(error = %e, "unparseable Docker event skipped"),
-                    }
-                }
+            ev = events.next() => {
+                let Some(ev) = ev? else { return Ok(()) };
+                apply(&ev, &mut api, cache, &s.labels).await?;
             }
         }
     }
@@ -503,7 +221,7 @@ async fn session(
 
 async fn apply(
     ev: &Event,
-    api: &mut Conn,
+    api: &mut Connection,
     cache: &MetadataCache,
     labels: &[String],
 ) -> Result<(), DockerError> {
@@ -574,6 +292,22 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use faultline_chaos::docker::{parse_image, parse_inspect};
+
+    /// What the collector keeps of an inspect answer: (id, metadata).
+    fn inspected(
+        body: &[u8],
+        labels: &[String],
+    ) -> Result<(String, ContainerMeta), serde_json::Error> {
+        let info = parse_inspect(body)?;
+        Ok((info.id.clone(), container_meta(&info, labels)))
+    }
+
+    /// The name and tags of an image inspect answer.
+    fn image_tags(body: &[u8]) -> Option<(String, Vec<String>)> {
+        let image = parse_image(body).unwrap();
+        image_name_and_tags(&image.repo_tags.unwrap_or_default())
+    }
 
     const ID: &str = "4a57c14d26338e3942ed0c74fa408ccc2b867eb66855835dbda05e806e749147";
 
@@ -611,7 +345,7 @@ mod tests {
                "io.kubernetes.pod.uid":"0f1e2d3c-4b5a-6978-8a9b-acbdcedf0011","io.kubernetes.container.name":"web"}}}}}}"#
         );
         let (id, m) =
-            parse_inspect(body.as_bytes(), &["team".to_owned(), "absent".to_owned()]).unwrap();
+            inspected(body.as_bytes(), &["team".to_owned(), "absent".to_owned()]).unwrap();
         assert_eq!(id, ID);
         assert_eq!(m.name.as_deref(), Some("web-1"));
         assert_eq!(m.image_name.as_deref(), Some("faultline-workload"));
@@ -629,38 +363,18 @@ mod tests {
         let by_id = format!(
             r#"{{"Id":"{ID}","Name":"/x","Image":"sha256:{ID}","Config":{{"Image":"sha256:{ID}","Labels":null}}}}"#
         );
-        let (_, m) = parse_inspect(by_id.as_bytes(), &[]).unwrap();
+        let (_, m) = inspected(by_id.as_bytes(), &[]).unwrap();
         assert_eq!(m.image_name, None, "an image ID is not a name");
-        assert!(parse_inspect(b"[1,2]", &[]).is_err());
+        assert!(inspected(b"[1,2]", &[]).is_err());
     }
 
     #[test]
-    fn list_events_and_image_tags_parse() {
-        assert_eq!(
-            parse_list(format!(r#"[{{"Id":"{ID}","Names":["/a"]}}]"#).as_bytes()).unwrap(),
-            vec![ID.to_owned()]
-        );
-        assert!(parse_list(b"{}").is_err());
-        let ev = format!(
-            r#"{{"status":"start","id":"{ID}","Type":"container","Action":"start","Actor":{{"ID":"{ID}","Attributes":{{"name":"a"}}}},"time":1}}"#
-        );
-        assert_eq!(
-            parse_event(ev.as_bytes()).unwrap(),
-            Some(Event {
-                action: "start".into(),
-                id: ID.into()
-            })
-        );
-        assert_eq!(
-            parse_event(br#"{"Type":"network","Action":"connect","Actor":{"ID":"n"}}"#).unwrap(),
-            None
-        );
-        assert!(parse_event(b"not json").is_err());
+    fn image_tags_name_the_image() {
         let img = br#"{"RepoTags":["app:1.0","app:latest","other:2"]}"#;
         assert_eq!(
-            parse_image_tags(img).unwrap(),
+            image_tags(img),
             Some(("app".into(), vec!["1.0".into(), "latest".into()]))
         );
-        assert_eq!(parse_image_tags(br#"{"RepoTags":[]}"#).unwrap(), None);
+        assert_eq!(image_tags(br#"{"RepoTags":[]}"#), None);
     }
 }

@@ -1,13 +1,14 @@
-//! The hidden worker mode of the agent binary: `faultline __chaos-worker --parent PID
-//! (cpu|memory|io) …`. The binary's `main` hands its arguments to [`main`] when the first
-//! one is [`crate::WORKER_ARG`]; nothing else in the agent starts.
+//! The child side of helper processes: what runs inside one, the agent binary in its hidden
+//! mode `faultline __chaos-worker --parent PID (cpu|memory|io) …` ([`super::parent`] starts
+//! it). The binary's `main` hands its arguments to [`main`] when the first one is
+//! [`crate::WORKER_ARG`]; nothing else in the agent starts.
 //!
-//! First thing, a worker asks the kernel to SIGKILL it when its parent dies
+//! First thing, the helper asks the kernel to SIGKILL it when its parent dies
 //! (`PR_SET_PDEATHSIG`), then exits if its parent is already not the pid it was given — so
-//! no worker outlives the agent, even one killed with SIGKILL. It prints
-//! [`crate::helper::READY_LINE`] once it is doing its job and runs until it is killed.
+//! no helper outlives the agent, even one killed with SIGKILL. It prints
+//! [`super::READY_LINE`] once it is doing its job and runs until it is killed.
 //!
-//! Workers are plain threads with blocking sleeps: this process has no async runtime.
+//! Its work runs on plain threads with blocking sleeps: this process has no async runtime.
 #![allow(clippy::disallowed_methods)] // std::thread::sleep: worker threads, no async runtime here
 
 use std::fs::OpenOptions;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 
-use crate::helper::READY_LINE;
+use super::READY_LINE;
 
 #[derive(Debug, Parser)]
 #[command(name = "__chaos-worker", about = "faultline's fault helper (internal)")]

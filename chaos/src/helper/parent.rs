@@ -1,12 +1,13 @@
-//! Helper processes: start the agent binary in its hidden worker mode, wait until it says
-//! it is working, and end it again — also after a crash, from its journaled identity.
+//! The parent side of helper processes, in the agent: start the agent binary in its hidden
+//! mode ([`super::child`] runs there), wait until it says it is working, and end it again —
+//! also after a crash, from its journaled identity.
 //!
 //! ## Dying with the agent
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
 //! A tokio blocking-pool thread retires after a few idle seconds, which would kill every
 //! helper it had started. So all helpers are spawned by one process-lifetime thread
 //! (`chaos-spawner`) that never exits; it blocks on a channel whose sender lives in a
-//! static. The worker itself calls `set_pdeathsig(SIGKILL)` first thing, then exits if its
+//! static. The child itself calls `set_pdeathsig(SIGKILL)` first thing, then exits if its
 //! parent is not the pid it was given (the agent died before the call) — no `pre_exec`,
 //! no unsafe code.
 //!
@@ -29,8 +30,7 @@ use crate::fault::Env;
 use crate::guard;
 use crate::procfs::{self, ProcessIdentity};
 
-/// The line a worker prints on stdout once it is doing its job.
-pub const READY_LINE: &str = "faultline-worker-ready";
+use super::READY_LINE;
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
@@ -69,7 +69,7 @@ fn children() -> &'static Mutex<HashMap<i32, Child>> {
 
 /// Starts a worker (`<worker program> <worker args> --parent <agent pid> <args…>`), waits
 /// up to `ready_timeout` for its ready line, and returns its identity.
-pub fn spawn_worker(
+pub(crate) fn spawn(
     env: &Env,
     args: &[String],
     ready_timeout: Duration,
@@ -150,7 +150,7 @@ fn wait_ready(stdout: Option<std::process::ChildStdout>, timeout: Duration) -> R
 
 /// Ends a helper: SIGKILL if pid + start time still match, then reap (our child) or wait
 /// until it is gone (a previous agent's). Gone already is `Ok`.
-pub fn end(p: &ProcessIdentity, env: &Env) -> Result<(), FaultError> {
+fn end(p: &ProcessIdentity, env: &Env) -> Result<(), FaultError> {
     let ours = children().lock().ok().and_then(|mut m| m.remove(&p.pid));
     if let Some(mut child) = ours {
         if procfs::is_alive(&env.proc_root, p, &env.boot_id) {
@@ -179,7 +179,7 @@ pub fn end(p: &ProcessIdentity, env: &Env) -> Result<(), FaultError> {
 }
 
 /// Ends every helper in `list`; the first error is returned after trying them all.
-pub fn end_all(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultError> {
+pub(crate) fn end_all(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultError> {
     let mut first = None;
     for p in list {
         if let Err(e) = end(p, env) {
@@ -190,7 +190,7 @@ pub fn end_all(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultError> {
 }
 
 /// How many of `list` are alive.
-pub fn alive(list: &[ProcessIdentity], env: &Env) -> usize {
+pub(crate) fn alive(list: &[ProcessIdentity], env: &Env) -> usize {
     list.iter()
         .filter(|p| procfs::is_alive(&env.proc_root, p, &env.boot_id))
         .count()
