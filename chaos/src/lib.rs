@@ -48,6 +48,7 @@
 pub mod audit;
 pub mod config;
 pub mod container;
+pub mod cri;
 pub mod disk;
 pub mod engine;
 pub mod error;
