@@ -45,7 +45,8 @@
 //!   container collector and drills use too.
 //!
 //! # What other crates see
-//! The types above, re-exported here, and the modules other crates reach into: [`docker`],
+//! The types above, re-exported here, and the modules other crates reach into: [`cri`] (the
+//! Kubernetes Container Runtime Interface client), [`docker`],
 //! [`fault`], [`helper`] (its child side is the binary's hidden mode), [`journal`],
 //! [`network`] (the proxy, for benchmarks and tests), [`procfs`] and [`units`] (parsers the
 //! fuzz targets and tests call). Everything else is private to the crate.
@@ -59,6 +60,7 @@ mod audit;
 mod check;
 mod config;
 mod container;
+pub mod cri;
 mod disk;
 pub mod docker;
 mod engine;

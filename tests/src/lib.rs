@@ -35,6 +35,7 @@ pub mod agent;
 pub mod api;
 pub mod backup;
 pub mod chaos;
+pub mod containerd;
 pub mod deploy;
 pub mod docker;
 pub mod drill;
