@@ -33,6 +33,7 @@ pub mod gameday;
 pub mod outcome;
 pub mod runtime;
 mod state_file;
+pub mod stop;
 pub mod telemetry;
 pub mod timefmt;
 pub mod yaml;

@@ -16,9 +16,9 @@ use std::path::Path;
 use futures::future::BoxFuture;
 
 use super::config::BackupSourceConfig;
-use super::runner::{Outcome, Tool, ToolCommand};
+use super::tool::{Outcome, Tool, ToolCommand};
 use super::{
-    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, run_ok, runner,
+    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, run_ok, tool,
 };
 
 /// A borg source.
@@ -117,8 +117,8 @@ impl BackupSource for Borg {
                 ("borg check (repository and archives)".to_owned(), None)
             };
             cmd = cmd.arg(self.repo());
-            let out = runner::run(&cmd).await?;
-            let outcome = runner::interpret(Tool::Borg, out.code, out.signal, &out.stderr);
+            let out = tool::run(&cmd).await?;
+            let outcome = tool::interpret(Tool::Borg, out.code, out.signal, &out.stderr);
             let findings = parse::borg::check_findings(&out.stderr);
             match outcome {
                 Outcome::Ok => Ok(IntegrityOutcome {
@@ -151,7 +151,7 @@ impl BackupSource for Borg {
                 outcome => Err(SourceError::Tool {
                     command: out.command,
                     outcome,
-                    stderr: runner::tail(&out.stderr, 4000),
+                    stderr: tool::tail(&out.stderr, 4000),
                 }),
             }
         })

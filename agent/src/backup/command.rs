@@ -12,9 +12,9 @@ use std::path::Path;
 use futures::future::BoxFuture;
 
 use super::config::BackupSourceConfig;
-use super::runner::{Tool, ToolCommand};
+use super::tool::{Tool, ToolCommand};
 use super::{
-    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, run_ok, runner,
+    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, run_ok, tool,
 };
 
 /// A command source.
@@ -70,7 +70,7 @@ impl BackupSource for CommandSource {
             let Some(argv) = self.cfg.check_command.clone() else {
                 return Err(SourceError::Failed("no check_command configured".into()));
             };
-            let out = runner::run(&self.cmd(ctx, &argv, &[]).await?).await?;
+            let out = tool::run(&self.cmd(ctx, &argv, &[]).await?).await?;
             let ok = out.code == Some(0);
             let findings = if ok {
                 Vec::new()
@@ -82,7 +82,7 @@ impl BackupSource for CommandSource {
                         |c| c.to_string()
                     )
                 )];
-                f.extend(runner::tail(&out.stderr, 2000).lines().map(str::to_owned));
+                f.extend(tool::tail(&out.stderr, 2000).lines().map(str::to_owned));
                 f
             };
             Ok(IntegrityOutcome {

@@ -25,10 +25,7 @@ pub fn check_event(r: &CheckResult) -> LogEvent {
         put("faultline.backup.error", e.clone().into());
     }
     if let Some(s) = &r.stderr {
-        put(
-            "faultline.backup.stderr",
-            super::runner::tail(s, 4000).into(),
-        );
+        put("faultline.backup.stderr", super::tool::tail(s, 4000).into());
     }
     if let Some(i) = &r.inventory {
         put(

@@ -16,9 +16,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::config::BackupSourceConfig;
-use super::runner::{Tool, ToolCommand};
+use super::tool::{Tool, ToolCommand};
 use super::{
-    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, restore_test, run_ok,
+    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, restore_check, run_ok,
 };
 
 /// A directory of backup files.
@@ -119,7 +119,7 @@ impl BackupSource for Files {
                     })?;
                 let n = entries.len();
                 let findings =
-                    restore_test::verify_manifest(&dir, entries, false, ctx.timeout).await?;
+                    restore_check::verify_manifest(&dir, entries, false, ctx.timeout).await?;
                 return Ok(IntegrityOutcome {
                     ok: findings.is_empty(),
                     summary: format!("sha256 of {n} files listed in {}", m.display()),
@@ -140,7 +140,7 @@ impl BackupSource for Files {
             };
             let file = dir.join(&newest.id);
             let f2 = file.clone();
-            tokio::task::spawn_blocking(move || restore_test::sha256_file(&f2))
+            tokio::task::spawn_blocking(move || restore_check::sha256_file(&f2))
                 .await
                 .map_err(|e| SourceError::Failed(format!("read did not finish: {e}")))?
                 .map_err(|source| SourceError::Io {

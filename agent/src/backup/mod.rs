@@ -10,7 +10,7 @@
 //! The [`Checker`] turns a source and a [`CheckKind`] into a [`CheckResult`]: freshness and
 //! inventory (age of the newest backup against the RPO, count, size, size anomaly), integrity
 //! (with restic's read-data rotation remembered in [`state`]), and the restore test
-//! ([`restore_test`]: free-space check, restore into scratch, verification, timing, cleanup).
+//! ([`restore_check`]: free-space check, restore into scratch, verification, timing, cleanup).
 //! A failure is always a result — unhealthy, with the error and the tool's stderr — never a
 //! panic and never a silent "healthy".
 //!
@@ -38,16 +38,16 @@ pub mod metrics;
 pub mod parse;
 pub mod pgbackrest;
 pub mod restic;
-pub mod restore_test;
-pub mod runner;
+pub mod restore_check;
 pub mod scheduler;
 pub mod state;
+pub mod tool;
 
 pub use config::{BackupSourceConfig, SourceKind};
 pub use parse::Snapshot;
 
 use parse::ParseError;
-use runner::{Outcome, RunAs, RunError, ToolCommand, ToolOutput};
+use tool::{Outcome, RunAs, RunError, ToolCommand, ToolOutput};
 
 /// The checks a source gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -195,14 +195,14 @@ impl SourceError {
 
 /// Runs `cmd`; Ok when it exits as success (or, with `warnings_ok`, with borg's warning code).
 pub async fn run_ok(cmd: &ToolCommand, warnings_ok: bool) -> Result<ToolOutput, SourceError> {
-    let out = runner::run(cmd).await?;
-    match runner::interpret(cmd.tool, out.code, out.signal, &out.stderr) {
+    let out = tool::run(cmd).await?;
+    match tool::interpret(cmd.tool, out.code, out.signal, &out.stderr) {
         Outcome::Ok => Ok(out),
         Outcome::Warning if warnings_ok => Ok(out),
         outcome => Err(SourceError::Tool {
             command: out.command,
             outcome,
-            stderr: runner::tail(&out.stderr, 4000),
+            stderr: tool::tail(&out.stderr, 4000),
         }),
     }
 }
@@ -331,7 +331,7 @@ pub struct CheckResult {
     pub integrity: Option<IntegrityOutcome>,
     /// Restore test details.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub restore: Option<restore_test::RestoreDetail>,
+    pub restore: Option<restore_check::RestoreDetail>,
 }
 
 /// Unix seconds now.
@@ -505,7 +505,7 @@ impl Checker {
                         state_dir: self.state_dir.clone(),
                         timeout: rcfg.timeout.0,
                     };
-                    let out = restore_test::run(entry.source.as_ref(), cfg, rcfg, &ctx).await;
+                    let out = restore_check::run(entry.source.as_ref(), cfg, rcfg, &ctx).await;
                     r.status = if out.error.is_none() {
                         Status::Healthy
                     } else {

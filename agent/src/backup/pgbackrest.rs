@@ -10,7 +10,7 @@
 //! The restore test restores the chosen set into `<scratch>/data` with `--type=immediate
 //! --target-action=pause --archive-mode=off`: recovery stops at the first consistent point
 //! and stays a read-only standby, so no new timeline is created and nothing is ever archived
-//! into the production repository. [`super::restore_test::verify_postgres`] then starts
+//! into the production repository. [`super::restore_check::verify_postgres`] then starts
 //! PostgreSQL on it and runs the verification query.
 
 use std::path::Path;
@@ -18,9 +18,9 @@ use std::path::Path;
 use futures::future::BoxFuture;
 
 use super::config::BackupSourceConfig;
-use super::runner::{Tool, ToolCommand};
+use super::tool::{Tool, ToolCommand};
 use super::{
-    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, restore_test,
+    BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, parse, resolve_user, restore_check,
     run_ok,
 };
 
@@ -92,7 +92,7 @@ impl BackupSource for PgBackRest {
                 return Err(SourceError::Failed(format!(
                     "{}: printed no verify report (stdout: {:?})",
                     out.command,
-                    super::runner::tail(&out.stdout, 500)
+                    super::tool::tail(&out.stdout, 500)
                 )));
             }
             let mut findings = report.problems.clone();
@@ -156,7 +156,7 @@ impl BackupSource for PgBackRest {
                 return Ok(Vec::new());
             };
             let run_as = resolve_user(self.cfg.user.as_deref()).await?;
-            restore_test::verify_postgres(&restore_test::PgVerify {
+            restore_check::verify_postgres(&restore_check::PgVerify {
                 data: into.join("data"),
                 socket_dir: into.to_path_buf(),
                 bin_dir: self.cfg.pg_bin_dir.clone(),

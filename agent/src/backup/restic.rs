@@ -12,10 +12,10 @@ use std::path::Path;
 use futures::future::BoxFuture;
 
 use super::config::BackupSourceConfig;
-use super::runner::{Outcome, Tool, ToolCommand};
+use super::tool::{Outcome, Tool, ToolCommand};
 use super::{
     BackupSource, Ctx, IntegrityOutcome, Snapshot, SourceError, now_unix, parse, resolve_user,
-    run_ok, runner, state,
+    run_ok, state, tool,
 };
 
 /// A restic source.
@@ -102,9 +102,9 @@ impl BackupSource for Restic {
             if let Some((n, t)) = subset {
                 cmd = cmd.arg(format!("--read-data-subset={n}/{t}"));
             }
-            let out = runner::run(&cmd).await?;
+            let out = tool::run(&cmd).await?;
             let findings = parse::restic::check_findings(&out.stderr);
-            let outcome = runner::interpret(Tool::Restic, out.code, out.signal, &out.stderr);
+            let outcome = tool::interpret(Tool::Restic, out.code, out.signal, &out.stderr);
             let ran_through = match &outcome {
                 Outcome::Ok => true,
                 Outcome::Failed(_)
@@ -118,7 +118,7 @@ impl BackupSource for Restic {
                 return Err(SourceError::Tool {
                     command: out.command,
                     outcome,
-                    stderr: runner::tail(&out.stderr, 4000),
+                    stderr: tool::tail(&out.stderr, 4000),
                 });
             }
             if let Some((n, t)) = subset {

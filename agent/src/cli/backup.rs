@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::backup::{CheckKind, CheckResult, Checker, Status, event, runner};
+use crate::backup::{CheckKind, CheckResult, Checker, Status, event, tool};
 use crate::config;
 
 /// `faultline backup …`
@@ -206,7 +206,7 @@ pub fn table(results: &[CheckResult]) -> String {
                 details.extend(d.problems.iter().cloned());
             }
             if let Some(s) = &r.stderr {
-                details.extend(runner::tail(s, 600).lines().map(|l| format!("stderr: {l}")));
+                details.extend(tool::tail(s, 600).lines().map(|l| format!("stderr: {l}")));
             }
             for d in details {
                 out.push_str("\n    ");

@@ -145,8 +145,8 @@ async fn run_one(
     state_dir: &Path,
     out: Outputs,
 ) -> ExitCode {
-    let (mut term, mut int) = match crate::cli::stop_signals() {
-        Ok(pair) => pair,
+    let mut stops = match crate::stop::StopRequests::install() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("faultline: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
@@ -242,8 +242,7 @@ async fn run_one(
     let report = loop {
         tokio::select! {
             r = &mut drill => break r,
-            _ = term.recv() => { live.set_abort_reason("SIGTERM".into()); abort.cancel(); }
-            _ = int.recv() => { live.set_abort_reason("SIGINT".into()); abort.cancel(); }
+            sig = stops.recv() => { live.set_abort_reason(sig.into()); abort.cancel(); }
         }
     };
     // Nothing of this drill may outlive the process.

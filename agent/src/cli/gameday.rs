@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{EXIT_CONFIG, LogFormatArg, init_logging};
 use crate::config::LoggingConfig;
 use crate::gameday::client::NodeClient;
-use crate::gameday::file;
+use crate::gameday::plan;
 use crate::gameday::report::{self, GameReport, GameVerdict};
 
 /// `faultline gameday …`
@@ -46,7 +46,7 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
     let path = match &cmd {
         GameDayCommand::Run { file, .. } | GameDayCommand::Validate { file } => file.clone(),
     };
-    let game = match file::load(&path) {
+    let game = match plan::load(&path) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("faultline: game-day file error: {e}");
@@ -99,9 +99,9 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
     }
 }
 
-async fn play(game: &file::GameDay, clients: &[NodeClient]) -> Result<GameReport, String> {
-    let (mut term, mut int) = match crate::cli::stop_signals() {
-        Ok(pair) => pair,
+async fn play(game: &plan::GameDay, clients: &[NodeClient]) -> Result<GameReport, String> {
+    let mut stops = match crate::stop::StopRequests::install() {
+        Ok(s) => s,
         Err(e) => return Err(format!("cannot install signal handlers: {e}")),
     };
     let cancel = CancellationToken::new();
@@ -111,13 +111,12 @@ async fn play(game: &file::GameDay, clients: &[NodeClient]) -> Result<GameReport
         clients.len(),
         game.stages.len()
     );
-    let runner = crate::gameday::runner::run(game, clients, cancel.clone());
+    let runner = crate::gameday::play::run(game, clients, cancel.clone());
     tokio::pin!(runner);
     loop {
         tokio::select! {
             r = &mut runner => return Ok(r),
-            _ = term.recv() => cancel.cancel(),
-            _ = int.recv() => cancel.cancel(),
+            _ = stops.recv() => cancel.cancel(),
         }
     }
 }

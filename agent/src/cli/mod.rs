@@ -168,17 +168,6 @@ pub(crate) fn load_for_command(
     Ok(loaded)
 }
 
-/// SIGTERM and SIGINT streams, installed before a command changes anything so that either
-/// signal reverts or aborts instead of killing the process with the default action.
-pub(crate) fn stop_signals()
--> std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
-    use tokio::signal::unix::{SignalKind, signal};
-    Ok((
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    ))
-}
-
 /// The runtime of a one-shot command (`fault`, `drill run`, `backup check`, `gameday run`):
 /// two workers, so a command's own work never starves its signal handling. On failure the
 /// error is printed and the exit code to return is handed back.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::file::{Agent, ScenarioRef};
+use super::plan::{Agent, ScenarioRef};
 pub use crate::agent_client::CallError;
 use crate::agent_client::{self, AgentClient, Timeouts};
 use crate::drill::report::DrillReport;

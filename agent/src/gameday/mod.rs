@@ -16,6 +16,6 @@
 //! is the primitive discovery will produce).
 
 pub mod client;
-pub mod file;
+pub mod plan;
+pub mod play;
 pub mod report;
-pub mod runner;

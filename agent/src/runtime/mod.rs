@@ -404,7 +404,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         );
     }
 
-    tracker.spawn(wait_for_signal(cancel.clone()).instrument(tracing::info_span!("signals")));
+    tracker.spawn(wait_for_stop(cancel.clone()).instrument(tracing::info_span!("stop_requests")));
 
     // systemd Type=notify: ready once everything above is up; feed the watchdog from an
     // owned task (absent NOTIFY_SOCKET, nothing happens).
@@ -548,22 +548,17 @@ fn start_notifications(
     Some(notifier)
 }
 
-async fn wait_for_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+async fn wait_for_stop(cancel: CancellationToken) {
+    let mut stops = match crate::stop::StopRequests::install() {
+        Ok(s) => s,
+        Err(e) => {
             error!(error = %e, "cannot install signal handlers");
             return;
         }
     };
     tokio::select! {
         () = cancel.cancelled() => return,
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+        sig = stops.recv() => info!("{sig} received"),
     }
     cancel.cancel();
 }

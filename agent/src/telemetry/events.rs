@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use faultline_chaos::{AuditAction, AuditEvent};
 use faultline_exporters::model::{AttrValue, Resource};
 use faultline_exporters::otlp::encode::key_values;
-use faultline_exporters::otlp::signals::SignalSender;
+use faultline_exporters::otlp::traces_logs::SignalSender;
 use faultline_exporters::otlp::{LogEvent, LogHandle, LogSettings, Severity, log_pipeline};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use tokio::sync::broadcast::error::RecvError;

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 
 use super::encode::{SCOPE_NAME, any_value, key_values};
 use super::pipeline::{Backoff, RetrySettings};
-use super::signals::SignalSender;
+use super::traces_logs::SignalSender;
 use super::transport::{SendError, SendOk};
 use crate::model::{AttrValue, Resource, now_unix_nanos};
 

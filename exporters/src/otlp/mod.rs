@@ -8,7 +8,7 @@ pub mod disk_queue;
 pub mod encode;
 pub mod logs;
 pub mod pipeline;
-pub mod signals;
+pub mod traces_logs;
 pub mod transport;
 pub mod wire;
 

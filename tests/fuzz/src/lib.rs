@@ -135,11 +135,11 @@ pub fn config(data: &[u8]) {
 /// located error; what is accepted reads back the same from its own JSON rendering.
 pub fn gameday(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(g) = faultline_agent::gameday::file::parse(&text, "fuzz.yaml") {
+    if let Ok(g) = faultline_agent::gameday::plan::parse(&text, "fuzz.yaml") {
         let json = serde_json::to_string(&g).unwrap_or_else(|e| panic!("serialise {g:?}: {e}"));
         // `${VAR}` in a value would be substituted again on the way back.
         if !json.contains('$') {
-            let back = faultline_agent::gameday::file::parse(&json, "fuzz.json")
+            let back = faultline_agent::gameday::plan::parse(&json, "fuzz.json")
                 .unwrap_or_else(|e| panic!("{json} does not read back: {e}"));
             assert_eq!(back, g);
         }

@@ -184,8 +184,8 @@ fn failure(e: &FaultError) -> ExitCode {
 async fn inject(engine: Engine, spec: FaultSpec, dry_run: bool, json: bool) -> ExitCode {
     // Handlers first: a SIGINT/SIGTERM that arrives while the fault is being applied must
     // revert it, not kill this process with the default action.
-    let (mut term, mut int) = match crate::cli::stop_signals() {
-        Ok(pair) => pair,
+    let mut stops = match crate::stop::StopRequests::install() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("faultline: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
@@ -212,8 +212,7 @@ async fn inject(engine: Engine, spec: FaultSpec, dry_run: bool, json: bool) -> E
     }
     tokio::select! {
         () = engine.wait(&fault.id) => {}
-        _ = term.recv() => tracing::info!(fault_id = %fault.id, "SIGTERM: reverting"),
-        _ = int.recv() => tracing::info!(fault_id = %fault.id, "SIGINT: reverting"),
+        sig = stops.recv() => tracing::info!(fault_id = %fault.id, "{sig}: reverting"),
     }
     finish(&engine, &fault.id).await
 }

@@ -63,8 +63,8 @@ async fn active(agent: &AgentClient) -> Result<Vec<ActiveFault>, ExitCode> {
 
 async fn inject(agent: &AgentClient, spec: &FaultSpec, dry_run: bool, json: bool) -> ExitCode {
     // Handlers first: a SIGINT/SIGTERM while the agent applies the fault must revert it.
-    let (mut term, mut int) = match crate::cli::stop_signals() {
-        Ok(pair) => pair,
+    let mut stops = match crate::stop::StopRequests::install() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("faultline: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
@@ -110,8 +110,7 @@ async fn inject(agent: &AgentClient, spec: &FaultSpec, dry_run: bool, json: bool
     loop {
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            _ = term.recv() => return revert_now(agent, &fault.id, "SIGTERM").await,
-            _ = int.recv() => return revert_now(agent, &fault.id, "SIGINT").await,
+            sig = stops.recv() => return revert_now(agent, &fault.id, sig).await,
         }
         match active(agent).await {
             Ok(list) if list.iter().any(|f| f.id == fault.id) => {}

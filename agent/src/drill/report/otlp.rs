@@ -1,7 +1,7 @@
 //! A drill report as OTLP: one trace per drill (a root span `drill <scenario>` and child
 //! spans for each phase and each fault) and one log record per timeline event (probe rounds
 //! are summarised, not sent one by one). Pure conversion; sending is
-//! `faultline_exporters::otlp::signals` (the trace) and the shared log pipeline
+//! `faultline_exporters::otlp::traces_logs` (the trace) and the shared log pipeline
 //! (`crate::telemetry::events`).
 //!
 //! Attribute names reuse the semantic conventions' test registry where they fit:

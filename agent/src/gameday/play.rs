@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{CallError, NodeClient};
-use super::file::{GameDay, ScenarioRef};
+use super::plan::{GameDay, ScenarioRef};
 use super::report::{
     AgentResult, GAME_REPORT_VERSION, GameEvent, GameReport, GameVerdict, RunResult, RunStatus,
     judge,

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use super::config::{BackupSourceConfig, Predicate, RestoreConfig};
 use super::parse::manifest::Entry;
-use super::runner::{RunAs, Tool, ToolCommand};
-use super::{BackupSource, Ctx, Snapshot, SourceError, human, parse, resolve_user, run_ok, runner};
+use super::tool::{RunAs, Tool, ToolCommand};
+use super::{BackupSource, Ctx, Snapshot, SourceError, human, parse, resolve_user, run_ok, tool};
 
 /// What a restore test did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -572,7 +572,7 @@ pub async fn verify_postgres(v: &PgVerify) -> Result<Vec<String>, SourceError> {
         Err(e) => {
             let log_tail = tokio::fs::read_to_string(&log)
                 .await
-                .map(|t| runner::tail(&t, 1500))
+                .map(|t| tool::tail(&t, 1500))
                 .unwrap_or_default();
             Err(SourceError::Failed(format!(
                 "PostgreSQL did not start on the restored data: {e}{}",
