@@ -1,40 +1,34 @@
-//! The faultline agent as a library: configuration, collectors and the runtime that wires
-//! them to the exporters. The `faultline` binary (`main.rs`) is a thin CLI over this crate;
-//! benchmarks and integration tests use the same entry points.
+//! The faultline agent as a library: the `faultline` binary (`main.rs`) is a thin call of
+//! [`cli::main`]; benchmarks, fuzz targets and integration tests use the same entry points.
 //!
-//! - [`config`]: the typed YAML configuration and its validation.
-//! - [`collectors`]: the [`collectors::Collector`] trait and the host collectors.
-//! - [`resource`]: the OpenTelemetry resource (who reports, from which host).
-//! - [`export_settings`]: OTLP settings from config and `OTEL_EXPORTER_OTLP_*`.
-//! - [`runtime`]: the collection cycle, export pipeline, endpoint and signal handling.
-//! - [`prometheus_endpoint`]: the `/metrics` HTTP endpoint.
-//! - [`backup`]: backup and restore health checks (freshness, integrity, restore tests).
-//! - [`fault_cli`]: `faultline fault inject|list|revert` over the `faultline_chaos` engine.
-//! - [`sd_notify`]: systemd readiness, watchdog and stopping notifications (`Type=notify`).
-//! - [`drill`]: DR drills (scenarios, RTO/RPO measurement, reports, schedules).
-//! - [`api`]: the agent's authenticated HTTP API (drills, faults, kill switch).
-//! - [`gameday`]: game days — drills on many agents through their APIs, one report.
-//! - [`residency`]: hands start-up code pages back to the kernel once the agent runs.
-//! - [`cli`]: the command line.
+//! The modules form layers (docs/ARCHITECTURE.md, "Layers of the agent crate"; checked by
+//! `tests/tests/architecture.rs`), top to bottom:
+//! - [`cli`]: every subcommand;
+//! - [`runtime`]: the services of `faultline run`, wired and owned;
+//! - [`config`]: the configuration file, composed of the features' sections;
+//! - the features: [`api`], [`gameday`], [`drill`], [`backup`], `telemetry` (the agent's own
+//!   OTLP events, export settings and resource), [`collectors`], `faults` (the fault engine,
+//!   built and recovered in one place);
+//! - shared homes: `agent_client`, `outcome`, `state_file`, `stop`, [`timefmt`], [`yaml`].
 //!
-//! Unsafe code is denied crate-wide; [`residency`] alone allows it, for one `madvise` call
-//! that has no safe wrapper (its module docs give the reason and the safety argument).
+//! Unsafe code is denied crate-wide; `runtime::residency` alone allows it, for one `madvise`
+//! call that has no safe wrapper (its module docs give the reason and the safety argument).
 #![deny(unsafe_code)]
 
-pub mod agent_client;
+mod agent_client;
 pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod drill;
-pub mod faults;
+mod faults;
 pub mod gameday;
-pub mod outcome;
+mod outcome;
 pub mod runtime;
 mod state_file;
-pub mod stop;
-pub mod telemetry;
+mod stop;
+mod telemetry;
 pub mod timefmt;
 pub mod yaml;
 

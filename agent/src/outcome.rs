@@ -18,7 +18,8 @@ pub const EXIT_REFUSED: u8 = 3;
 /// What went wrong, in the terms both the API and the CLI answer in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A guard refused it (protected target, over a limit): 422, exit 3.
+    /// A guard refused it (protected target, over a limit) or a fault could not be planned
+    /// for a drill: 422, exit 3.
     Refused,
     /// Someone else holds the target (another drill, a lock): 409, exit 3.
     Busy,
@@ -43,6 +44,14 @@ impl Outcome {
             FaultError::NotInEffect { .. } => Outcome::Conflict,
             FaultError::UnknownId(_) => Outcome::NotFound,
             _ => Outcome::BadRequest,
+        }
+    }
+
+    /// The outcome of a failed revert: an unknown fault, or a revert that did not complete.
+    pub fn of_revert_error(e: &FaultError) -> Self {
+        match e {
+            FaultError::UnknownId(_) => Outcome::NotFound,
+            _ => Outcome::Failed,
         }
     }
 

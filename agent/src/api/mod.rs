@@ -51,8 +51,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::drill::service::{DrillService, StartError};
+use crate::drill::service::DrillService;
 use crate::drill::{report, scenario};
+use crate::outcome::Outcome;
 
 pub mod auth;
 
@@ -662,15 +663,7 @@ async fn route(
                     StatusCode::ACCEPTED,
                     &serde_json::json!({"id": id, "href": format!("/v1/drills/{id}")}),
                 ),
-                Err(e @ (StartError::Busy { .. } | StartError::Locked(_))) => {
-                    error(StatusCode::CONFLICT, e.to_string())
-                }
-                Err(e @ StartError::Refused(_)) => {
-                    error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                }
-                Err(e @ StartError::ShuttingDown) => {
-                    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                }
+                Err(e) => error(e.outcome().status(), e.to_string()),
             }
         }
         (&Method::POST, ["v1", "drills", id, "abort"]) => {
@@ -709,23 +702,12 @@ async fn route(
             if dry_run {
                 return match engine.plan(spec, requester).await {
                     Ok(p) => json(StatusCode::OK, &p),
-                    Err(e) if e.guard().is_some() => {
-                        error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                    }
-                    Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                    Err(e) => error(Outcome::of_fault_error(&e).status(), e.to_string()),
                 };
             }
             match engine.inject(spec, requester).await {
                 Ok(f) => json(StatusCode::CREATED, &f),
-                Err(e) if e.guard().is_some() => {
-                    error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                }
-                // The request was fine; the system's state did not let the fault take hold
-                // (it was reverted): a conflict with the target's state, not a bad request.
-                Err(e @ FaultError::NotInEffect { .. }) => {
-                    error(StatusCode::CONFLICT, e.to_string())
-                }
-                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                Err(e) => error(Outcome::of_fault_error(&e).status(), e.to_string()),
             }
         }
         (&Method::DELETE, ["v1", "faults", id]) => {
@@ -741,7 +723,7 @@ async fn route(
                 Err(FaultError::UnknownId(_)) => {
                     error(StatusCode::NOT_FOUND, format!("no active fault {id}"))
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => error(Outcome::of_revert_error(&e).status(), e.to_string()),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such route"),

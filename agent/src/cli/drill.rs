@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::LogFormatArg;
 use crate::config::Config;
 use crate::drill::history::History;
-use crate::drill::probe::{CollectSource, MetricSource};
+use crate::drill::probe::MetricSource;
 use crate::drill::report::{self, DrillReport, Verdict};
 use crate::drill::runner::{self, Live, RunCtx};
 use crate::drill::scenario;
-use crate::outcome::{EXIT_CONFIG, EXIT_REFUSED};
+use crate::outcome::EXIT_CONFIG;
 
 /// `faultline drill …`
 #[derive(Debug, Subcommand)]
@@ -202,7 +202,7 @@ async fn run_one(
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             eprintln!("faultline: drill refused, nothing ran: {e}");
-            return ExitCode::from(EXIT_REFUSED);
+            return ExitCode::from(crate::outcome::Outcome::Busy.exit_code());
         }
         Err(e) => {
             eprintln!("faultline: target lock task failed: {e}");
@@ -274,5 +274,33 @@ async fn run_one(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Collects a fresh cycle on each call (`faultline drill run`, with no agent running).
+struct CollectSource(pub Arc<std::sync::Mutex<crate::runtime::Cycle>>);
+
+impl std::fmt::Debug for CollectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CollectSource")
+    }
+}
+
+impl crate::drill::probe::MetricSource for CollectSource {
+    fn latest(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Arc<faultline_exporters::model::Batch>, String>>
+    {
+        let cycle = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut c = cycle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Arc::new(c.collect(None))
+            })
+            .await
+            .map_err(|e| format!("collection failed: {e}"))
+        })
     }
 }

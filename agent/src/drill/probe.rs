@@ -102,31 +102,6 @@ impl MetricSource for WatchSource {
     }
 }
 
-/// Collects a fresh cycle on each call (`faultline drill run`, with no agent running).
-pub struct CollectSource(pub Arc<std::sync::Mutex<crate::runtime::Cycle>>);
-
-impl std::fmt::Debug for CollectSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CollectSource")
-    }
-}
-
-impl MetricSource for CollectSource {
-    fn latest(&self) -> BoxFuture<'_, Result<Arc<Batch>, String>> {
-        let cycle = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut c = cycle
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                Arc::new(c.collect(None))
-            })
-            .await
-            .map_err(|e| format!("collection failed: {e}"))
-        })
-    }
-}
-
 /// Builds the probe a spec describes.
 pub fn build(spec: &ProbeSpec, metrics: Option<Arc<dyn MetricSource>>) -> Box<dyn Probe> {
     let name = spec.name.clone();

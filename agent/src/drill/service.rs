@@ -22,6 +22,7 @@ use super::runner::{self, Live, RunCtx};
 use super::scenario::{Known, Scenario};
 use super::schedule::{self, Loaded};
 use crate::backup::BackupSourceConfig;
+use crate::outcome::Outcome;
 use crate::telemetry::events::Signals;
 
 /// Why a drill did not start.
@@ -45,6 +46,17 @@ pub enum StartError {
     /// The agent is stopping.
     #[error("the agent is shutting down")]
     ShuttingDown,
+}
+
+impl StartError {
+    /// What the API answers and `faultline drill run` exits with ([`Outcome`]).
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            StartError::Busy { .. } | StartError::Locked(_) => Outcome::Busy,
+            StartError::Refused(_) => Outcome::Refused,
+            StartError::ShuttingDown => Outcome::Unavailable,
+        }
+    }
 }
 
 struct Running {
