@@ -18,10 +18,10 @@ use clap::Subcommand;
 use faultline_chaos::{Audit, Engine, Env, Journal, Requester, WorkerCommand};
 use tokio_util::sync::CancellationToken;
 
+use super::execute::{self as runner, Live, RunCtx};
 use super::history::History;
 use super::probe::{CollectSource, MetricSource};
 use super::report::{self, DrillReport, Verdict};
-use super::runner::{self, Live, RunCtx};
 use super::scenario::{self, Known};
 use crate::cli::{EXIT_CONFIG, LogFormatArg};
 use crate::config::Config;

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
+use super::execute::{self as runner, Live, RunCtx};
 use super::history::History;
 use super::metrics::SharedStats;
 use super::probe::{Clock, MetricSource};
 use super::report::{DrillReport, Summary, otlp};
-use super::runner::{self, Live, RunCtx};
 use super::scenario::{Known, Scenario};
 use super::schedule::{self, Loaded};
 use crate::backup::BackupSourceConfig;
