@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::LogFormatArg;
 use crate::config::Config;
+use crate::drill::execute::{self, Live, RunCtx};
 use crate::drill::history::History;
 use crate::drill::probe::MetricSource;
 use crate::drill::report::{self, DrillReport, Verdict};
-use crate::drill::runner::{self, Live, RunCtx};
 use crate::drill::scenario;
 use crate::outcome::EXIT_CONFIG;
 
@@ -178,7 +178,7 @@ async fn run_one(
     }
     crate::faults::recover_at_start(&engine).await;
     let requester = Requester::cli();
-    let mut targets = match runner::targets(&sc, &engine, &requester).await {
+    let mut targets = match execute::targets(&sc, &engine, &requester).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("faultline: scenario error: {e}");
@@ -237,7 +237,7 @@ async fn run_one(
         live: live.clone(),
     };
     println!("drill {id} ({}) started", sc.name);
-    let drill = runner::run(&id, &sc, ctx);
+    let drill = execute::run(&id, &sc, ctx);
     tokio::pin!(drill);
     let report = loop {
         tokio::select! {

@@ -5,8 +5,9 @@
 //! - [`scenario`]: the YAML scenario, strict, validated with file/line/field errors.
 //! - [`probe`]: the [`probe::Probe`] trait (http, tcp, command, metric threshold).
 //! - [`measure`]: pure RTO/RPO/detection arithmetic.
-//! - [`runner`]: the state machine (steady state → faults → detection → recovery →
-//!   verification; every fault reverted on abort, timeout and finish).
+//! - [`execute`]: running one drill, the state machine, one file a step (steady state →
+//!   faults → detection → recovery → verification; every fault reverted on abort, timeout
+//!   and finish).
 //! - [`canary`], [`recovery`]: the RPO marker writer/reader; recovery actions.
 //! - [`report`]: the report and its renderings.
 //! - [`history`]: reports kept under `<state-dir>/drills/`.
@@ -19,6 +20,7 @@
 //! Not here: the HTTP API ([`crate::api`]) and the faults themselves (`faultline_chaos`).
 
 pub mod canary;
+pub mod execute;
 pub mod history;
 pub mod locks;
 pub mod measure;
@@ -26,7 +28,6 @@ pub mod metrics;
 pub mod probe;
 pub mod recovery;
 pub mod report;
-pub mod runner;
 pub mod scenario;
 pub mod schedule;
 pub mod service;

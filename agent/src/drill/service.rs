@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
 
+use super::execute::{self, Live, RunCtx};
 use super::history::History;
 use super::metrics::SharedStats;
 use super::probe::{Clock, MetricSource};
 use super::report::{DrillReport, Summary, otlp};
-use super::runner::{self, Live, RunCtx};
 use super::scenario::{Known, Scenario};
 use super::schedule::{self, Loaded};
 use crate::backup::BackupSourceConfig;
@@ -225,7 +225,7 @@ impl DrillService {
         if self.inner.cancel.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
-        let targets = runner::targets(&sc, &self.inner.engine, &requester)
+        let targets = execute::targets(&sc, &self.inner.engine, &requester)
             .await
             .map_err(StartError::Refused)?;
         let id = new_id();
@@ -293,7 +293,7 @@ impl DrillService {
         let drill_id = id.clone();
         self.inner.tracker.spawn(
             async move {
-                let report = runner::run(&drill_id, &sc, ctx).await;
+                let report = execute::run(&drill_id, &sc, ctx).await;
                 svc.finish(report).await;
                 lock(&svc.inner.running).remove(&drill_id);
             }
@@ -347,7 +347,7 @@ impl DrillService {
     /// One drill: live while running, else from the history.
     pub async fn get(&self, id: &str) -> Option<DrillReport> {
         let live = lock(&self.inner.running).get(id).map(|r| {
-            runner::live_report(
+            execute::live_report(
                 id,
                 &r.scenario,
                 &r.requester,

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn snap(id: &str, time: f64) -> Snapshot {

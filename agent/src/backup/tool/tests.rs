@@ -1,4 +1,3 @@
-
 use super::*;
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backup/");

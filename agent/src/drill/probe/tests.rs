@@ -1,4 +1,3 @@
-
 use super::*;
 use faultline_exporters::model::{Attributes, MetricDesc, Resource};
 

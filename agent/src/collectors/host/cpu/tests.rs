@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::collectors::host::test_support::{metric, read, run, value};
 

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::collectors::Roots;
 use crate::collectors::host::test_support::{batch, ctx, metric, read, roots, value};
