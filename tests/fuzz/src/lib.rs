@@ -116,10 +116,13 @@ pub fn cgroup(data: &[u8]) {
 /// Docker Engine API answers and event lines, and the kubelet's `/pods`.
 pub fn container_api(data: &[u8]) {
     let labels = ["app".to_owned(), "io.kubernetes.pod.name".to_owned()];
-    let _ = docker::parse_list(data);
-    let _ = docker::parse_event(data);
-    let _ = docker::parse_inspect(data, &labels);
-    let _ = docker::parse_image_tags(data);
+    use faultline_chaos::docker as engine_api;
+    let _ = engine_api::parse_list(data);
+    let _ = engine_api::parse_event(data);
+    if let Ok(info) = engine_api::parse_inspect(data) {
+        let _ = docker::container_meta(&info, &labels);
+    }
+    let _ = engine_api::parse_image(data);
     let _ = docker::split_image(&String::from_utf8_lossy(data));
     let _ = kubelet::parse_pods(data, &labels);
 }
