@@ -1,5 +1,5 @@
-//! Collectors: each reads one part of the host (or, later, its containers) and records
-//! points into the cycle's [`Batch`].
+//! Collectors: each reads one part of the host or its containers and records points into
+//! the cycle's [`Batch`].
 //!
 //! Every collector sits behind the small [`Collector`] trait. Parsing is kept apart from I/O:
 //! each module has pure `parse_*` functions that take the file's text and return a value, so

@@ -1,15 +1,13 @@
 //! The collection loop on a thread of its own, which owns its timer.
 //!
 //! A cycle is synchronous file reading, encoding and (with the persistent queue) a write to
-//! the disk queue, so it must not run on the async thread. It used to be handed to the
-//! blocking pool from a tokio interval, which cost the async thread three timer-wheel wake-ups
-//! per 10 s cycle plus a hand-off there and back (about eight context switches per cycle, the
-//! largest single item in a profile of the agent at rest). Here the thread sleeps until its
-//! next deadline in [`mpsc::Receiver::recv_timeout`], which also delivers the stop request:
-//! one wake-up per cycle, and the async thread is woken only by the export queue's notify.
+//! the disk queue, so it must not run on the async thread. The thread sleeps until its next
+//! deadline in [`mpsc::Receiver::recv_timeout`], which also delivers the stop request: one
+//! wake-up per cycle, and the async thread is woken only by the export queue's notify (ADR
+//! 0013 gives the measurement against a tokio interval and the blocking pool).
 //!
 //! Missed deadlines are not caught up: a cycle that overran starts the next interval from its
-//! end, as tokio's `MissedTickBehavior::Delay` did.
+//! end (as tokio's `MissedTickBehavior::Delay` does).
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
