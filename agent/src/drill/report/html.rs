@@ -34,7 +34,7 @@ pub fn head(title: &str, badge_color: &str) -> String {
          <title>{title}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#1f2328;background:#fff}}\
          h1{{font-size:22px;margin:0 0 4px}}.badge{{display:inline-block;padding:3px 10px;border-radius:12px;color:#fff;font-weight:600;background:{badge_color}}}\
-         .cards{{display:flex;gap:16px;margin:16px 0}}.card{{border:1px solid #d0d7de;border-radius:8px;padding:12px 16px;min-width:220px}}\
+         .cards{{display:flex;flex-wrap:wrap;gap:16px;margin:16px 0}}svg{{max-width:100%;height:auto}}.card{{border:1px solid #d0d7de;border-radius:8px;padding:12px 16px;min-width:220px}}\
          .met{{color:#1a7f37;font-weight:700}}.missed{{color:#cf222e;font-weight:700}}\
          table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #d0d7de;padding:3px 8px;text-align:left}}\
          .muted{{color:#57606a}}</style></head><body>\n",
@@ -126,6 +126,18 @@ pub fn body(r: &DrillReport) -> String {
     h
 }
 
+/// Where a label of `text` next to `x` goes, and its anchor: to the right of `x`, or to its
+/// left (anchored at its end) where it would run past the picture's right edge. The width
+/// is estimated at 6.5 px a character of the 11 px font, generous for the labels used here.
+fn label_at(x: f64, text: &str) -> (f64, &'static str) {
+    let width = text.chars().count() as f64 * 6.5;
+    if x + 3.0 + width > W - 2.0 {
+        (x - 3.0, "end")
+    } else {
+        (x + 3.0, "start")
+    }
+}
+
 fn svg(h: &mut String, r: &DrillReport) {
     let t0 = r.started_at;
     let t1 = r.finished_at.max(t0 + 0.001);
@@ -174,10 +186,15 @@ fn svg(h: &mut String, r: &DrillReport) {
     for f in &r.faults {
         let a = x(f.applied_at);
         let b = f.reverted_at.map_or(x(t1), x).max(a + 3.0);
+        // After the bar, or before it where the bar reaches the right edge.
+        let label = match label_at(b, &f.kind) {
+            (_, "end") => (a - 3.0, "end"),
+            fits => fits,
+        };
         let _ = writeln!(
             h,
             "<rect class=\"fault\" x=\"{a:.1}\" y=\"{}\" width=\"{:.1}\" height=\"28\" fill=\"#cf222e\" opacity=\"0.75\">\
-             <title>{} {} → {}</title></rect><text x=\"{:.1}\" y=\"{}\" fill=\"#1f2328\">{}</text>",
+             <title>{} {} → {}</title></rect><text x=\"{:.1}\" y=\"{}\" fill=\"#1f2328\" text-anchor=\"{}\">{}</text>",
             lane_y(1),
             b - a,
             escape(&f.kind),
@@ -186,8 +203,9 @@ fn svg(h: &mut String, r: &DrillReport) {
                 "reverted +{}",
                 secs(t - t0)
             )),
-            b + 3.0,
+            label.0,
             lane_y(1) + 18.0,
+            label.1,
             escape(&f.kind)
         );
     }
@@ -222,14 +240,16 @@ fn svg(h: &mut String, r: &DrillReport) {
         );
     }
     let vline = |h: &mut String, t: f64, color: &str, dash: &str, label: &str, row: f64| {
+        let at = label_at(x(t), label);
         let _ = writeln!(
             h,
             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"20\" y2=\"{1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\
-             <text x=\"{2:.1}\" y=\"{3}\" fill=\"{color}\">{label}</text>",
+             <text x=\"{2:.1}\" y=\"{3}\" fill=\"{color}\" text-anchor=\"{4}\">{label}</text>",
             x(t),
             lane_y(4) - 6.0,
-            x(t) + 3.0,
-            if row > 0.0 { height - 24.0 } else { 14.0 }
+            at.0,
+            if row > 0.0 { height - 24.0 } else { 14.0 },
+            at.1,
         );
     };
     if let Some(f) = r.fault_at {
@@ -307,6 +327,14 @@ pub(crate) fn axis_and_close(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_label_at_the_right_edge_is_drawn_to_the_left_of_its_line() {
+        assert_eq!(super::label_at(500.0, "RTO"), (503.0, "start"));
+        let (x, anchor) = super::label_at(super::W - 20.0, "recovered");
+        assert_eq!(anchor, "end");
+        assert!(x < super::W - 20.0);
+    }
+
     use super::super::fixture;
     use super::*;
 
