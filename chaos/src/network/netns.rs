@@ -200,11 +200,12 @@ pub(crate) fn resolve(
         }
         Selector::Pid(pid) => by_pid(kind, pid, None, env).map(Some),
         Selector::Container { reference, socket } => {
-            let info = crate::container::blocking(Docker::new(socket).inspect(reference))
-                .map_err(|e| FaultError::NoTarget {
+            let info = crate::container::blocking(Docker::new(socket).inspect(reference)).map_err(
+                |e| FaultError::NoTarget {
                     kind,
                     message: format!("container {reference}: {e}"),
-                })?;
+                },
+            )?;
             let name = info.name.trim_start_matches('/');
             let short: String = info.id.chars().take(12).collect();
             if !info.state.running || info.state.pid <= 0 {
@@ -218,10 +219,7 @@ pub(crate) fn resolve(
             }
             let pid = i32::try_from(info.state.pid).map_err(|_| FaultError::NoTarget {
                 kind,
-                message: format!(
-                    "container {name}: pid {} is out of range",
-                    info.state.pid
-                ),
+                message: format!("container {name}: pid {} is out of range", info.state.pid),
             })?;
             by_pid(kind, pid, Some(format!("{name} ({short})")), env).map(Some)
         }

@@ -419,7 +419,11 @@ fn expressions(r: &Rule) -> Vec<Expressions> {
     e
 }
 
-fn nf(family: NetfilterProtoFamily, msg: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+fn nf(
+    family: NetfilterProtoFamily,
+    msg: NfTablesMessage,
+    flags: u16,
+) -> NetlinkMessage<NetfilterMessage> {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     NetlinkMessage::new(
@@ -460,7 +464,10 @@ fn table_name_attr(table: &str) -> TableMessage {
 
 /// The messages that create the partition table: the table (only if there is none of that
 /// name), its three base chains, the rules. Pure.
-fn create_messages(table: &str, spec: &PartitionSpec) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, String> {
+fn create_messages(
+    table: &str,
+    spec: &PartitionSpec,
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, String> {
     let inet = NetfilterProtoFamily::Inet;
     let mut msgs = vec![nf(
         inet,
@@ -517,9 +524,7 @@ fn create_messages(table: &str, spec: &PartitionSpec) -> Result<Vec<NetlinkMessa
 fn unsupported(detail: &str) -> FaultError {
     FaultError::Unsupported {
         kind: "partition",
-        message: format!(
-            "partitions need nftables in the kernel (module nf_tables): {detail}"
-        ),
+        message: format!("partitions need nftables in the kernel (module nf_tables): {detail}"),
     }
 }
 
@@ -549,7 +554,9 @@ fn socket(ns: Option<&File>) -> Result<NlSocket, FaultError> {
 fn probe(sock: &mut NlSocket) -> Result<(), FaultError> {
     sock.dump(nf(
         NetfilterProtoFamily::Unspec,
-        NfTablesMessage::GetTable(TableMessage { attributes: Vec::new() }),
+        NfTablesMessage::GetTable(TableMessage {
+            attributes: Vec::new(),
+        }),
         0,
     ))
     .map(drop)
@@ -573,7 +580,12 @@ fn table_exists(sock: &mut NlSocket, table: &str) -> Result<bool, FaultError> {
 
 /// The record's namespace with a socket in it; `None` when the namespace is gone.
 fn connect(rec: &TableRecord, ctx: &Context) -> Result<Option<NlSocket>, FaultError> {
-    match netns::reopen("partition", rec.ns.as_ref(), rec.netns.as_deref(), &ctx.env.proc_root)? {
+    match netns::reopen(
+        "partition",
+        rec.ns.as_ref(),
+        rec.netns.as_deref(),
+        &ctx.env.proc_root,
+    )? {
         Place::Gone => Ok(None),
         Place::Own => socket(None).map(Some),
         Place::In(f) => socket(Some(&f)).map(Some),
@@ -617,7 +629,11 @@ impl Fault for PartitionSpec {
             message: "the network namespace disappeared while the fault was planned".into(),
         })?;
         probe(&mut sock)?;
-        let place = rec.ns.as_ref().map(|n| format!(" in {n}")).unwrap_or_default();
+        let place = rec
+            .ns
+            .as_ref()
+            .map(|n| format!(" in {n}"))
+            .unwrap_or_default();
         let dests = self
             .dest
             .iter()
@@ -812,10 +828,19 @@ mod tests {
 
     #[test]
     fn rules_cover_every_network_port_and_side_and_are_capped() {
-        let r = rules(&spec(&["10.0.0.2", "fd00::/64"], &[80, 443], Protocol::All, Way::Both)).unwrap();
+        let r = rules(&spec(
+            &["10.0.0.2", "fd00::/64"],
+            &[80, 443],
+            Protocol::All,
+            Way::Both,
+        ))
+        .unwrap();
         // 2 sides × 2 networks × 2 protocols × 2 ports.
         assert_eq!(r.len(), 16);
-        assert!(r.iter().any(|x| x.side == Side::From && x.proto == Some(17) && x.port == Some(443)));
+        assert!(
+            r.iter()
+                .any(|x| x.side == Side::From && x.proto == Some(17) && x.port == Some(443))
+        );
         let many: Vec<String> = (1..=200).map(|i| format!("10.0.{}.1", i)).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let e = rules(&spec(&many, &[1, 2, 3], Protocol::All, Way::Both)).unwrap_err();

@@ -289,13 +289,20 @@ fn connect(
     rec: &QdiscRecord,
     ctx: &Context,
 ) -> Result<Option<(Rtnl, i32)>, FaultError> {
-    let file = match netns::reopen(kind, rec.ns.as_ref(), rec.netns.as_deref(), &ctx.env.proc_root)? {
+    let file = match netns::reopen(
+        kind,
+        rec.ns.as_ref(),
+        rec.netns.as_deref(),
+        &ctx.env.proc_root,
+    )? {
         Place::Gone => return Ok(None),
         Place::Own => None,
         Place::In(f) => Some(f),
     };
     let mut rtnl = Rtnl::open(kind, file.as_ref())?;
-    let links = rtnl.links().map_err(|e| nl_error(kind, "listing interfaces", &e))?;
+    let links = rtnl
+        .links()
+        .map_err(|e| nl_error(kind, "listing interfaces", &e))?;
     Ok(links
         .into_iter()
         .find(|(_, name)| *name == rec.dev)
@@ -447,7 +454,12 @@ fn plan_qdisc(
         netns: None,
         ns,
         dev: dev.clone(),
-        qdisc: if sel.is_everything() { leaf.kind() } else { "htb" }.to_owned(),
+        qdisc: if sel.is_everything() {
+            leaf.kind()
+        } else {
+            "htb"
+        }
+        .to_owned(),
         handle,
         leaf: (!sel.is_everything()).then(|| leaf.kind().to_owned()),
         snapshot,
@@ -690,7 +702,13 @@ fn revert_record(rec: &QdiscRecord, ctx: &Context) -> Result<(), FaultError> {
             match rtnl.write(Object::Qdisc, Write::Delete, index, &rec.root_object()) {
                 Ok(()) => {}
                 Err(e) if e.errno == nix::errno::Errno::ENODEV => return Ok(()),
-                Err(e) => return Err(nl_error(kind, &format!("removing the {} qdisc", rec.qdisc), &e)),
+                Err(e) => {
+                    return Err(nl_error(
+                        kind,
+                        &format!("removing the {} qdisc", rec.qdisc),
+                        &e,
+                    ));
+                }
             }
             let after = rtnl
                 .root(index)

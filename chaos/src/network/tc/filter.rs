@@ -72,7 +72,11 @@ pub(super) struct U32Filter {
 impl U32Filter {
     /// As tc spells it after `tc filter add dev DEV`. Pure.
     pub(super) fn args(&self, handle: u16) -> Vec<String> {
-        let (family, word) = if self.v6 { ("ipv6", "ip6") } else { ("ip", "ip") };
+        let (family, word) = if self.v6 {
+            ("ipv6", "ip6")
+        } else {
+            ("ip", "ip")
+        };
         let mut a: Vec<String> = [
             "parent",
             &format!("{handle:x}:"),
@@ -127,7 +131,11 @@ impl U32Filter {
                 }
                 let bits = left.min(32);
                 left -= bits;
-                let mask = if bits == 32 { u32::MAX } else { !(u32::MAX >> bits) };
+                let mask = if bits == 32 {
+                    u32::MAX
+                } else {
+                    !(u32::MAX >> bits)
+                };
                 let val = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
                 keys.push(key(base + 4 * i as i32, val, mask));
             }
@@ -140,7 +148,11 @@ impl U32Filter {
             });
         }
         if let Some(p) = self.port {
-            keys.push(key(if self.v6 { 40 } else { 20 }, u32::from(p), 0x0000_ffff));
+            keys.push(key(
+                if self.v6 { 40 } else { 20 },
+                u32::from(p),
+                0x0000_ffff,
+            ));
         }
         keys
     }
@@ -172,8 +184,18 @@ pub(super) fn filters(sel: &Selection<'_>) -> Result<Vec<U32Filter>, String> {
         return Ok(Vec::new());
     }
     // Families: those of the destinations, else both.
-    let v4: Vec<Option<Cidr>> = sel.dest.iter().filter(|c| c.addr.is_ipv4()).map(|c| Some(*c)).collect();
-    let v6: Vec<Option<Cidr>> = sel.dest.iter().filter(|c| c.addr.is_ipv6()).map(|c| Some(*c)).collect();
+    let v4: Vec<Option<Cidr>> = sel
+        .dest
+        .iter()
+        .filter(|c| c.addr.is_ipv4())
+        .map(|c| Some(*c))
+        .collect();
+    let v6: Vec<Option<Cidr>> = sel
+        .dest
+        .iter()
+        .filter(|c| c.addr.is_ipv6())
+        .map(|c| Some(*c))
+        .collect();
     let (v4, v6) = if sel.dest.is_empty() {
         (vec![None], vec![None])
     } else {

@@ -95,7 +95,10 @@ fn try_on_loopback(
         Ok(())
     });
     match tried {
-        Err(FaultError::Sys { errno: Errno::EPERM, .. }) => Ok(()),
+        Err(FaultError::Sys {
+            errno: Errno::EPERM,
+            ..
+        }) => Ok(()),
         other => other,
     }
 }

@@ -337,7 +337,11 @@ pub(super) fn netem_options(
         c.extend_from_slice(&0u32.to_ne_bytes());
         out.extend(nla(TCA_NETEM_CORRUPT, &c));
     }
-    let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).to_ne_bytes();
+    let ns = |d: Duration| {
+        i64::try_from(d.as_nanos())
+            .unwrap_or(i64::MAX)
+            .to_ne_bytes()
+    };
     out.extend(nla(TCA_NETEM_LATENCY64, &ns(delay)));
     out.extend(nla(TCA_NETEM_JITTER64, &ns(jitter)));
     out

@@ -160,16 +160,18 @@ impl Rtnl {
         ))?;
         Ok(msgs
             .iter()
-            .filter_map(|m| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m) {
-                Ok(NetlinkMessage {
-                    payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)),
-                    ..
-                }) => l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some((l.header.index as i32, n.clone())),
+            .filter_map(
+                |m| match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m) {
+                    Ok(NetlinkMessage {
+                        payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)),
+                        ..
+                    }) => l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some((l.header.index as i32, n.clone())),
+                        _ => None,
+                    }),
                     _ => None,
-                }),
-                _ => None,
-            })
+                },
+            )
             .collect())
     }
 
@@ -178,9 +180,7 @@ impl Rtnl {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut rm = RouteMessage::default();
             rm.header.address_family = family;
-            let msgs = self
-                .0
-                .dump(request(RouteNetlinkMessage::GetRoute(rm), 0))?;
+            let msgs = self.0.dump(request(RouteNetlinkMessage::GetRoute(rm), 0))?;
             for m in &msgs {
                 let Ok(NetlinkMessage {
                     payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)),
@@ -292,11 +292,17 @@ mod tests {
         m.extend_from_slice(&TC_H_ROOT.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes());
         m.extend(super::super::qdisc::nla(TCA_KIND, b"htb\0"));
-        m.extend(super::super::qdisc::nla(TCA_OPTIONS, &[8, 0, 5, 0, 0xe8, 3, 0, 0]));
+        m.extend(super::super::qdisc::nla(
+            TCA_OPTIONS,
+            &[8, 0, 5, 0, 0xe8, 3, 0, 0],
+        ));
         let (ifindex, o) = TcObject::parse(&m).unwrap();
         assert_eq!(ifindex, 3);
         assert_eq!(o.kind, "htb");
         assert_eq!((o.handle, o.parent, o.major()), (0x10000, TC_H_ROOT, 1));
-        assert_eq!(o.attrs, vec![(TCA_OPTIONS, vec![8, 0, 5, 0, 0xe8, 3, 0, 0])]);
+        assert_eq!(
+            o.attrs,
+            vec![(TCA_OPTIONS, vec![8, 0, 5, 0, 0xe8, 3, 0, 0])]
+        );
     }
 }

@@ -240,9 +240,18 @@ fn tbf_options_are_what_tc_sends() {
     let parms = &o[4..40];
     assert_eq!(&o[..4], &[40, 0, 1, 0], "TCA_TBF_PARMS, 36 bytes");
     assert_eq!(parms[1], 1, "ethernet link layer");
-    assert_eq!(u32::from_ne_bytes(parms[8..12].try_into().unwrap()), 1_000_000);
-    assert_eq!(u32::from_ne_bytes(parms[24..28].try_into().unwrap()), 216_384);
-    assert_eq!(u32::from_ne_bytes(parms[28..32].try_into().unwrap()), 256_000);
+    assert_eq!(
+        u32::from_ne_bytes(parms[8..12].try_into().unwrap()),
+        1_000_000
+    );
+    assert_eq!(
+        u32::from_ne_bytes(parms[24..28].try_into().unwrap()),
+        216_384
+    );
+    assert_eq!(
+        u32::from_ne_bytes(parms[28..32].try_into().unwrap()),
+        256_000
+    );
     assert_eq!(&o[40..], nla(6, &16384u32.to_ne_bytes()).as_slice());
     // Above 32 bits of bytes per second the 64-bit rate follows.
     assert_eq!(tbf_options(40_000_000_000, 1 << 20).len(), 40 + 8 + 12);
@@ -257,7 +266,10 @@ fn netem_options_carry_the_delay_in_ticks_and_nanoseconds() {
     assert_eq!(word(1), 1000, "limit");
     assert_eq!(word(2), u32::MAX / 2 + 1, "50 % loss");
     assert_eq!(word(5), 10_000_000 / 64, "jitter in ticks");
-    assert_eq!(&o[24..36], nla(10, &100_000_000i64.to_ne_bytes()).as_slice());
+    assert_eq!(
+        &o[24..36],
+        nla(10, &100_000_000i64.to_ne_bytes()).as_slice()
+    );
     assert_eq!(leaf.kind(), "netem");
 }
 
@@ -265,8 +277,20 @@ fn netem_options_carry_the_delay_in_ticks_and_nanoseconds() {
 fn the_class_never_shapes_by_itself() {
     let o = htb_class_options();
     assert_eq!(&o[..4], &[48, 0, 1, 0], "TCA_HTB_PARMS, 44 bytes");
-    assert_eq!(&o[4 + 8..4 + 12], &u32::MAX.to_ne_bytes(), "rate beyond 32 bits");
-    assert_eq!(&o[48..], [nla(6, &12_500_000_000u64.to_ne_bytes()), nla(7, &12_500_000_000u64.to_ne_bytes())].concat().as_slice());
+    assert_eq!(
+        &o[4 + 8..4 + 12],
+        &u32::MAX.to_ne_bytes(),
+        "rate beyond 32 bits"
+    );
+    assert_eq!(
+        &o[48..],
+        [
+            nla(6, &12_500_000_000u64.to_ne_bytes()),
+            nla(7, &12_500_000_000u64.to_ne_bytes())
+        ]
+        .concat()
+        .as_slice()
+    );
 }
 
 #[test]
@@ -280,7 +304,14 @@ fn selected_traffic_is_one_htb_root_class_leaf_and_filter_per_match() {
     let steps = setup_objects(0x1ab, &Leaf::tbf(Rate(8_000_000), None), &sel).unwrap();
     let shape: Vec<(&str, &str, u32, u32)> = steps
         .iter()
-        .map(|s| (s.what.name(), s.obj.kind.as_str(), s.obj.handle, s.obj.parent))
+        .map(|s| {
+            (
+                s.what.name(),
+                s.obj.kind.as_str(),
+                s.obj.handle,
+                s.obj.parent,
+            )
+        })
         .collect();
     assert_eq!(
         shape,
@@ -297,7 +328,11 @@ fn selected_traffic_is_one_htb_root_class_leaf_and_filter_per_match() {
     // As tc: dst 10.0.0.0/23 at 16, protocol 6 at 8, dport 80 at 20.
     assert_eq!(
         keys,
-        [(16, 0x0a00_0000, 0xffff_fe00), (8, 0x0006_0000, 0x00ff_0000), (20, 80, 0xffff)]
+        [
+            (16, 0x0a00_0000, 0xffff_fe00),
+            (8, 0x0006_0000, 0x00ff_0000),
+            (20, 80, 0xffff)
+        ]
     );
     let v6 = super::filter::U32Filter {
         v6: true,
@@ -309,6 +344,11 @@ fn selected_traffic_is_one_htb_root_class_leaf_and_filter_per_match() {
     let keys: Vec<(i32, u32, u32)> = v6.keys().iter().map(|k| (k.off, k.val, k.mask)).collect();
     assert_eq!(
         keys,
-        [(24, 0xfd00_0000, u32::MAX), (28, 0, u32::MAX), (4, 17 << 8, 0xff00), (40, 53, 0xffff)]
+        [
+            (24, 0xfd00_0000, u32::MAX),
+            (28, 0, u32::MAX),
+            (4, 17 << 8, 0xff00),
+            (40, 53, 0xffff)
+        ]
     );
 }
