@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn counters_are_dropped_and_configuration_kept() {
         let o = obj(
-            "htb",
+            "tbf",
             0x10000,
             vec![
                 (TCA_OPTIONS, vec![1, 2, 3, 4]),
