@@ -35,18 +35,18 @@ use crate::guard;
 use crate::procfs::{self, ProcessIdentity};
 use crate::units::{HumanDuration, SignalName};
 
-fn default_socket() -> PathBuf {
+pub(crate) fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-fn is_default_socket(p: &Path) -> bool {
+pub(crate) fn is_default_socket(p: &Path) -> bool {
     p == Path::new(DEFAULT_SOCKET)
 }
 
 /// Run an Engine API future to completion from a blocking [`Fault`] method, on a small
 /// runtime of its own in a scoped thread (safe whether or not the caller is inside a tokio
 /// runtime; the thread and runtime end with the call).
-fn blocking<T: Send>(
+pub(crate) fn blocking<T: Send>(
     fut: impl std::future::Future<Output = Result<T, DockerError>> + Send,
 ) -> Result<T, FaultError> {
     std::thread::scope(|s| {

@@ -246,9 +246,15 @@ impl Scratch {
 
     /// Starts `faultline <args…>` in the background, output to `<name>.out/.err` files.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Bg {
+        self.spawn_env(name, args, &[])
+    }
+
+    /// [`Scratch::spawn`] with `env` set for the process (e.g. a `PATH` without `tc`).
+    pub fn spawn_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Bg {
         let out = self.path().join(format!("{name}.out"));
         let err = self.path().join(format!("{name}.err"));
         let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
         cmd.stdout(fs::File::create(&out).unwrap_or_else(|e| panic!("{e}")))
             .stderr(fs::File::create(&err).unwrap_or_else(|e| panic!("{e}")));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

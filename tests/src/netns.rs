@@ -117,14 +117,33 @@ impl Drop for NetnsPair {
 
 /// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay in `ns`.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    in_netns_at(&format!("/run/netns/{ns}"), f)
+}
+
+/// [`in_netns`] for the network namespace of process `pid` (a container's main process).
+pub fn in_netns_of<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
+    in_netns_at(&format!("/proc/{pid}/ns/net"), f)
+}
+
+fn in_netns_at<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
-            let file = File::open(format!("/run/netns/{ns}"))
-                .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-            setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
+            let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
             f()
         })
         .join()
-        .unwrap_or_else(|_| panic!("thread in netns {ns} panicked"))
+        .unwrap_or_else(|_| panic!("thread in {path} panicked"))
     })
+}
+
+/// `nsenter --net=/proc/PID/ns/net program args…`: a tool (tc, nft) run by the test inside the
+/// network namespace of process `pid`; its output (not checked).
+pub fn exec_in_netns_of(pid: i32, program: &str, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("nsenter --net=/proc/{pid}/ns/net {program}: {e}"))
 }

@@ -674,9 +674,9 @@ fn rate_limit_towards_one_address_and_port_leaves_other_traffic_alone() {
     let plan = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{plan}{}", stderr_of(&out));
     for needle in [
-        "tc qdisc add dev veth-a root handle",
+        "qdisc add dev veth-a root handle",
         " htb",
-        "tc class add dev veth-a parent",
+        "class add dev veth-a parent",
         " tbf rate 8000000bit",
         "match ip dst 10.77.0.2/32 match ip protocol 6 0xff match ip dport 7041 0xffff",
     ] {

@@ -119,11 +119,12 @@ fn systemd_analyze_security_scores_the_unit_ok() {
     let root = scratch_root();
     let (score, text) = exposure(root.path());
     eprintln!("systemd-analyze security: faultline.service exposure {score}");
-    // systemd's scale: 0 = locked down, 10 = unprotected (systemd 252 labels 1.8 "OK").
-    // docs/DEPLOY.md records the measured 1.8 (2026-12-02); the bound is that plus 0.3, so
-    // one dropped hardening directive of weight ≥ 0.3 fails here. Every item still open is
-    // explained in docs/DEPLOY.md.
-    const RECORDED: f64 = 1.8;
+    // systemd's scale: 0 = locked down, 10 = unprotected (systemd 252 labels 2.6 "OK").
+    // docs/DEPLOY.md records the measured 2.6 (2026-12-06: the network faults' CAP_NET_ADMIN,
+    // CAP_SYS_ADMIN, CAP_SYS_PTRACE and net namespaces added 0.8 to the earlier 1.8); the
+    // bound is that plus 0.3, so one dropped hardening directive of weight ≥ 0.3 fails here.
+    // Every item still open is explained in docs/DEPLOY.md.
+    const RECORDED: f64 = 2.6;
     assert!(
         score <= RECORDED + 0.3,
         "exposure {score} is worse than the recorded {RECORDED} (+0.3):\n{text}"

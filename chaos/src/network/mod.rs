@@ -4,27 +4,31 @@
 //!   `bandwidth` and `proxy` (any Toxiproxy-style toxic: latency with jitter, bandwidth,
 //!   timeout, reset_peer, slicer, slow_close, limit_data). Needs no kernel feature; runs
 //!   inside the agent's process, so it dies with it.
-//! - **Kernel faults** on an interface or towards addresses, optionally in a named network
-//!   namespace: `netem` and `rate-limit` as root qdiscs ([`tc`]; towards given addresses,
-//!   ports and protocols through an htb root and u32 filters), `partition` as an nftables
-//!   table of faultline's own ([`nft`]). Kernel support is probed before anything is applied;
-//!   a missing module is a clear [`FaultError::Unsupported`] naming the module and the
-//!   proxy alternative. Their revert records (dev, netns, handle, table) let the journal undo
+//! - **Kernel faults** on an interface or towards addresses, in the agent's network namespace
+//!   or in one named by what users know — `--netns NAME`, `--pid PID`, `--container ID|NAME`
+//!   ([`netns`]): `netem` and `rate-limit` as root qdiscs ([`tc`]; towards given addresses,
+//!   ports and protocols through an htb root and u32 filters; someone else's root qdisc tree
+//!   recorded and written back), `partition` as an nftables table of faultline's own
+//!   ([`nft`]). All of it over netlink from the agent itself ([`netlink`]; ADR 0018): no
+//!   `tc`, `nft` or `ip` binary, so it works from the `FROM scratch` image. Kernel support
+//!   and the agent's capabilities are checked before anything is applied; a missing module is
+//!   a clear [`FaultError::Unsupported`] naming the module and the proxy alternative. Their
+//!   revert records (namespace by inode, dev, handle, snapshot, table) let the journal undo
 //!   them after a SIGKILL of the agent.
-//!
-//! [`cmd`] runs `tc`/`nft`/`ip` (in a namespace via `ip netns exec`).
 
-mod cmd;
+mod netlink;
+mod netns;
 mod nft;
 mod proxy;
 mod proxy_fault;
 mod tc;
 pub mod toxic;
 
+pub use netns::NsRecord;
 pub use nft::PartitionSpec;
 pub use proxy::{Proxy, ProxyError, ProxySpec};
 pub use proxy_fault::{BandwidthSpec, LatencySpec, ProxyFaultSpec};
-pub use tc::{NetemSpec, RateLimitSpec};
+pub use tc::{NetemSpec, RateLimitSpec, Snapshot};
 pub use toxic::{Stream, Toxic};
 
 use serde::Serialize;
@@ -36,7 +40,8 @@ use crate::units::HumanDuration;
 /// A network target as shown in plans and audit events.
 #[derive(Debug)]
 pub(crate) struct NetTarget<'a> {
-    pub(crate) netns: Option<&'a str>,
+    /// The namespace as [`NsRecord`] shows it (`netns t1`, `the netns of container web (…)`).
+    pub(crate) netns: Option<String>,
     pub(crate) dev: Option<&'a str>,
     pub(crate) detail: String,
 }
@@ -48,7 +53,7 @@ impl NetTarget<'_> {
             d.push_str(&format!("dev {dev} "));
         }
         if let Some(ns) = self.netns {
-            d.push_str(&format!("in netns {ns} "));
+            d.push_str(&format!("in {ns} "));
         }
         d.push_str(&self.detail);
         Target::Network { description: d }
@@ -75,24 +80,6 @@ pub(crate) fn plan_with<T: Serialize>(
         instant: false,
         record: RevertRecord::with_state(record)?,
     })
-}
-
-/// The named namespace must be a valid name and exist.
-pub(crate) fn check_netns(kind: &'static str, netns: Option<&str>) -> Result<(), FaultError> {
-    let Some(ns) = netns else { return Ok(()) };
-    if !cmd::valid_netns_name(ns) {
-        return Err(FaultError::Invalid {
-            kind,
-            message: format!("--netns {ns:?} is not a namespace name"),
-        });
-    }
-    if !cmd::netns_exists(ns) {
-        return Err(FaultError::NoTarget {
-            kind,
-            message: format!("network namespace {ns} does not exist (see `ip netns list`)"),
-        });
-    }
-    Ok(())
 }
 
 /// What to use instead when the kernel cannot do `fault`.

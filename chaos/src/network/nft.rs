@@ -1,17 +1,21 @@
 //! `partition`: drop traffic to and/or from given addresses (and ports) with nftables rules in
-//! a table of faultline's own, `table inet faultline_<id>`.
+//! a table of faultline's own, `table inet faultline_<id>`, in the network namespace the user
+//! names (`--netns`, `--pid`, `--container`; [`super::netns`]), programmed over netlink with
+//! `netlink-packet-netfilter`'s messages — no `nft` binary.
 //!
 //! The whole table — chains on the `output`, `input` and `forward` hooks and their rules — is
-//! created by one `nft -f -` transaction, so the kernel applies it whole or not at all; revert
-//! deletes the table, which removes every rule with it and touches nothing of anyone else's
-//! (other tables, iptables-nft rules). The revert record holds only the namespace and the
-//! table name, which is derived from the fault id and therefore known before apply.
+//! created by one nftables batch (one transaction), so the kernel applies it whole or not at
+//! all; revert deletes the table, which removes every rule with it and touches nothing of
+//! anyone else's (other tables, iptables-nft rules). The revert record holds only the
+//! namespace and the table name, which is derived from the fault id and therefore known
+//! before apply.
 //!
 //! Semantics: `egress` drops packets *to* a destination (`daddr`, and `dport` when ports are
 //! given); `ingress` drops packets *from* it (`saddr`, `sport`: the destination's replies);
 //! `both` (the default) does both, so a connection across the partition times out rather
 //! than being refused. The `forward` hook covers containers and pods routed through this
-//! host.
+//! host. Each rule matches one network and, with ports, one protocol and port ([`rules`]);
+//! plans show the same table as `nft` would list it ([`ruleset`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,8 +23,25 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::cmd::{self, CmdError};
+use std::fs::File;
+use std::path::PathBuf;
+
+use netlink_packet_core::{
+    NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, Immediate,
+    InetHookNumber, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
+    RuleMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use super::netlink::{NETLINK_NETFILTER, NlError, NlSocket};
+use super::netns::{self, NsRecord, Place, Selector};
 use super::{NetTarget, plan_with};
+use crate::container::{default_socket, is_default_socket};
+use crate::docker::DEFAULT_SOCKET;
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::HumanDuration;
@@ -30,10 +51,23 @@ use crate::units::HumanDuration;
 #[serde(deny_unknown_fields)]
 pub struct PartitionSpec {
     /// The network namespace whose traffic is cut (as listed by `ip netns`); the agent's own
-    /// when omitted.
-    #[arg(long)]
+    /// when no --netns, --pid or --container is given.
+    #[arg(long, conflicts_with_all = ["pid", "container"])]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The process (host pid) whose network namespace's traffic is cut.
+    #[arg(long, conflicts_with = "container")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The container (id or name) whose network namespace's traffic is cut, found through the
+    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The Docker Engine socket (with --container).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
+    pub docker_socket: PathBuf,
     /// Destination address or network (10.0.0.2, 10.0.0.0/24, fd00::1); repeatable.
     #[arg(long, required = true)]
     pub dest: Vec<Cidr>,
@@ -142,9 +176,13 @@ impl<'de> Deserialize<'de> for Cidr {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableRecord {
-    /// The namespace, if not the agent's own.
+    /// The namespace by name only, as records written before namespaces were recorded by
+    /// inode hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The namespace, if not the agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns: Option<NsRecord>,
     /// The table's name (family `inet`).
     pub table: String,
 }
@@ -230,45 +268,332 @@ pub fn ruleset(table: &str, spec: &PartitionSpec) -> String {
     script
 }
 
+/// The most rules one partition may install (networks × ports × protocols × directions).
+const MAX_RULES: usize = 1024;
+
+/// Which side of a packet a rule matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// Packets to the destination (`daddr`, `dport`).
+    To,
+    /// Packets from it (`saddr`, `sport`).
+    From,
+}
+
+/// One drop rule: a network, and optionally a protocol and port, on one side. Pure data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rule {
+    side: Side,
+    net: Cidr,
+    proto: Option<u8>,
+    port: Option<u16>,
+}
+
+/// Every rule of a partition, and the chains they go in (`output` takes `To` rules, `input`
+/// takes `From` rules, `forward` both). Pure.
+fn rules(spec: &PartitionSpec) -> Result<Vec<Rule>, String> {
+    let sides: &[Side] = match spec.direction {
+        Way::Egress => &[Side::To],
+        Way::Ingress => &[Side::From],
+        Way::Both => &[Side::To, Side::From],
+    };
+    let protos: Vec<Option<u8>> = match (spec.protocol, spec.port.is_empty()) {
+        (Protocol::Tcp, _) => vec![Some(6)],
+        (Protocol::Udp, _) => vec![Some(17)],
+        (Protocol::All, false) => vec![Some(6), Some(17)],
+        (Protocol::All, true) => vec![None],
+    };
+    let ports: Vec<Option<u16>> = if spec.port.is_empty() {
+        vec![None]
+    } else {
+        spec.port.iter().copied().map(Some).collect()
+    };
+    let count = sides.len() * spec.dest.len() * protos.len() * ports.len();
+    if count > MAX_RULES {
+        return Err(format!(
+            "{count} rules needed (destinations × ports × protocols × directions); at most \
+             {MAX_RULES}: give networks (10.0.0.0/24) instead of single addresses, or fewer ports"
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    for side in sides {
+        for net in &spec.dest {
+            for proto in &protos {
+                for port in &ports {
+                    out.push(Rule {
+                        side: *side,
+                        net: *net,
+                        proto: *proto,
+                        port: *port,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn reg1() -> Register {
+    Register::Reg1
+}
+
+fn cmp_eq(data: Vec<u8>) -> Expressions {
+    Expressions::Cmp(vec![
+        Cmp::SourceRegister(reg1()),
+        Cmp::Op(Operator::Equal),
+        Cmp::Data(DataAttribute::Value(data)),
+    ])
+}
+
+/// The expressions of a rule, as nft compiles `ip daddr 10.0.0.0/24 tcp dport 80 drop`:
+/// the family, the (masked) address, the protocol, the port, the verdict. Pure.
+fn expressions(r: &Rule) -> Vec<Expressions> {
+    const NFPROTO_IPV4: u8 = 2;
+    const NFPROTO_IPV6: u8 = 10;
+    let (family, addr, off): (u8, Vec<u8>, u32) = match r.net.addr {
+        IpAddr::V4(a) => (
+            NFPROTO_IPV4,
+            a.octets().to_vec(),
+            if r.side == Side::To { 16 } else { 12 },
+        ),
+        IpAddr::V6(a) => (
+            NFPROTO_IPV6,
+            a.octets().to_vec(),
+            if r.side == Side::To { 24 } else { 8 },
+        ),
+    };
+    let mut e = vec![
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::Nfproto),
+            Meta::DestinationRegister(reg1()),
+        ]),
+        cmp_eq(vec![family]),
+    ];
+    if r.net.prefix > 0 {
+        let len = addr.len();
+        e.push(Expressions::Payload(vec![
+            Payload::DestinationRegister(reg1()),
+            Payload::Base(1), // network header
+            Payload::Offset(off),
+            Payload::Len(len as u32),
+        ]));
+        let mask: Vec<u8> = (0..len)
+            .map(|i| {
+                let bits = (usize::from(r.net.prefix)).saturating_sub(i * 8).min(8);
+                if bits == 0 { 0 } else { 0xffu8 << (8 - bits) }
+            })
+            .collect();
+        if usize::from(r.net.prefix) < len * 8 {
+            e.push(Expressions::Bitwise(vec![
+                Bitwise::SourceRegister(reg1()),
+                Bitwise::DestinationRegister(reg1()),
+                Bitwise::Length(len as u32),
+                Bitwise::Mask(DataAttribute::Value(mask.clone())),
+                Bitwise::Xor(DataAttribute::Value(vec![0; len])),
+            ]));
+        }
+        e.push(cmp_eq(addr.iter().zip(&mask).map(|(a, m)| a & m).collect()));
+    }
+    if let Some(p) = r.proto {
+        e.push(Expressions::Meta(vec![
+            Meta::Key(MetaKey::L4Proto),
+            Meta::DestinationRegister(reg1()),
+        ]));
+        e.push(cmp_eq(vec![p]));
+    }
+    if let Some(port) = r.port {
+        e.push(Expressions::Payload(vec![
+            Payload::DestinationRegister(reg1()),
+            Payload::Base(2), // transport header
+            Payload::Offset(if r.side == Side::To { 2 } else { 0 }),
+            Payload::Len(2),
+        ]));
+        e.push(cmp_eq(port.to_be_bytes().to_vec()));
+    }
+    e.push(Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+            Verdict::Other(0), // NF_DROP
+        )])),
+    ]));
+    e
+}
+
+fn nf(
+    family: NetfilterProtoFamily,
+    msg: NfTablesMessage,
+    flags: u16,
+) -> NetlinkMessage<NetfilterMessage> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(NetfilterMessage::new(
+            NetfilterHeader::new(family, 0, 0),
+            msg,
+        )),
+    )
+}
+
+fn control(msg: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::InnerMessage(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+            msg,
+        )),
+    )
+}
+
+/// One transaction: begin, the changes (each acknowledged), end.
+fn transaction(
+    changes: Vec<NetlinkMessage<NetfilterMessage>>,
+) -> Vec<(NetlinkMessage<NetfilterMessage>, bool)> {
+    let mut out = vec![(control(ControlMessage::BatchBegin), false)];
+    out.extend(changes.into_iter().map(|m| (m, true)));
+    out.push((control(ControlMessage::BatchEnd), false));
+    out
+}
+
+fn table_name_attr(table: &str) -> TableMessage {
+    TableMessage {
+        attributes: vec![TableAttribute::Name(table.to_owned())],
+    }
+}
+
+/// The messages that create the partition table: the table (only if there is none of that
+/// name), its three base chains, the rules. Pure.
+fn create_messages(
+    table: &str,
+    spec: &PartitionSpec,
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, String> {
+    let inet = NetfilterProtoFamily::Inet;
+    let mut msgs = vec![nf(
+        inet,
+        NfTablesMessage::NewTable(table_name_attr(table)),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )];
+    let chains = [
+        ("output", InetHookNumber::LocalOut),
+        ("input", InetHookNumber::LocalIn),
+        ("forward", InetHookNumber::Forward),
+    ];
+    for (name, hook) in chains {
+        msgs.push(nf(
+            inet,
+            NfTablesMessage::NewChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(table.to_owned()),
+                    ChainAttribute::Name(name.to_owned()),
+                    ChainAttribute::Hook(vec![
+                        Hook::Number(hook.into()),
+                        Hook::Priority((-10i32) as u32),
+                    ]),
+                    ChainAttribute::Policy(1), // accept
+                    ChainAttribute::Type("filter".to_owned()),
+                ],
+            }),
+            NLM_F_CREATE,
+        ));
+    }
+    for r in rules(spec)? {
+        let in_chains: &[&str] = match r.side {
+            Side::To => &["output", "forward"],
+            Side::From => &["input", "forward"],
+        };
+        for chain in in_chains {
+            msgs.push(nf(
+                inet,
+                NfTablesMessage::NewRule(RuleMessage {
+                    attributes: vec![
+                        RuleAttribute::Table(table.to_owned()),
+                        RuleAttribute::Chain((*chain).to_owned()),
+                        RuleAttribute::Expressions(
+                            expressions(&r).into_iter().map(Into::into).collect(),
+                        ),
+                    ],
+                }),
+                NLM_F_CREATE | NLM_F_APPEND,
+            ));
+        }
+    }
+    Ok(msgs)
+}
+
 fn unsupported(detail: &str) -> FaultError {
     FaultError::Unsupported {
         kind: "partition",
-        message: format!(
-            "partitions need nftables in the kernel (module nf_tables) and the `nft` tool \
-             (package nftables): {detail}"
-        ),
+        message: format!("partitions need nftables in the kernel (module nf_tables): {detail}"),
     }
 }
 
-/// Check nftables works in the namespace before applying (`nft list tables`).
-fn probe(netns: Option<&str>) -> Result<(), FaultError> {
-    match cmd::run(netns, "nft", &["list", "tables"], None) {
-        Ok(_) => Ok(()),
-        Err(e @ CmdError::Missing { .. }) => Err(unsupported(&e.to_string())),
-        Err(e) if e.stderr().contains("not supported") => Err(unsupported(e.stderr())),
-        Err(e) => Err(FaultError::Other(format!("partition: {e}"))),
+fn nl_error(doing: &str, e: &NlError) -> FaultError {
+    match e.errno {
+        nix::errno::Errno::EPERM => FaultError::Unsupported {
+            kind: "partition",
+            message: format!("{doing}: {e}; nftables changes need CAP_NET_ADMIN"),
+        },
+        nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EPROTONOSUPPORT => {
+            unsupported(&format!("{doing}: {e}"))
+        }
+        _ => FaultError::Other(format!("partition: {doing}: {e}")),
     }
 }
 
-fn table_exists(rec: &TableRecord) -> Result<bool, FaultError> {
-    if rec.netns.as_deref().is_some_and(|n| !cmd::netns_exists(n)) {
-        return Ok(false);
+/// A netfilter socket in `ns` (the agent's own when `None`); a kernel without nfnetlink is
+/// reported as missing nf_tables.
+fn socket(ns: Option<&File>) -> Result<NlSocket, FaultError> {
+    netns::socket_in("partition", ns, || NlSocket::new(NETLINK_NETFILTER)).map_err(|e| match e {
+        FaultError::Other(m) if m.contains("Protocol not supported") => unsupported(&m),
+        e => e,
+    })
+}
+
+/// Check nftables answers in the namespace before applying (lists the tables).
+fn probe(sock: &mut NlSocket) -> Result<(), FaultError> {
+    sock.dump(nf(
+        NetfilterProtoFamily::Unspec,
+        NfTablesMessage::GetTable(TableMessage {
+            attributes: Vec::new(),
+        }),
+        0,
+    ))
+    .map(drop)
+    .map_err(|e| match e.errno {
+        nix::errno::Errno::EPERM => nl_error("listing the nftables tables", &e),
+        _ => unsupported(&format!("listing the tables: {e}")),
+    })
+}
+
+fn table_exists(sock: &mut NlSocket, table: &str) -> Result<bool, FaultError> {
+    match sock.request(nf(
+        NetfilterProtoFamily::Inet,
+        NfTablesMessage::GetTable(table_name_attr(table)),
+        0,
+    )) {
+        Ok(()) => Ok(true),
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => Ok(false),
+        Err(e) => Err(nl_error(&format!("looking for table inet {table}"), &e)),
     }
-    match cmd::run(
+}
+
+/// The record's namespace with a socket in it; `None` when the namespace is gone.
+fn connect(rec: &TableRecord, ctx: &Context) -> Result<Option<NlSocket>, FaultError> {
+    match netns::reopen(
+        "partition",
+        rec.ns.as_ref(),
         rec.netns.as_deref(),
-        "nft",
-        &["list", "table", "inet", &rec.table],
-        None,
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if e.stderr().contains("No such file or directory") => Ok(false),
-        Err(e) => Err(FaultError::Other(format!("partition: {e}"))),
+        &ctx.env.proc_root,
+    )? {
+        Place::Gone => Ok(None),
+        Place::Own => socket(None).map(Some),
+        Place::In(f) => socket(Some(&f)).map(Some),
     }
 }
 
 impl Fault for PartitionSpec {
     fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
-        super::check_netns("partition", self.netns.as_deref())?;
         if self.dest.is_empty() {
             return Err(FaultError::Invalid {
                 kind: "partition",
@@ -281,15 +606,33 @@ impl Fault for PartitionSpec {
                 message: "--port 0 is not a port".into(),
             });
         }
-        probe(self.netns.as_deref())?;
+        rules(self).map_err(|message| FaultError::Invalid {
+            kind: "partition",
+            message,
+        })?;
+        let sel = Selector::from_flags(
+            "partition",
+            self.netns.as_deref(),
+            self.pid,
+            self.container.as_deref(),
+            &self.docker_socket,
+        )?;
+        netns::require_caps("partition", sel != Selector::Own)?;
+        let ns = netns::resolve("partition", sel, &ctx.env)?;
         let rec = TableRecord {
-            netns: self.netns.clone(),
+            netns: None,
+            ns,
             table: table_name(&ctx.id),
         };
-        let prefix = self
-            .netns
+        let mut sock = connect(&rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+            kind: "partition",
+            message: "the network namespace disappeared while the fault was planned".into(),
+        })?;
+        probe(&mut sock)?;
+        let place = rec
+            .ns
             .as_ref()
-            .map(|n| format!("ip netns exec {n} "))
+            .map(|n| format!(" in {n}"))
             .unwrap_or_default();
         let dests = self
             .dest
@@ -310,16 +653,16 @@ impl Fault for PartitionSpec {
             )
         };
         let target = NetTarget {
-            netns: self.netns.as_deref(),
+            netns: rec.ns.as_ref().map(ToString::to_string),
             dev: None,
             detail: format!("{:?} {dests}{ports} ({:?})", self.direction, self.protocol)
                 .to_lowercase(),
         };
         let action = format!(
-            "{prefix}nft -f - <<< '{}'",
+            "create, in one nftables transaction over netlink{place}: {}",
             ruleset(&rec.table, self).replace(['\n', '\t'], " ")
         );
-        let revert = format!("{prefix}nft delete table inet {}", rec.table);
+        let revert = format!("delete table inet {}{place}", rec.table);
         plan_with(
             ctx,
             "partition",
@@ -331,58 +674,66 @@ impl Fault for PartitionSpec {
         )
     }
 
-    fn apply(&self, plan: &Plan, _ctx: &Context) -> Result<RevertRecord, FaultError> {
+    fn apply(&self, plan: &Plan, ctx: &Context) -> Result<RevertRecord, FaultError> {
         let rec: TableRecord = plan.record.state()?;
-        if table_exists(&rec)? {
+        let mut sock = connect(&rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+            kind: "partition",
+            message: "the network namespace is gone".into(),
+        })?;
+        if table_exists(&mut sock, &rec.table)? {
             return Err(FaultError::Other(format!(
                 "partition: table inet {} already exists; refusing to merge into it",
                 rec.table
             )));
         }
-        let script = ruleset(&rec.table, self);
-        cmd::run(rec.netns.as_deref(), "nft", &["-f", "-"], Some(&script)).map_err(|e| {
-            if e.stderr().contains("not supported") {
-                unsupported(e.stderr())
-            } else {
-                FaultError::Other(format!("partition: {e}"))
-            }
+        let msgs = create_messages(&rec.table, self).map_err(|message| FaultError::Invalid {
+            kind: "partition",
+            message,
         })?;
+        sock.batch(transaction(msgs))
+            .map_err(|e| nl_error(&format!("creating table inet {}", rec.table), &e))?;
         Ok(plan.record.clone())
     }
 
-    fn check(&self, record: &RevertRecord, _ctx: &Context) -> Result<Effect, FaultError> {
+    fn check(&self, record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
         let rec: TableRecord = record.state()?;
-        Ok(if table_exists(&rec)? {
+        let Some(mut sock) = connect(&rec, ctx)? else {
+            return Ok(Effect::not_in_effect("its network namespace is gone"));
+        };
+        Ok(if table_exists(&mut sock, &rec.table)? {
             Effect::in_effect(format!("nft table inet {} present", rec.table))
         } else {
             Effect::not_in_effect(format!("nft table inet {} absent", rec.table))
         })
     }
 
-    fn revert(&self, record: &RevertRecord, _ctx: &Context) -> Result<(), FaultError> {
-        revert_table(record)
+    fn revert(&self, record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
+        revert_table(record, ctx)
     }
 }
 
 /// Delete the table named in the record; gone already (or namespace gone) is success.
-pub fn revert_table(record: &RevertRecord) -> Result<(), FaultError> {
+fn revert_table(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
     let rec: TableRecord = record.state()?;
-    if !table_exists(&rec)? {
+    let Some(mut sock) = connect(&rec, ctx)? else {
+        return Ok(());
+    };
+    if !table_exists(&mut sock, &rec.table)? {
         return Ok(());
     }
-    match cmd::run(
-        rec.netns.as_deref(),
-        "nft",
-        &["delete", "table", "inet", &rec.table],
-        None,
-    ) {
-        Ok(_) => {}
-        Err(e) if e.stderr().contains("No such file or directory") => {}
-        Err(e) => return Err(FaultError::Other(format!("partition revert: {e}"))),
+    let delete = nf(
+        NetfilterProtoFamily::Inet,
+        NfTablesMessage::DeleteTable(table_name_attr(&rec.table)),
+        0,
+    );
+    match sock.batch(transaction(vec![delete])) {
+        Ok(()) => {}
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+        Err(e) => return Err(nl_error(&format!("deleting table inet {}", rec.table), &e)),
     }
-    if table_exists(&rec)? {
+    if table_exists(&mut sock, &rec.table)? {
         return Err(FaultError::Other(format!(
-            "partition revert: table inet {} is still there after `nft delete table`",
+            "partition revert: table inet {} is still there after deleting it",
             rec.table
         )));
     }
@@ -397,6 +748,9 @@ mod tests {
     fn spec(dest: &[&str], port: &[u16], protocol: Protocol, direction: Way) -> PartitionSpec {
         PartitionSpec {
             netns: None,
+            pid: None,
+            container: None,
+            docker_socket: default_socket(),
             dest: dest.iter().map(|d| d.parse().unwrap()).collect(),
             port: port.to_vec(),
             protocol,
@@ -470,5 +824,62 @@ mod tests {
     fn table_names_come_from_the_id() {
         let id: crate::fault::FaultId = "partition-0a1b2c3d".parse().unwrap();
         assert_eq!(table_name(&id), "faultline_partition_0a1b2c3d");
+    }
+
+    #[test]
+    fn rules_cover_every_network_port_and_side_and_are_capped() {
+        let r = rules(&spec(
+            &["10.0.0.2", "fd00::/64"],
+            &[80, 443],
+            Protocol::All,
+            Way::Both,
+        ))
+        .unwrap();
+        // 2 sides × 2 networks × 2 protocols × 2 ports.
+        assert_eq!(r.len(), 16);
+        assert!(
+            r.iter()
+                .any(|x| x.side == Side::From && x.proto == Some(17) && x.port == Some(443))
+        );
+        let many: Vec<String> = (1..=200).map(|i| format!("10.0.{}.1", i)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let e = rules(&spec(&many, &[1, 2, 3], Protocol::All, Way::Both)).unwrap_err();
+        assert!(e.contains("2400 rules"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_compiles_as_nft_compiles_it() {
+        let r = Rule {
+            side: Side::To,
+            net: "10.0.0.0/23".parse().unwrap(),
+            proto: Some(6),
+            port: Some(7001),
+        };
+        let e = expressions(&r);
+        // meta nfproto, cmp ipv4, payload daddr, bitwise /23, cmp, meta l4proto, cmp tcp,
+        // payload dport, cmp 7001, immediate drop.
+        assert_eq!(e.len(), 10, "{e:#?}");
+        assert_eq!(e[1], cmp_eq(vec![2]));
+        assert_eq!(
+            e[2],
+            Expressions::Payload(vec![
+                Payload::DestinationRegister(Register::Reg1),
+                Payload::Base(1),
+                Payload::Offset(16),
+                Payload::Len(4),
+            ])
+        );
+        assert_eq!(e[4], cmp_eq(vec![10, 0, 0, 0]));
+        assert_eq!(e[8], cmp_eq(vec![0x1b, 0x59]));
+        // A host address needs no mask; a reply (from) side matches the source.
+        let host = Rule {
+            side: Side::From,
+            net: "fd00::1".parse().unwrap(),
+            proto: None,
+            port: None,
+        };
+        let e = expressions(&host);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(matches!(&e[2], Expressions::Payload(p) if p.contains(&Payload::Offset(8))));
     }
 }

@@ -1,54 +1,61 @@
 //! Kernel traffic-control faults on an interface: `netem` (delay, jitter, loss, duplication,
 //! corruption — qdisc `sch_netem`) and `rate-limit` (a token bucket — qdisc `sch_tbf`), each
-//! installed as the interface's root qdisc with a handle derived from the fault id.
+//! installed as the interface's root qdisc with a handle derived from the fault id, in the
+//! network namespace the user names (`--netns`, `--pid`, `--container`; [`super::netns`]),
+//! programmed over netlink ([`rtnl`]) — no `tc` binary.
 //!
 //! Safety properties:
-//! - **Support is probed before anything is applied** ([`probe_qdisc`]): if the qdisc kind is
-//!   not built in or loaded, `tc qdisc add dev lo root …` is tried on `lo` in a throwaway
-//!   network namespace, which is deleted again. A missing module gives
-//!   [`FaultError::Unsupported`] naming the module, what needs it and the alternative (the
-//!   proxy can add latency and limit bandwidth without kernel support).
-//! - **Never half-applied**: a fault is one `tc qdisc add`, which the kernel applies whole or
-//!   not at all; and `add` (not `replace`) refuses to displace a root qdisc someone else
-//!   configured, so revert can never remove another tool's setup.
-//! - **Revert from the record alone** ([`QdiscRecord`]: netns, dev, kind, handle): the root
-//!   qdisc is deleted only if it is still ours (same kind and handle); a vanished device or
-//!   namespace means there is nothing left to revert.
+//! - **Support is probed before anything is applied** ([`probe`]): a missing qdisc or filter
+//!   kind gives [`FaultError::Unsupported`] naming the module, what needs it and the
+//!   alternative (the proxy can add latency and limit bandwidth without kernel support).
+//! - **Someone else's root qdisc is restored exactly** ([`snapshot`]): when the interface has
+//!   a configured root (not the kernel's default), its whole tree — qdiscs, classes, filters
+//!   — is recorded at plan time into the revert record, which the journal holds before
+//!   anything is touched; the fault then replaces the root, and revert writes the recorded
+//!   tree back (after a SIGKILL too). A tree that cannot be recorded faithfully is refused,
+//!   as every configured root was before snapshots existed. With the kernel's default root
+//!   the fault is added only where none was configured (`NLM_F_EXCL`), and revert deletes it.
+//! - **Revert from the record alone** ([`QdiscRecord`]: namespace by inode, dev, kind,
+//!   handle, snapshot): the root qdisc is touched only while it is still ours (same kind and
+//!   handle); a vanished namespace or device means there is nothing left to revert.
 //!
 //! **Towards given addresses and ports** (`--dest`, `--port`, `--protocol`, spelled as for
 //! `partition`): the root qdisc is then an `htb` (qdisc `sch_htb`) with no default class, so
 //! traffic no filter selects leaves unshaped through htb's direct queue; one class
 //! `HANDLE:1` (100gbit, so it never shapes itself) holds the netem or tbf qdisc as its leaf,
-//! and `u32` filters (`cls_u32`) send the selected traffic there — one filter per destination,
-//! port and protocol (IPv4 `match ip dst … match ip dport …`, IPv6 `match ip6 dst …`; ports
-//! are read at the offset of a header without IP options or IPv6 extension headers, as `u32`
-//! does). Support for htb, the leaf and u32 is probed together before the target is touched.
-//! These are several `tc` commands rather than one: a failure after the root qdisc is added
-//! deletes it again before the error is returned, and the journal's record (the root handle)
-//! already covers a crash in between. Revert deletes the root qdisc, which takes the class,
-//! the leaf and the filters with it.
+//! and `u32` filters (`cls_u32`) send the selected traffic there ([`filter`]). A failure after
+//! the root is in place reverts it before the error is returned, and the journal's record
+//! already covers a crash in between. Revert replaces or deletes the root qdisc, which takes
+//! the class, the leaf and the filters with it.
 //!
-//! Here: the two kinds and their plan → apply → check → revert. The arguments tc is given and
-//! what it prints back are in [`qdisc`], the setup for selected traffic in [`filter`], the
-//! support probes in [`probe`].
+//! Here: the two kinds and their plan → apply → check → revert. The leaf qdiscs' options are
+//! in [`qdisc`], the filters in [`filter`], the probes in [`probe`].
 
 mod filter;
 mod probe;
 mod qdisc;
+mod rtnl;
+mod snapshot;
 
 pub use qdisc::Rate;
+pub use snapshot::Snapshot;
+
+use std::fs::File;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use self::filter::{Selection, setup_commands};
-use self::probe::{
-    is_unknown_filter, is_unknown_qdisc, probe_qdisc, probe_selected, unsupported_for,
-};
-use self::qdisc::{RootQdisc, handle_for, has_leaf, netem_args, parse_root_qdisc, tbf_args};
-use super::cmd::{self, CmdError};
+use self::filter::{Selection, filters, setup_commands};
+use self::probe::{is_unknown_kind, probe_qdisc, probe_selected, unsupported_for};
+use self::qdisc::{Leaf, handle_for, htb_class_options, htb_root_options, netem_args, tbf_args};
+use self::rtnl::{Object, Rtnl, TC_H_ROOT, TcObject, Write};
+use super::netlink::NlError;
+use super::netns::{self, NsRecord, Place, Selector};
 use super::nft::{Cidr, Protocol};
 use super::{NetTarget, plan_with};
+use crate::container::{default_socket, is_default_socket};
+use crate::docker::DEFAULT_SOCKET;
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::{ByteSize, HumanDuration, Percent};
@@ -58,13 +65,28 @@ use crate::units::{ByteSize, HumanDuration, Percent};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct NetemSpec {
-    /// The interface whose egress is impaired.
-    #[arg(long)]
-    pub dev: String,
-    /// The network namespace the interface is in (as listed by `ip netns`).
+    /// The interface whose egress is impaired; default: the namespace's default-route
+    /// interface.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// The network namespace the interface is in (as listed by `ip netns`).
+    #[arg(long, conflicts_with_all = ["pid", "container"])]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The process (host pid) whose network namespace is impaired.
+    #[arg(long, conflicts_with = "container")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The container (id or name) whose network namespace is impaired, found through the
+    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The Docker Engine socket (with --container).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
+    pub docker_socket: PathBuf,
     /// Added delay (e.g. 100ms).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,13 +130,28 @@ pub struct NetemSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
-    /// The interface whose egress is limited.
-    #[arg(long)]
-    pub dev: String,
-    /// The network namespace the interface is in.
+    /// The interface whose egress is limited; default: the namespace's default-route
+    /// interface.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// The network namespace the interface is in (as listed by `ip netns`).
+    #[arg(long, conflicts_with_all = ["pid", "container"])]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The process (host pid) whose network namespace is limited.
+    #[arg(long, conflicts_with = "container")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The container (id or name) whose network namespace is limited, found through the
+    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The Docker Engine socket (with --container).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
+    pub docker_socket: PathBuf,
     /// The rate, in tc's units: 1mbit, 500kbit, 2mbps (bytes), 100000bit.
     #[arg(long)]
     pub rate: Rate,
@@ -148,9 +185,13 @@ fn is_all(p: &Protocol) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QdiscRecord {
-    /// The namespace, if not the agent's own.
+    /// The namespace by name only, as records written before namespaces were recorded by
+    /// inode hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The namespace, if not the agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns: Option<NsRecord>,
     /// The interface.
     pub dev: String,
     /// The root qdisc: `netem` or `tbf`, or `htb` when only some traffic is selected.
@@ -160,128 +201,304 @@ pub struct QdiscRecord {
     /// Under an `htb` root: the qdisc of class `HANDLE:1` (`netem` or `tbf`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaf: Option<String>,
+    /// The configured root qdisc tree the fault replaced, written back on revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
 }
 
 impl QdiscRecord {
+    /// The fault kind the record is of, for messages.
+    fn fault(&self) -> &'static str {
+        if self.leaf.as_deref().unwrap_or(&self.qdisc) == "netem" {
+            "netem"
+        } else {
+            "rate-limit"
+        }
+    }
+
     fn handle_str(&self) -> String {
         format!("{:x}:", self.handle)
     }
+
+    /// ` in <namespace>`, or nothing for the agent's own.
+    fn where_(&self) -> String {
+        match (&self.ns, &self.netns) {
+            (Some(ns), _) => format!(" in {ns}"),
+            (None, Some(n)) => format!(" in netns {n}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    fn root_object(&self) -> TcObject {
+        TcObject {
+            handle: u32::from(self.handle) << 16,
+            parent: TC_H_ROOT,
+            info: 0,
+            kind: self.qdisc.clone(),
+            attrs: Vec::new(),
+        }
+    }
 }
 
-/// Check netns and device exist; the error names them.
-fn check_dev(kind: &'static str, netns: Option<&str>, dev: &str) -> Result<(), FaultError> {
-    super::check_netns(kind, netns)?;
-    if !cmd::valid_dev_name(dev) {
-        return Err(FaultError::Invalid {
-            kind,
-            message: format!("--dev {dev:?} is not an interface name"),
+/// One step of a fault's setup.
+#[derive(Clone, Debug)]
+pub(super) struct Setup {
+    what: Object,
+    obj: TcObject,
+}
+
+/// Every object that installs a qdisc fault, in order: one root qdisc for all traffic, or an
+/// htb root, its class, the leaf and the filters. Pure.
+fn setup_objects(handle: u16, leaf: &Leaf, sel: &Selection<'_>) -> Result<Vec<Setup>, String> {
+    let root = u32::from(handle) << 16;
+    if sel.is_everything() {
+        return Ok(vec![Setup {
+            what: Object::Qdisc,
+            obj: TcObject::new(root, TC_H_ROOT, 0, leaf.kind(), leaf.options()),
+        }]);
+    }
+    let class = root | 1;
+    let mut steps = vec![
+        Setup {
+            what: Object::Qdisc,
+            obj: TcObject::new(root, TC_H_ROOT, 0, "htb", htb_root_options()),
+        },
+        Setup {
+            what: Object::Class,
+            obj: TcObject::new(class, root, 0, "htb", htb_class_options()),
+        },
+        Setup {
+            what: Object::Qdisc,
+            obj: TcObject::new(0, class, 0, leaf.kind(), leaf.options()),
+        },
+    ];
+    for f in filters(sel)? {
+        let info = (u32::from(f.prio) << 16) | u32::from(f.ethertype().to_be());
+        steps.push(Setup {
+            what: Object::Filter,
+            obj: TcObject::new(0, root, info, "u32", f.options(handle)),
         });
     }
-    match cmd::run(netns, "ip", &["link", "show", "dev", dev], None) {
-        Ok(_) => Ok(()),
-        Err(CmdError::Missing { .. }) => Err(FaultError::Unsupported {
-            kind,
-            message: "`ip` (iproute2) is not installed".into(),
-        }),
-        Err(e) => Err(FaultError::NoTarget {
-            kind,
-            message: format!("interface {dev} not found{}: {e}", in_netns(netns)),
-        }),
-    }
+    Ok(steps)
 }
 
-fn in_netns(netns: Option<&str>) -> String {
-    netns.map(|n| format!(" in netns {n}")).unwrap_or_default()
-}
-
-/// Read the root qdisc; `Ok(None)` when the device or namespace is gone.
-fn root_qdisc(rec: &QdiscRecord) -> Result<Option<RootQdisc>, FaultError> {
-    if rec.netns.as_deref().is_some_and(|n| !cmd::netns_exists(n)) {
-        return Ok(None);
-    }
-    match cmd::run(
+/// The record's namespace and an rtnetlink socket in it, with the interface's index; `None`
+/// when the namespace or the interface is gone.
+fn connect(
+    kind: &'static str,
+    rec: &QdiscRecord,
+    ctx: &Context,
+) -> Result<Option<(Rtnl, i32)>, FaultError> {
+    let file = match netns::reopen(
+        kind,
+        rec.ns.as_ref(),
         rec.netns.as_deref(),
-        "tc",
-        &["qdisc", "show", "dev", &rec.dev, "root"],
-        None,
-    ) {
-        Ok(out) => Ok(parse_root_qdisc(&out)),
-        Err(e) if e.stderr().contains("Cannot find device") => Ok(None),
-        Err(e) => Err(FaultError::Other(e.to_string())),
+        &ctx.env.proc_root,
+    )? {
+        Place::Gone => return Ok(None),
+        Place::Own => None,
+        Place::In(f) => Some(f),
+    };
+    let mut rtnl = Rtnl::open(kind, file.as_ref())?;
+    let links = rtnl
+        .links()
+        .map_err(|e| nl_error(kind, "listing interfaces", &e))?;
+    Ok(links
+        .into_iter()
+        .find(|(_, name)| *name == rec.dev)
+        .map(|(index, _)| (rtnl, index)))
+}
+
+fn nl_error(kind: &'static str, doing: &str, e: &NlError) -> FaultError {
+    if e.errno == nix::errno::Errno::EPERM {
+        return FaultError::Unsupported {
+            kind,
+            message: format!("{doing}: {e}; tc changes need CAP_NET_ADMIN"),
+        };
     }
+    FaultError::Other(format!("{kind}: {doing}: {e}"))
 }
 
-fn is_ours(rec: &QdiscRecord, root: Option<&RootQdisc>) -> bool {
-    root.is_some_and(|r| r.kind == rec.qdisc && r.handle == rec.handle)
-}
-
-/// A qdisc fault kind: its fault name, the qdisc it installs and the probe's trial arguments.
+/// A qdisc fault kind: its fault name and the qdisc its leaf is.
 #[derive(Debug)]
 struct QdiscKind {
     fault: &'static str,
-    qdisc: &'static str,
-    trial: &'static [&'static str],
 }
 
-const NETEM: QdiscKind = QdiscKind {
-    fault: "netem",
-    qdisc: "netem",
-    trial: &["netem", "delay", "1ms"],
-};
+const NETEM: QdiscKind = QdiscKind { fault: "netem" };
 const TBF: QdiscKind = QdiscKind {
     fault: "rate-limit",
-    qdisc: "tbf",
-    trial: &["tbf", "rate", "1mbit", "burst", "32kb", "latency", "50ms"],
 };
 
+/// The namespace flags of a spec.
+#[derive(Debug)]
+struct Where<'a> {
+    netns: Option<&'a str>,
+    pid: Option<i32>,
+    container: Option<&'a str>,
+    socket: &'a std::path::Path,
+    dev: Option<&'a str>,
+}
+
+/// The namespace, opened, with a socket in it; the interface (given or the default route's)
+/// and its index.
+fn locate(
+    kind: &'static str,
+    at: &Where<'_>,
+    ctx: &Context,
+) -> Result<(Option<NsRecord>, Rtnl, String, i32), FaultError> {
+    let sel = Selector::from_flags(kind, at.netns, at.pid, at.container, at.socket)?;
+    netns::require_caps(kind, sel != Selector::Own)?;
+    let ns = netns::resolve(kind, sel, &ctx.env)?;
+    let file: Option<File> = match &ns {
+        None => None,
+        Some(rec) => match netns::reopen(kind, Some(rec), None, &ctx.env.proc_root)? {
+            Place::In(f) => Some(f),
+            Place::Own | Place::Gone => {
+                return Err(FaultError::NoTarget {
+                    kind,
+                    message: format!("{rec} disappeared while the fault was planned"),
+                });
+            }
+        },
+    };
+    let mut rtnl = Rtnl::open(kind, file.as_ref())?;
+    let in_ns = ns.as_ref().map(|n| format!(" in {n}")).unwrap_or_default();
+    let links = rtnl
+        .links()
+        .map_err(|e| nl_error(kind, "listing interfaces", &e))?;
+    let (index, dev) = match at.dev {
+        Some(dev) => {
+            if !netns::valid_dev_name(dev) {
+                return Err(FaultError::Invalid {
+                    kind,
+                    message: format!("--dev {dev:?} is not an interface name"),
+                });
+            }
+            let index = links
+                .iter()
+                .find(|(_, n)| n == dev)
+                .map(|(i, _)| *i)
+                .ok_or_else(|| FaultError::NoTarget {
+                    kind,
+                    message: format!("interface {dev} not found{in_ns}"),
+                })?;
+            (index, dev.to_owned())
+        }
+        None => {
+            let index = rtnl
+                .default_route_ifindex()
+                .map_err(|e| nl_error(kind, "reading the routes", &e))?
+                .ok_or_else(|| FaultError::NoTarget {
+                    kind,
+                    message: format!("no --dev given and there is no default route{in_ns} to take the interface from"),
+                })?;
+            let name = links
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, n)| n.clone())
+                .ok_or_else(|| FaultError::NoTarget {
+                    kind,
+                    message: format!("the default route's interface {index}{in_ns} is not listed"),
+                })?;
+            (index, name)
+        }
+    };
+    Ok((ns, rtnl, dev, index))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plan_qdisc(
     ctx: &Context,
     k: &QdiscKind,
-    netns: Option<&str>,
-    dev: &str,
+    at: &Where<'_>,
+    leaf: &Leaf,
     args: &[String],
     sel: &Selection<'_>,
     duration: HumanDuration,
 ) -> Result<Plan, FaultError> {
-    let (kind, qdisc) = (k.fault, k.qdisc);
-    check_dev(kind, netns, dev)?;
+    let kind = k.fault;
     let handle = handle_for(ctx.id.as_str());
-    let commands = setup_commands(dev, handle, args, sel)
+    // The filters are counted before anything is looked at.
+    filters(sel).map_err(|message| FaultError::Invalid { kind, message })?;
+    let (ns, mut rtnl, dev, index) = locate(kind, at, ctx)?;
+    let commands = setup_commands(&dev, handle, args, sel)
         .map_err(|message| FaultError::Invalid { kind, message })?;
-    let rec = if sel.is_everything() {
-        probe_qdisc(qdisc, k.trial)?;
-        QdiscRecord {
-            netns: netns.map(str::to_owned),
-            dev: dev.to_owned(),
-            qdisc: qdisc.to_owned(),
-            handle,
-            leaf: None,
-        }
+    if sel.is_everything() {
+        probe_qdisc(kind, leaf)?;
     } else {
-        probe_selected(kind, qdisc, k.trial)?;
-        QdiscRecord {
-            netns: netns.map(str::to_owned),
-            dev: dev.to_owned(),
-            qdisc: "htb".to_owned(),
-            handle,
-            leaf: Some(qdisc.to_owned()),
-        }
+        probe_selected(kind, leaf)?;
+    }
+    let root = rtnl
+        .root(index)
+        .map_err(|e| nl_error(kind, "reading the root qdisc", &e))?;
+    let in_ns = ns.as_ref().map(|n| format!(" in {n}")).unwrap_or_default();
+    let snapshot = match root.filter(|r| r.handle != 0) {
+        None => None,
+        Some(r) => match snapshot::take(&mut rtnl, index)
+            .map_err(|e| nl_error(kind, "recording the root qdisc tree", &e))?
+        {
+            Ok(s) => Some(s),
+            Err(why) => {
+                return Err(FaultError::Other(format!(
+                    "{kind}: {dev}{in_ns} already has a root qdisc ({} {:x}:) configured by someone else, \
+                     and its tree cannot be recorded to be written back afterwards ({why}); \
+                     faultline never replaces a root it cannot restore",
+                    r.kind,
+                    r.major()
+                )));
+            }
+        },
     };
-    let prefix = netns
-        .map(|n| format!("ip netns exec {n} "))
-        .unwrap_or_default();
-    let actions = commands
+    let rec = QdiscRecord {
+        netns: None,
+        ns,
+        dev: dev.clone(),
+        qdisc: if sel.is_everything() {
+            leaf.kind()
+        } else {
+            "htb"
+        }
+        .to_owned(),
+        handle,
+        leaf: (!sel.is_everything()).then(|| leaf.kind().to_owned()),
+        snapshot,
+    };
+    let place = rec.where_();
+    let mut actions: Vec<String> = commands
         .iter()
-        .map(|c| format!("{prefix}tc {}", c.join(" ")))
+        .map(|c| format!("{} (netlink{place})", c.join(" ")))
         .collect();
-    let revert = format!(
-        "{prefix}tc qdisc del dev {dev} root (only while it is {} {})",
-        rec.qdisc,
-        rec.handle_str()
-    );
+    let revert = match &rec.snapshot {
+        Some(s) => {
+            let (rk, rh) = s.root().unwrap_or(("?", 0));
+            if let Some(first) = actions.first_mut() {
+                *first = first.replacen("qdisc add", "qdisc replace", 1);
+            }
+            actions.insert(
+                0,
+                format!(
+                    "record the root qdisc tree of {dev}{place} ({rk} {rh:x}: with {} qdisc(s), {} class(es), {} filter(s)) in the journal",
+                    s.qdiscs.len(),
+                    s.classes.len(),
+                    s.filters.len()
+                ),
+            );
+            format!(
+                "write the recorded tree ({rk} {rh:x}: …) back on {dev}{place} (only while the root is {} {})",
+                rec.qdisc,
+                rec.handle_str()
+            )
+        }
+        None => format!(
+            "qdisc del dev {dev} root{place} (only while it is {} {})",
+            rec.qdisc,
+            rec.handle_str()
+        ),
+    };
     let target = NetTarget {
-        netns,
-        dev: Some(dev),
+        netns: rec.ns.as_ref().map(ToString::to_string),
+        dev: Some(&dev),
         detail: format!("egress, {}: {}", sel.describe(), args.join(" ")),
     };
     plan_with(
@@ -298,142 +515,214 @@ fn plan_qdisc(
 fn apply_qdisc(
     kind: &'static str,
     plan: &Plan,
-    args: &[String],
+    leaf: &Leaf,
     sel: &Selection<'_>,
+    ctx: &Context,
 ) -> Result<RevertRecord, FaultError> {
     let rec: QdiscRecord = plan.record.state()?;
-    let commands = setup_commands(&rec.dev, rec.handle, args, sel)
+    let steps = setup_objects(rec.handle, leaf, sel)
         .map_err(|message| FaultError::Invalid { kind, message })?;
-    let (root, rest) = commands
+    let (root, rest) = steps
         .split_first()
-        .ok_or_else(|| FaultError::Other(format!("{kind}: no tc command to run")))?;
-    let argv: Vec<&str> = root.iter().map(String::as_str).collect();
-    match cmd::run(rec.netns.as_deref(), "tc", &argv, None) {
-        Ok(_) => {}
-        Err(e) if is_unknown_qdisc(e.stderr()) => {
-            return Err(unsupported_for(kind, &rec.qdisc, e.stderr(), ""));
+        .ok_or_else(|| FaultError::Other(format!("{kind}: nothing to apply")))?;
+    let (mut rtnl, index) = connect(kind, &rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+        kind,
+        message: format!("interface {}{} is gone", rec.dev, rec.where_()),
+    })?;
+    let how = match &rec.snapshot {
+        Some(s) => {
+            // The root must still be the one recorded: anything else was not snapshotted.
+            let now = rtnl
+                .root(index)
+                .map_err(|e| nl_error(kind, "reading the root qdisc", &e))?;
+            let same = now.as_ref().map(|r| (r.kind.as_str(), r.major())) == s.root();
+            if !same {
+                return Err(FaultError::Other(format!(
+                    "{kind}: the root qdisc of {}{} changed since it was recorded; nothing was applied",
+                    rec.dev,
+                    rec.where_()
+                )));
+            }
+            Write::Replace
         }
-        Err(e) if e.stderr().contains("NLM_F_REPLACE") || e.stderr().contains("Exclusivity") => {
-            let current = root_qdisc(&rec).ok().flatten();
+        None => Write::Add,
+    };
+    match rtnl.write(root.what, how, index, &root.obj) {
+        Ok(()) => {}
+        Err(e) if is_unknown_kind(&e) => {
+            return Err(unsupported_for(kind, &root.obj.kind, &e.to_string(), ""));
+        }
+        Err(e) if e.errno == nix::errno::Errno::EEXIST => {
+            let current = rtnl.root(index).ok().flatten();
             return Err(FaultError::Other(format!(
-                "{kind}: {} already has a root qdisc{}{}; faultline adds its qdisc only where none was configured, \
-                 so it never removes someone else's ({e})",
+                "{kind}: {} already has a root qdisc{}{}; faultline adds its qdisc only where none was configured \
+                 or where it recorded the configured tree to write it back ({e})",
                 rec.dev,
                 current
-                    .map(|r| format!(" ({} {:x}:)", r.kind, r.handle))
+                    .map(|r| format!(" ({} {:x}:)", r.kind, r.major()))
                     .unwrap_or_default(),
-                in_netns(rec.netns.as_deref()),
+                rec.where_(),
             )));
         }
-        Err(e) => return Err(FaultError::Other(format!("{kind}: {e}"))),
+        Err(e) => return Err(nl_error(kind, "adding the root qdisc", &e)),
     }
     // The root is ours from here on: any later failure takes it away again (with whatever
     // class, leaf and filters were added under it) before the error is returned.
-    for c in rest {
-        let argv: Vec<&str> = c.iter().map(String::as_str).collect();
-        if let Err(e) = cmd::run(rec.netns.as_deref(), "tc", &argv, None) {
-            let undo = revert_qdisc_record(&rec).map_or_else(
+    for step in rest {
+        if let Err(e) = rtnl.write(step.what, Write::Add, index, &step.obj) {
+            let undo = revert_record(&rec, ctx).map_or_else(
                 |u| format!("; removing the partial setup failed too: {u}"),
                 |()| "; the partial setup was removed".to_owned(),
             );
-            let missing = if c.first().map(String::as_str) == Some("filter") {
-                "u32"
-            } else {
-                rec.leaf.as_deref().unwrap_or(&rec.qdisc)
+            let missing = match step.what {
+                Object::Filter => "u32",
+                _ => step.obj.kind.as_str(),
             };
-            return Err(
-                if is_unknown_qdisc(e.stderr()) || is_unknown_filter(e.stderr()) {
-                    unsupported_for(kind, missing, e.stderr(), &undo)
-                } else {
-                    FaultError::Other(format!("{kind}: `tc {}`: {e}{undo}", c.join(" ")))
-                },
-            );
+            return Err(if is_unknown_kind(&e) {
+                unsupported_for(kind, missing, &e.to_string(), &undo)
+            } else {
+                FaultError::Other(format!(
+                    "{kind}: adding the {} {missing}: {e}{undo}",
+                    step.what.name()
+                ))
+            });
         }
     }
     Ok(plan.record.clone())
 }
 
-/// Whether the leaf is still under our class; `false` when the device or namespace is gone.
-fn leaf_present(rec: &QdiscRecord, leaf: &str) -> Result<bool, FaultError> {
-    match cmd::run(
-        rec.netns.as_deref(),
-        "tc",
-        &["qdisc", "show", "dev", &rec.dev],
-        None,
-    ) {
-        Ok(out) => Ok(has_leaf(&out, rec.handle, leaf)),
-        Err(e) if e.stderr().contains("Cannot find device") => Ok(false),
-        Err(e) => Err(FaultError::Other(e.to_string())),
-    }
-}
-
-fn check_qdisc(record: &RevertRecord) -> Result<Effect, FaultError> {
+fn check_qdisc(record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
     let rec: QdiscRecord = record.state()?;
-    let root = root_qdisc(&rec)?;
-    if !is_ours(&rec, root.as_ref()) {
+    let kind = rec.fault();
+    let Some((mut rtnl, index)) = connect(kind, &rec, ctx)? else {
+        return Ok(Effect::not_in_effect(format!(
+            "interface {}{} or its namespace is gone",
+            rec.dev,
+            rec.where_()
+        )));
+    };
+    let qdiscs = rtnl
+        .dump(Object::Qdisc, index, 0)
+        .map_err(|e| nl_error(kind, "reading the qdiscs", &e))?;
+    let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+    if !root.is_some_and(|r| is_ours(&rec, r)) {
         return Ok(Effect::not_in_effect(format!(
             "root qdisc of {}{} is {}",
             rec.dev,
-            in_netns(rec.netns.as_deref()),
-            root.map(|r| format!("{} {:x}:", r.kind, r.handle))
+            rec.where_(),
+            root.map(|r| format!("{} {:x}:", r.kind, r.major()))
                 .unwrap_or_else(|| "the default".into())
         )));
     }
+    let class = (u32::from(rec.handle) << 16) | 1;
     Ok(match rec.leaf.as_deref() {
         None => Effect::in_effect(format!(
-            "root qdisc of {} is {} {}",
+            "root qdisc of {}{} is {} {}",
             rec.dev,
+            rec.where_(),
             rec.qdisc,
             rec.handle_str()
         )),
-        Some(leaf) if leaf_present(&rec, leaf)? => Effect::in_effect(format!(
-            "root qdisc of {} is htb {} with {leaf} under class {:x}:1",
-            rec.dev,
-            rec.handle_str(),
-            rec.handle
-        )),
+        Some(leaf) if qdiscs.iter().any(|q| q.parent == class && q.kind == leaf) => {
+            Effect::in_effect(format!(
+                "root qdisc of {}{} is htb {} with {leaf} under class {:x}:1",
+                rec.dev,
+                rec.where_(),
+                rec.handle_str(),
+                rec.handle
+            ))
+        }
         Some(leaf) => Effect::not_in_effect(format!(
-            "root qdisc of {} is htb {} but the {leaf} under class {:x}:1 is gone",
+            "root qdisc of {}{} is htb {} but the {leaf} under class {:x}:1 is gone",
             rec.dev,
+            rec.where_(),
             rec.handle_str(),
             rec.handle
         )),
     })
 }
 
-fn revert_qdisc(record: &RevertRecord) -> Result<(), FaultError> {
-    revert_qdisc_record(&record.state()?)
+fn is_ours(rec: &QdiscRecord, root: &TcObject) -> bool {
+    root.kind == rec.qdisc && root.major() == rec.handle
 }
 
-/// Delete the root qdisc (and with it any class, leaf and filter under it) if it is ours.
-fn revert_qdisc_record(rec: &QdiscRecord) -> Result<(), FaultError> {
-    let root = root_qdisc(rec)?;
-    if !is_ours(rec, root.as_ref()) {
-        debug!(dev = %rec.dev, "qdisc already gone; nothing to revert");
+fn revert_qdisc(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
+    revert_record(&record.state()?, ctx)
+}
+
+/// Takes the fault's root qdisc away (with any class, leaf and filter under it) if it is
+/// ours — writing back the recorded tree where there was one — and checks the result.
+fn revert_record(rec: &QdiscRecord, ctx: &Context) -> Result<(), FaultError> {
+    let kind = rec.fault();
+    let Some((mut rtnl, index)) = connect(kind, rec, ctx)? else {
+        debug!(dev = %rec.dev, "namespace or interface gone; nothing to revert");
         return Ok(());
-    }
-    match cmd::run(
-        rec.netns.as_deref(),
-        "tc",
-        &["qdisc", "del", "dev", &rec.dev, "root"],
-        None,
-    ) {
-        Ok(_) => {}
-        Err(e) if e.stderr().contains("Cannot find device") => return Ok(()),
-        Err(e) => {
-            return Err(FaultError::Other(format!(
-                "cannot remove the {} qdisc: {e}",
-                rec.qdisc
-            )));
+    };
+    let root = rtnl
+        .root(index)
+        .map_err(|e| nl_error(kind, "reading the root qdisc", &e))?;
+    let ours = root.as_ref().is_some_and(|r| is_ours(rec, r));
+    match &rec.snapshot {
+        Some(snap) => {
+            // Ours: replace it with the recorded tree. The recorded root (or the default,
+            // ours having been deleted by someone) with the tree incomplete: a restore was
+            // interrupted, so finish it. Anyone else's root: leave it.
+            let recorded_root = root
+                .as_ref()
+                .is_some_and(|r| Some((r.kind.as_str(), r.major())) == snap.root());
+            let default_root = root.as_ref().is_none_or(|r| r.handle == 0);
+            let restored = |rtnl: &mut Rtnl| {
+                snapshot::is_restored(rtnl, index, snap)
+                    .map_err(|e| nl_error(kind, "reading the restored tree", &e))
+            };
+            if !(ours || default_root || (recorded_root && !restored(&mut rtnl)?)) {
+                debug!(dev = %rec.dev, "root qdisc is not ours; nothing to revert");
+                return Ok(());
+            }
+            snapshot::restore(&mut rtnl, index, snap).map_err(|e| {
+                FaultError::Other(format!(
+                    "cannot write back the recorded qdisc tree of {}{}: {e}",
+                    rec.dev,
+                    rec.where_()
+                ))
+            })?;
+            if !restored(&mut rtnl)? {
+                return Err(FaultError::Other(format!(
+                    "the qdisc tree of {}{} differs from the recorded one after writing it back",
+                    rec.dev,
+                    rec.where_()
+                )));
+            }
         }
-    }
-    if is_ours(rec, root_qdisc(rec)?.as_ref()) {
-        return Err(FaultError::Other(format!(
-            "the {} qdisc {} on {} is still there after `tc qdisc del`",
-            rec.qdisc,
-            rec.handle_str(),
-            rec.dev
-        )));
+        None => {
+            if !ours {
+                debug!(dev = %rec.dev, "qdisc already gone; nothing to revert");
+                return Ok(());
+            }
+            match rtnl.write(Object::Qdisc, Write::Delete, index, &rec.root_object()) {
+                Ok(()) => {}
+                Err(e) if e.errno == nix::errno::Errno::ENODEV => return Ok(()),
+                Err(e) => {
+                    return Err(nl_error(
+                        kind,
+                        &format!("removing the {} qdisc", rec.qdisc),
+                        &e,
+                    ));
+                }
+            }
+            let after = rtnl
+                .root(index)
+                .map_err(|e| nl_error(kind, "reading the root qdisc", &e))?;
+            if after.is_some_and(|r| is_ours(rec, &r)) {
+                return Err(FaultError::Other(format!(
+                    "the {} qdisc {} on {}{} is still there after deleting it",
+                    rec.qdisc,
+                    rec.handle_str(),
+                    rec.dev,
+                    rec.where_()
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -447,8 +736,25 @@ impl NetemSpec {
         }
     }
 
+    fn at(&self) -> Where<'_> {
+        Where {
+            netns: self.netns.as_deref(),
+            pid: self.pid,
+            container: self.container.as_deref(),
+            socket: &self.docker_socket,
+            dev: self.dev.as_deref(),
+        }
+    }
+
     fn args(&self) -> Result<Vec<String>, FaultError> {
         netem_args(self).map_err(|message| FaultError::Invalid {
+            kind: "netem",
+            message,
+        })
+    }
+
+    fn leaf(&self) -> Result<Leaf, FaultError> {
+        Leaf::netem(self).map_err(|message| FaultError::Invalid {
             kind: "netem",
             message,
         })
@@ -463,63 +769,74 @@ impl RateLimitSpec {
             protocol: self.protocol,
         }
     }
+
+    fn at(&self) -> Where<'_> {
+        Where {
+            netns: self.netns.as_deref(),
+            pid: self.pid,
+            container: self.container.as_deref(),
+            socket: &self.docker_socket,
+            dev: self.dev.as_deref(),
+        }
+    }
 }
 
 impl Fault for NetemSpec {
     fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
+        let args = self.args()?;
         plan_qdisc(
             ctx,
             &NETEM,
-            self.netns.as_deref(),
-            &self.dev,
-            &self.args()?,
-            &self.selection(),
-            self.duration,
-        )
-    }
-
-    fn apply(&self, plan: &Plan, _ctx: &Context) -> Result<RevertRecord, FaultError> {
-        apply_qdisc("netem", plan, &self.args()?, &self.selection())
-    }
-
-    fn check(&self, record: &RevertRecord, _ctx: &Context) -> Result<Effect, FaultError> {
-        check_qdisc(record)
-    }
-
-    fn revert(&self, record: &RevertRecord, _ctx: &Context) -> Result<(), FaultError> {
-        revert_qdisc(record)
-    }
-}
-
-impl Fault for RateLimitSpec {
-    fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
-        let args = tbf_args(self.rate, self.burst);
-        plan_qdisc(
-            ctx,
-            &TBF,
-            self.netns.as_deref(),
-            &self.dev,
+            &self.at(),
+            &self.leaf()?,
             &args,
             &self.selection(),
             self.duration,
         )
     }
 
-    fn apply(&self, plan: &Plan, _ctx: &Context) -> Result<RevertRecord, FaultError> {
-        apply_qdisc(
-            "rate-limit",
-            plan,
+    fn apply(&self, plan: &Plan, ctx: &Context) -> Result<RevertRecord, FaultError> {
+        apply_qdisc("netem", plan, &self.leaf()?, &self.selection(), ctx)
+    }
+
+    fn check(&self, record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
+        check_qdisc(record, ctx)
+    }
+
+    fn revert(&self, record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
+        revert_qdisc(record, ctx)
+    }
+}
+
+impl Fault for RateLimitSpec {
+    fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
+        plan_qdisc(
+            ctx,
+            &TBF,
+            &self.at(),
+            &Leaf::tbf(self.rate, self.burst),
             &tbf_args(self.rate, self.burst),
             &self.selection(),
+            self.duration,
         )
     }
 
-    fn check(&self, record: &RevertRecord, _ctx: &Context) -> Result<Effect, FaultError> {
-        check_qdisc(record)
+    fn apply(&self, plan: &Plan, ctx: &Context) -> Result<RevertRecord, FaultError> {
+        apply_qdisc(
+            "rate-limit",
+            plan,
+            &Leaf::tbf(self.rate, self.burst),
+            &self.selection(),
+            ctx,
+        )
     }
 
-    fn revert(&self, record: &RevertRecord, _ctx: &Context) -> Result<(), FaultError> {
-        revert_qdisc(record)
+    fn check(&self, record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
+        check_qdisc(record, ctx)
+    }
+
+    fn revert(&self, record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
+        revert_qdisc(record, ctx)
     }
 }
 

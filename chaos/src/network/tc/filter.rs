@@ -1,7 +1,12 @@
 //! Faults on selected traffic: which of an interface's egress traffic a fault impairs
-//! ([`Selection`]), the `u32` filters that send it to our class, and every `tc` command of a
-//! setup in order (one root qdisc, or an htb root, its class, the leaf and the filters).
-//! Pure: the commands are built here and run by the fault ([`super`]) and the probe.
+//! ([`Selection`]), the `u32` filters that send it to our class ([`U32Filter`]: as tc spells
+//! them, and as the kernel takes them), and every step of a setup in tc's words, in order
+//! (one root qdisc, or an htb root, its class, the leaf and the filters) for plans. Pure.
+
+use netlink_packet_core::Emitable;
+use netlink_packet_route::tc::{
+    TcFilterU32Option, TcHandle, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+};
 
 use super::super::nft::{Cidr, Protocol};
 
@@ -48,24 +53,148 @@ impl Selection<'_> {
     }
 }
 
-/// The `u32` filters that send the selected traffic to class `HANDLE:1`: each entry is what
-/// follows `tc filter add dev DEV` (parent, protocol, prio, matches, flowid). Pure.
-pub(super) fn filter_args(handle: u16, sel: &Selection<'_>) -> Result<Vec<Vec<String>>, String> {
+/// One `u32` filter that sends matching traffic to class `HANDLE:1`: IPv4 or IPv6, its
+/// priority, and at most one destination network, protocol and destination port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct U32Filter {
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// Its priority (`prio`), from 1 in order.
+    pub prio: u16,
+    /// Destination network.
+    pub dest: Option<Cidr>,
+    /// Transport protocol number (6 TCP, 17 UDP).
+    pub proto: Option<u8>,
+    /// Destination port.
+    pub port: Option<u16>,
+}
+
+impl U32Filter {
+    /// As tc spells it after `tc filter add dev DEV`. Pure.
+    pub(super) fn args(&self, handle: u16) -> Vec<String> {
+        let (family, word) = if self.v6 {
+            ("ipv6", "ip6")
+        } else {
+            ("ip", "ip")
+        };
+        let mut a: Vec<String> = [
+            "parent",
+            &format!("{handle:x}:"),
+            "protocol",
+            family,
+            "prio",
+            &self.prio.to_string(),
+            "u32",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(d) = self.dest {
+            a.extend(["match", word, "dst", &d.to_string()].map(str::to_owned));
+        }
+        if let Some(p) = self.proto {
+            a.extend(["match", word, "protocol", &p.to_string(), "0xff"].map(str::to_owned));
+        }
+        if let Some(p) = self.port {
+            a.extend(["match", word, "dport", &p.to_string(), "0xffff"].map(str::to_owned));
+        }
+        a.extend(["flowid".to_owned(), format!("{handle:x}:1")]);
+        a
+    }
+
+    /// The ethertype the filter is attached for (`ETH_P_IP`, `ETH_P_IPV6`).
+    pub(super) fn ethertype(&self) -> u16 {
+        if self.v6 { 0x86dd } else { 0x0800 }
+    }
+
+    /// The 32-bit words `u32` compares, as tc computes them for the matches above (offsets
+    /// from the network header; ports at the offset of a header without IP options or IPv6
+    /// extension headers). Pure.
+    pub(super) fn keys(&self) -> Vec<TcU32Key> {
+        let mut keys = Vec::new();
+        let key = |off: i32, val: u32, mask: u32| {
+            let mut k = TcU32Key::default();
+            k.off = off;
+            k.val = val & mask;
+            k.mask = mask;
+            k
+        };
+        if let Some(d) = self.dest {
+            let bytes: Vec<u8> = match d.addr {
+                std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                std::net::IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            let base = if self.v6 { 24 } else { 16 };
+            let mut left = u32::from(d.prefix);
+            for (i, word) in bytes.chunks(4).enumerate() {
+                if left == 0 {
+                    break;
+                }
+                let bits = left.min(32);
+                left -= bits;
+                let mask = if bits == 32 {
+                    u32::MAX
+                } else {
+                    !(u32::MAX >> bits)
+                };
+                let val = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+                keys.push(key(base + 4 * i as i32, val, mask));
+            }
+        }
+        if let Some(p) = self.proto {
+            keys.push(if self.v6 {
+                key(4, u32::from(p) << 8, 0x0000_ff00)
+            } else {
+                key(8, u32::from(p) << 16, 0x00ff_0000)
+            });
+        }
+        if let Some(p) = self.port {
+            keys.push(key(
+                if self.v6 { 40 } else { 20 },
+                u32::from(p),
+                0x0000_ffff,
+            ));
+        }
+        keys
+    }
+
+    /// `TCA_OPTIONS` of the filter: class `HANDLE:1` and the selector (terminal, so a match
+    /// ends classification). Pure.
+    pub(super) fn options(&self, handle: u16) -> Vec<u8> {
+        let mut sel = TcU32Selector::default();
+        sel.flags = TcU32SelectorFlags::Terminal;
+        sel.keys = self.keys();
+        sel.nkeys = sel.keys.len() as u8;
+        let opts = [
+            TcFilterU32Option::ClassId(TcHandle {
+                major: handle,
+                minor: 1,
+            }),
+            TcFilterU32Option::Selector(sel),
+        ];
+        let mut out = vec![0u8; opts.as_slice().buffer_len()];
+        opts.as_slice().emit(&mut out);
+        out
+    }
+}
+
+/// The `u32` filters that send the selected traffic to class `HANDLE:1`: one per
+/// destination, port and protocol. Pure.
+pub(super) fn filters(sel: &Selection<'_>) -> Result<Vec<U32Filter>, String> {
     if sel.is_everything() {
         return Ok(Vec::new());
     }
     // Families: those of the destinations, else both.
-    let v4: Vec<Option<&Cidr>> = sel
+    let v4: Vec<Option<Cidr>> = sel
         .dest
         .iter()
         .filter(|c| c.addr.is_ipv4())
-        .map(Some)
+        .map(|c| Some(*c))
         .collect();
-    let v6: Vec<Option<&Cidr>> = sel
+    let v6: Vec<Option<Cidr>> = sel
         .dest
         .iter()
         .filter(|c| c.addr.is_ipv6())
-        .map(Some)
+        .map(|c| Some(*c))
         .collect();
     let (v4, v6) = if sel.dest.is_empty() {
         (vec![None], vec![None])
@@ -91,43 +220,28 @@ pub(super) fn filter_args(handle: u16, sel: &Selection<'_>) -> Result<Vec<Vec<St
              give networks (10.0.0.0/24) instead of single addresses, or fewer ports"
         ));
     }
-    let flowid = format!("{handle:x}:1");
     let mut out = Vec::with_capacity(count);
-    for (family, word, dests) in [("ip", "ip", &v4), ("ipv6", "ip6", &v6)] {
+    for (v6, dests) in [(false, &v4), (true, &v6)] {
         for dest in dests {
             for port in &ports {
                 for proto in &protocols {
-                    let mut a: Vec<String> = [
-                        "parent",
-                        &format!("{handle:x}:"),
-                        "protocol",
-                        family,
-                        "prio",
-                        &(out.len() + 1).to_string(),
-                        "u32",
-                    ]
-                    .map(str::to_owned)
-                    .to_vec();
-                    if let Some(d) = dest {
-                        a.extend(["match", word, "dst", &d.to_string()].map(str::to_owned));
-                    }
-                    if let Some(p) = proto {
-                        a.extend(
-                            ["match", word, "protocol", &p.to_string(), "0xff"].map(str::to_owned),
-                        );
-                    }
-                    if let Some(p) = port {
-                        a.extend(
-                            ["match", word, "dport", &p.to_string(), "0xffff"].map(str::to_owned),
-                        );
-                    }
-                    a.extend(["flowid".to_owned(), flowid.clone()]);
-                    out.push(a);
+                    out.push(U32Filter {
+                        v6,
+                        prio: (out.len() + 1) as u16,
+                        dest: *dest,
+                        proto: *proto,
+                        port: *port,
+                    });
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// [`filters`] as tc spells them after `tc filter add dev DEV`. Pure.
+pub(super) fn filter_args(handle: u16, sel: &Selection<'_>) -> Result<Vec<Vec<String>>, String> {
+    Ok(filters(sel)?.iter().map(|f| f.args(handle)).collect())
 }
 
 /// Every `tc` command (its arguments) that installs a qdisc fault on `dev`, in order: one

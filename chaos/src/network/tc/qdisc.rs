@@ -1,6 +1,12 @@
-//! The qdisc side of a tc fault, as tc spells it: the `netem` and `tbf` arguments of a spec,
-//! rates in tc's units, the root handle derived from a fault id, and what `tc qdisc show`
-//! prints back (the root qdisc, a leaf under our class). Pure, so fixtures test it.
+//! The qdisc side of a tc fault: a spec's leaf qdisc ([`Leaf`]: `netem` or `tbf`) both as tc
+//! would spell it (for plans and logs, which operators can replay by hand) and as the kernel
+//! takes it over netlink (`TCA_OPTIONS` bytes: `struct tc_netem_qopt`, `tc_tbf_qopt`,
+//! `tc_htb_glob`, `tc_htb_opt` and their attributes, from `linux/pkt_sched.h`); rates in tc's
+//! units; the root handle derived from a fault id. Pure, so fixtures test it.
+//!
+//! Times go to the kernel in its scheduler ticks (64 ns: `PSCHED_SHIFT` 6, what
+//! `/proc/net/psched` advertises), and rates are tagged as Ethernet link layer so the kernel
+//! needs no rate table (the way tc sends them).
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,31 +83,6 @@ pub(super) fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bits.round() as u64)
 }
 
-/// The root qdisc of an interface as `tc qdisc show dev X root` prints it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct RootQdisc {
-    /// Kind (`netem`, `tbf`, `noqueue`, `fq_codel`…).
-    pub kind: String,
-    /// Major handle (0 for the kernel's default).
-    pub handle: u16,
-}
-
-/// Parse `tc qdisc show dev X root`: the line `qdisc KIND HANDLE: root …`. An empty output
-/// (the default `noqueue`) is `None`. Pure.
-pub(super) fn parse_root_qdisc(out: &str) -> Option<RootQdisc> {
-    out.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        if words.next()? != "qdisc" {
-            return None;
-        }
-        let kind = words.next()?.to_owned();
-        let handle = words.next()?.strip_suffix(':')?;
-        let handle = u16::from_str_radix(handle, 16).ok()?;
-        let rest: Vec<&str> = words.collect();
-        rest.contains(&"root").then_some(RootQdisc { kind, handle })
-    })
-}
-
 /// A stable root-qdisc handle for a fault id, in `0x100..=0xfeff` (clear of the kernel's
 /// `8001:`-style automatic handles and of 0/ffff). Pure.
 pub(super) fn handle_for(id: &str) -> u16 {
@@ -158,12 +139,17 @@ pub(super) fn netem_args(spec: &NetemSpec) -> Result<Vec<String>, String> {
     Ok(a)
 }
 
+/// The bucket size of a rate limit: as given, else 10 ms worth of data and never less than a
+/// few full-size (GSO) packets. Pure.
+pub(super) fn tbf_burst(rate: Rate, burst: Option<ByteSize>) -> u64 {
+    burst
+        .map(|b| b.0)
+        .unwrap_or_else(|| (rate.0 / 8 / 100).max(16 * 1024))
+}
+
 /// The `tbf …` arguments for a rate and optional burst. Pure.
 pub(super) fn tbf_args(rate: Rate, burst: Option<ByteSize>) -> Vec<String> {
-    // At least 10 ms worth of data, and never less than a few full-size (GSO) packets.
-    let burst = burst
-        .map(|b| b.0)
-        .unwrap_or_else(|| (rate.0 / 8 / 100).max(16 * 1024));
+    let burst = tbf_burst(rate, burst);
     vec![
         "tbf".into(),
         "rate".into(),
@@ -175,12 +161,217 @@ pub(super) fn tbf_args(rate: Rate, burst: Option<ByteSize>) -> Vec<String> {
     ]
 }
 
-/// Whether `tc qdisc show dev X` output lists qdisc `leaf` under class `HANDLE:1`
-/// (`qdisc tbf 8001: parent 1ab:1 rate …`). Pure.
-pub(super) fn has_leaf(out: &str, handle: u16, leaf: &str) -> bool {
-    let class = format!("{handle:x}:1");
-    out.lines().any(|l| {
-        let w: Vec<&str> = l.split_whitespace().take(5).collect();
-        matches!(w.as_slice(), ["qdisc", kind, _, "parent", parent] if *kind == leaf && *parent == class)
-    })
+/// A queue's limit in packets, as tc defaults it for netem.
+const NETEM_LIMIT: u32 = 1000;
+/// How long a tbf queue may hold a packet (tc's `latency 200ms`).
+const TBF_LATENCY: Duration = Duration::from_millis(200);
+
+/// The leaf qdisc of a fault: what impairs the traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Leaf {
+    /// `netem`: delay ± jitter, loss, duplication, corruption.
+    Netem {
+        /// Added delay.
+        delay: Duration,
+        /// Its spread.
+        jitter: Duration,
+        /// Shares in percent.
+        loss: f64,
+        /// Shares in percent.
+        duplicate: f64,
+        /// Shares in percent.
+        corrupt: f64,
+    },
+    /// `tbf`: a token bucket.
+    Tbf {
+        /// Bits per second.
+        rate: u64,
+        /// Bucket size in bytes.
+        burst: u64,
+    },
+}
+
+impl Leaf {
+    /// The leaf of a `netem` spec, or why it has none. Pure.
+    pub(super) fn netem(spec: &NetemSpec) -> Result<Leaf, String> {
+        // One validation for both spellings: the tc arguments are what the plan shows.
+        netem_args(spec)?;
+        let p = |v: Option<Percent>| v.map_or(0.0, |p| p.0);
+        Ok(Leaf::Netem {
+            delay: spec.delay.map_or(Duration::ZERO, |d| d.0),
+            jitter: spec.jitter.map_or(Duration::ZERO, |d| d.0),
+            loss: p(spec.loss),
+            duplicate: p(spec.duplicate),
+            corrupt: p(spec.corrupt),
+        })
+    }
+
+    /// The leaf of a rate limit. Pure.
+    pub(super) fn tbf(rate: Rate, burst: Option<ByteSize>) -> Leaf {
+        Leaf::Tbf {
+            rate: rate.0,
+            burst: tbf_burst(rate, burst),
+        }
+    }
+
+    /// The qdisc kind.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Leaf::Netem { .. } => "netem",
+            Leaf::Tbf { .. } => "tbf",
+        }
+    }
+
+    /// `TCA_OPTIONS` for this leaf. Pure.
+    pub(super) fn options(&self) -> Vec<u8> {
+        match self {
+            Leaf::Netem {
+                delay,
+                jitter,
+                loss,
+                duplicate,
+                corrupt,
+            } => netem_options(*delay, *jitter, *loss, *duplicate, *corrupt),
+            Leaf::Tbf { rate, burst } => tbf_options(*rate, *burst),
+        }
+    }
+}
+
+/// A netlink attribute: length, type, value, padded to 4 bytes. Pure.
+pub(super) fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let mut out = Vec::with_capacity((len + 3) & !3);
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize((len + 3) & !3, 0);
+    out
+}
+
+/// Kernel scheduler ticks (64 ns) for a duration, as `tc` computes them. Pure.
+fn ticks(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos() >> 6).unwrap_or(u32::MAX)
+}
+
+/// How long `bytes` take at `rate_bytes` per second, in ticks. Pure.
+fn xmit_ticks(rate_bytes: u64, bytes: u64) -> u32 {
+    if rate_bytes == 0 {
+        return u32::MAX;
+    }
+    let ns = u128::from(bytes) * 1_000_000_000 / u128::from(rate_bytes);
+    u32::try_from(ns >> 6).unwrap_or(u32::MAX)
+}
+
+/// A probability in the kernel's scale (`u32::MAX` is 100 %). Pure.
+fn probability(percent: f64) -> u32 {
+    (percent / 100.0 * f64::from(u32::MAX)).round() as u32
+}
+
+/// `struct tc_ratespec` for `rate_bytes` per second (Ethernet link layer; the 32-bit field
+/// saturates, the 64-bit attribute carries the rest). Pure.
+fn ratespec(rate_bytes: u64) -> [u8; 12] {
+    let mut r = [0u8; 12];
+    r[1] = 1; // linklayer: TC_LINKLAYER_ETHERNET
+    r[8..12].copy_from_slice(&u32::try_from(rate_bytes).unwrap_or(u32::MAX).to_ne_bytes());
+    r
+}
+
+// linux/pkt_sched.h
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+const TCA_NETEM_CORRUPT: u16 = 4;
+const TCA_NETEM_LATENCY64: u16 = 10;
+const TCA_NETEM_JITTER64: u16 = 11;
+
+/// `tbf rate R burst B latency 200ms`: `TCA_TBF_PARMS` (`struct tc_tbf_qopt`: rate,
+/// peakrate, limit, buffer, mtu), `TCA_TBF_BURST`, and `TCA_TBF_RATE64` above 32 bits. Pure.
+pub(super) fn tbf_options(rate_bits: u64, burst: u64) -> Vec<u8> {
+    let rate = rate_bits / 8;
+    // tc: limit = rate × latency + burst.
+    let limit = (u128::from(rate) * TBF_LATENCY.as_micros() / 1_000_000) as u64 + burst;
+    let mut qopt = Vec::with_capacity(36);
+    qopt.extend_from_slice(&ratespec(rate));
+    qopt.extend_from_slice(&[0u8; 12]); // no peak rate
+    qopt.extend_from_slice(&u32::try_from(limit).unwrap_or(u32::MAX).to_ne_bytes());
+    qopt.extend_from_slice(&xmit_ticks(rate, burst).to_ne_bytes());
+    qopt.extend_from_slice(&0u32.to_ne_bytes()); // mtu
+    let mut out = nla(TCA_TBF_PARMS, &qopt);
+    out.extend(nla(
+        TCA_TBF_BURST,
+        &u32::try_from(burst).unwrap_or(u32::MAX).to_ne_bytes(),
+    ));
+    if rate > u64::from(u32::MAX) {
+        out.extend(nla(TCA_TBF_RATE64, &rate.to_ne_bytes()));
+    }
+    out
+}
+
+/// `netem delay D J loss L duplicate U corrupt C`: `struct tc_netem_qopt` (latency, limit,
+/// loss, gap, duplicate, jitter) followed by attributes: the corruption share and the 64-bit
+/// nanosecond delay and jitter. Pure.
+pub(super) fn netem_options(
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+    duplicate: f64,
+    corrupt: f64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for v in [
+        ticks(delay),
+        NETEM_LIMIT,
+        probability(loss),
+        0,
+        probability(duplicate),
+        ticks(jitter),
+    ] {
+        out.extend_from_slice(&v.to_ne_bytes());
+    }
+    if corrupt > 0.0 {
+        let mut c = probability(corrupt).to_ne_bytes().to_vec();
+        c.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend(nla(TCA_NETEM_CORRUPT, &c));
+    }
+    let ns = |d: Duration| {
+        i64::try_from(d.as_nanos())
+            .unwrap_or(i64::MAX)
+            .to_ne_bytes()
+    };
+    out.extend(nla(TCA_NETEM_LATENCY64, &ns(delay)));
+    out.extend(nla(TCA_NETEM_JITTER64, &ns(jitter)));
+    out
+}
+
+/// `htb` with no default class (unselected traffic leaves through htb's direct queue):
+/// `TCA_HTB_INIT` (`struct tc_htb_glob`: version 3, r2q 10, default 0). Pure.
+pub(super) fn htb_root_options() -> Vec<u8> {
+    let mut glob = Vec::with_capacity(20);
+    for v in [3u32, 10, 0, 0, 0] {
+        glob.extend_from_slice(&v.to_ne_bytes());
+    }
+    nla(TCA_HTB_INIT, &glob)
+}
+
+/// The class that holds the leaf: `htb rate 100gbit burst 1mb cburst 1mb quantum 60000`, so
+/// it never shapes by itself (`TCA_HTB_PARMS`: `struct tc_htb_opt`, with the 64-bit rate and
+/// ceiling attributes). Pure.
+pub(super) fn htb_class_options() -> Vec<u8> {
+    const RATE_BYTES: u64 = 100_000_000_000 / 8;
+    const BURST: u64 = 1024 * 1024;
+    let mut opt = Vec::with_capacity(44);
+    opt.extend_from_slice(&ratespec(RATE_BYTES));
+    opt.extend_from_slice(&ratespec(RATE_BYTES));
+    let buffer = xmit_ticks(RATE_BYTES, BURST);
+    for v in [buffer, buffer, 60_000, 0, 0] {
+        opt.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut out = nla(TCA_HTB_PARMS, &opt);
+    out.extend(nla(TCA_HTB_RATE64, &RATE_BYTES.to_ne_bytes()));
+    out.extend(nla(TCA_HTB_CEIL64, &RATE_BYTES.to_ne_bytes()));
+    out
 }
