@@ -9,6 +9,9 @@
 //! The host reaches the agents only through the published loopback ports. Everything is
 //! removed on drop (containers with their volumes, then the network), also when the test
 //! fails.
+//!
+//! Also here, for every game-day test: [`spawn_game`] and [`wait_game`], the real
+//! `faultline gameday run` as a child process.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use crate::deploy::{DockerRun, agent_image};
 use crate::docker::workload_binary;
-use crate::drill::api_call as http;
+use crate::drill::{api_call as http, poll_for};
 
 /// The node image [`node_image`] builds.
 pub const NODE_IMAGE: &str = "faultline-gameday-node:test";
@@ -261,4 +264,57 @@ impl Node {
             .filter_map(|pid| Some((pid, crate::chaos::state(pid)?)))
             .collect()
     }
+}
+
+/// `faultline gameday run FILE --report-json DIR/<stem>.json --html DIR/<stem>.html`, its
+/// output piped ([`wait_game`] collects it).
+///
+/// # Panics
+/// When it cannot be spawned.
+pub fn spawn_game(dir: &Path, file: &Path) -> std::process::Child {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| panic!("{} has no file name", file.display()));
+    let mut cmd = Command::new(crate::agent_binary());
+    cmd.args(["gameday", "run"])
+        .arg(file)
+        .arg("--report-json")
+        .arg(dir.join(format!("{stem}.json")))
+        .arg("--html")
+        .arg(dir.join(format!("{stem}.html")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+}
+
+/// Waits up to `timeout` for a game [`spawn_game`] started (killed past it); its exit code
+/// and its stdout and stderr together.
+///
+/// # Panics
+/// When the game did not end within `timeout`, or its output cannot be read.
+pub fn wait_game(mut child: std::process::Child, timeout: Duration) -> (i32, String) {
+    let done = poll_for(timeout, || {
+        child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("waiting for the game: {e}"))
+    });
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("reading the game's output: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        done.is_some(),
+        "the game did not end within {timeout:?}:\n{text}"
+    );
+    (out.status.code().unwrap_or(-1), text)
 }

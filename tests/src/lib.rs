@@ -14,6 +14,8 @@
 //!   mounts owned by the test (removed on drop), independent /proc and statvfs readings.
 //! - [`deploy`]: the shipped manifests read as JSON, the chart rendered, the agent image
 //!   built by `deploy/docker/build-local.sh`, and a guard for its containers.
+//! - [`dns`]: a DNS server of the test's own (dnsmasq on a loopback port) and free ports on
+//!   several loopback addresses, for game days that find their agents through DNS.
 //! - [`docker`]: real containers from a `FROM scratch` image of the project's workload.
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
@@ -37,6 +39,7 @@ pub mod backup;
 pub mod chaos;
 pub mod containerd;
 pub mod deploy;
+pub mod dns;
 pub mod docker;
 pub mod drill;
 pub mod gameday;

@@ -326,6 +326,84 @@ fn helm_daemonset_matches_the_plain_manifest_where_it_matters() {
     assert_eq!(host_paths(&p), host_paths(&h));
 }
 
+/// The headless Service a game day finds the agents through (`agents: {dns: …}`,
+/// docs/adr/0017) in `docs`: no cluster IP (one DNS record per pod), only ready pods
+/// (`publishNotReadyAddresses` unset: an agent failing `/readyz` is not listed), selecting
+/// exactly the DaemonSet's pods, on the container port named `api`, 9465.
+fn assert_headless_api_service(what: &str, docs: &[Value], name: &str) {
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{what}: no Service {name}"));
+    let spec = &service["spec"];
+    assert_eq!(spec["clusterIP"], "None", "{what}: not headless: {spec:#}");
+    assert_ne!(spec["publishNotReadyAddresses"], true, "{what}: {spec:#}");
+    let daemonset = find_kind(docs, "DaemonSet");
+    let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    let selector = spec["selector"].as_object().unwrap();
+    assert!(
+        !selector.is_empty(),
+        "{what}: the Service selects every pod"
+    );
+    for (k, v) in selector {
+        assert_eq!(
+            &pod_labels[k], v,
+            "{what}: the pods lack the Service's {k}={v}"
+        );
+    }
+    assert_eq!(
+        spec["selector"], daemonset["spec"]["selector"]["matchLabels"],
+        "{what}: the Service and the DaemonSet select different pods"
+    );
+    let ports = spec["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 1, "{what}: {ports:?}");
+    assert_eq!(ports[0]["port"], 9465, "{what}");
+    assert_eq!(ports[0]["name"], "api", "{what}");
+    assert_eq!(ports[0]["protocol"], "TCP", "{what}");
+    let target = ports[0]["targetPort"].as_str().unwrap();
+    let container_port = daemonset["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == target)
+        .unwrap_or_else(|| panic!("{what}: no container port named {target}"));
+    assert_eq!(container_port["containerPort"], 9465, "{what}");
+    assert_eq!(
+        service["metadata"]["namespace"], daemonset["metadata"]["namespace"],
+        "{what}"
+    );
+}
+
+#[test]
+fn the_headless_api_service_selects_the_daemonset_pods_plain_and_in_the_chart() {
+    let test = "the_headless_api_service_selects_the_daemonset_pods";
+    if !python_modules_available(test, &["yaml"]) {
+        return;
+    }
+    let plain: Vec<Value> = kubernetes_files()
+        .iter()
+        .flat_map(|f| yaml_docs(f))
+        .collect();
+    assert_headless_api_service("deploy/kubernetes", &plain, "faultline-api");
+    validate(
+        test,
+        &[
+            deploy_dir().join("kubernetes/service.yaml"),
+            deploy_dir().join("kubernetes/daemonset.yaml"),
+        ],
+    );
+    if !python_modules_available(test, &["helm_python"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs: Vec<Value> = render_chart(dir.path(), &default_values())
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        .flat_map(|f| yaml_docs(f))
+        .collect();
+    assert_headless_api_service("the Helm chart", &docs, "faultline-api");
+}
+
 /// Runs `faultline config validate` on `yaml` as the pod would see it. The validator checks
 /// that `proc_root`, `sys_root`, `rootfs` and `cgroup_root` exist; in the pod they are the
 /// host mounts under `/host`, so here `/host/` is rewritten to a scratch directory whose

@@ -32,7 +32,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use faultline_tests::agent_binary;
@@ -40,7 +39,7 @@ use faultline_tests::docker::docker_available;
 use faultline_tests::drill::{
     api_call as http, chromium, finished_drill, png_stats, poll_for, screenshot,
 };
-use faultline_tests::gameday::{Network, Node, node_config};
+use faultline_tests::gameday::{Network, Node, node_config, spawn_game, wait_game};
 use serde_json::Value;
 
 const TOKEN: &str = "gameday-operator-token-0123";
@@ -145,46 +144,6 @@ fn run_of<'a>(report: &'a Value, agent: &str) -> &'a Value {
         .iter()
         .find(|r| r["agent"] == agent)
         .unwrap_or_else(|| panic!("no run on {agent} in {report:#}"))
-}
-
-fn spawn_game(dir: &Path, file: &Path) -> std::process::Child {
-    std::process::Command::new(agent_binary())
-        .args(["gameday", "run"])
-        .arg(file)
-        .arg("--report-json")
-        .arg(dir.join(format!(
-            "{}.json",
-            file.file_stem().unwrap().to_string_lossy()
-        )))
-        .arg("--html")
-        .arg(dir.join(format!(
-            "{}.html",
-            file.file_stem().unwrap().to_string_lossy()
-        )))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_game(child: std::process::Child, timeout: Duration) -> (i32, String) {
-    let mut child = child;
-    let done = poll_for(timeout, || child.try_wait().unwrap());
-    if done.is_none() {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        done.is_some(),
-        "the game did not end within {timeout:?}:\n{text}"
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]

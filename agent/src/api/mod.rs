@@ -5,6 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | GET | `/healthz` | — | the process answers |
 //! | GET | `/readyz` | — | the drill service is up |
+//! | GET | `/v1/info` | viewer | who this agent is: `{"node", "version", "hostname"}` ([`AgentInfo`]; game days name agents by `node`) |
 //! | GET | `/v1/drills` | viewer | running drills and the history |
 //! | POST | `/v1/drills` | operator | start: `{"scenario": NAME}` (from `drills:`) or `{"inline": SCENARIO}` (object or YAML text), or a YAML body |
 //! | GET | `/v1/drills/{id}` | viewer | the report (live while running) |
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faultline_chaos::{Engine, FaultError, FaultId, FaultSpec, Requester};
+use faultline_exporters::model::{AttrValue, Resource};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -182,7 +184,50 @@ pub enum ApiError {
     Config(String),
 }
 
+/// What `GET /v1/info` answers: which node this agent runs on. A game day that finds its
+/// agents through DNS names each address by its `node` (docs/adr/0017).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The node's name: `NODE_NAME`, else the resource's `k8s.node.name`, else the host name.
+    pub node: String,
+    /// The agent's version.
+    pub version: String,
+    /// The host name (the resource's `host.name`).
+    pub hostname: String,
+}
+
+impl AgentInfo {
+    /// The answer of an agent reporting `resource`, with `node_env` the value of `NODE_NAME`
+    /// (the Kubernetes downward API's `spec.nodeName`).
+    pub fn new(node_env: Option<&str>, resource: &Resource) -> Self {
+        let attr = |key: &str| match resource.attributes.get(key) {
+            Some(AttrValue::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            _ => None,
+        };
+        let hostname = attr("host.name")
+            .or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+            })
+            .unwrap_or_default();
+        let node = node_env
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .or_else(|| attr("k8s.node.name"))
+            .unwrap_or_else(|| hostname.clone());
+        Self {
+            node,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname,
+        }
+    }
+}
+
 struct State {
+    /// Who this agent is (`GET /v1/info`).
+    info: AgentInfo,
     /// The agent's fault engine (faults injected through the API).
     engine: Engine,
     /// The drills.
@@ -309,7 +354,13 @@ impl Server {
 
     /// Serves until `cancel`; connections are owned by a tracker and drained (bounded).
     /// The tokens file is watched for changes meanwhile.
-    pub async fn run(self, engine: Engine, svc: DrillService, cancel: CancellationToken) {
+    pub async fn run(
+        self,
+        engine: Engine,
+        svc: DrillService,
+        info: AgentInfo,
+        cancel: CancellationToken,
+    ) {
         let connections = TaskTracker::new();
         connections.spawn(
             self.tokens
@@ -319,6 +370,7 @@ impl Server {
         );
         let read_timeout = self.read_timeout;
         let state = Arc::new(State {
+            info,
             engine,
             svc,
             tokens: self.tokens,
@@ -509,7 +561,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
     let known_route = matches!(
         (&method, segs.as_slice()),
-        (&Method::GET | &Method::POST, ["v1", "drills"])
+        (&Method::GET, ["v1", "info"])
+            | (&Method::GET | &Method::POST, ["v1", "drills"])
             | (&Method::GET, ["v1", "drills", _])
             | (&Method::GET, ["v1", "drills", _, "junit" | "html"])
             | (&Method::POST, ["v1", "drills", _, "abort"])
@@ -633,6 +686,7 @@ async fn route(
         token: who.name.clone(),
     };
     match (method, segs) {
+        (&Method::GET, ["v1", "info"]) => json(StatusCode::OK, &state.info),
         (&Method::GET, ["v1", "drills"]) => json(StatusCode::OK, &svc.list().await),
         (&Method::GET, ["v1", "drills", id]) => match svc.get(id).await {
             Some(r) => json(StatusCode::OK, &r),
@@ -804,6 +858,31 @@ mod tests {
             backup_sources: Vec::new(),
             max_fault_duration: Some(Duration::from_secs(3600)),
         }
+    }
+
+    #[test]
+    fn info_names_the_node_from_node_name_then_the_resource_then_the_host_name() {
+        let mut attributes = faultline_exporters::model::Attributes::new();
+        attributes.push("host.name", "host-1");
+        let host_only = Resource {
+            attributes: attributes.clone(),
+        };
+        attributes.push("k8s.node.name", "node-from-resource");
+        let with_node = Resource { attributes };
+        let info = AgentInfo::new(Some("node-from-env"), &with_node);
+        assert_eq!(info.node, "node-from-env");
+        assert_eq!(info.hostname, "host-1");
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            AgentInfo::new(Some(" "), &with_node).node,
+            "node-from-resource"
+        );
+        assert_eq!(AgentInfo::new(None, &host_only).node, "host-1");
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"node": "node-from-env", "version": env!("CARGO_PKG_VERSION"), "hostname": "host-1"})
+        );
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! `faultline gameday validate GAMEDAY.yaml`.
 //!
 //! Exit codes, as `drill run`: 0 every drill passed and every game objective was met; 1 a
-//! drill did not pass, an agent was unreachable, an objective was missed, or the game was
-//! aborted; 2 the game-day file (or a token or scenario file it names) is wrong and nothing
-//! ran. SIGINT/SIGTERM abort the game: every agent's kill switch is pulled before the
-//! report is written.
+//! drill did not pass, an agent was unreachable, an objective was missed, the game was
+//! aborted, or the agents could not be found through DNS (nothing ran, no report); 2 the
+//! game-day file (or a token or scenario file it names) is wrong, or its plan does not fit
+//! the agents found (a node name not among them, a count above their number), and nothing
+//! ran. SIGINT/SIGTERM abort the game: every agent's kill switch is pulled before the report
+//! is written.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{EXIT_CONFIG, LogFormatArg, init_logging};
 use crate::config::LoggingConfig;
 use crate::gameday::client::NodeClient;
-use crate::gameday::plan;
+use crate::gameday::plan::{self, AgentSource};
 use crate::gameday::report::{self, GameReport, GameVerdict};
+use crate::gameday::{cast, discover};
 
 /// `faultline gameday …`
 #[derive(Debug, Subcommand)]
@@ -57,32 +60,19 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
         report_json, html, ..
     } = cmd
     else {
-        println!(
-            "{}: ok (game day {}: {} agents, {} stages)",
-            path.display(),
-            game.file.name,
-            game.agents.len(),
-            game.stages.len()
-        );
-        return ExitCode::SUCCESS;
+        return validated(&path, &game);
     };
-    let mut clients = Vec::new();
-    for a in &game.agents {
-        match NodeClient::new(a.clone(), game.file.request_timeout.0) {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                eprintln!("faultline: game-day file error: agent {}: {e}", a.name);
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    }
     let rt = match crate::cli::command_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let report = match rt.block_on(play(&game, &clients)) {
+    let report = match rt.block_on(play(&game)) {
         Ok(r) => r,
-        Err(e) => {
+        Err(Refused::Plan(e)) => {
+            eprintln!("faultline: game-day file error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(Refused::Other(e)) => {
             eprintln!("faultline: {e}");
             return ExitCode::FAILURE;
         }
@@ -99,26 +89,82 @@ pub fn run(cmd: GameDayCommand, log_format: Option<LogFormatArg>) -> ExitCode {
     }
 }
 
-async fn play(game: &plan::GameDay, clients: &[NodeClient]) -> Result<GameReport, String> {
-    let mut stops = match crate::stop::StopRequests::install() {
-        Ok(s) => s,
-        Err(e) => return Err(format!("cannot install signal handlers: {e}")),
+/// `gameday validate`: an inventory's plan is also cast (its names and counts checked);
+/// agents found through DNS are only known when the game runs.
+fn validated(path: &Path, game: &plan::GameDay) -> ExitCode {
+    let agents = match &game.agents {
+        AgentSource::Inventory(list) => {
+            let names: Vec<String> = list.iter().map(|a| a.name.clone()).collect();
+            if let Err(e) = cast::cast(&game.stages, &names, game.file.seed.unwrap_or(0)) {
+                eprintln!("faultline: game-day file error: {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            format!("{} agents", list.len())
+        }
+        AgentSource::Dns(d) => format!("agents found at run time through DNS: {}", d.name),
     };
-    let cancel = CancellationToken::new();
     println!(
-        "game day {} started: {} agents, {} stages",
+        "{}: ok (game day {}: {agents}, {} stages)",
+        path.display(),
         game.file.name,
-        clients.len(),
         game.stages.len()
     );
-    let runner = crate::gameday::play::run(game, clients, cancel.clone());
+    ExitCode::SUCCESS
+}
+
+/// Why a game did not start.
+enum Refused {
+    /// The plan does not fit the agents, or a client cannot be built from the file's settings.
+    Plan(String),
+    /// The agents could not be found, or signals could not be installed.
+    Other(String),
+}
+
+/// Finds the agents, casts the plan on them, plays it; Ctrl-C aborts the game.
+async fn play(game: &plan::GameDay) -> Result<GameReport, Refused> {
+    let timeout = game.file.request_timeout.0;
+    let (agents, discovery) = match &game.agents {
+        AgentSource::Inventory(list) => (list.clone(), None),
+        AgentSource::Dns(d) => {
+            let (agents, found) = discover::discover(d, timeout)
+                .await
+                .map_err(|e| Refused::Other(format!("game day {}: {e}", game.file.name)))?;
+            (agents, Some(found))
+        }
+    };
+    let seed = game
+        .file
+        .seed
+        .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+    let cast = cast::cast(&game.stages, &names, seed)
+        .map_err(|e| Refused::Plan(format!("{}: {e}", game.source)))?;
+    let mut clients = Vec::new();
+    for a in agents {
+        let name = a.name.clone();
+        clients.push(
+            NodeClient::new(a, timeout).map_err(|e| Refused::Plan(format!("agent {name}: {e}")))?,
+        );
+    }
+    let mut stops = crate::stop::StopRequests::install()
+        .map_err(|e| Refused::Other(format!("cannot install signal handlers: {e}")))?;
+    let cancel = CancellationToken::new();
+    println!(
+        "game day {} started: {} agents, {} stages, seed {seed}",
+        game.file.name,
+        clients.len(),
+        cast.stages.len()
+    );
+    let runner = crate::gameday::play::run(game, &cast, &clients, cancel.clone());
     tokio::pin!(runner);
-    loop {
+    let mut report = loop {
         tokio::select! {
-            r = &mut runner => return Ok(r),
+            r = &mut runner => break r,
             _ = stops.recv() => cancel.cancel(),
         }
-    }
+    };
+    report.discovery = discovery;
+    Ok(report)
 }
 
 /// Writes the JSON and HTML renderings where asked.

@@ -1,12 +1,13 @@
 //! The game-day runner's calls to one node's agent, over the one agent-API client
-//! ([`crate::agent_client`]): check it answers, start a drill, read its report, pull the
-//! kill switch. Each call gives up after the game's `request_timeout`.
+//! ([`crate::agent_client`]): ask which node it is on, check it answers, start a drill, read
+//! its report, pull the kill switch. Each call gives up after the game's `request_timeout`.
 
 use std::time::Duration;
 
 use super::plan::{Agent, ScenarioRef};
 pub use crate::agent_client::CallError;
 use crate::agent_client::{self, AgentClient, Timeouts};
+use crate::api::AgentInfo;
 use crate::drill::report::DrillReport;
 
 /// A client for one node's agent.
@@ -36,6 +37,11 @@ impl NodeClient {
     /// The agent's base URL.
     pub fn url(&self) -> &str {
         self.api.base()
+    }
+
+    /// Which node the agent is on (`GET /v1/info`).
+    pub async fn info(&self) -> Result<AgentInfo, CallError> {
+        self.api.call_json("GET", "/v1/info", None).await
     }
 
     /// Checks the agent answers and the token may read (`GET /v1/drills`).

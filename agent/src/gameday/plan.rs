@@ -10,6 +10,7 @@
 //!     token_file: /etc/faultline/gameday.token   # or token_env: FAULTLINE_TOKEN
 //!     ca_file: /etc/faultline/agents-ca.pem      # optional; the system roots otherwise
 //!   - { name: node2, url: "https://10.0.0.12:9465", token_env: FAULTLINE_TOKEN }
+//! seed: 42                           # optional: the `count:` picks' seed (drawn otherwise)
 //! poll_interval: 1s                  # how often each running drill is read back
 //! request_timeout: 5s                # one API call gives up after this
 //! unreachable_after: 15s             # no answer for this long: the agent is `unreachable`
@@ -22,6 +23,8 @@
 //!         agents: [node2]
 //!       - scenario: cache-kill
 //!         agents: [node1, node2]     # one drill on each, together
+//!   - scenario: web-restart
+//!     agents: {count: 1}             # one agent at random (seeded); or `agents: all`
 //! objectives: { rto: 30s, rpo: 1m }  # the worst node's measured RTO/RPO must be within
 //! abort_when:                        # game-wide guard rails: the first that fires aborts all
 //!   verdicts: [aborted, error]       # a node's drill ended so
@@ -30,6 +33,22 @@
 //!     - name: checkout-up
 //!       http: { url: "https://shop.example/health", status: 200 }
 //! ```
+//!
+//! Instead of the inventory, `agents:` can name the DNS name of the agents' headless
+//! Service; every A/AAAA record is one agent, named by the node its `GET /v1/info` reports
+//! ([`super::discover`], docs/adr/0017):
+//!
+//! ```yaml
+//! agents:
+//!   dns: faultline-api.faultline.svc.cluster.local
+//!   port: 9465
+//!   scheme: https                    # or http (the default manifests serve plain HTTP)
+//!   token_file: /etc/faultline/gameday.token     # or token_env
+//!   ca_file: /etc/faultline/agents-ca.pem        # optional, https only
+//!   resolver: 10.96.0.10:53          # optional: this DNS server, not /etc/resolv.conf
+//! ```
+//!
+//! Node names in steps are then checked against what was found, at run time.
 //!
 //! [`parse`] is pure (text in, value out: the fuzz target's entry); [`load`] also reads the
 //! token files and variables and the inline scenario files, and checks them. Every error is
@@ -47,6 +66,10 @@ use crate::drill::scenario::{self, Known, ProbeSpec, Scenario};
 use crate::yaml::item_line;
 use crate::yaml::{ConfigError, line_of, substitute_env};
 
+mod agents;
+
+pub use agents::{Agents, DnsAgents, Scheme, Targets};
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +79,12 @@ pub struct GameDayFile {
     /// Free text for the report.
     #[serde(default)]
     pub description: String,
-    /// The inventory.
-    pub agents: Vec<AgentEntry>,
+    /// The inventory, or the DNS name the agents are found under.
+    pub agents: Agents,
+    /// Seed of the random `count:` picks; drawn when the game starts if unset. Recorded in
+    /// the report either way, so a game can be replayed with the same picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// How often running drills are read back.
     #[serde(default = "default_poll")]
     pub poll_interval: HumanDuration,
@@ -129,8 +156,8 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_file: Option<PathBuf>,
     /// Agents of the single step.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub agents: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Targets>,
     /// Steps that run together.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parallel: Vec<Step>,
@@ -146,8 +173,8 @@ pub struct Step {
     /// Local scenario file, sent inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_file: Option<PathBuf>,
-    /// The agents.
-    pub agents: Vec<String>,
+    /// The agents: names, `{count: N}` or `all`.
+    pub agents: Targets,
 }
 
 /// `objectives:`: bounds on the worst node's measurements.
@@ -219,13 +246,51 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// `agents: {dns: …}` resolved: the token read, the resolver parsed.
+#[derive(Clone, PartialEq)]
+pub struct DnsSource {
+    /// The DNS name.
+    pub name: String,
+    /// The agents' API port.
+    pub port: u16,
+    /// `https` or `http`.
+    pub scheme: Scheme,
+    /// The bearer token.
+    pub token: String,
+    /// CA file.
+    pub ca_file: Option<PathBuf>,
+    /// The DNS server to ask; the system's resolver when `None`.
+    pub resolver: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for DnsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsSource")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("scheme", &self.scheme)
+            .field("ca_file", &self.ca_file)
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the agents come from, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentSource {
+    /// The inventory, in its order.
+    Inventory(Vec<Agent>),
+    /// Found when the game starts ([`super::discover`]).
+    Dns(DnsSource),
+}
+
 /// A resolved stage.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanStage {
     /// Name.
     pub name: String,
-    /// (scenario, agent names) pairs that run together.
-    pub steps: Vec<(ScenarioRef, Vec<String>)>,
+    /// (scenario, agents) pairs that run together; [`super::cast`] picks the agents.
+    pub steps: Vec<(ScenarioRef, Targets)>,
 }
 
 /// A game day ready to run: tokens read, inline scenarios parsed.
@@ -235,8 +300,8 @@ pub struct GameDay {
     pub file: GameDayFile,
     /// Where it was read from.
     pub source: String,
-    /// Agents, in inventory order.
-    pub agents: Vec<Agent>,
+    /// The agents, or where to find them.
+    pub agents: AgentSource,
     /// The plan.
     pub stages: Vec<PlanStage>,
 }
@@ -280,57 +345,50 @@ pub fn resolve(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GameDay, ConfigError> {
-    let mut agents = Vec::new();
-    for (i, a) in file.agents.iter().enumerate() {
-        let err =
-            |field: &str, message: String| item("agents", i, field, message).locate(text, source);
-        let token = match (&a.token_file, &a.token_env) {
-            (Some(p), None) => {
-                let p = base.join(p);
-                std::fs::read_to_string(&p)
-                    .map_err(|e| err("token_file", format!("cannot read {}: {e}", p.display())))?
-                    .trim()
-                    .to_owned()
+    let agents = match &file.agents {
+        Agents::Inventory(list) => {
+            let mut agents = Vec::new();
+            for (i, a) in list.iter().enumerate() {
+                let creds = Credentials::of_entry(a);
+                let (token, ca_file) = creds
+                    .read(base, env)
+                    .map_err(|(f, m)| item("agents", i, f, m).locate(text, source))?;
+                agents.push(Agent {
+                    name: a.name.clone(),
+                    url: a.url.trim_end_matches('/').to_owned(),
+                    token,
+                    ca_file,
+                });
             }
-            (None, Some(v)) => env(v)
-                .ok_or_else(|| err("token_env", format!("the variable {v} is not set")))?
-                .trim()
-                .to_owned(),
-            _ => {
-                return Err(err(
-                    "token_file",
-                    "set exactly one of token_file, token_env".into(),
-                ));
-            }
-        };
-        if token.is_empty() {
-            return Err(err(
-                if a.token_file.is_some() {
-                    "token_file"
-                } else {
-                    "token_env"
-                },
-                "the token is empty".into(),
-            ));
+            AgentSource::Inventory(agents)
         }
-        let ca_file = a.ca_file.as_ref().map(|p| base.join(p));
-        if let Some(ca) = &ca_file {
-            crate::agent_client::roots(Some(ca)).map_err(|e| err("ca_file", e))?;
+        Agents::Dns(d) => {
+            let (token, ca_file) = Credentials::of_dns(d)
+                .read(base, env)
+                .map_err(|(f, m)| at(format!("agents.{f}"), m).locate(text, source))?;
+            let resolver = d
+                .resolver
+                .as_deref()
+                .map(agents::parse_resolver)
+                .transpose()
+                .map_err(|m| at("agents.resolver", m).locate(text, source))?;
+            AgentSource::Dns(DnsSource {
+                name: d.dns.clone(),
+                port: d.port,
+                scheme: d.scheme,
+                token,
+                ca_file,
+                resolver,
+            })
         }
-        agents.push(Agent {
-            name: a.name.clone(),
-            url: a.url.trim_end_matches('/').to_owned(),
-            token,
-            ca_file,
-        });
-    }
+    };
     let mut stages = Vec::new();
     for (i, s) in file.plan.iter().enumerate() {
         let steps: Vec<Step> = if s.parallel.is_empty() {
             vec![Step {
                 scenario: s.scenario.clone(),
                 scenario_file: s.scenario_file.clone(),
-                agents: s.agents.clone(),
+                agents: s.agents.clone().unwrap_or(Targets::Named(Vec::new())),
             }]
         } else {
             s.parallel.clone()
@@ -500,18 +558,95 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-fn check(g: &GameDayFile) -> Result<(), Problem> {
-    if !valid_name(&g.name) {
-        return Err(at(
-            "name",
-            format!("{:?}: use 1-64 of [A-Za-z0-9._-]", g.name),
-        ));
+/// The token and CA settings an inventory entry and `agents: {dns: …}` share.
+struct Credentials<'a> {
+    token_file: Option<&'a PathBuf>,
+    token_env: Option<&'a String>,
+    ca_file: Option<&'a PathBuf>,
+    /// Plain HTTP, where a CA file means nothing.
+    plain_http: Option<&'static str>,
+}
+
+impl<'a> Credentials<'a> {
+    fn of_entry(a: &'a AgentEntry) -> Self {
+        Self {
+            token_file: a.token_file.as_ref(),
+            token_env: a.token_env.as_ref(),
+            ca_file: a.ca_file.as_ref(),
+            plain_http: a
+                .url
+                .starts_with("http://")
+                .then_some("a CA file needs an https:// url"),
+        }
     }
-    if g.agents.is_empty() {
+
+    fn of_dns(d: &'a DnsAgents) -> Self {
+        Self {
+            token_file: d.token_file.as_ref(),
+            token_env: d.token_env.as_ref(),
+            ca_file: d.ca_file.as_ref(),
+            plain_http: (d.scheme == Scheme::Http).then_some("a CA file needs scheme: https"),
+        }
+    }
+
+    /// What can be checked without reading anything: (field, message).
+    fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.token_file.is_some() == self.token_env.is_some() {
+            return Err(("token_file", "set exactly one of token_file, token_env"));
+        }
+        if self.token_env.is_some_and(|v| v.is_empty()) {
+            return Err(("token_env", "names no variable"));
+        }
+        if let (Some(_), Some(message)) = (self.ca_file, self.plain_http) {
+            return Err(("ca_file", message));
+        }
+        Ok(())
+    }
+
+    /// Reads the token (file or variable; relative paths against `base`) and checks the CA
+    /// file: (token, CA file) or (field, message).
+    fn read(
+        &self,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(String, Option<PathBuf>), (&'static str, String)> {
+        let (field, token) = match (self.token_file, self.token_env) {
+            (Some(p), None) => {
+                let p = base.join(p);
+                let t = std::fs::read_to_string(&p)
+                    .map_err(|e| ("token_file", format!("cannot read {}: {e}", p.display())))?;
+                ("token_file", t)
+            }
+            (None, Some(v)) => (
+                "token_env",
+                env(v).ok_or_else(|| ("token_env", format!("the variable {v} is not set")))?,
+            ),
+            _ => {
+                return Err((
+                    "token_file",
+                    "set exactly one of token_file, token_env".into(),
+                ));
+            }
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err((field, "the token is empty".into()));
+        }
+        let ca_file = self.ca_file.map(|p| base.join(p));
+        if let Some(ca) = &ca_file {
+            crate::agent_client::roots(Some(ca)).map_err(|e| ("ca_file", e))?;
+        }
+        Ok((token, ca_file))
+    }
+}
+
+/// Checks the inventory; returns its names.
+fn check_inventory(list: &[AgentEntry]) -> Result<BTreeSet<&str>, Problem> {
+    if list.is_empty() {
         return Err(at("agents", "needs at least one agent"));
     }
     let mut names = BTreeSet::new();
-    for (i, a) in g.agents.iter().enumerate() {
+    for (i, a) in list.iter().enumerate() {
         if !valid_name(&a.name) {
             return Err(item(
                 "agents",
@@ -545,26 +680,49 @@ fn check(g: &GameDayFile) -> Result<(), Problem> {
                 ));
             }
         }
-        if a.token_file.is_some() == a.token_env.is_some() {
-            return Err(item(
-                "agents",
-                i,
-                "token_file",
-                "set exactly one of token_file, token_env",
-            ));
-        }
-        if a.token_env.as_deref() == Some("") {
-            return Err(item("agents", i, "token_env", "names no variable"));
-        }
-        if a.ca_file.is_some() && a.url.starts_with("http://") {
-            return Err(item(
-                "agents",
-                i,
-                "ca_file",
-                "a CA file needs an https:// url",
-            ));
-        }
+        Credentials::of_entry(a)
+            .check()
+            .map_err(|(f, m)| item("agents", i, f, m))?;
     }
+    Ok(names)
+}
+
+fn check_dns(d: &DnsAgents) -> Result<(), Problem> {
+    if !agents::valid_dns_name(&d.dns) {
+        return Err(at(
+            "agents.dns",
+            format!(
+                "{:?} is not a DNS name (such as faultline-api.faultline.svc.cluster.local)",
+                d.dns
+            ),
+        ));
+    }
+    if d.port == 0 {
+        return Err(at("agents.port", "must be a port (1-65535)"));
+    }
+    if let Some(r) = &d.resolver {
+        agents::parse_resolver(r).map_err(|m| at("agents.resolver", m))?;
+    }
+    Credentials::of_dns(d)
+        .check()
+        .map_err(|(f, m)| at(format!("agents.{f}"), m))
+}
+
+fn check(g: &GameDayFile) -> Result<(), Problem> {
+    if !valid_name(&g.name) {
+        return Err(at(
+            "name",
+            format!("{:?}: use 1-64 of [A-Za-z0-9._-]", g.name),
+        ));
+    }
+    // The inventory's names; `None` when the agents are found at run time.
+    let known = match &g.agents {
+        Agents::Inventory(list) => Some(check_inventory(list)?),
+        Agents::Dns(d) => {
+            check_dns(d)?;
+            None
+        }
+    };
     if g.poll_interval.0 < Duration::from_millis(50) {
         return Err(at("poll_interval", "must be at least 50ms"));
     }
@@ -594,7 +752,7 @@ fn check(g: &GameDayFile) -> Result<(), Problem> {
                 format!("{n:?}: use 1-64 of [A-Za-z0-9._-]"),
             ));
         }
-        let single = s.scenario.is_some() || s.scenario_file.is_some() || !s.agents.is_empty();
+        let single = s.scenario.is_some() || s.scenario_file.is_some() || s.agents.is_some();
         if single != s.parallel.is_empty() {
             return Err(item(
                 "plan",
@@ -604,11 +762,12 @@ fn check(g: &GameDayFile) -> Result<(), Problem> {
             ));
         }
         if single {
+            let none = Targets::Named(Vec::new());
             check_step(
                 s.scenario.as_ref(),
                 s.scenario_file.as_ref(),
-                &s.agents,
-                &names,
+                s.agents.as_ref().unwrap_or(&none),
+                known.as_ref(),
             )
             .map_err(|(f, m)| item("plan", i, &f, m))?;
         }
@@ -618,10 +777,21 @@ fn check(g: &GameDayFile) -> Result<(), Problem> {
                 st.scenario.as_ref(),
                 st.scenario_file.as_ref(),
                 &st.agents,
-                &names,
+                known.as_ref(),
             )
             .map_err(|(f, m)| item("plan", i, &format!("parallel[{j}].{f}"), m))?;
-            for a in &st.agents {
+            if st.agents == Targets::All && s.parallel.len() > 1 {
+                return Err(item(
+                    "plan",
+                    i,
+                    &format!("parallel[{j}].agents"),
+                    "`all` takes every agent, so no other step of this stage could run; give the other steps a stage of their own",
+                ));
+            }
+            let Targets::Named(names) = &st.agents else {
+                continue;
+            };
+            for a in names {
                 if !seen.insert(a.as_str()) {
                     return Err(item(
                         "plan",
@@ -675,8 +845,8 @@ fn check(g: &GameDayFile) -> Result<(), Problem> {
 fn check_step(
     scenario: Option<&String>,
     file: Option<&PathBuf>,
-    agents: &[String],
-    known: &BTreeSet<&str>,
+    agents: &Targets,
+    known: Option<&BTreeSet<&str>>,
 ) -> Result<(), (String, String)> {
     match (scenario, file) {
         (Some(n), None) if !n.is_empty() => {}
@@ -689,12 +859,28 @@ fn check_step(
             ));
         }
     }
-    if agents.is_empty() {
+    let names = match agents {
+        Targets::All => return Ok(()),
+        Targets::Count(0) => return Err(("agents".into(), "count must be at least 1".into())),
+        Targets::Count(n) => {
+            return match known {
+                Some(k) if *n > k.len() => Err((
+                    "agents".into(),
+                    format!("count {n} but agents: lists {}", k.len()),
+                )),
+                _ => Ok(()),
+            };
+        }
+        Targets::Named(names) => names,
+    };
+    if names.is_empty() {
         return Err(("agents".into(), "needs at least one agent".into()));
     }
     let mut seen = BTreeSet::new();
-    for a in agents {
-        if !known.contains(a.as_str()) {
+    for a in names {
+        if let Some(known) = known
+            && !known.contains(a.as_str())
+        {
             return Err((
                 "agents".into(),
                 format!(
@@ -702,6 +888,9 @@ fn check_step(
                     known.iter().copied().collect::<Vec<_>>().join(", ")
                 ),
             ));
+        }
+        if a.is_empty() {
+            return Err(("agents".into(), "an agent name is empty".into()));
         }
         if !seen.insert(a.as_str()) {
             return Err(("agents".into(), format!("{a:?} is listed twice")));
@@ -711,148 +900,4 @@ fn check_step(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = "\
-name: gd
-agents:
-  - name: node1
-    url: http://127.0.0.1:9465
-    token_env: GD_TOKEN
-  - name: node2
-    url: https://10.0.0.2:9465/
-    token_file: token
-plan:
-  - scenario: web-restart
-    agents: [node1]
-  - name: together
-    parallel:
-      - scenario_file: s.yaml
-        agents: [node2]
-      - scenario: other
-        agents: [node1]
-objectives: { rto: 30s }
-abort_when:
-  verdicts: [aborted]
-";
-
-    fn invalid_at(text: &str) -> (usize, String, String) {
-        match parse(text, "g.yaml") {
-            Err(ConfigError::Invalid {
-                line,
-                field,
-                message,
-                ..
-            }) => (line, field, message),
-            other => panic!("expected invalid, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_good_file_parses_with_defaults_and_resolves() {
-        let g = parse(GOOD, "g.yaml").unwrap();
-        assert_eq!(g.poll_interval.0, Duration::from_secs(1));
-        assert_eq!(g.unreachable_after.0, Duration::from_secs(15));
-        assert_eq!(g.plan[1].parallel.len(), 2);
-        assert_eq!(g.abort_when.verdicts, vec![Verdict::Aborted]);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), "secret-token-0123456789\n").unwrap();
-        std::fs::write(
-            dir.path().join("s.yaml"),
-            "name: lat\nsteady_state:\n  - name: up\n    tcp: { address: \"127.0.0.1:1\" }\nfaults:\n  - fault: { kind: process-kill, pid: 42, duration: 1s }\n",
-        )
-        .unwrap();
-        let env = |k: &str| (k == "GD_TOKEN").then(|| "env-token-0123456789".to_owned());
-        let r = resolve(g, GOOD, "g.yaml", dir.path(), &env).unwrap();
-        assert_eq!(r.agents[0].token, "env-token-0123456789");
-        assert_eq!(r.agents[1].token, "secret-token-0123456789");
-        assert_eq!(r.agents[1].url, "https://10.0.0.2:9465");
-        assert!(!format!("{:?}", r.agents[1]).contains("secret"));
-        assert_eq!(r.stages[0].name, "stage-1");
-        assert_eq!(r.stages[1].name, "together");
-        assert_eq!(r.stages[1].steps[0].0.name(), "lat");
-        assert_eq!(r.stages[1].steps[1].1, vec!["node1".to_owned()]);
-    }
-
-    #[test]
-    fn unknown_fields_and_bad_values_are_located() {
-        let (line, field, msg) = invalid_at(&GOOD.replace("    token_env:", "    token_envv:"));
-        assert_eq!(line, 5, "{field} {msg}");
-        assert!(field.contains("token_envv"), "{field}");
-        let (line, field, _) = invalid_at(&GOOD.replace("agents: [node2]", "agents: [node9]"));
-        assert_eq!((line, field.as_str()), (15, "plan[1].parallel[0].agents"));
-        let (line, field, _) = invalid_at(&GOOD.replace("http://127.0.0.1:9465", "ftp://x"));
-        assert_eq!((line, field.as_str()), (4, "agents[0].url"));
-        let (line, field, msg) =
-            invalid_at(&GOOD.replace("objectives: { rto: 30s }", "objectives: { rto: soon }"));
-        assert_eq!(line, 18, "{field}: {msg}");
-        let (_, field, _) = invalid_at(&GOOD.replace("    token_file: token\n", ""));
-        assert_eq!(field, "agents[1].token_file");
-        let (line, field, _) = invalid_at(&GOOD.replace(
-            "agents: [node1]\n  - name",
-            "agents: [node1, node1]\n  - name",
-        ));
-        assert_eq!((line, field.as_str()), (11, "plan[0].agents"));
-        let text = GOOD.replace(
-            "      - scenario: other\n        agents: [node1]\n",
-            "      - scenario: other\n        agents: [node2]\n",
-        );
-        let (_, field, msg) = invalid_at(&text);
-        assert_eq!(field, "plan[1].parallel[1].agents", "{msg}");
-        let (_, field, _) = invalid_at(&GOOD.replace("verdicts: [aborted]", "verdicts: [running]"));
-        assert_eq!(field, "abort_when.verdicts");
-        let (_, field, _) = invalid_at(&GOOD.replace("name: gd", "name: g d"));
-        assert_eq!(field, "name");
-    }
-
-    #[test]
-    fn resolve_names_missing_tokens_and_scenario_errors() {
-        let g = parse(GOOD, "g.yaml").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let none = |_: &str| None;
-        let e = resolve(g.clone(), GOOD, "g.yaml", dir.path(), &none).unwrap_err();
-        assert!(e.to_string().contains("GD_TOKEN"), "{e}");
-        let env = |_: &str| Some("t0123456789abcdef".to_owned());
-        let e = resolve(g.clone(), GOOD, "g.yaml", dir.path(), &env).unwrap_err();
-        assert!(e.to_string().contains("agents[1].token_file"), "{e}");
-        std::fs::write(dir.path().join("token"), "x\n").unwrap();
-        std::fs::write(
-            dir.path().join("s.yaml"),
-            "name: lat\nsteady_state: []\nfaults: []\n",
-        )
-        .unwrap();
-        let e = resolve(g, GOOD, "g.yaml", dir.path(), &env).unwrap_err();
-        let s = e.to_string();
-        assert!(
-            s.starts_with("g.yaml:14: plan[1].parallel[0].scenario_file:"),
-            "{s}"
-        );
-        assert!(s.contains("steady_state"), "{s}");
-    }
-
-    #[test]
-    fn the_documented_example_parses_and_reads_back_from_json() {
-        let text = include_str!("../../../tests/fuzz/seeds/gameday/full.yaml");
-        let g = parse(text, "full.yaml").unwrap();
-        assert_eq!(g.abort_when.probes.len(), 2);
-        let json = serde_json::to_string(&g).unwrap();
-        assert_eq!(parse(&json, "full.json").unwrap(), g);
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for t in [
-            "",
-            "{",
-            "name: [",
-            "- a",
-            "agents: 3",
-            ":",
-            "\t",
-            "plan:\n  - parallel: []\n",
-        ] {
-            let _ = parse(t, "g.yaml");
-        }
-    }
-}
+mod tests;

@@ -6,6 +6,10 @@
 //! switch (`POST /v1/abort`) of every agent, then the aborted drills' final reports — on
 //! the caller's cancellation (Ctrl-C), an `abort_when` condition, or `max_duration`.
 //!
+//! The preflight and the kill switch cover every agent, also those no step chose
+//! (`not-selected` in the report): a game starts only when all its agents answer, and its
+//! abort stops everything on all of them.
+//!
 //! ```text
 //! preflight (GET /v1/drills on every agent; one failing: nothing starts)
 //!   └─ stage 1 ── run(agent a) ─┐   POST /v1/drills → id; GET /v1/drills/{id} every
@@ -26,6 +30,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cast::Cast;
 use super::client::{CallError, NodeClient};
 use super::plan::{GameDay, ScenarioRef};
 use super::report::{
@@ -141,9 +146,15 @@ impl Shared {
     }
 }
 
-/// Runs a resolved game day; `cancel` is the caller's abort (Ctrl-C). Returns the judged
-/// report; the caller renders it and picks the exit code.
-pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationToken) -> GameReport {
+/// Runs a resolved game day cast on `clients` (one per agent found or listed); `cancel` is
+/// the caller's abort (Ctrl-C). Returns the judged report; the caller renders it and picks
+/// the exit code.
+pub async fn run(
+    game: &GameDay,
+    cast: &Cast,
+    clients: &[NodeClient],
+    cancel: CancellationToken,
+) -> GameReport {
     let f = &game.file;
     let shared = Arc::new(Shared {
         clock: Clock::new(),
@@ -162,10 +173,10 @@ pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationTok
         "game-start",
         &f.name,
         None,
-        format!("{} agents, {} stages", clients.len(), game.stages.len()),
+        format!("{} agents, {} stages", clients.len(), cast.stages.len()),
     );
     let by_name: BTreeMap<&str, &NodeClient> = clients.iter().map(|c| (c.name(), c)).collect();
-    let mut runs: Vec<RunResult> = game
+    let mut runs: Vec<RunResult> = cast
         .stages
         .iter()
         .flat_map(|s| {
@@ -190,7 +201,7 @@ pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationTok
         .collect();
     let mut kill_switch: BTreeMap<String, String> = BTreeMap::new();
     if failed.is_empty() {
-        let game_fut = stages(game, &by_name, &shared, &mut runs);
+        let game_fut = stages(cast, &by_name, &shared, &mut runs);
         let watch = watchers(game, &shared, cancel.clone());
         tokio::select! {
             () = game_fut => {}
@@ -237,6 +248,9 @@ pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationTok
         started_at,
         finished_at,
         verdict: GameVerdict::Failed,
+        seed: cast.seed,
+        discovery: None,
+        selections: cast.selections.clone(),
         reason: String::new(),
         aborted_by: lock(&shared.aborted_by).clone(),
         rto_seconds: None,
@@ -257,13 +271,13 @@ pub async fn run(game: &GameDay, clients: &[NodeClient], cancel: CancellationTok
 
 /// The plan, stage by stage; returns when it is done or the game was aborted.
 async fn stages(
-    game: &GameDay,
+    cast: &Cast,
     clients: &BTreeMap<&str, &NodeClient>,
     shared: &Arc<Shared>,
     runs: &mut [RunResult],
 ) {
     let mut idx = 0;
-    for stage in &game.stages {
+    for stage in &cast.stages {
         let n: usize = stage.steps.iter().map(|(_, a)| a.len()).sum();
         let slice = &mut runs[idx..idx + n];
         idx += n;

@@ -1,5 +1,7 @@
 //! The combined game-day report: every run (stage × agent) with the drill report its agent
-//! returned, each agent's outcome (its worst RTO and RPO, `unreachable` with since when),
+//! returned, how the agents were found (DNS) and which each step chose (with the seed of the
+//! `count:` draws), each agent's outcome (its worst RTO and RPO, `unreachable` with since
+//! when, `not-selected`),
 //! the game-wide objectives judged on the worst node, the verdict, and one timeline merging
 //! the game's own events with every drill's. JSON (serde) and a self-contained HTML page
 //! whose per-run sections are the drill report's own rendering
@@ -13,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::drill::report::junit::escape;
 use crate::drill::report::{DrillReport, EventKind, ObjectiveResult, Verdict, html, secs};
+
+/// The outcome of an agent no step chose.
+pub const NOT_SELECTED: &str = "not-selected";
 
 /// Format version of the JSON report.
 pub const GAME_REPORT_VERSION: u32 = 1;
@@ -144,15 +149,52 @@ impl RunResult {
     }
 }
 
+/// What one step chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The stage.
+    pub stage: String,
+    /// The step's scenario.
+    pub scenario: String,
+    /// As the file put it: `[node1, node2]`, `count 2` or `all`.
+    pub rule: String,
+    /// The agents that run it.
+    pub chosen: Vec<String>,
+    /// The other agents.
+    pub not_selected: Vec<String>,
+}
+
+/// How the agents were found, when through DNS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    /// The DNS name asked.
+    pub dns: String,
+    /// The DNS server(s) asked.
+    pub resolver: String,
+    /// Every address the name had, with the node its agent reported.
+    pub agents: Vec<DiscoveredAgent>,
+}
+
+/// One address of the name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredAgent {
+    /// The IP address.
+    pub address: String,
+    /// The node its `GET /v1/info` named.
+    pub node: String,
+    /// The agent's version.
+    pub version: String,
+}
+
 /// One agent's part in the game.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentResult {
-    /// The inventory name.
+    /// The inventory name, or the node a found agent reported.
     pub name: String,
     /// Its API.
     pub url: String,
-    /// `passed`, `failed` (a drill of it did not pass or start), `unreachable`, or
-    /// `skipped` (nothing ran on it).
+    /// `passed`, `failed` (a drill of it did not pass or start), `unreachable`, `skipped`
+    /// (its runs did not start), or `not-selected` (no step chose it).
     pub outcome: String,
     /// When it stopped answering, Unix seconds.
     pub unreachable_since: Option<f64>,
@@ -206,6 +248,15 @@ pub struct GameReport {
     pub finished_at: f64,
     /// The outcome.
     pub verdict: GameVerdict,
+    /// The seed of the `count:` draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// How the agents were found (DNS), when they were not listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+    /// What each step chose.
+    #[serde(default)]
+    pub selections: Vec<Selection>,
     /// One line on why.
     pub reason: String,
     /// What aborted the game, if something did.
@@ -237,7 +288,9 @@ pub fn judge(r: &mut GameReport, rto: Option<f64>, rpo: Option<f64>) {
         let runs: Vec<&RunResult> = r.runs.iter().filter(|x| x.agent == a.name).collect();
         a.rto_seconds = worst(runs.iter().filter_map(|x| x.rto_seconds));
         a.rpo_seconds = worst(runs.iter().filter_map(|x| x.rpo_seconds));
-        a.outcome = if a.unreachable_since.is_some() && a.declared_unreachable_at.is_some() {
+        a.outcome = if runs.is_empty() {
+            NOT_SELECTED
+        } else if a.unreachable_since.is_some() && a.declared_unreachable_at.is_some() {
             "unreachable"
         } else if runs.iter().all(|x| x.status == RunStatus::Skipped) {
             "skipped"
@@ -340,10 +393,22 @@ pub fn judge(r: &mut GameReport, rto: Option<f64>, rpo: Option<f64>) {
     }
     (r.verdict, r.reason) = match (&r.aborted_by, problems.is_empty()) {
         (Some(by), _) => (GameVerdict::Aborted, format!("aborted: {by}")),
-        (None, true) => (
-            GameVerdict::Passed,
-            format!("{} drills passed on {} agents", ran.len(), r.agents.len()),
-        ),
+        (None, true) => {
+            let idle = r
+                .agents
+                .iter()
+                .filter(|a| a.outcome == NOT_SELECTED)
+                .count();
+            let mut reason = format!(
+                "{} drills passed on {} agents",
+                ran.len(),
+                r.agents.len() - idle
+            );
+            if idle > 0 {
+                let _ = write!(reason, " ({idle} not selected)");
+            }
+            (GameVerdict::Passed, reason)
+        }
         (None, false) => (GameVerdict::Failed, problems.join("; ")),
     };
 }
@@ -357,6 +422,31 @@ impl GameReport {
             self.verdict.as_str().to_uppercase(),
             self.reason
         );
+        if let Some(d) = &self.discovery {
+            let _ = writeln!(
+                s,
+                "  {} agents found through DNS: {} (resolver {})",
+                d.agents.len(),
+                d.dns,
+                d.resolver
+            );
+        }
+        for x in &self.selections {
+            let _ = writeln!(
+                s,
+                "  {}/{}: {} (seed {}) chose {}; not selected: {}",
+                x.stage,
+                x.scenario,
+                x.rule,
+                self.seed,
+                x.chosen.join(", "),
+                if x.not_selected.is_empty() {
+                    "—".to_owned()
+                } else {
+                    x.not_selected.join(", ")
+                }
+            );
+        }
         for a in &self.agents {
             let _ = writeln!(
                 s,
@@ -487,6 +577,7 @@ pub fn html(r: &GameReport) -> String {
         );
     }
     h.push_str("</table>\n");
+    selections(&mut h, r);
     lanes(&mut h, r);
     h.push_str("<h2>Timeline</h2><table><tr><th>t</th><th>agent</th><th>event</th><th>name</th><th>ok</th><th>detail</th></tr>\n");
     for e in &r.timeline {
@@ -520,6 +611,36 @@ pub fn html(r: &GameReport) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// How the agents were found and which each step chose.
+fn selections(h: &mut String, r: &GameReport) {
+    if let Some(d) = &r.discovery {
+        let _ = writeln!(
+            h,
+            "<p id=\"discovery\">{} agents found through DNS: <code>{}</code> (resolver {})</p>",
+            d.agents.len(),
+            escape(&d.dns),
+            escape(&d.resolver)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Selection</h2><p class=\"muted\">seed {}</p><table id=\"selections\"><tr><th>stage</th><th>scenario</th><th>agents</th><th>chosen</th><th>not selected</th></tr>",
+        r.seed
+    );
+    for x in &r.selections {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&x.stage),
+            escape(&x.scenario),
+            escape(&x.rule),
+            escape(&x.chosen.join(", ")),
+            escape(&x.not_selected.join(", "))
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn lanes(h: &mut String, r: &GameReport) {
@@ -631,6 +752,9 @@ mod tests {
             started_at: t0,
             finished_at: t0 + 10.0,
             verdict: GameVerdict::Passed,
+            seed: 0,
+            discovery: None,
+            selections: vec![],
             reason: String::new(),
             aborted_by: None,
             rto_seconds: None,
@@ -674,13 +798,23 @@ mod tests {
             "{}",
             g.objectives[0].detail
         );
-        // Without the unreachable node every objective holds.
+        // Without the unreachable node's run every objective holds; no step chose it.
         g.runs.pop();
         g.agents[1].unreachable_since = None;
         g.agents[1].declared_unreachable_at = None;
         judge(&mut g, Some(2.0), Some(1.0));
         assert_eq!(g.verdict, GameVerdict::Passed, "{}", g.reason);
+        assert_eq!(g.agents[1].outcome, NOT_SELECTED);
+        assert_eq!(
+            g.reason, "1 drills passed on 1 agents (1 not selected)",
+            "{}",
+            g.reason
+        );
+        // A run that never started leaves its agent `skipped`, not `not-selected`.
+        g.runs.push(RunResult::new("stage-2", "node3", "pause"));
+        judge(&mut g, None, None);
         assert_eq!(g.agents[1].outcome, "skipped");
+        g.runs.pop();
         judge(&mut g, Some(1.0), None);
         assert_eq!(g.verdict, GameVerdict::Failed);
         assert!(
@@ -696,6 +830,23 @@ mod tests {
     #[test]
     fn json_round_trip_summary_timeline_and_page() {
         let mut g = game();
+        g.seed = 42;
+        g.selections = vec![Selection {
+            stage: "stage-1".into(),
+            scenario: "kill".into(),
+            rule: "count 1".into(),
+            chosen: vec!["node1".into()],
+            not_selected: vec!["node3".into()],
+        }];
+        g.discovery = Some(Discovery {
+            dns: "faultline-api.faultline.svc".into(),
+            resolver: "10.96.0.10:53".into(),
+            agents: vec![DiscoveredAgent {
+                address: "10.0.0.1".into(),
+                node: "node1".into(),
+                version: "0.1.0".into(),
+            }],
+        });
         judge(&mut g, Some(2.0), None);
         g.merge_drill_events();
         assert!(
@@ -710,8 +861,14 @@ mod tests {
             s.contains("FAILED") && s.contains("agent node3") && s.contains("unreachable"),
             "{s}"
         );
+        assert!(
+            s.contains("stage-1/kill: count 1 (seed 42) chose node1; not selected: node3")
+                && s.contains("1 agents found through DNS: faultline-api.faultline.svc"),
+            "{s}"
+        );
         let page = html(&g);
         assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(page.contains("id=\"selections\"") && page.contains("id=\"discovery\""));
         assert!(!page.contains("<script"));
         assert!(page.contains("id=\"game-timeline\""));
         assert_eq!(page.matches("class=\"unreachable\"").count(), 1);

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info};
 
+use crate::api::AgentInfo;
 use crate::config::Config;
 use crate::drill::metrics::DrillCollector;
 use crate::drill::probe::WatchSource;
@@ -20,14 +21,27 @@ use crate::drill::schedule;
 use crate::drill::service::{DrillService, ServiceParts};
 use crate::telemetry::events::Signals;
 
+/// What the rest of the runtime hands the drills and the API.
+pub struct Inputs {
+    /// The latest collected batch (metric probes read it).
+    pub latest: tokio::sync::watch::Receiver<Option<Arc<faultline_exporters::model::Batch>>>,
+    /// Who this agent is (`GET /v1/info`).
+    pub info: AgentInfo,
+    /// The OTLP traces and logs pipeline, when on.
+    pub signals: Option<Signals>,
+}
+
 /// Starts drills and the API on `engine`; returns the metrics collector to add to the cycle,
 /// `None` when neither is configured.
 pub async fn spawn(
     config: &Config,
     engine: Result<Engine, String>,
     state_dir: &Path,
-    latest: tokio::sync::watch::Receiver<Option<Arc<faultline_exporters::model::Batch>>>,
-    signals: Option<Signals>,
+    Inputs {
+        latest,
+        info,
+        signals,
+    }: Inputs,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Option<DrillCollector>> {
@@ -68,7 +82,7 @@ pub async fn spawn(
         info!(listen = %server.local_addr(), "API listening");
         tracker.spawn(
             server
-                .run(engine.clone(), svc, cancel.clone())
+                .run(engine.clone(), svc, info, cancel.clone())
                 .instrument(tracing::info_span!("api")),
         );
     }

@@ -385,8 +385,14 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         &config,
         engine,
         state_dir,
-        latest_rx.clone(),
-        signals,
+        drills::Inputs {
+            latest: latest_rx.clone(),
+            info: crate::api::AgentInfo::new(
+                std::env::var("NODE_NAME").ok().as_deref(),
+                cycle.resource(),
+            ),
+            signals,
+        },
         &cancel,
         &tracker,
     )

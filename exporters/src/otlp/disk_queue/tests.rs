@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn rec(seq: u64, payload: &[u8]) -> Vec<u8> {
