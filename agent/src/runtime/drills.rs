@@ -18,18 +18,20 @@ use crate::drill::metrics::DrillCollector;
 use crate::drill::probe::WatchSource;
 use crate::drill::schedule;
 use crate::drill::service::{DrillService, ServiceParts};
+use crate::status::Sources;
 use crate::telemetry::events::Signals;
 
 /// Starts drills and the API on `engine`; returns the metrics collector to add to the cycle,
-/// `None` when neither is configured.
+/// `None` when neither is configured. The engine and the drill service are added to
+/// `status` before the API (which answers `GET /v1/status` from it) starts.
 pub async fn spawn(
     config: &Config,
     engine: Result<Engine, String>,
     state_dir: &Path,
     latest: tokio::sync::watch::Receiver<Option<Arc<faultline_exporters::model::Batch>>>,
     signals: Option<Signals>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
+    status: &mut Sources,
+    (cancel, tracker): (&CancellationToken, &TaskTracker),
 ) -> anyhow::Result<Option<DrillCollector>> {
     if !config.api.enabled && config.drills.is_empty() {
         return Ok(None);
@@ -63,12 +65,14 @@ pub async fn spawn(
     )
     .context("drill history")?;
     let collector = DrillCollector::new(svc.stats());
+    status.engine = Some(engine.clone());
+    status.drills = Some(svc.clone());
     if config.api.enabled {
         let server = crate::api::Server::bind(&config.api).await?;
         info!(listen = %server.local_addr(), "API listening");
         tracker.spawn(
             server
-                .run(engine.clone(), svc, cancel.clone())
+                .run(engine.clone(), svc, status.clone(), cancel.clone())
                 .instrument(tracing::info_span!("api")),
         );
     }

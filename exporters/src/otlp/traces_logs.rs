@@ -160,7 +160,7 @@ impl SignalSender {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "gRPC export timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::repeat::human(self.timeout)
                 ),
                 retry_after: None,
             }),
@@ -218,7 +218,7 @@ impl SignalSender {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "HTTP export to {uri} timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::repeat::human(self.timeout)
                 ),
                 retry_after: None,
             }),
