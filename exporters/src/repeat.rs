@@ -5,7 +5,7 @@
 //! attempt deserves a line, the caller writes it.
 //!
 //! [`human`] rounds a duration to what a person reads (`674ms`, `5.6s`, `2m10s`); every
-//! duration the agent logs goes through it.
+//! duration the agent logs goes through it, as sizes go through [`human_bytes`].
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,21 @@ pub fn human(d: Duration) -> String {
     }
     let m = (s + 30) / 60;
     format!("{}h{}m", m / 60, m % 60)
+}
+
+/// `n` bytes for people: `512 B`, `2.8 MiB`, `1.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match UNITS.get(unit) {
+        Some(u) if unit > 0 => format!("{v:.1} {u}"),
+        _ => format!("{n} B"),
+    }
 }
 
 /// What to log for one failed attempt.
@@ -133,6 +148,15 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(human(d), want, "{d:?}");
         }
+    }
+
+    #[test]
+    fn sizes_are_rounded_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(480_000), "468.8 KiB");
+        assert_eq!(human_bytes(2_890_084), "2.8 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use faultline_tests::chaos::{Victim, state};
 use faultline_tests::drill::{
-    OPERATOR_TOKEN, VIEWER_TOKEN, api_call, api_section, finished_drill, poll_for,
-    wait_listening, write_tokens,
+    OPERATOR_TOKEN, VIEWER_TOKEN, api_call, api_section, finished_drill, poll_for, wait_listening,
+    write_tokens,
 };
 use faultline_tests::{Agent, OtlpReceiver, run_cli};
 use serde_json::Value;
@@ -59,6 +59,17 @@ async fn status(state: &Path, format: Option<&str>) -> (Option<i32>, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `faultline status --format json` from a blocking poll: (exit code, stdout).
+fn status_now(state: &Path) -> Option<(Option<i32>, Vec<u8>)> {
+    let out = std::process::Command::new(faultline_tests::agent_binary())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["status", "--format", "json"])
+        .output()
+        .ok()?;
+    Some((out.status.code(), out.stdout))
 }
 
 /// Bytes the files under `dir` take (the test's own reading of the disk queue).
@@ -136,12 +147,11 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
 
     // The backup check has run (every second) and failed.
     let doc = poll_for(Duration::from_secs(30), || {
-        let out = std::process::Command::new(faultline_tests::agent_binary())
-            .args(["--state-dir", state_dir.to_str().unwrap(), "status", "--format", "json"])
-            .output()
-            .ok()?;
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let ready = v["backups"][0]["checks"].as_array().is_some_and(|c| !c.is_empty())
+        let (_, stdout) = status_now(&state_dir)?;
+        let v: Value = serde_json::from_slice(&stdout).ok()?;
+        let ready = v["backups"][0]["checks"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
             && v["export"]["backlog_batches"].as_u64() >= Some(3);
         ready.then_some(v)
     })
@@ -150,11 +160,28 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
     // The documented top-level form, and each part's fields.
     assert_eq!(
         keys(&doc),
-        ["agent", "backups", "collectors", "drills", "export", "faults"]
+        [
+            "agent",
+            "backups",
+            "collectors",
+            "drills",
+            "export",
+            "faults"
+        ]
     );
 
     // The agent.
     let a = &doc["agent"];
+    assert_eq!(
+        keys(a),
+        [
+            "config_file",
+            "interval_seconds",
+            "state_dir",
+            "uptime_seconds",
+            "version"
+        ]
+    );
     assert_eq!(a["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(a["config_file"], config_file.display().to_string());
     assert_eq!(a["state_dir"], state_dir.display().to_string());
@@ -168,7 +195,10 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
 
     // Collectors: the host's, each with its last duration, and the backup collector.
     let collectors = doc["collectors"].as_array().unwrap();
-    let names: Vec<&str> = collectors.iter().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = collectors
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     for n in ["host.cpu", "host.memory", "backup"] {
         assert!(names.contains(&n), "{n} missing: {names:?}");
     }
@@ -182,11 +212,30 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
 
     // The export: failing to the closed port, the backlog the test finds on disk.
     let e = &doc["export"];
+    assert_eq!(
+        keys(e),
+        [
+            "backlog_batches",
+            "backlog_bytes",
+            "dropped_points",
+            "endpoint",
+            "failing_attempts",
+            "healthy",
+            "last_error",
+            "last_success_unix",
+            "oldest_batch_age_seconds",
+            "queue_dir",
+            "sent_points"
+        ]
+    );
     assert_eq!(e["endpoint"], endpoint);
     assert_eq!(e["healthy"], false, "{e}");
     assert!(e["failing_attempts"].as_u64().unwrap() >= 1, "{e}");
     assert!(e["last_success_unix"].is_null(), "{e}");
-    assert!(e["last_error"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+    assert!(
+        e["last_error"].as_str().is_some_and(|s| !s.is_empty()),
+        "{e}"
+    );
     let queue_dir = state_dir.join("queue");
     assert_eq!(e["queue_dir"], queue_dir.display().to_string());
     let backlog_bytes = e["backlog_bytes"].as_u64().unwrap();
@@ -209,6 +258,17 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
     let faults = doc["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 1, "{faults:?}");
     let f = &faults[0];
+    assert_eq!(
+        keys(f),
+        [
+            "check",
+            "check_detail",
+            "id",
+            "kind",
+            "targets",
+            "time_left_seconds"
+        ]
+    );
     assert_eq!(f["id"], fault_id);
     assert_eq!(f["kind"], "process-pause");
     let left = f["time_left_seconds"].as_f64().unwrap();
@@ -222,26 +282,57 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
 
     // The drill: the last of its scenario, as the API's report says.
     let drills = &doc["drills"];
+    assert_eq!(keys(drills), ["last", "next", "running"]);
     assert_eq!(drills["running"].as_array().unwrap().len(), 0, "{drills}");
     assert!(drills["next"].is_null(), "{drills}");
     let last = drills["last"].as_array().unwrap();
     assert_eq!(last.len(), 1, "{drills}");
+    assert_eq!(
+        keys(&last[0]),
+        [
+            "finished_at",
+            "id",
+            "rpo_seconds",
+            "rto_seconds",
+            "scenario",
+            "started_at",
+            "verdict"
+        ]
+    );
     assert_eq!(last[0]["id"], drill_id);
     assert_eq!(last[0]["scenario"], "status-drill");
     assert_eq!(last[0]["verdict"], report["verdict"]);
     assert_eq!(last[0]["verdict"], "passed", "{report:#}");
-    assert_eq!(last[0]["rto_seconds"], report["rto"]["seconds"], "{report:#}");
+    assert_eq!(
+        last[0]["rto_seconds"], report["rto"]["seconds"],
+        "{report:#}"
+    );
 
     // The backup source: unhealthy, its freshness check naming the missing directory.
     let backups = doc["backups"].as_array().unwrap();
     assert_eq!(backups.len(), 1);
     let b = &backups[0];
+    assert_eq!(
+        keys(b),
+        [
+            "age_seconds",
+            "checks",
+            "healthy",
+            "kind",
+            "rpo_seconds",
+            "source"
+        ]
+    );
     assert_eq!(b["source"], "nightly");
     assert_eq!(b["kind"], "files");
     assert_eq!(b["healthy"], false, "{b}");
     assert_eq!(b["rpo_seconds"], 3600.0);
     assert!(b["age_seconds"].is_null(), "{b}");
     let check = &b["checks"][0];
+    assert_eq!(
+        keys(check),
+        ["at_unix", "check", "error", "status", "summary"]
+    );
     assert_eq!(check["check"], "freshness");
     assert_eq!(check["status"], "unhealthy");
     assert!(
@@ -264,7 +355,11 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
     let (code, table, err) = status(&state_dir, None).await;
     assert_eq!(code, Some(0), "{err}");
     for line in table.lines() {
-        assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
     }
     for part in [
         "FAILING",
@@ -293,13 +388,13 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
     assert_one_line_no_agent(code, &out, &err);
     agent.restart();
     let answered = poll_for(Duration::from_secs(30), || {
-        let out = std::process::Command::new(faultline_tests::agent_binary())
-            .args(["--state-dir", state_dir.to_str().unwrap(), "status", "--format", "json"])
-            .output()
-            .ok()?;
-        (out.status.code() == Some(0)).then_some(())
+        (status_now(&state_dir)?.0 == Some(0)).then_some(())
     });
-    assert!(answered.is_some(), "the restarted agent does not answer:\n{}", agent.stderr());
+    assert!(
+        answered.is_some(),
+        "the restarted agent does not answer:\n{}",
+        agent.stderr()
+    );
     // A clean stop removes the socket.
     let stopped = agent.terminate(Duration::from_secs(30)).await;
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
@@ -365,7 +460,10 @@ async fn a_three_minute_export_outage_logs_at_most_five_lines_then_one_recovery_
         "export.otlp.endpoint",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
-        assert!(first.contains(part), "{part:?} missing from the first line: {first}");
+        assert!(
+            first.contains(part),
+            "{part:?} missing from the first line: {first}"
+        );
     }
     // Durations are rounded for people: no `674ms 549us 661ns`.
     for l in &during {
@@ -415,6 +513,29 @@ async fn a_three_minute_export_outage_logs_at_most_five_lines_then_one_recovery_
     assert_eq!(code, Some(0), "{err}");
     let doc = json(&out);
     assert_eq!(doc["export"]["healthy"], true, "{doc:#}");
-    assert!(doc["export"]["backlog_batches"].as_u64().unwrap() <= 2, "{doc:#}");
-    assert!(doc["export"]["last_success_unix"].as_f64().is_some(), "{doc:#}");
+    assert!(
+        doc["export"]["backlog_batches"].as_u64().unwrap() <= 2,
+        "{doc:#}"
+    );
+    assert!(
+        doc["export"]["last_success_unix"].as_f64().is_some(),
+        "{doc:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_top_level_help_says_what_faultline_is_and_lists_status() {
+    let out = run_cli(["--help"], Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let first = help.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("faultline watches a node and tests that it recovers"),
+        "{first}"
+    );
+    assert!(
+        !help.contains("CLI, configuration, collectors and runtime"),
+        "{help}"
+    );
+    assert!(help.contains("status"), "{help}");
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use faultline_exporters::repeat::human;
+use faultline_exporters::repeat::{human, human_bytes};
 
 use crate::outcome::{EXIT_FAILURE, EXIT_NO_AGENT};
 use crate::status::{SOCKET_NAME, Status};
@@ -49,7 +49,10 @@ pub fn run(state_dir: &Path, format: StatusFormat) -> ExitCode {
             return ExitCode::from(EXIT_NO_AGENT);
         }
         Err(Asked::Failed(why)) => {
-            eprintln!("faultline: cannot ask the agent at {}: {why}", socket.display());
+            eprintln!(
+                "faultline: cannot ask the agent at {}: {why}",
+                socket.display()
+            );
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -121,21 +124,6 @@ fn opt_secs(s: Option<f64>) -> String {
     s.map_or_else(|| "-".to_owned(), secs)
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// The table, every line at most [`WIDTH`] columns.
 pub fn table(s: &Status, now: f64) -> String {
     let mut l: Vec<String> = Vec::new();
@@ -172,7 +160,7 @@ pub fn table(s: &Status, now: f64) -> String {
             l.push(format!(
                 "  backlog       {} batches, {}, oldest {}",
                 e.backlog_batches,
-                bytes(e.backlog_bytes),
+                human_bytes(e.backlog_bytes),
                 opt_secs(e.oldest_batch_age_seconds)
             ));
             l.push(format!(
@@ -189,7 +177,10 @@ pub fn table(s: &Status, now: f64) -> String {
     }
 
     l.push(String::new());
-    l.push(format!("{:<28} {:>9} {:>7}  LAST ERROR", "COLLECTOR", "LAST RUN", "ERRORS"));
+    l.push(format!(
+        "{:<28} {:>9} {:>7}  LAST ERROR",
+        "COLLECTOR", "LAST RUN", "ERRORS"
+    ));
     for c in &s.collectors {
         l.push(format!(
             "{:<28} {:>9} {:>7}  {}",
@@ -204,7 +195,10 @@ pub fn table(s: &Status, now: f64) -> String {
     if s.faults.is_empty() {
         l.push("FAULTS  none active".to_owned());
     } else {
-        l.push(format!("{:<28} {:<14} {:>9}  CHECK", "FAULT", "KIND", "TIME LEFT"));
+        l.push(format!(
+            "{:<28} {:<14} {:>9}  CHECK",
+            "FAULT", "KIND", "TIME LEFT"
+        ));
         for f in &s.faults {
             l.push(format!(
                 "{:<28} {:<14} {:>9}  {}",
@@ -368,7 +362,11 @@ mod tests {
     fn the_table_fits_80_columns_and_shows_every_part() {
         let t = table(&sample(), 2000.0);
         for line in t.lines() {
-            assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}",
+                line.chars().count()
+            );
         }
         for part in [
             "faultline 1.2.3, up 2m10s",

@@ -188,7 +188,7 @@ impl DrillService {
                 return;
             };
             let wait = (next - now).to_std().unwrap_or_default() + schedule::jitter(d.jitter);
-            info!(drill = %d.name, next = %next, wait_ms = wait.as_millis() as u64, "next scheduled drill");
+            info!(drill = %d.name, next = %next, wait = %faultline_exporters::repeat::human(wait), "next scheduled drill");
             let at = now.timestamp_millis() as f64 / 1e3 + wait.as_secs_f64();
             lock(&self.inner.next_runs).insert(d.name.clone(), at);
             tokio::select! {

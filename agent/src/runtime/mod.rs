@@ -31,10 +31,10 @@ use crate::telemetry::resource::{self, ResourceInputs};
 
 mod collect_loop;
 mod drills;
-mod status_socket;
 pub mod prometheus_endpoint;
 pub mod residency;
 pub mod sd_notify;
+mod status_socket;
 
 /// Duration of the last collection cycle.
 pub const CYCLE_DURATION: MetricDesc = MetricDesc::gauge(
@@ -262,7 +262,12 @@ impl Cycle {
             let last_error = match result {
                 Ok(()) => {
                     if let Some(r) = failing.succeeded() {
-                        info!(collector = name, "collector {name} works again after {} ({} failed runs)", repeat::human(r.lasted), r.attempts);
+                        info!(
+                            collector = name,
+                            "collector {name} works again after {} ({} failed runs)",
+                            repeat::human(r.lasted),
+                            r.attempts
+                        );
                     }
                     None
                 }
@@ -270,8 +275,12 @@ impl Cycle {
                     *self.errors.entry(name).or_default() += 1;
                     debug!(collector = name, error = %e, "collector failed");
                     match failing.failed() {
-                        Failure::First => warn!(collector = name, error = %e, "collector {name} failed; the rest of the cycle goes on (counted in faultline.collector.errors; a summary follows at most once a minute while it fails)"),
-                        Failure::Summary { attempts, lasting } => warn!(collector = name, error = %e, "collector {name} still failing after {}: {attempts} failed runs", repeat::human(lasting)),
+                        Failure::First => {
+                            warn!(collector = name, error = %e, "collector {name} failed; the rest of the cycle goes on (counted in faultline.collector.errors; a summary follows at most once a minute while it fails)")
+                        }
+                        Failure::Summary { attempts, lasting } => {
+                            warn!(collector = name, error = %e, "collector {name} still failing after {}: {attempts} failed runs", repeat::human(lasting))
+                        }
                         Failure::Quiet => {}
                     }
                     Some(e.to_string())
@@ -723,7 +732,13 @@ mod tests {
         let status = cycle.status().lock().unwrap().clone();
         let failing = status.iter().find(|c| c.name == "test.failing").unwrap();
         assert_eq!(failing.errors, 2);
-        assert!(failing.last_error.as_deref().unwrap().contains("always fails"));
+        assert!(
+            failing
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("always fails")
+        );
         let cpu = status.iter().find(|c| c.name == "host.cpu").unwrap();
         assert_eq!((cpu.errors, cpu.last_error.as_deref()), (0, None));
         assert!(cpu.last_duration_seconds.is_some());

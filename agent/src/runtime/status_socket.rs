@@ -57,9 +57,8 @@ pub async fn start(
     };
     info!(socket = %path.display(), "status socket listening (`faultline status`)");
     let cancel = cancel.clone();
-    tracker.spawn(
-        serve(listener, sources, cancel).instrument(tracing::info_span!("status_socket")),
-    );
+    tracker
+        .spawn(serve(listener, sources, cancel).instrument(tracing::info_span!("status_socket")));
     Some(Serving { path })
 }
 

@@ -35,8 +35,8 @@ use super::encode::{SCOPE_NAME, any_value, key_values};
 use super::pipeline::{Backoff, RetrySettings};
 use super::traces_logs::SignalSender;
 use super::transport::{SendError, SendOk};
-use crate::repeat::{self, Failure, Repeated};
 use crate::model::{AttrValue, Resource, now_unix_nanos};
+use crate::repeat::{self, Failure, Repeated};
 
 /// Severity, with the OpenTelemetry log data model's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -398,15 +398,17 @@ impl LogForwarder {
         debug!(error = %reason, records, retry_in = %repeat::human(delay), "log export attempt failed");
         match self.lock_outage().failed() {
             Failure::First => warn!(
-                "cannot export OTLP log records: {reason}. They are kept in memory (at most \
-                 {max} records) until the backend answers; a summary follows at most once a \
-                 minute. To send elsewhere, set export.otlp.endpoint or \
+                "cannot export OTLP log records to {endpoint}: {reason}. They are kept in \
+                 memory (at most {max} records) until the backend answers; a summary follows \
+                 at most once a minute. To send elsewhere, set export.otlp.endpoint or \
                  OTEL_EXPORTER_OTLP_ENDPOINT.",
+                endpoint = self.sender.endpoint(),
                 max = self.shared.max_records,
             ),
             Failure::Summary { attempts, lasting } => warn!(
-                "OTLP log export still failing after {lasting}: {attempts} attempts, {waiting} \
-                 records waiting in memory; last error: {reason}",
+                "OTLP log export to {endpoint} still failing after {lasting}: {attempts} \
+                 attempts, {waiting} records waiting in memory; last error: {reason}",
+                endpoint = self.sender.endpoint(),
                 lasting = repeat::human(lasting),
             ),
             Failure::Quiet => {}
@@ -427,8 +429,9 @@ impl LogForwarder {
         if let Some(r) = outage.succeeded() {
             self.sent_in_outage.store(0, Ordering::Relaxed);
             info!(
-                "OTLP log export recovered after {lasted} ({attempts} failed attempts); {sent} \
-                 records sent",
+                "OTLP log export to {endpoint} recovered after {lasted} ({attempts} failed \
+                 attempts); {sent} records sent",
+                endpoint = self.sender.endpoint(),
                 lasted = repeat::human(r.lasted),
                 attempts = r.attempts,
             );

@@ -839,12 +839,12 @@ impl Sender {
             ),
             Failure::Summary { attempts, lasting } => warn!(
                 "export to {endpoint} still failing after {lasting}: {attempts} attempts, \
-                 {batches} batches ({bytes} bytes) waiting in {place}, oldest {oldest} old; \
+                 {batches} batches ({bytes}) waiting in {place}, oldest {oldest} old; \
                  last error: {reason}",
                 endpoint = stats.endpoint,
                 lasting = repeat::human(lasting),
                 batches = backlog.batches,
-                bytes = backlog.bytes,
+                bytes = repeat::human_bytes(backlog.bytes),
                 place = backlog.place(),
             ),
             Failure::Quiet => {}
