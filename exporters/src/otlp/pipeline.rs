@@ -437,6 +437,9 @@ struct Shared {
     state: Mutex<State>,
     notify: Notify,
     max_batches: usize,
+    /// A full queue drops the oldest batch on every submit: logged once, then a summary a
+    /// minute ([`repeat`]).
+    overflow: Mutex<Repeated>,
     stats: Arc<ExportStats>,
     /// Whether there is a disk queue: its operations that do file I/O run on the blocking
     /// pool (taking or dropping a batch still in memory is done inline, see `Sender::front`).
@@ -516,25 +519,45 @@ impl ExportHandle {
             st.entries.len()
         };
         self.shared.set_len(len);
-        if dropped.points > 0 || dropped.batches > 0 {
-            self.shared
-                .stats
+        let mut overflow = self
+            .shared
+            .overflow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dropped.points == 0 && dropped.batches == 0 {
+            overflow.succeeded();
+        } else {
+            let stats = &self.shared.stats;
+            stats
                 .dropped_points
                 .fetch_add(dropped.points as u64, Ordering::Relaxed);
-            if self.shared.persistent {
-                warn!(
+            let bound = if self.shared.persistent {
+                "export disk queue full (export.otlp.queue.max_bytes)".to_owned()
+            } else {
+                format!(
+                    "export queue full ({} batches, export.otlp.queue.max_batches)",
+                    self.shared.max_batches
+                )
+            };
+            match overflow.failed() {
+                Failure::First => warn!(
                     dropped_points = dropped.points,
                     dropped_batches = dropped.batches,
-                    "export disk queue full (export.otlp.queue.max_bytes): dropped the oldest batches"
-                );
-            } else {
-                warn!(
+                    "{bound}: dropped the oldest batches to keep the newest (a summary follows at most once a minute while it stays full)"
+                ),
+                Failure::Summary { attempts, lasting } => warn!(
+                    "{bound} for {}: the oldest batches dropped {attempts} times; {} points dropped since the start (faultline.export.dropped)",
+                    repeat::human(lasting),
+                    stats.dropped_points.load(Ordering::Relaxed)
+                ),
+                Failure::Quiet => debug!(
                     dropped_points = dropped.points,
-                    max_batches = self.shared.max_batches,
-                    "export queue full: dropped the oldest batch"
-                );
+                    dropped_batches = dropped.batches,
+                    "{bound}: dropped the oldest batches"
+                ),
             }
         }
+        drop(overflow);
         self.shared.notify.notify_one();
     }
 
@@ -628,6 +651,7 @@ fn build(
         }),
         notify: Notify::new(),
         max_batches: max_batches.max(1),
+        overflow: Mutex::new(Repeated::default()),
         stats,
         persistent,
     });
