@@ -127,6 +127,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                what: "config file",
                 path: p.to_path_buf(),
                 source,
             })?;

@@ -27,6 +27,7 @@ pub mod gameday;
 mod outcome;
 pub mod runtime;
 mod state_file;
+mod status;
 mod stop;
 mod telemetry;
 pub mod timefmt;

@@ -3,7 +3,8 @@
 //! `faultline fault inject` through an agent answer the same failure the same way.
 //!
 //! Exit codes are part of the contract with users' scripts: 0 success, 1 a runtime failure,
-//! 2 a configuration or usage error, 3 refused (a guard, or a target another drill holds).
+//! 2 a configuration or usage error, 3 refused (a guard, or a target another drill holds),
+//! or, for `faultline status`, no agent running.
 
 use faultline_chaos::FaultError;
 use http::StatusCode;
@@ -14,6 +15,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code when a guard refused the request, or another drill holds a target.
 pub const EXIT_REFUSED: u8 = 3;
+/// Exit code of `faultline status` when no agent answers on the state directory's socket.
+pub const EXIT_NO_AGENT: u8 = 3;
 
 /// What went wrong, in the terms both the API and the CLI answer in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read {what} {path}: {source}")]
     Read {
+        /// What the file is, for the message: `config file`, `scenario file`,
+        /// `game-day file`.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.

@@ -8,6 +8,8 @@
 //!   compatibility specification.
 //!
 //! - [`https`]: the one builder of outbound HTTP(S) clients (every crate's).
+//! - [`repeat`]: logging a failure that repeats (once, a summary a minute, one line when it
+//!   ends) and durations rounded for people; every crate's.
 //!
 //! Not here: collection (the agent's collectors) and scheduling (the agent's runtime).
 #![forbid(unsafe_code)]
@@ -16,3 +18,4 @@ pub mod https;
 pub mod model;
 pub mod otlp;
 pub mod prometheus;
+pub mod repeat;

@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("entry", &["cli"]),
     ("wiring", &["runtime"]),
     ("configuration", &["config"]),
-    ("remote control", &["api", "gameday"]),
+    ("remote control", &["api", "gameday", "status"]),
     ("drills", &["drill"]),
     ("backups", &["backup"]),
     ("telemetry", &["telemetry"]),

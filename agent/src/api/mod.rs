@@ -16,6 +16,7 @@
 //! | GET | `/v1/faults` | viewer | active faults, each checked on the system now (`check`: in effect or not, audited) |
 //! | POST | `/v1/faults` | operator | inject a `FaultSpec` (JSON) through the agent's engine: 201 with the fault, 422 when a guard refuses, 409 when the check right after apply did not see it in effect (it was reverted; the body says why), 400 for a bad spec; `?dry_run=true` returns the plan and applies nothing |
 //! | DELETE | `/v1/faults/{id}` | operator | revert one fault now |
+//! | GET | `/v1/status` | viewer | how the agent is: what `faultline status --format json` prints ([`crate::status::Status`], docs/STATUS.md) |
 //!
 //! Authentication: `Authorization: Bearer <token>` against the tokens file ([`auth`]).
 //! Missing or unknown token → 401; a viewer on an operator route → 403; neither changes
@@ -56,6 +57,7 @@ use tracing::Instrument as _;
 use crate::drill::service::DrillService;
 use crate::drill::{report, scenario};
 use crate::outcome::Outcome;
+use crate::status::Sources;
 
 pub mod auth;
 
@@ -232,6 +234,8 @@ struct State {
     engine: Engine,
     /// The drills.
     svc: DrillService,
+    /// What `GET /v1/status` answers from.
+    status: Sources,
     tokens: Arc<TokenStore>,
     max_body: usize,
     read_timeout: Duration,
@@ -359,6 +363,7 @@ impl Server {
         engine: Engine,
         svc: DrillService,
         info: AgentInfo,
+        status: Sources,
         cancel: CancellationToken,
     ) {
         let connections = TaskTracker::new();
@@ -373,6 +378,7 @@ impl Server {
             info,
             engine,
             svc,
+            status,
             tokens: self.tokens,
             max_body: self.max_body,
             read_timeout,
@@ -569,6 +575,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             | (&Method::POST, ["v1", "abort"])
             | (&Method::GET | &Method::POST, ["v1", "faults"])
             | (&Method::DELETE, ["v1", "faults", _])
+            | (&Method::GET, ["v1", "status"])
     );
     if !known_route {
         return error(StatusCode::NOT_FOUND, format!("no route {method} {path}"));
@@ -687,6 +694,7 @@ async fn route(
     };
     match (method, segs) {
         (&Method::GET, ["v1", "info"]) => json(StatusCode::OK, &state.info),
+        (&Method::GET, ["v1", "status"]) => json(StatusCode::OK, &state.status.gather().await),
         (&Method::GET, ["v1", "drills"]) => json(StatusCode::OK, &svc.list().await),
         (&Method::GET, ["v1", "drills", id]) => match svc.get(id).await {
             Some(r) => json(StatusCode::OK, &r),

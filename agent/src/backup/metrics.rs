@@ -169,6 +169,15 @@ impl Latest {
         s.checks.insert(r.check, r);
     }
 
+    /// Each source: its name, kind, RPO in seconds and the latest result of each check.
+    pub fn sources(
+        &self,
+    ) -> impl Iterator<Item = (&str, SourceKind, f64, &BTreeMap<CheckKind, CheckResult>)> {
+        self.sources
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.kind, s.rpo_seconds, &s.checks))
+    }
+
     /// Records every metric into `batch` as of `now`.
     pub fn record(&self, batch: &mut Batch, now: f64) {
         let host = batch.host();
@@ -233,6 +242,11 @@ impl BackupCollector {
     /// A collector over `latest`.
     pub fn new(latest: SharedLatest) -> Self {
         Self { latest }
+    }
+
+    /// The results it reports (`faultline status` reads them too).
+    pub fn latest(&self) -> &SharedLatest {
+        &self.latest
     }
 }
 

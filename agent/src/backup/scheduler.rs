@@ -160,7 +160,7 @@ impl CheckTask {
     async fn run(self, cancel: CancellationToken) {
         let mut delay = self.first_delay().await;
         if !delay.is_zero() {
-            tracing::info!(next_in = %humantime::format_duration(Duration::from_secs(delay.as_secs())), "ran before the restart; waiting for its next turn");
+            tracing::info!(next_in = %faultline_exporters::repeat::human(delay), "ran before the restart; waiting for its next turn");
         }
         loop {
             tokio::select! {

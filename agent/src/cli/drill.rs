@@ -97,7 +97,7 @@ pub fn run(cmd: DrillCommand, state_dir: &Path, log_format: Option<LogFormatArg>
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("faultline: scenario error: {e}");
+                eprintln!("faultline: scenario file error: {e}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -111,7 +111,7 @@ pub fn run(cmd: DrillCommand, state_dir: &Path, log_format: Option<LogFormatArg>
             let sc = match scenario::load(&scenario, &known) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("faultline: scenario error: {e}");
+                    eprintln!("faultline: scenario file error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };

@@ -1,8 +1,8 @@
-//! The command line: `faultline run`, `collect --once`, `config validate|default`, and the
-//! `fault`, `backup`, `drill` and `gameday` subcommands.
+//! The command line: `faultline run`, `status`, `collect --once`, `config validate|default`,
+//! and the `fault`, `backup`, `drill` and `gameday` subcommands.
 //!
 //! Exit codes are part of the contract with users' scripts: 0 success, 1 a runtime failure,
-//! 2 a configuration or usage error.
+//! 2 a configuration or usage error, 3 refused or (`status`) no agent running.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,10 +20,18 @@ mod backup;
 mod drill;
 mod fault;
 mod gameday;
+mod status;
 
-/// faultline: host and container telemetry, backup checks, fault injection and DR drills.
+/// faultline watches a node and tests that it recovers: it exports host and container
+/// metrics over OpenTelemetry, checks that backups are fresh and restorable, and runs
+/// disaster-recovery drills that inject faults and measure how long recovery took (RTO)
+/// and how much data was lost (RPO).
 #[derive(Debug, Parser)]
-#[command(name = "faultline", version, about)]
+#[command(
+    name = "faultline",
+    version,
+    about = "faultline watches a node and tests that it recovers: metrics over OpenTelemetry, backup checks, and drills that break things on purpose and measure RTO and RPO."
+)]
 pub struct Cli {
     /// Where state that must survive a restart is kept.
     #[arg(
@@ -67,6 +75,12 @@ pub enum Command {
         /// Config file; the embedded default when omitted.
         #[arg(long, short, env = "FAULTLINE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Show how the running agent is: export, backlog, collectors, faults, drills, backups.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: status::StatusFormat,
     },
     /// Collect one cycle and print it.
     Collect {
@@ -136,6 +150,7 @@ pub fn main() -> ExitCode {
             init_logging(cli.log_format, &loaded.config.logging);
             collect_once(&loaded.config, format)
         }
+        Command::Status { format } => status::run(&cli.state_dir, format),
         Command::Backup(cmd) => backup::run(cmd, &cli.state_dir),
         Command::Fault(cmd) => fault::run(cmd, &cli.state_dir, cli.log_format),
         Command::Drill(cmd) => drill::run(cmd, &cli.state_dir, cli.log_format),
@@ -147,7 +162,7 @@ pub fn main() -> ExitCode {
             };
             init_logging(cli.log_format, &loaded.config.logging);
             tracing::info!(config = %loaded.source, state_dir = %cli.state_dir.display(), "configuration loaded");
-            run_agent(loaded.config, &cli.state_dir)
+            run_agent(loaded.config, &cli.state_dir, &loaded.source)
         }
     }
 }
@@ -241,7 +256,7 @@ fn collect_once(config: &config::Config, format: CollectFormat) -> ExitCode {
 /// freshness check, every 5 min) gets a new thread each time.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn run_agent(config: config::Config, state_dir: &Path) -> ExitCode {
+fn run_agent(config: config::Config, state_dir: &Path, config_file: &str) -> ExitCode {
     // One async thread: the agent's async work (export sends, the API, drills, timers) is
     // light and mostly waiting; collection runs on its own thread, other file I/O on the
     // blocking pool. A multi-threaded scheduler cost more than it saved here: cross-thread
@@ -258,7 +273,7 @@ fn run_agent(config: config::Config, state_dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(runtime::run(config, state_dir)) {
+    match rt.block_on(runtime::run(config, state_dir, config_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "faultline failed");

@@ -476,6 +476,7 @@ fn refine_line(e: ConfigError, text: &str) -> ConfigError {
 /// Reads and parses a scenario file.
 pub fn load(path: &std::path::Path, known: &Known) -> Result<Scenario, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what: "scenario file",
         path: path.to_path_buf(),
         source,
     })?;
@@ -810,6 +811,20 @@ pub fn check_probe(p: &ProbeSpec) -> Result<(), (String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_scenario_file_is_named_a_scenario_file() {
+        let e = load(
+            std::path::Path::new("/nonexistent/drill.yaml"),
+            &Known::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("cannot read scenario file /nonexistent/drill.yaml: "),
+            "{e}"
+        );
+    }
 
     const GOOD: &str = "\
 name: web

@@ -79,6 +79,8 @@ struct Inner {
     known: Known,
     scenarios: BTreeMap<String, Scenario>,
     running: Mutex<BTreeMap<String, Running>>,
+    /// When each scheduled drill starts next (Unix seconds, jitter included), by name.
+    next_runs: Mutex<BTreeMap<String, f64>>,
     stats: SharedStats,
     exporter: Option<Signals>,
     tracker: TaskTracker,
@@ -158,6 +160,7 @@ impl DrillService {
                     .map(|d| (d.name, d.scenario))
                     .collect(),
                 running: Mutex::new(BTreeMap::new()),
+                next_runs: Mutex::new(BTreeMap::new()),
                 stats: SharedStats::default(),
                 exporter: parts.exporter,
                 tracker: tracker.clone(),
@@ -185,7 +188,9 @@ impl DrillService {
                 return;
             };
             let wait = (next - now).to_std().unwrap_or_default() + schedule::jitter(d.jitter);
-            info!(drill = %d.name, next = %next, wait_ms = wait.as_millis() as u64, "next scheduled drill");
+            info!(drill = %d.name, next = %next, wait = %faultline_exporters::repeat::human(wait), "next scheduled drill");
+            let at = now.timestamp_millis() as f64 / 1e3 + wait.as_secs_f64();
+            lock(&self.inner.next_runs).insert(d.name.clone(), at);
             tokio::select! {
                 () = self.inner.cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
@@ -213,6 +218,14 @@ impl DrillService {
     /// A configured scenario by its `drills:` name.
     pub fn scenario(&self, name: &str) -> Option<Scenario> {
         self.inner.scenarios.get(name).cloned()
+    }
+
+    /// The scheduled drill that starts next: its name and when (Unix seconds).
+    pub fn next_scheduled(&self) -> Option<(String, f64)> {
+        lock(&self.inner.next_runs)
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(n, t)| (n.clone(), *t))
     }
 
     /// Results for the metrics collector.

@@ -328,6 +328,7 @@ pub fn parse(text: &str, file: &str) -> Result<GameDayFile, ConfigError> {
 /// scenario files (relative to the game-day file) are read and validated.
 pub fn load(path: &Path) -> Result<GameDay, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what: "game-day file",
         path: path.to_path_buf(),
         source,
     })?;

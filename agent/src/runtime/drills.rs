@@ -19,6 +19,7 @@ use crate::drill::metrics::DrillCollector;
 use crate::drill::probe::WatchSource;
 use crate::drill::schedule;
 use crate::drill::service::{DrillService, ServiceParts};
+use crate::status::Sources;
 use crate::telemetry::events::Signals;
 
 /// What the rest of the runtime hands the drills and the API.
@@ -32,7 +33,8 @@ pub struct Inputs {
 }
 
 /// Starts drills and the API on `engine`; returns the metrics collector to add to the cycle,
-/// `None` when neither is configured.
+/// `None` when neither is configured. The engine and the drill service are added to
+/// `status` before the API (which answers `GET /v1/status` from it) starts.
 pub async fn spawn(
     config: &Config,
     engine: Result<Engine, String>,
@@ -42,6 +44,7 @@ pub async fn spawn(
         info,
         signals,
     }: Inputs,
+    status: &mut Sources,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Option<DrillCollector>> {
@@ -77,12 +80,14 @@ pub async fn spawn(
     )
     .context("drill history")?;
     let collector = DrillCollector::new(svc.stats());
+    status.engine = Some(engine.clone());
+    status.drills = Some(svc.clone());
     if config.api.enabled {
         let server = crate::api::Server::bind(&config.api).await?;
         info!(listen = %server.local_addr(), "API listening");
         tracker.spawn(
             server
-                .run(engine.clone(), svc, info, cancel.clone())
+                .run(engine.clone(), svc, info, status.clone(), cancel.clone())
                 .instrument(tracing::info_span!("api")),
         );
     }

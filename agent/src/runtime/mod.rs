@@ -8,7 +8,7 @@
 //! synchronous file readers; in `faultline run` cycles run on a thread of their own that
 //! owns the timer ([`collect_loop`]), never on the async thread.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use faultline_exporters::model::{Attributes, Batch, MetricDesc, Resource, now_unix_nanos};
 use faultline_exporters::otlp::{self, ExportHandle, ExportStats, LogStats, Transport};
+use faultline_exporters::repeat::{self, Failure, Repeated};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::collectors::{self, Collector, Context};
 use crate::config::Config;
+use crate::status::{CollectorStatus, SharedCollectors, Sources};
 use crate::telemetry::export;
 use crate::telemetry::resource::{self, ResourceInputs};
 
@@ -32,6 +34,7 @@ mod drills;
 pub mod prometheus_endpoint;
 pub mod residency;
 pub mod sd_notify;
+mod status_socket;
 
 /// Duration of the last collection cycle.
 pub const CYCLE_DURATION: MetricDesc = MetricDesc::gauge(
@@ -152,7 +155,10 @@ pub struct Cycle {
     ctx: Context,
     resource: Arc<Resource>,
     errors: BTreeMap<&'static str, u64>,
-    logged_causes: HashSet<String>,
+    /// Each collector's failures, logged once, then a summary a minute, then on recovery.
+    failing: BTreeMap<&'static str, Repeated>,
+    /// Each collector's last run, for `faultline status`.
+    status: SharedCollectors,
     agent_start_unix_nanos: u64,
     last_duration: Option<Duration>,
     self_process: Option<SelfProcess>,
@@ -209,7 +215,8 @@ impl Cycle {
             },
             resource,
             errors: BTreeMap::new(),
-            logged_causes: HashSet::new(),
+            failing: BTreeMap::new(),
+            status: SharedCollectors::default(),
             agent_start_unix_nanos: now_unix_nanos(),
             last_duration: None,
             self_process: SelfProcess::new(),
@@ -227,6 +234,11 @@ impl Cycle {
         self.log_stats = Some(stats);
     }
 
+    /// Each collector's last run, updated every cycle.
+    pub fn status(&self) -> &SharedCollectors {
+        &self.status
+    }
+
     /// The host resource.
     pub fn resource(&self) -> &Arc<Resource> {
         &self.resource
@@ -240,14 +252,51 @@ impl Cycle {
             self.resource.clone(),
             self.ctx.boot_time_unix_nanos,
         );
+        let mut runs = Vec::with_capacity(self.collectors.len());
         for c in &mut self.collectors {
-            if let Err(e) = c.collect(&self.ctx, &mut batch) {
-                *self.errors.entry(c.name()).or_default() += 1;
-                if self.logged_causes.insert(e.cause_key()) {
-                    warn!(collector = c.name(), error = %e, "collector failed; the rest of the cycle goes on (logged once per cause, counted in faultline.collector.errors)");
+            let began = Instant::now();
+            let result = c.collect(&self.ctx, &mut batch);
+            let took = began.elapsed();
+            let name = c.name();
+            let failing = self.failing.entry(name).or_default();
+            let last_error = match result {
+                Ok(()) => {
+                    if let Some(r) = failing.succeeded() {
+                        info!(
+                            collector = name,
+                            "collector {name} works again after {} ({} failed runs)",
+                            repeat::human(r.lasted),
+                            r.attempts
+                        );
+                    }
+                    None
                 }
-            }
+                Err(e) => {
+                    *self.errors.entry(name).or_default() += 1;
+                    debug!(collector = name, error = %e, "collector failed");
+                    match failing.failed() {
+                        Failure::First => {
+                            warn!(collector = name, error = %e, "collector {name} failed; the rest of the cycle goes on (counted in faultline.collector.errors; a summary follows at most once a minute while it fails)")
+                        }
+                        Failure::Summary { attempts, lasting } => {
+                            warn!(collector = name, error = %e, "collector {name} still failing after {}: {attempts} failed runs", repeat::human(lasting))
+                        }
+                        Failure::Quiet => {}
+                    }
+                    Some(e.to_string())
+                }
+            };
+            runs.push(CollectorStatus {
+                name: name.to_owned(),
+                last_duration_seconds: Some(took.as_secs_f64()),
+                errors: self.errors.get(name).copied().unwrap_or(0),
+                last_error,
+            });
         }
+        *self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = runs;
         self.record_self(&mut batch, export);
         self.last_duration = Some(started.elapsed());
         batch
@@ -309,7 +358,8 @@ impl Cycle {
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then drains within the grace period.
-pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+pub async fn run(config: Config, state_dir: &Path, config_file: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
     if let Err(e) = std::fs::create_dir_all(state_dir) {
         warn!(state_dir = %state_dir.display(), error = %e, "cannot create the state directory; state that must survive a restart cannot be kept (use --state-dir)");
     }
@@ -344,6 +394,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             s.logs.emit(&crate::telemetry::events::fault_audit(&e));
         }
     }
+    let mut backup_results = None;
     if !config.backups.is_empty() {
         let backups = crate::backup::scheduler::spawn(
             &config.backups,
@@ -352,6 +403,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             &cancel,
             &tracker,
         );
+        backup_results = Some(backups.latest().clone());
         cycle.add_collector(Box::new(backups));
     }
 
@@ -360,7 +412,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         let url = settings.transport.url.clone();
         let protocol = settings.transport.protocol;
         let transport = Transport::new(settings.transport).context("OTLP exporter")?;
-        let stats = Arc::new(ExportStats::default());
+        let stats = Arc::new(ExportStats::new(url.clone()));
         let (handle, sender) = match open_disk_queue(&config, state_dir).await {
             Some(disk) => {
                 otlp::pipeline_on_disk(transport, settings.retry, settings.max_batches, disk, stats)
@@ -381,7 +433,18 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     let (latest_tx, latest_rx) = watch::channel::<Option<Arc<Batch>>>(None);
     // Drills, the fault engine and the API (when configured), owned by the same token/tracker.
     drop(recovered);
-    if let Some(drills) = drills::spawn(
+    let mut status = Sources {
+        started,
+        config_file: config_file.to_owned(),
+        state_dir: state_dir.to_path_buf(),
+        interval: config.interval.0,
+        collectors: cycle.status().clone(),
+        export: export.clone(),
+        engine: None,
+        drills: None,
+        backups: backup_results,
+    };
+    let spawned = drills::spawn(
         &config,
         engine,
         state_dir,
@@ -393,11 +456,13 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             ),
             signals,
         },
+        &mut status,
         &cancel,
         &tracker,
     )
-    .await?
-    {
+    .await?;
+    let status_socket = status_socket::start(state_dir, status, &cancel, &tracker).await;
+    if let Some(drills) = spawned {
         cycle.add_collector(Box::new(drills));
     }
     if config.export.prometheus.enabled {
@@ -457,7 +522,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         n.notify_or_log("STOPPING=1");
     }
-    info!(grace = %humantime::format_duration(grace), "stopping: collection stopped, flushing the export queue");
+    info!(grace = %repeat::human(grace), "stopping: collection stopped, flushing the export queue");
     let stopping = Instant::now();
     tracker.close();
     if tokio::time::timeout(grace + Duration::from_secs(1), tracker.wait())
@@ -478,6 +543,9 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         .is_err()
     {
         warn!("OTLP log records were left unsent at shutdown");
+    }
+    if let Some(s) = status_socket {
+        s.remove();
     }
     info!("faultline stopped");
     match failure {
@@ -545,7 +613,7 @@ fn start_notifications(
     };
     notifier.notify_or_log("READY=1");
     if let Some(timeout) = sd_notify::watchdog_timeout_from_env() {
-        info!(timeout = %humantime::format_duration(timeout), "feeding the systemd watchdog every half timeout");
+        info!(timeout = %repeat::human(timeout), "feeding the systemd watchdog every half timeout");
         tracker.spawn(
             sd_notify::watchdog(notifier.clone(), timeout, cancel.clone())
                 .instrument(tracing::info_span!("sd_watchdog")),
@@ -663,13 +731,24 @@ mod tests {
         assert_eq!(errors("host.memory"), 2.0);
         assert_eq!(errors("test.failing"), 2.0);
         assert_eq!(errors("host.cpu"), 0.0);
-        // Each cause is logged once, not once per cycle.
+        // Each failing collector is in an outage (logged once, then summarised), and its
+        // last run is in the status.
+        assert!(cycle.failing["host.memory"].failing());
+        assert!(cycle.failing["test.failing"].failing());
+        assert!(!cycle.failing["host.cpu"].failing());
+        let status = cycle.status().lock().unwrap().clone();
+        let failing = status.iter().find(|c| c.name == "test.failing").unwrap();
+        assert_eq!(failing.errors, 2);
         assert!(
-            cycle.logged_causes.iter().any(|k| k.contains("meminfo")),
-            "{:?}",
-            cycle.logged_causes
+            failing
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("always fails")
         );
-        assert!(cycle.logged_causes.contains("sys:test:"));
+        let cpu = status.iter().find(|c| c.name == "host.cpu").unwrap();
+        assert_eq!((cpu.errors, cpu.last_error.as_deref()), (0, None));
+        assert!(cpu.last_duration_seconds.is_some());
     }
 
     #[test]

@@ -29,13 +29,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::encode::{SCOPE_NAME, any_value, key_values};
 use super::pipeline::{Backoff, RetrySettings};
 use super::traces_logs::SignalSender;
 use super::transport::{SendError, SendOk};
 use crate::model::{AttrValue, Resource, now_unix_nanos};
+use crate::repeat::{self, Failure, Repeated};
 
 /// Severity, with the OpenTelemetry log data model's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -229,6 +230,10 @@ impl Default for LogSettings {
 #[derive(Debug)]
 pub struct LogForwarder {
     shared: Arc<Shared>,
+    /// The current outage, for logging it quietly ([`repeat`]).
+    outage: Mutex<Repeated>,
+    /// Records accepted since the outage began, for the recovery line.
+    sent_in_outage: AtomicU64,
     sender: SignalSender,
     settings: LogSettings,
     resource: Vec<KeyValue>,
@@ -255,6 +260,8 @@ pub fn log_pipeline(
         },
         LogForwarder {
             shared,
+            outage: Mutex::new(Repeated::default()),
+            sent_in_outage: AtomicU64::new(0),
             sender,
             settings: LogSettings {
                 max_batch: settings.max_batch.max(1),
@@ -308,7 +315,7 @@ impl LogForwarder {
             match outcome {
                 Outcome::Done => batch.clear(),
                 Outcome::Retry(delay) => {
-                    debug!(delay = %humantime::format_duration(delay), "waiting before retrying the log export");
+                    debug!(delay = %repeat::human(delay), "waiting before retrying the log export");
                     tokio::select! {
                         () = cancel.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}
@@ -348,6 +355,7 @@ impl LogForwarder {
         match self.sender.send_logs(&self.request(batch)).await {
             Ok(SendOk::Accepted) => {
                 stats.sent.fetch_add(n, Ordering::Relaxed);
+                self.after_recovery(n);
                 backoff.reset();
                 Outcome::Done
             }
@@ -371,9 +379,62 @@ impl LogForwarder {
             }) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
-                warn!(error = %reason, records = n, retry_in = %humantime::format_duration(delay), "log export failed; will retry");
+                self.failed(&reason, n, delay);
                 Outcome::Retry(delay)
             }
+        }
+    }
+
+    fn lock_outage(&self) -> std::sync::MutexGuard<'_, Repeated> {
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A retryable failure: per attempt at debug, the first of an outage in full, then a
+    /// summary a minute ([`repeat`]).
+    fn failed(&self, reason: &str, records: u64, delay: Duration) {
+        let waiting = self.shared.lock().len() as u64 + records;
+        debug!(error = %reason, records, retry_in = %repeat::human(delay), "log export attempt failed");
+        match self.lock_outage().failed() {
+            Failure::First => warn!(
+                "cannot export OTLP log records to {endpoint}: {reason}. They are kept in \
+                 memory (at most {max} records) until the backend answers; a summary follows \
+                 at most once a minute. To send elsewhere, set export.otlp.endpoint or \
+                 OTEL_EXPORTER_OTLP_ENDPOINT.",
+                endpoint = self.sender.endpoint(),
+                max = self.shared.max_records,
+            ),
+            Failure::Summary { attempts, lasting } => warn!(
+                "OTLP log export to {endpoint} still failing after {lasting}: {attempts} \
+                 attempts, {waiting} records waiting in memory; last error: {reason}",
+                endpoint = self.sender.endpoint(),
+                lasting = repeat::human(lasting),
+            ),
+            Failure::Quiet => {}
+        }
+    }
+
+    /// After `records` were accepted: one INFO line when that ended an outage and nothing
+    /// waits any more.
+    fn after_recovery(&self, records: u64) {
+        let mut outage = self.lock_outage();
+        if !outage.failing() {
+            return;
+        }
+        let sent = self.sent_in_outage.fetch_add(records, Ordering::Relaxed) + records;
+        if !self.shared.lock().is_empty() {
+            return;
+        }
+        if let Some(r) = outage.succeeded() {
+            self.sent_in_outage.store(0, Ordering::Relaxed);
+            info!(
+                "OTLP log export to {endpoint} recovered after {lasted} ({attempts} failed \
+                 attempts); {sent} records sent",
+                endpoint = self.sender.endpoint(),
+                lasted = repeat::human(r.lasted),
+                attempts = r.attempts,
+            );
         }
     }
 

@@ -15,7 +15,9 @@ pub mod wire;
 pub use disk_queue::DiskQueue;
 pub use encode::{encode_batch, point_count};
 pub use logs::{LogEvent, LogForwarder, LogHandle, LogSettings, LogStats, Severity, log_pipeline};
-pub use pipeline::{ExportHandle, ExportStats, RetrySettings, Sender, pipeline, pipeline_on_disk};
+pub use pipeline::{
+    Backlog, ExportHandle, ExportStats, RetrySettings, Sender, pipeline, pipeline_on_disk,
+};
 pub use transport::{
     Compression, Protocol, SendError, SendOk, TlsMaterial, Transport, TransportSettings,
 };

@@ -38,6 +38,7 @@ use prost::Message;
 use super::disk_queue::{DiskQueue, HEADER_LEN, RecordRef, Stored};
 use super::encode::point_count;
 use super::transport::{SendError, SendOk, Transport};
+use crate::repeat::{self, Failure, Repeated};
 
 /// Backoff settings (OTLP exporter spec: exponential with jitter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,69 @@ pub struct ExportStats {
     pub dropped_points: AtomicU64,
     /// Batches waiting in the queue now.
     pub queued_batches: AtomicU64,
+    /// Where batches are sent (the OTLP endpoint URL), for logs and `faultline status`.
+    pub endpoint: String,
+    /// When the backend last accepted a batch, Unix nanoseconds (0: not yet).
+    pub last_success_unix_nanos: AtomicU64,
+    /// Failed attempts in a row since the last accepted batch (0: healthy).
+    pub failing_attempts: AtomicU64,
+    /// Why the last attempt failed, while the export fails.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ExportStats {
+    /// Counters for an export to `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Why the last attempt failed, while the export fails.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_error(&self, e: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
+    }
+}
+
+/// What waits in the queue: for `faultline status` and the outage summaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Batches waiting.
+    pub batches: u64,
+    /// Their size (on disk when the queue is persistent: record headers included).
+    pub bytes: u64,
+    /// When the oldest was collected, Unix nanoseconds (unknown for batches a previous run
+    /// left on disk: then the oldest this run queued).
+    pub oldest_unix_nanos: Option<u64>,
+    /// The disk queue's directory; `None` when the queue is in memory.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Backlog {
+    /// Where the queue is, for people: `the queue on disk at DIR` or `memory`.
+    pub fn place(&self) -> String {
+        match &self.dir {
+            Some(d) => format!("the queue on disk at {}", d.display()),
+            None => "memory (lost if the agent stops)".to_owned(),
+        }
+    }
+
+    /// Age of the oldest batch at `now_unix_nanos`.
+    pub fn oldest_age(&self, now_unix_nanos: u64) -> Option<Duration> {
+        self.oldest_unix_nanos
+            .map(|t| Duration::from_nanos(now_unix_nanos.saturating_sub(t)))
+    }
 }
 
 /// Stored batches also kept in memory (the newest ones): in the steady state the batch just
@@ -128,6 +192,9 @@ struct Entry {
     /// Identity within this process (the sender removes "its" entry only if still the front).
     id: u64,
     points: usize,
+    /// When its points were collected, Unix nanoseconds (unknown for stored batches read
+    /// back at start).
+    time_unix_nano: Option<u64>,
     /// The encoded request (what is sent and what the disk holds), while kept in memory.
     payload: Option<Bytes>,
     /// Where it is stored, when it was written to the disk queue.
@@ -370,6 +437,9 @@ struct Shared {
     state: Mutex<State>,
     notify: Notify,
     max_batches: usize,
+    /// A full queue drops the oldest batch on every submit: logged once, then a summary a
+    /// minute ([`repeat`]).
+    overflow: Mutex<Repeated>,
     stats: Arc<ExportStats>,
     /// Whether there is a disk queue: its operations that do file I/O run on the blocking
     /// pool (taking or dropping a batch still in memory is done inline, see `Sender::front`).
@@ -384,6 +454,23 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn backlog(&self) -> Backlog {
+        let st = self.lock();
+        Backlog {
+            batches: st.entries.len() as u64,
+            bytes: st
+                .entries
+                .iter()
+                .map(|e| match (&e.disk, &e.payload) {
+                    (Some(r), _) => r.len,
+                    (None, Some(p)) => p.len() as u64,
+                    (None, None) => 0,
+                })
+                .sum(),
+            oldest_unix_nanos: st.entries.iter().find_map(|e| e.time_unix_nano),
+            dir: st.disk.as_ref().map(|d| d.dir().to_path_buf()),
+        }
     }
     fn set_len(&self, len: usize) {
         self.stats
@@ -424,6 +511,7 @@ impl ExportHandle {
             st.entries.push_back(Entry {
                 id,
                 points,
+                time_unix_nano: (time_unix_nano > 0).then_some(time_unix_nano),
                 payload: Some(payload),
                 disk,
             });
@@ -431,25 +519,45 @@ impl ExportHandle {
             st.entries.len()
         };
         self.shared.set_len(len);
-        if dropped.points > 0 || dropped.batches > 0 {
-            self.shared
-                .stats
+        let mut overflow = self
+            .shared
+            .overflow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if dropped.points == 0 && dropped.batches == 0 {
+            overflow.succeeded();
+        } else {
+            let stats = &self.shared.stats;
+            stats
                 .dropped_points
                 .fetch_add(dropped.points as u64, Ordering::Relaxed);
-            if self.shared.persistent {
-                warn!(
+            let bound = if self.shared.persistent {
+                "export disk queue full (export.otlp.queue.max_bytes)".to_owned()
+            } else {
+                format!(
+                    "export queue full ({} batches, export.otlp.queue.max_batches)",
+                    self.shared.max_batches
+                )
+            };
+            match overflow.failed() {
+                Failure::First => warn!(
                     dropped_points = dropped.points,
                     dropped_batches = dropped.batches,
-                    "export disk queue full (export.otlp.queue.max_bytes): dropped the oldest batches"
-                );
-            } else {
-                warn!(
+                    "{bound}: dropped the oldest batches to keep the newest (a summary follows at most once a minute while it stays full)"
+                ),
+                Failure::Summary { attempts, lasting } => warn!(
+                    "{bound} for {}: the oldest batches dropped {attempts} times; {} points dropped since the start (faultline.export.dropped)",
+                    repeat::human(lasting),
+                    stats.dropped_points.load(Ordering::Relaxed)
+                ),
+                Failure::Quiet => debug!(
                     dropped_points = dropped.points,
-                    max_batches = self.shared.max_batches,
-                    "export queue full: dropped the oldest batch"
-                );
+                    dropped_batches = dropped.batches,
+                    "{bound}: dropped the oldest batches"
+                ),
             }
         }
+        drop(overflow);
         self.shared.notify.notify_one();
     }
 
@@ -462,6 +570,11 @@ impl ExportHandle {
     pub fn stats(&self) -> &Arc<ExportStats> {
         &self.shared.stats
     }
+
+    /// What waits in the queue now.
+    pub fn backlog(&self) -> Backlog {
+        self.shared.backlog()
+    }
 }
 
 /// Consumer side: the sender loop.
@@ -470,6 +583,10 @@ pub struct Sender {
     shared: Arc<Shared>,
     transport: Transport,
     retry: RetrySettings,
+    /// The current outage, for logging it quietly ([`repeat`]).
+    outage: Mutex<Repeated>,
+    /// Points accepted since the last recovery line, for the next one.
+    sent_in_outage: AtomicU64,
 }
 
 /// Creates an in-memory pipeline: the handle for producers and the sender to run as a task.
@@ -516,6 +633,7 @@ fn build(
         .map(|(r, id)| Entry {
             id,
             points: r.points as usize,
+            time_unix_nano: None,
             payload: None,
             disk: Some(r),
         })
@@ -533,6 +651,7 @@ fn build(
         }),
         notify: Notify::new(),
         max_batches: max_batches.max(1),
+        overflow: Mutex::new(Repeated::default()),
         stats,
         persistent,
     });
@@ -544,6 +663,8 @@ fn build(
             shared,
             transport,
             retry,
+            outage: Mutex::new(Repeated::default()),
+            sent_in_outage: AtomicU64::new(0),
         },
     )
 }
@@ -571,7 +692,7 @@ impl Sender {
                 a = self.attempt(&item, &mut backoff) => a,
             };
             if let Attempt::RetryAfter(delay) = attempt {
-                debug!(delay = %humantime::format_duration(delay), "waiting before retrying export");
+                debug!(delay = %repeat::human(delay), "waiting before retrying export");
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
@@ -668,10 +789,15 @@ impl Sender {
         let stats = &self.shared.stats;
         stats.attempts.fetch_add(1, Ordering::Relaxed);
         let (id, points) = (&item.id, item.points as u64);
-        match self.transport.send(&item.payload).await {
+        let sent = self.transport.send(&item.payload).await;
+        if sent.is_ok() {
+            self.accepted();
+        }
+        match sent {
             Ok(SendOk::Accepted) => {
                 stats.sent_points.fetch_add(points, Ordering::Relaxed);
                 self.pop_if_front(*id).await;
+                self.after_recovery(points);
                 backoff.reset();
                 Attempt::Done
             }
@@ -699,10 +825,87 @@ impl Sender {
             }) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
-                warn!(error = %reason, retry_in = %humantime::format_duration(delay), queued = stats.queued_batches.load(Ordering::Relaxed), "export failed; will retry");
                 self.sync_queue().await;
+                self.failed(&reason, delay);
                 Attempt::RetryAfter(delay)
             }
+        }
+    }
+
+    fn lock_outage(&self) -> std::sync::MutexGuard<'_, Repeated> {
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A retryable failure: per-attempt detail at debug; the first of an outage in full, then
+    /// a summary a minute ([`repeat`]).
+    fn failed(&self, reason: &str, delay: Duration) {
+        let stats = &self.shared.stats;
+        stats.failing_attempts.fetch_add(1, Ordering::Relaxed);
+        stats.set_last_error(Some(reason.to_owned()));
+        let backlog = self.shared.backlog();
+        debug!(endpoint = %stats.endpoint, error = %reason, retry_in = %repeat::human(delay), queued = backlog.batches, "export attempt failed");
+        let report = self.lock_outage().failed();
+        let oldest = backlog
+            .oldest_age(crate::model::now_unix_nanos())
+            .map_or_else(|| "unknown".to_owned(), repeat::human);
+        match report {
+            Failure::First => warn!(
+                "cannot export metrics to {endpoint}: {reason}. Collection goes on and the data \
+                 is kept in {place} until the backend answers (retrying, next in {retry}; a \
+                 summary follows at most once a minute). To send elsewhere, set \
+                 export.otlp.endpoint in the config or OTEL_EXPORTER_OTLP_ENDPOINT; to stop \
+                 exporting, export.otlp.enabled: false.",
+                endpoint = stats.endpoint,
+                place = backlog.place(),
+                retry = repeat::human(delay),
+            ),
+            Failure::Summary { attempts, lasting } => warn!(
+                "export to {endpoint} still failing after {lasting}: {attempts} attempts, \
+                 {batches} batches ({bytes}) waiting in {place}, oldest {oldest} old; \
+                 last error: {reason}",
+                endpoint = stats.endpoint,
+                lasting = repeat::human(lasting),
+                batches = backlog.batches,
+                bytes = repeat::human_bytes(backlog.bytes),
+                place = backlog.place(),
+            ),
+            Failure::Quiet => {}
+        }
+    }
+
+    /// The backend accepted a batch: the export is healthy.
+    fn accepted(&self) {
+        let stats = &self.shared.stats;
+        stats
+            .last_success_unix_nanos
+            .store(crate::model::now_unix_nanos(), Ordering::Relaxed);
+        stats.failing_attempts.store(0, Ordering::Relaxed);
+        stats.set_last_error(None);
+    }
+
+    /// After an accepted batch of `points`: when it ended an outage, the backlog it left is
+    /// sent before one INFO line says so.
+    fn after_recovery(&self, points: u64) {
+        let mut outage = self.lock_outage();
+        if !outage.failing() {
+            return;
+        }
+        let sent = self.sent_in_outage.fetch_add(points, Ordering::Relaxed) + points;
+        let batches = self.shared.stats.queued_batches.load(Ordering::Relaxed);
+        if batches > 0 {
+            return;
+        }
+        if let Some(r) = outage.succeeded() {
+            self.sent_in_outage.store(0, Ordering::Relaxed);
+            info!(
+                "export to {endpoint} recovered after {lasted} ({attempts} failed attempts); \
+                 the backlog is sent: {sent} points",
+                endpoint = self.shared.stats.endpoint,
+                lasted = repeat::human(r.lasted),
+                attempts = r.attempts,
+            );
         }
     }
 
@@ -775,7 +978,7 @@ impl Sender {
                 .stats
                 .dropped_points
                 .fetch_add(points as u64, Ordering::Relaxed);
-            warn!(batches = lost.len(), points, grace = %humantime::format_duration(grace), "shutdown grace period over: unsent batches dropped");
+            warn!(batches = lost.len(), points, grace = %repeat::human(grace), "shutdown grace period over: unsent batches dropped");
         }
     }
 }

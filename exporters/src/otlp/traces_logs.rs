@@ -31,6 +31,8 @@ use super::transport::{
 pub struct SignalSender {
     inner: Inner,
     timeout: Duration,
+    /// The metrics endpoint the signals' URLs derive from, for logs.
+    endpoint: String,
 }
 
 #[derive(Clone, Debug)]
@@ -103,7 +105,13 @@ impl SignalSender {
         Ok(Self {
             inner,
             timeout: s.timeout,
+            endpoint: s.url.clone(),
         })
+    }
+
+    /// The endpoint (as configured for metrics), for logs.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// Sends one trace request.
@@ -160,7 +168,7 @@ impl SignalSender {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "gRPC export timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::repeat::human(self.timeout)
                 ),
                 retry_after: None,
             }),
@@ -218,7 +226,7 @@ impl SignalSender {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "HTTP export to {uri} timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::repeat::human(self.timeout)
                 ),
                 retry_after: None,
             }),

@@ -84,7 +84,7 @@ pub enum SendOk {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// Transient: keep the data, wait, send again.
-    #[error("{reason} (will retry{})", retry_after.map(|d| format!(" after {}", humantime::format_duration(d))).unwrap_or_default())]
+    #[error("{reason} (will retry{})", retry_after.map(|d| format!(" after {}", crate::repeat::human(d))).unwrap_or_default())]
     Retryable {
         /// What happened.
         reason: String,
@@ -326,7 +326,7 @@ impl GrpcTransport {
             Err(_) => Err(SendError::Retryable {
                 reason: format!(
                     "gRPC export timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::repeat::human(self.timeout)
                 ),
                 retry_after: None,
             }),
@@ -542,7 +542,7 @@ impl HttpTransport {
                     reason: format!(
                         "HTTP export to {} timed out after {}",
                         self.uri,
-                        humantime::format_duration(self.timeout)
+                        crate::repeat::human(self.timeout)
                     ),
                     retry_after: None,
                 });

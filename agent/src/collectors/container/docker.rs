@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use faultline_chaos::docker::{Connection, ContainerInfo, Docker, DockerError, Event};
+use faultline_exporters::repeat::{self, Failure, Repeated};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -238,7 +239,8 @@ async fn apply(
 }
 
 /// The Docker task: sessions with backoff until cancelled. Logs an unreachable socket once,
-/// and once more when it comes back.
+/// then a summary at most once a minute while it stays away ([`repeat`]), and once more when
+/// it comes back.
 pub async fn run(
     s: DockerSettings,
     cache: std::sync::Arc<MetadataCache>,
@@ -249,7 +251,7 @@ pub async fn run(
 ) {
     let mut delay = BACKOFF.0;
     let mut recovered = false;
-    let mut logged = false;
+    let mut outage = Repeated::default();
     loop {
         let r = session(
             &s,
@@ -269,14 +271,18 @@ pub async fn run(
         match r {
             Ok(()) => {
                 debug!("Docker event stream ended; listing again");
+                outage.succeeded();
                 delay = BACKOFF.0;
             }
             Err(e) => {
-                if !logged {
-                    warn!(error = %e, "no Docker metadata: containers are reported by ID only until Docker answers (logged once; retrying in the background)");
-                    logged = true;
-                } else {
-                    debug!(error = %e, "Docker still unreachable");
+                match outage.failed() {
+                    Failure::First => {
+                        warn!(error = %e, "no Docker metadata: containers are reported by ID only until Docker answers (retrying in the background; a summary follows at most once a minute)")
+                    }
+                    Failure::Summary { attempts, lasting } => {
+                        warn!(error = %e, "Docker still unreachable after {}: {attempts} attempts; containers are reported by ID only", repeat::human(lasting))
+                    }
+                    Failure::Quiet => debug!(error = %e, "Docker still unreachable"),
                 }
                 recovered = true;
             }

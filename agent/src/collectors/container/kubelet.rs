@@ -16,6 +16,7 @@
 //! in-process server speaking plain HTTP; TLS against a real kubelet is not exercised here.
 
 use faultline_chaos::units::HumanDuration;
+use faultline_exporters::repeat::{self, Failure, Repeated};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,7 +365,8 @@ impl KubeletClient {
     }
 }
 
-/// The kubelet task: poll until cancelled; logs a failing kubelet once, and its recovery.
+/// The kubelet task: poll until cancelled; logs a failing kubelet once, then a summary at
+/// most once a minute while it fails ([`repeat`]), and its recovery.
 pub async fn run(
     client: KubeletClient,
     cache: Arc<MetadataCache>,
@@ -372,13 +374,12 @@ pub async fn run(
     mut first: FirstAttempt,
     cancel: CancellationToken,
 ) {
-    let mut failing = false;
+    let mut outage = Repeated::default();
     loop {
         match client.fetch().await {
             Ok((containers, pods)) => {
-                if failing {
-                    info!(endpoint = %client.uri, "kubelet answers again; Kubernetes names restored");
-                    failing = false;
+                if let Some(r) = outage.succeeded() {
+                    info!(endpoint = %client.uri, "kubelet answers again after {}; Kubernetes names restored", repeat::human(r.lasted));
                 }
                 debug!(
                     containers = containers.len(),
@@ -387,11 +388,15 @@ pub async fn run(
                 );
                 cache.kubelet_replace(containers, pods);
             }
-            Err(e) if !failing => {
-                warn!(error = %e, "no Kubernetes names from the kubelet: containers are reported by ID and pod UID until it answers (logged once; retrying)");
-                failing = true;
-            }
-            Err(e) => debug!(error = %e, "kubelet still failing"),
+            Err(e) => match outage.failed() {
+                Failure::First => {
+                    warn!(endpoint = %client.uri, error = %e, "no Kubernetes names from the kubelet: containers are reported by ID and pod UID until it answers (retrying; a summary follows at most once a minute)")
+                }
+                Failure::Summary { attempts, lasting } => {
+                    warn!(endpoint = %client.uri, error = %e, "kubelet still failing after {}: {attempts} attempts", repeat::human(lasting))
+                }
+                Failure::Quiet => debug!(error = %e, "kubelet still failing"),
+            },
         }
         first.done();
         tokio::select! {
