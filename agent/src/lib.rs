@@ -37,6 +37,13 @@ pub mod yaml;
 pub(crate) mod test_support {
     use faultline_exporters::model::MetricDesc;
 
+    /// Whether this run is under CI: `CI` set, non-empty and not `false` or `0` (the rule of
+    /// `faultline_tests::in_ci`): a unit test missing what it needs skips outside CI and
+    /// fails under it.
+    pub(crate) fn in_ci() -> bool {
+        std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+    }
+
     /// Fails unless docs/METRICS.md has a row naming each metric with its unit and instrument,
     /// so the metrics reference cannot fall behind the collectors.
     pub(crate) fn assert_in_metrics_reference<'a>(descs: impl IntoIterator<Item = &'a MetricDesc>) {
