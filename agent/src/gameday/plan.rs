@@ -841,7 +841,7 @@ abort_when:
     }
 
     #[test]
-    fn garbage_never_panics() {
+    fn garbage_is_rejected_naming_file_and_line() {
         for t in [
             "",
             "{",
@@ -852,7 +852,10 @@ abort_when:
             "\t",
             "plan:\n  - parallel: []\n",
         ] {
-            let _ = parse(t, "g.yaml");
+            crate::test_support::assert_rejected_at_a_line(parse(t, "g.yaml"), "g.yaml", t);
+        }
+        if let Err(e) = parse(GOOD, "g.yaml") {
+            panic!("the valid game day was rejected: {e}");
         }
     }
 }
