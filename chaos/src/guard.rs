@@ -308,6 +308,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a plain #[test] thread, no async runtime to block
     fn a_reused_pid_is_never_signalled_on_revert() {
         let env = env();
         let mut sleeper = Sleeper(
