@@ -384,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn garbage_never_panics() {
+    fn garbage_is_rejected_naming_file_and_line() {
         for text in [
             "{",
             "- a\n- b",
@@ -393,8 +393,14 @@ mod tests {
             "\t\tx",
             "export: 3",
             "~",
+            "host:\n  enabled: true\nbogus: 1\n",
         ] {
-            let _ = parse(text, "g.yaml");
+            crate::test_support::assert_rejected_at_a_line(parse(text, "g.yaml"), "g.yaml", text);
+        }
+        for text in ["", "interval: 5s\n", "host:\n  per_cpu: true\n"] {
+            if let Err(e) = parse(text, "g.yaml") {
+                panic!("{text:?} is a valid config but was rejected: {e}");
+            }
         }
     }
 }

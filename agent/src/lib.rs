@@ -38,6 +38,36 @@ pub mod yaml;
 pub(crate) mod test_support {
     use faultline_exporters::model::MetricDesc;
 
+    /// Whether this run is under CI: `CI` set, non-empty and not `false` or `0` (the rule of
+    /// `faultline_tests::in_ci`): a unit test missing what it needs skips outside CI and
+    /// fails under it.
+    pub(crate) fn in_ci() -> bool {
+        std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+    }
+
+    /// Fails unless `result` is a rejection whose message starts `file:LINE:` with a real
+    /// (1-based) line of `input`, so a parser cannot accept garbage or reject it without saying where.
+    pub(crate) fn assert_rejected_at_a_line<T: std::fmt::Debug>(
+        result: Result<T, crate::yaml::ConfigError>,
+        file: &str,
+        input: &str,
+    ) {
+        let message = match result {
+            Ok(v) => panic!("{input:?} was accepted as {v:?}"),
+            Err(e) => e.to_string(),
+        };
+        let line = message
+            .strip_prefix(file)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(line, _)| line.parse::<usize>().ok());
+        assert!(
+            // A parser reports unexpected end of input on the line after the last one.
+            line.is_some_and(|l| (1..=input.lines().count() + 1).contains(&l)),
+            "{input:?}: the error does not name {file} and a line of it: {message}"
+        );
+    }
+
     /// Fails unless docs/METRICS.md has a row naming each metric with its unit and instrument,
     /// so the metrics reference cannot fall behind the collectors.
     pub(crate) fn assert_in_metrics_reference<'a>(descs: impl IntoIterator<Item = &'a MetricDesc>) {

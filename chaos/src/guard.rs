@@ -297,6 +297,65 @@ mod tests {
         assert!(msg.contains("refused by guard pid-1"), "{msg}");
     }
 
+    /// A child of the test, killed and reaped on drop (also when an assertion fails).
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a plain #[test] thread, no async runtime to block
+    fn a_reused_pid_is_never_signalled_on_revert() {
+        let env = env();
+        let mut sleeper = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = sleeper.0.id() as i32;
+        let real = procfs::identity(Path::new("/proc"), pid, &env.boot_id).unwrap();
+        // The journaled identity of an earlier process that had this pid: start time differs.
+        let forged = ProcessIdentity {
+            start_time: real.start_time + 1,
+            ..real.clone()
+        };
+        let state = || procfs::read_stat(Path::new("/proc"), pid).map(|st| st.state);
+        for sig in [Signal::SIGSTOP, Signal::SIGKILL] {
+            assert!(
+                !signal_if_alive(&forged, sig, &env).unwrap(),
+                "{sig} was sent"
+            );
+        }
+        // The revert of a helper from an earlier agent run goes the same way.
+        crate::helper::end_all(std::slice::from_ref(&forged), &env).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            sleeper.0.try_wait().unwrap().is_none(),
+            "the process was killed"
+        );
+        assert!(
+            matches!(state(), Some('S' | 'R')),
+            "the process is not running: {:?}",
+            state()
+        );
+        // The control: the true identity is signalled, and the test sees it.
+        assert!(signal_if_alive(&real, Signal::SIGSTOP, &env).unwrap());
+        let stopped = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            state() == Some('T')
+        });
+        assert!(
+            stopped,
+            "SIGSTOP to the true identity not seen: {:?}",
+            state()
+        );
+    }
+
     #[test]
     fn protected_name_is_refused() {
         let env = env();

@@ -2,7 +2,7 @@
 //! with a pgBackRest stanza, each in its own temporary directory and gone when dropped.
 //!
 //! [`require`] decides whether a test can run: it prints why and returns `false` when a tool
-//! is missing, and panics instead when `CI=true` (CI installs them all). The PostgreSQL
+//! is missing, and panics instead under CI (CI installs them all). The PostgreSQL
 //! cluster listens only on 127.0.0.1 and a Unix socket in its own directory, on a free port,
 //! and runs as the `postgres` user when the tests run as root (the server refuses root);
 //! [`PgCluster`]'s `Drop` stops it in immediate mode.
@@ -32,10 +32,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Whether every tool is installed. A missing one skips the test with a message, or fails it
-/// when `CI=true`.
+/// under CI.
 ///
 /// # Panics
-/// When a tool is missing and `CI=true`.
+/// When a tool is missing and CI.
 pub fn require(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
@@ -49,7 +49,7 @@ pub fn require(tools: &[&str]) -> bool {
         "backup test needs {} (Debian: apt-get install restic borgbackup pgbackrest postgresql)",
         missing.join(", ")
     );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    assert!(!crate::in_ci(), "{msg}");
     eprintln!("SKIPPED: {msg}");
     false
 }

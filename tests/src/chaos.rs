@@ -120,15 +120,12 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skips (returns false, printing why) or, under CI=true, panics.
+/// Skips (returns false, printing why) or, under CI ([`crate::in_ci`]), panics.
 pub fn require(cond: bool, what: &str) -> bool {
     if cond {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is required under CI=true"
-    );
+    assert!(!crate::in_ci(), "{what} is required under CI");
     eprintln!("SKIPPED: {what} is not available");
     false
 }

@@ -52,14 +52,9 @@ const TOOLS: [&str; 4] = ["containerd", "containerd-shim-runc-v2", "runc", "ctr"
 /// Cgroup parents of best-effort pods under the kubelet's cgroupfs driver.
 const KUBEPODS: &str = "kubepods/besteffort";
 
-/// Whether this run is under CI: `CI` set, non-empty and not `false` or `0`.
-pub fn on_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// Whether containerd, its runc shim, runc, ctr and a Docker engine (to build the image) are
 /// here. When not: prints why `test` is skipped and returns `false`, or panics under CI
-/// ([`on_ci`]), where `.ci/run` installs them.
+/// ([`crate::in_ci`]), where `.ci/run` installs them.
 pub fn containerd_available(test: &str) -> bool {
     let mut missing: Vec<String> = TOOLS
         .iter()
@@ -77,7 +72,7 @@ pub fn containerd_available(test: &str) -> bool {
         return true;
     }
     assert!(
-        !on_ci(),
+        !crate::in_ci(),
         "{test}: required under CI but missing: {} (.ci/run installs containerd and runc)",
         missing.join(", ")
     );

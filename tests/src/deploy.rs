@@ -5,7 +5,7 @@
 //! YAML is read through Python's PyYAML (a dependency of `kubernetes-validate`, which the
 //! tests need anyway) and handed over as JSON, so the tests crate needs no YAML parser of its
 //! own. [`tool_available`] decides between running and skipping like the other peers: absent
-//! tools skip with a printed reason, except with `CI=true`, where they fail.
+//! tools skip with a printed reason, except under CI (`CI` non-empty and not `false`/`0`), where they fail.
 //!
 //! Not here: assertions; those live in `tests/deploy_*.rs`.
 
@@ -24,14 +24,14 @@ pub fn deploy_dir() -> PathBuf {
 }
 
 /// Whether `program --version`-style `probe` succeeds. When it does not: prints why `test`
-/// is skipped and returns `false`, or panics when `CI=true` (.ci/run installs every tool).
+/// is skipped and returns `false`, or panics under CI (.ci/run installs every tool).
 pub fn tool_available(test: &str, what: &str, probe: &mut Command) -> bool {
     let reason = match probe.stdin(Stdio::null()).output() {
         Ok(o) if o.status.success() => return true,
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
         Err(e) => format!("cannot run {probe:?}: {e}"),
     };
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if crate::in_ci() {
         panic!("{test}: {what} is required on CI but not usable: {reason}");
     }
     eprintln!("SKIPPED {test}: {what} is not available ({reason})");

@@ -10,7 +10,7 @@
 //!
 //! [`Container`] starts one container and removes it (`docker rm -f`) when dropped, also when
 //! the test panics. [`docker_available`] decides between running and skipping: absent Docker
-//! skips with a printed reason, except with `CI=true`, where it fails. [`api_get`] asks the
+//! skips with a printed reason, except under CI (`CI` non-empty and not `false`/`0`), where it fails. [`api_get`] asks the
 //! Engine API directly over its unix socket, for figures to compare with (`/stats`).
 //!
 //! Not here: assertions; those live in `tests/tests/containers.rs` and the fault tests.
@@ -35,7 +35,7 @@ pub const WORKLOAD_IMAGE: &str = "faultline-workload:test";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// Whether a Docker engine answers. When it does not: prints why `test` is skipped and
-/// returns `false`, or panics when `CI=true` (CI always has the engine).
+/// returns `false`, or panics under CI (CI always has the engine).
 pub fn docker_available(test: &str) -> bool {
     let out = std::process::Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
@@ -46,7 +46,7 @@ pub fn docker_available(test: &str) -> bool {
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
         Err(e) => format!("cannot run docker: {e}"),
     };
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if crate::in_ci() {
         panic!("{test}: Docker is required on CI but not usable: {reason}");
     }
     eprintln!("SKIPPED {test}: no usable Docker engine ({reason})");

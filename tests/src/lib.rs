@@ -56,6 +56,18 @@ pub use receiver::{
 };
 pub use semconv::{Semconv, semconv};
 
+/// Whether this run is under CI: `CI` set, non-empty and not `false` or `0`. Every skip gate
+/// asks this one function: a test whose peer is missing prints SKIPPED and returns, except
+/// under CI, where it fails.
+pub fn in_ci() -> bool {
+    ci_value(std::env::var("CI").ok().as_deref())
+}
+
+/// [`in_ci`] for a given value of `CI` (`None` when unset).
+fn ci_value(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// Re-check `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 /// For conditions nothing notifies about (a log line, a file); prefer a notifying wait such as
 /// [`OtlpReceiver::wait_for`] where there is one.
@@ -104,4 +116,19 @@ pub fn python3(script: &str, args: &[&str], stdin: Option<&str>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ci_value;
+
+    #[test]
+    fn any_non_empty_ci_other_than_false_or_0_is_ci() {
+        for v in ["true", "1", "yes", "TRUE", "gitlab"] {
+            assert!(ci_value(Some(v)), "CI={v} must count as CI");
+        }
+        for v in [None, Some(""), Some("false"), Some("0")] {
+            assert!(!ci_value(v), "CI={v:?} must not count as CI");
+        }
+    }
 }

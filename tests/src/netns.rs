@@ -54,7 +54,7 @@ pub fn available() -> bool {
 }
 
 /// Whether the kernel network faults can be tested here: root with iproute2 and nft, each
-/// checked with [`crate::chaos::require`] (a missing one skips, or fails under CI=true).
+/// checked with [`crate::chaos::require`] (a missing one skips, or fails under CI).
 pub fn require_kernel_tools() -> bool {
     crate::chaos::require(available(), "root with iproute2 (network namespaces)")
         && crate::chaos::require(

@@ -76,17 +76,56 @@ async fn a_changed_tokens_file_is_reloaded_and_a_broken_one_keeps_the_old_tokens
     assert_eq!(status(&addr, NEW_OPERATOR), 200);
     assert_eq!(status(&addr, OPERATOR), 401);
 
-    // A file that is not YAML at all, then deleted: the same.
-    replace_file(&tokens, "{{{ not yaml");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    std::fs::remove_file(&tokens).unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(status(&addr, NEW_OPERATOR), 200);
+    // A file that is not YAML at all, then deleted: the same. Each is seen to be re-read (a
+    // new refusal in the log) before the old tokens are checked, so a reloader that stopped
+    // reading cannot pass.
+    for (what, change) in [("not YAML", Some("{{{ not yaml")), ("deleted", None)] {
+        let refusals = refusals(&agent.stderr());
+        match change {
+            Some(text) => replace_file(&tokens, text),
+            None => std::fs::remove_file(&tokens).unwrap(),
+        }
+        assert!(
+            poll_for(RELOAD_WITHIN, || {
+                (refusals_of(&agent) > refusals).then_some(())
+            })
+            .is_some(),
+            "the {what} tokens file was never re-read and refused:\n{}",
+            agent.stderr()
+        );
+        assert_eq!(
+            status(&addr, NEW_OPERATOR),
+            200,
+            "{what}: the tokens were lost"
+        );
+    }
     assert_eq!(
         http(&addr, "GET", "/healthz", None, "").0,
         200,
         "the agent stopped serving"
     );
+    // And reloading goes on after the broken files: a good file takes effect again.
+    replace_file(
+        &tokens,
+        &format!("- {{name: ops, role: operator, token: {OPERATOR}}}\n"),
+    );
+    assert!(
+        poll_for(RELOAD_WITHIN, || (status(&addr, OPERATOR) == 200)
+            .then_some(()))
+        .is_some(),
+        "a good file after the broken ones was not reloaded:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(status(&addr, NEW_OPERATOR), 401);
+}
+
+/// How many times the agent has refused a tokens file so far.
+fn refusals(stderr: &str) -> usize {
+    stderr.matches("API tokens NOT reloaded").count()
+}
+
+fn refusals_of(agent: &faultline_tests::Agent) -> usize {
+    refusals(&agent.stderr())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

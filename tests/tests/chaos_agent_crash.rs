@@ -15,7 +15,7 @@
 //! naming each fault id; afterwards its journal is empty and its API lists no fault.
 //!
 //! Root-only kinds (disk, network) are skipped without root and container-pause without
-//! Docker; under CI=true either absence fails the test.
+//! Docker; under CI either absence fails the test.
 //!
 //! Timing: 1 s is the bar, asserted as in `chaos_recovery.rs`. Every observer polls
 //! on its own thread every 10 ms, so a slow one (`docker inspect` takes tens of ms) does not

@@ -137,12 +137,23 @@ fn a_tampered_journal_entry_never_deletes_anything_but_the_faults_own_fill_file(
     let elsewhere = sub.join(format!(".faultline-fill-{id}"));
     fs::write(&elsewhere, "keep me too").unwrap();
     let dotdot = sub.join("..").join("precious.txt");
+    // For entries whose directory is forged too: a plain file in that directory, and a
+    // symlink to `precious` under the fill file's own name directly inside another one.
+    let in_sub = sub.join("keep.txt");
+    fs::write(&in_sub, "keep me three").unwrap();
+    let sub2 = fs.path().join("sub2");
+    fs::create_dir(&sub2).unwrap();
+    let link = sub2.join(format!(".faultline-fill-{id}"));
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let dir_of = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let forged = [
         (precious.clone(), path.clone()),
         (elsewhere.clone(), path.clone()),
         (dotdot, path.clone()),
-        // The directory forged too: the name still has to be the fault's fill file.
-        (precious.clone(), fs.path().to_string_lossy().into_owned()),
+        // The directory forged too, consistently with the file: the name still has to be
+        // the fault's fill file, and a file of that name still has to be a regular file.
+        (in_sub.clone(), dir_of(&sub)),
+        (link.clone(), dir_of(&sub2)),
     ];
     for (file, dir) in &forged {
         let mut e = entry.clone();
@@ -164,6 +175,11 @@ fn a_tampered_journal_entry_never_deletes_anything_but_the_faults_own_fill_file(
         assert!(stdout.contains("nothing deleted"), "{stdout}");
         assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
         assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "keep me too");
+        assert_eq!(fs::read_to_string(&in_sub).unwrap(), "keep me three");
+        assert!(
+            fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+            "{file:?}: the symlink was deleted"
+        );
         assert!(journal_file.is_file(), "a refused revert keeps the entry");
     }
     // The untampered entry reverts: exactly the genuine fill file goes.

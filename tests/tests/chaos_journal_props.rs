@@ -23,7 +23,7 @@
 //! After each restart, and at the end (crash + restart + recovery), the journal must be
 //! empty, every child running (state not `T`), and no fill file left in the tmpfs.
 //!
-//! Needs root (tmpfs mount); skips without it unless CI=true. The number of cases comes
+//! Needs root (tmpfs mount); skips without it unless under CI. The number of cases comes
 //! from `PROPTEST_CASES` (default 12 here: each case runs real processes and fsyncs).
 #![allow(clippy::disallowed_methods)] // std::thread::sleep: the test thread waits for deadlines
 

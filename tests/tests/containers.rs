@@ -25,7 +25,7 @@
 //! inside the container's cgroup. On cgroup v1 with Linux ≥ 6.9, `blkio.throttle.*` counters
 //! only count on a device with a throttle rule, so the container gets a non-limiting
 //! `--device-write-bps <disk>:1gb`. Without Docker the tests skip with a message; with
-//! `CI=true` they fail.
+//! CI they fail.
 
 // A test binary: a panic *is* the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -411,7 +411,7 @@ async fn collect_once_reports_a_docker_container_like_its_cgroup_and_docker_stat
             );
         }
         None => {
-            // Under CI=true this fails: the disk figures must be checked there.
+            // Under CI this fails: the disk figures must be checked there.
             faultline_tests::chaos::require(
                 false,
                 &format!(

@@ -16,8 +16,8 @@
 //! fill example does) apply and revert from inside the container (`docker exec`).
 //!
 //! Safety: only the test's own processes, tmpfs and containers are touched; all are removed
-//! on drop, also on failure. Needs root (tmpfs) and Docker; skips without them, fails with
-//! CI=true.
+//! on drop, also on failure. Needs root (tmpfs) and Docker; skips without them, fails under
+//! CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
 use std::path::Path;

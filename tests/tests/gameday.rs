@@ -25,8 +25,8 @@
 //! field (no Docker needed).
 //!
 //! Safety: only this test's containers and network are touched (removed on drop, also on
-//! failure); all traffic goes to 127.0.0.1. Needs Docker; skips without it, fails with
-//! CI=true.
+//! failure); all traffic goes to 127.0.0.1. Needs Docker; skips without it, fails under
+//! CI.
 
 // Test helpers outside `#[test]` functions fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -350,10 +350,7 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
             assert!(distinct > 20 && other > 0.02, "the screenshot looks blank");
         }
         None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "chromium is required under CI=true"
-            );
+            assert!(!faultline_tests::in_ci(), "chromium is required under CI");
             eprintln!("SKIPPED: the screenshot check (chromium is not installed)");
         }
     }

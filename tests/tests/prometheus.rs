@@ -4,7 +4,7 @@
 //!
 //! `promtool` comes from Debian's `prometheus` package (`/usr/bin/promtool`; env `PROMTOOL`
 //! names another). Without it the promtool check is skipped with a message, except under
-//! `CI=true`, where its absence fails the test.
+//! CI, where its absence fails the test.
 // A test's helpers panic on setup failures the same way its body does.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -176,10 +176,10 @@ async fn the_scrape_of_a_live_host_passes_promtool_and_uses_the_translated_names
     std::fs::write(file.path(), &text).expect("writing the scrape");
 
     let Some(output) = promtool_check(file.path()).await else {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let ci = faultline_tests::in_ci();
         assert!(
             !ci,
-            "promtool not found but CI=true: install Debian's `prometheus` package \
+            "promtool not found under CI: install Debian's `prometheus` package \
              (provides /usr/bin/promtool) or set PROMTOOL"
         );
         eprintln!(

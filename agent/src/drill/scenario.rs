@@ -931,9 +931,13 @@ objectives: { rto: 5s }
     }
 
     #[test]
-    fn garbage_never_panics() {
+    fn garbage_is_rejected_naming_file_and_line() {
         for t in ["", "{", "name: [", "- a", "name: x\nfaults: 3", ":", "\t"] {
-            let _ = parse(t, "g.yaml", &Known::default());
+            let result = parse(t, "g.yaml", &Known::default());
+            crate::test_support::assert_rejected_at_a_line(result, "g.yaml", t);
+        }
+        if let Err(e) = parse(GOOD, "g.yaml", &Known::default()) {
+            panic!("the valid scenario was rejected: {e}");
         }
     }
 }

@@ -140,7 +140,7 @@ fn the_documented_example_parses_and_reads_back_from_json() {
 }
 
 #[test]
-fn garbage_never_panics() {
+fn garbage_is_rejected_naming_file_and_line() {
     for t in [
         "",
         "{",
@@ -151,7 +151,10 @@ fn garbage_never_panics() {
         "\t",
         "plan:\n  - parallel: []\n",
     ] {
-        let _ = parse(t, "g.yaml");
+        crate::test_support::assert_rejected_at_a_line(parse(t, "g.yaml"), "g.yaml", t);
+    }
+    if let Err(e) = parse(GOOD, "g.yaml") {
+        panic!("the valid game day was rejected: {e}");
     }
 }
 

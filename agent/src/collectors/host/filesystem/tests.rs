@@ -193,7 +193,7 @@ fn a_procfs_table_is_parsed_again_only_after_a_mount_change() {
     std::thread::spawn(|| {
         if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
             assert!(
-                std::env::var_os("CI").is_none(),
+                !crate::test_support::in_ci(),
                 "unshare(CLONE_NEWNS) failed under CI: {e}"
             );
             eprintln!("skipped: no mount namespace ({e}; needs CAP_SYS_ADMIN)");
