@@ -86,7 +86,7 @@ pub fn containerd_available(test: &str) -> bool {
 }
 
 /// The first executable `name` on `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -284,6 +284,25 @@ impl Containerd {
         container_name: &str,
         args: &[&str],
     ) -> TestPod {
+        self.run_pod_from(IMAGE, namespace, name, app, container_name, args)
+            .await
+    }
+
+    /// [`run_pod`](Self::run_pod) with the container created from `image`: the workload
+    /// image by another reference, such as its ID (`sha256:…`, as the kubelet creates
+    /// containers).
+    ///
+    /// # Panics
+    /// As [`run_pod`](Self::run_pod).
+    pub async fn run_pod_from(
+        &self,
+        image: &str,
+        namespace: &str,
+        name: &str,
+        app: &str,
+        container_name: &str,
+        args: &[&str],
+    ) -> TestPod {
         let uid = kernel_uuid();
         self.instance
             .pod_uids
@@ -351,7 +370,7 @@ impl Containerd {
                 attempt: 0,
             }),
             image: Some(proto::ImageSpec {
-                image: IMAGE.into(),
+                image: image.into(),
                 ..Default::default()
             }),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -408,7 +427,7 @@ fn kernel_uuid() -> String {
 }
 
 /// The mount points of every cgroup hierarchy (v1 controllers and the unified one).
-fn cgroup_roots() -> Vec<PathBuf> {
+pub(crate) fn cgroup_roots() -> Vec<PathBuf> {
     mounts()
         .into_iter()
         .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
@@ -417,7 +436,7 @@ fn cgroup_roots() -> Vec<PathBuf> {
 }
 
 /// (mount point, filesystem type) of this process's mount namespace, from mountinfo.
-fn mounts() -> Vec<(PathBuf, String)> {
+pub(crate) fn mounts() -> Vec<(PathBuf, String)> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|line| {
@@ -693,8 +712,9 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// Runs `cmd`, panicking with its stderr when it fails.
-fn run(cmd: &mut Command) {
+/// Runs `cmd` and returns its standard output, trimmed, panicking with its stderr when it
+/// fails.
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -704,4 +724,5 @@ fn run(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -15,6 +15,8 @@
 //! - [`deploy`]: the shipped manifests read as JSON, the chart rendered, the agent image
 //!   built by `deploy/docker/build-local.sh`, and a guard for its containers.
 //! - [`docker`]: real containers from a `FROM scratch` image of the project's workload.
+//! - [`containerd`], [`podman`]: a containerd (CRI) and a podman (Docker-compatible API
+//!   socket) of the test's own, running that image.
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
 //! - [`drill`]: a self-healing service under a restart loop, `faultline drill run`, PNG checks.
@@ -42,6 +44,7 @@ pub mod drill;
 pub mod gameday;
 pub mod netns;
 pub mod pki;
+pub mod podman;
 pub mod procfs;
 pub mod receiver;
 pub mod semconv;

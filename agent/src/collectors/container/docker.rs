@@ -80,7 +80,7 @@ pub fn split_image(reference: &str) -> (String, Vec<String>) {
 }
 
 /// True when an image reference is an image ID rather than a name.
-fn is_image_id(reference: &str) -> bool {
+pub(super) fn is_image_id(reference: &str) -> bool {
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
     super::paths::is_container_id(hex)
 }

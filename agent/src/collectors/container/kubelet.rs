@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::metadata::{ContainerMeta, FirstAttempt, K8sMeta, MetadataCache, PodMeta};
+use super::metadata::{ContainerMeta, FirstAttempt, K8sMeta, MetadataCache, PodMeta, next_poll};
 use super::paths::{Runtime, is_container_id};
 
 /// Shortest time between two requests, however often the collector asks.
@@ -394,15 +394,8 @@ pub async fn run(
             Err(e) => debug!(error = %e, "kubelet still failing"),
         }
         first.done();
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(MIN_INTERVAL) => {}
-        }
-        let rest = client.refresh.saturating_sub(MIN_INTERVAL);
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(rest) => {}
-            Some(()) = early.recv() => {}
+        if !next_poll(&cancel, &mut early, MIN_INTERVAL, client.refresh).await {
+            return;
         }
     }
 }
