@@ -27,7 +27,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -215,19 +215,15 @@ impl Podman {
 
     /// Waits until the socket answers `GET /_ping` with `200 OK`.
     fn wait_for_service(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if ping(&self.socket).is_ok_and(|answer| answer.starts_with("HTTP/1.1 200")) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "podman's API did not answer on {} within {timeout:?}; log:\n{}",
-                self.socket.display(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let answered = wait_until(timeout, || {
+            ping(&self.socket).is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
+        });
+        assert!(
+            answered,
+            "podman's API did not answer on {} within {timeout:?}; log:\n{}",
+            self.socket.display(),
+            self.log()
+        );
     }
 
     /// SIGKILL to whatever of this instance still runs after `podman rm`: processes with the

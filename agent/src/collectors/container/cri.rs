@@ -201,8 +201,10 @@ fn image_name(reference: &str) -> Option<&str> {
 // ---------------------------------------------------------------------------------------
 // Listing.
 
-/// A connected runtime and what the task keeps between listings.
-struct Lister {
+/// A connected runtime and what the task keeps between listings: one listing is
+/// [`CriLister::list`] (also what the metadata bench measures).
+#[derive(Debug)]
+pub struct CriLister {
     client: CriClient,
     runtime: Option<Runtime>,
     labels: Vec<String>,
@@ -211,7 +213,18 @@ struct Lister {
     resolved: HashMap<String, Option<String>>,
 }
 
-impl Lister {
+impl CriLister {
+    /// Connects to the runtime at `socket`; `labels` is the allowlist.
+    ///
+    /// # Errors
+    /// [`ConnectError`], naming the socket.
+    pub async fn connect(
+        socket: &std::path::Path,
+        labels: Vec<String>,
+    ) -> Result<Self, ConnectError> {
+        Ok(Self::new(CriClient::connect(socket).await?, labels))
+    }
+
     fn new(client: CriClient, labels: Vec<String>) -> Self {
         let runtime = runtime_of(&client.runtime().runtime_name);
         Self {
@@ -223,7 +236,10 @@ impl Lister {
     }
 
     /// Every ready pod sandbox and running container, with its metadata.
-    async fn list(&mut self) -> Result<Vec<(String, ContainerMeta)>, CallError> {
+    ///
+    /// # Errors
+    /// The first failed list call.
+    pub async fn list(&mut self) -> Result<Vec<(String, ContainerMeta)>, CallError> {
         let running = ContainerFilter {
             state: Some(ContainerStateValue {
                 state: ContainerState::ContainerRunning.into(),
@@ -284,7 +300,7 @@ async fn connect(
     s: &CriSettings,
     first: &mut FirstAttempt,
     cancel: &CancellationToken,
-) -> Option<Lister> {
+) -> Option<CriLister> {
     let mut delay = BACKOFF.0;
     let mut logged = false;
     loop {
@@ -302,7 +318,7 @@ async fn connect(
                     version = %version.runtime_version,
                     "CRI runtime connected"
                 );
-                return Some(Lister::new(client, s.labels.clone()));
+                return Some(CriLister::new(client, s.labels.clone()));
             }
             Err(e @ ConnectError::NotCri { .. }) if !s.configured => {
                 info!(error = %e, "no CRI metadata from this socket (found at a default path, but not a CRI runtime: Docker's containerd has its CRI plugin disabled); set containers.cri.socket if the runtime listens elsewhere");

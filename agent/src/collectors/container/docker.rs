@@ -160,8 +160,12 @@ async fn inspect(
     Ok(Some((info.id, meta)))
 }
 
-/// Lists and inspects every running container.
-async fn list_all(
+/// Lists and inspects every running container: what a session starts with (and what the
+/// metadata bench measures).
+///
+/// # Errors
+/// The first failed request.
+pub async fn list_all(
     conn: &mut Connection,
     labels: &[String],
 ) -> Result<Vec<(String, ContainerMeta)>, DockerError> {
