@@ -18,6 +18,12 @@
 //!   any other label;
 //! - the attribute keys are the semantic conventions' own, none deprecated.
 //!
+//! A second test runs `faultline run` (one-second cycles, exporting to an in-process OTLP
+//! receiver, `containers.cri.refresh` 30 s) and starts a pod after the agent's first listing:
+//! every point of the pod's container in its first three exported cycles carries its pod's
+//! name. Within that time only the collector's early request can have named it: a container
+//! it meets unnamed is held back one cycle and the CRI is listed at once.
+//!
 //! Without containerd, runc, ctr or Docker (which builds the image) the test prints SKIPPED;
 //! under CI it fails instead. The guard removes the pods, containerd and its files on drop,
 //! also when an assertion fails.
@@ -25,11 +31,11 @@
 // A test binary: a panic *is* the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use faultline_tests::containerd::{Containerd, TestPod};
-use faultline_tests::{run_cli, semconv};
+use faultline_tests::{Agent, OtlpConfig, OtlpReceiver, Transport, run_cli, semconv};
 use serde_json::Value;
 
 const TEST: &str = "collect_once_names_each_cri_container_with_its_pod_from_a_real_containerd";
@@ -230,6 +236,65 @@ fn semantic_conventions(batch: &Value, pods: &[&TestPod]) {
                 "{key} is deprecated: {:?}",
                 def.deprecated
             );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_names_a_pod_started_after_it_in_every_point_by_listing_the_cri_early() {
+    let test = "run_names_a_pod_started_after_it_in_every_point_by_listing_the_cri_early";
+    let Some(containerd) = Containerd::start(test).await else {
+        return;
+    };
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let config = OtlpConfig::new(Transport::Grpc, receiver.endpoint(Transport::Grpc));
+    let _agent = Agent::start(&format!(
+        "{}proc_root: /proc\nsys_root: /sys\nhost:\n  enabled: false\ncontainers:\n  \
+         docker:\n    enabled: false\n  cri:\n    socket: {}\n    refresh: 30s\n",
+        config.to_yaml(),
+        containerd.socket().display()
+    ));
+    let wait = Duration::from_secs(60);
+    // The agent's second cycle is exported: its first CRI listing is over.
+    receiver
+        .wait_for(
+            |r| {
+                r.iter()
+                    .flat_map(faultline_tests::Received::points)
+                    .any(|p| p.name == "faultline.cycle.duration")
+            },
+            wait,
+        )
+        .await;
+    let namespace = format!("faultline-late-{}", std::process::id());
+    let pod = containerd
+        .run_pod(&namespace, "late-0", "late", "worker", &[])
+        .await;
+
+    let cycles = |r: &[faultline_tests::Received]| {
+        let mut by_time: BTreeMap<u64, Vec<faultline_tests::Point>> = BTreeMap::new();
+        for p in r.iter().flat_map(faultline_tests::Received::points) {
+            if p.resource.get("container.id") == Some(&pod.container_id) {
+                by_time.entry(p.time_unix_nano).or_default().push(p);
+            }
+        }
+        by_time
+    };
+    let reqs = receiver.wait_for(|r| cycles(r).len() >= 3, wait).await;
+    for (time, points) in cycles(&reqs).iter().take(3) {
+        for p in points {
+            for (key, want) in [
+                ("k8s.pod.name", pod.name.as_str()),
+                ("k8s.namespace.name", namespace.as_str()),
+                ("k8s.container.name", "worker"),
+            ] {
+                assert_eq!(
+                    p.resource.get(key).map(String::as_str),
+                    Some(want),
+                    "{key} of {} in cycle {time}",
+                    p.name
+                );
+            }
         }
     }
 }

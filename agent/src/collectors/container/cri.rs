@@ -4,7 +4,7 @@
 //! The runtime knows every pod and container it runs, so no kubelet, token or RBAC grant is
 //! needed: only its socket. [`run`] connects once (the client's channel redials by itself
 //! when the runtime restarts), then lists every `refresh`: `ListPodSandbox` and
-//! `ListContainers` (running ones only), two calls that answer for the whole node, joined by
+//! `ListContainers`, two calls that answer for the whole node, joined by
 //! [`faultline_chaos::cri::join_pods`]. A container the collector finds before the next
 //! listing is asked about early, at most once per [`MIN_INTERVAL`]. Nothing is listed on the
 //! collection thread: the task runs on the metadata worker's thread.
@@ -31,9 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_chaos::cri::proto::{
-    ContainerFilter, ContainerState, ContainerStateValue, PodSandbox, PodSandboxState,
-};
+use faultline_chaos::cri::proto::{ContainerState, PodSandbox};
 use faultline_chaos::cri::{CallError, ConnectError, CriClient, PodContainer, join_pods};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -235,29 +233,25 @@ impl CriLister {
         }
     }
 
-    /// Every ready pod sandbox and running container, with its metadata.
+    /// Every pod sandbox and every container not exited, with its metadata. Created and
+    /// not-ready ones count: their cgroup is there before the runtime calls them running or
+    /// ready, and the collector may meet it then. (The CRI filters by one state only; the few
+    /// exited containers the kubelet keeps are skipped here instead.)
     ///
     /// # Errors
     /// The first failed list call.
     pub async fn list(&mut self) -> Result<Vec<(String, ContainerMeta)>, CallError> {
-        let running = ContainerFilter {
-            state: Some(ContainerStateValue {
-                state: ContainerState::ContainerRunning.into(),
-            }),
-            ..ContainerFilter::default()
-        };
         let (sandboxes, containers) = tokio::try_join!(
             self.client.list_pod_sandboxes(None),
-            self.client.list_containers(Some(running))
+            self.client.list_containers(None)
         )?;
-        let joined = join_pods(&sandboxes, &containers);
+        let mut joined = join_pods(&sandboxes, &containers);
+        joined.retain(|c| c.state != ContainerState::ContainerExited);
         let listed: HashSet<&str> = joined.iter().map(|c| c.id.as_str()).collect();
         self.resolved.retain(|id, _| listed.contains(id.as_str()));
         let mut out = Vec::with_capacity(sandboxes.len() + joined.len());
         for p in &sandboxes {
-            if p.state() == PodSandboxState::SandboxReady {
-                out.push((p.id.clone(), sandbox_meta(p, self.runtime, &self.labels)));
-            }
+            out.push((p.id.clone(), sandbox_meta(p, self.runtime, &self.labels)));
         }
         for c in &joined {
             let image = match image_name(&c.image) {

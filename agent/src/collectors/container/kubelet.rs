@@ -1,9 +1,9 @@
-//! Kubernetes names from the kubelet's pods endpoint, for runtimes other than Docker.
+//! Kubernetes names from the kubelet's pods endpoint: the fallback for nodes whose CRI socket
+//! cannot be mounted ([`super::cri`] asks the runtime itself, which needs no token or RBAC).
 //!
-//! containerd and CRI-O keep pod and container names in their own APIs (gRPC); the kubelet
-//! on the same node already knows them all, so [`run`] polls its `/pods` endpoint (every
-//! `refresh`, and early when the collector meets a container it cannot name, at most once per
-//! [`MIN_INTERVAL`]). The request carries the service-account token (`token_file`, re-read
+//! The kubelet on the same node knows every pod and container, so [`run`] polls its `/pods`
+//! endpoint (every `refresh`, and early when the collector meets a container it cannot name,
+//! at most once per [`MIN_INTERVAL`]). The request carries the service-account token (`token_file`, re-read
 //! every time because projected tokens rotate); `https` endpoints are verified against
 //! `ca_file`, or the system roots when it is unset. The kubelet's read-only port
 //! (`http://<node>:10255/pods`) works as well, without a token.

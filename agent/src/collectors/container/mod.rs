@@ -17,8 +17,8 @@
 //! creation time.
 //!
 //! Metadata (names, images, labels, Kubernetes names) comes from background tasks
-//! ([`metadata`], [`docker`], [`cri`], [`kubelet`]) through a shared cache; the collector never waits
-//! on a socket except once, bounded, before its first cycle. A container first seen while a
+//! ([`metadata`], [`docker`], [`cri`], [`kubelet`]) through a shared cache; the collector never
+//! waits on a socket except once, bounded, before its first cycle. A container first seen while a
 //! metadata source is connected but has not named it yet is held back for one cycle (its
 //! source is asked about it), so its series do not start without their name.
 //!
