@@ -16,8 +16,9 @@
 //!   which puts containers at `libpod_parent/libpod-<id>`.
 //!
 //! Dropping the guard (also when the test panics) removes its containers, stops the API
-//! service, kills any of its conmon or container processes that are left, unmounts whatever
-//! is still mounted under its directory and removes the directory. [`podman_available`]
+//! service, kills any of its conmon or container processes that are left, removes their
+//! cgroups (and `libpod_parent` when this process's podmans made it), unmounts whatever is
+//! still mounted under its directory and removes the directory. [`podman_available`]
 //! decides between running and skipping: a missing tool skips with a printed reason, except
 //! under CI, where it fails.
 
@@ -34,7 +35,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::chaos::wait_until;
-use crate::containerd::{cgroup_roots, mounts, on_ci, on_path, run};
+use crate::containerd::{SharedDirs, cgroup_roots, on_ci, on_path, run, unmount_under};
 
 /// The workload image as podman names it after `podman load`.
 pub const IMAGE: &str = "localhost/faultline-workload:test";
@@ -96,8 +97,6 @@ pub struct Podman {
     log: PathBuf,
     /// The containers [`Podman::run`] started.
     ids: Mutex<Vec<String>>,
-    /// Cgroup roots where `libpod_parent` was there before this instance.
-    parent_existed: Vec<PathBuf>,
     // Last: removed after the cleanup in Drop.
     dir: TempDir,
 }
@@ -127,10 +126,7 @@ impl Podman {
             .args(["save", "-o"])
             .arg(&tarball)
             .arg(crate::docker::workload_image()));
-        let parent_existed = cgroup_roots()
-            .into_iter()
-            .filter(|root| root.join(PARENT).exists())
-            .collect();
+        MADE.register(&made_dirs());
         let socket = dir.path().join("podman.sock");
         let log = dir.path().join("service.log");
         let log_file = fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
@@ -150,7 +146,6 @@ impl Podman {
             service,
             log,
             ids: Mutex::new(Vec::new()),
-            parent_existed,
             dir,
         };
         run(podman.command().arg("load").arg("-i").arg(&tarball));
@@ -254,18 +249,11 @@ impl Podman {
     }
 
     /// Removes the cgroups of the containers it started where they are left (a container
-    /// killed above rather than removed by podman), and `libpod_parent` with its `conmon`
-    /// where this instance made them and they are empty now.
+    /// killed above rather than removed by podman).
     fn remove_cgroups(&self) {
         for root in cgroup_roots() {
-            let parent = root.join(PARENT);
             for id in self.ids() {
-                let _ = fs::remove_dir(parent.join(format!("libpod-{id}")));
-            }
-            if !self.parent_existed.contains(&root) {
-                // Fails, harmlessly, while another podman's containers are still in there.
-                let _ = fs::remove_dir(parent.join("conmon"));
-                let _ = fs::remove_dir(&parent);
+                let _ = fs::remove_dir(root.join(PARENT).join(format!("libpod-{id}")));
             }
         }
     }
@@ -286,6 +274,18 @@ fn ping(socket: &Path) -> std::io::Result<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer.lines().next().unwrap_or("").to_owned())
+}
+
+/// This module's [`SharedDirs`].
+static MADE: SharedDirs = SharedDirs::new();
+
+/// The cgroups podman makes for its containers' parents, deepest first: `libpod_parent` and
+/// its monitors' `conmon`.
+fn made_dirs() -> Vec<PathBuf> {
+    cgroup_roots()
+        .into_iter()
+        .flat_map(|root| [root.join(PARENT).join("conmon"), root.join(PARENT)])
+        .collect()
 }
 
 /// `podman` with the storage, run root and configuration of the instance in `dir`.
@@ -325,16 +325,7 @@ impl Drop for Podman {
                     .all(|root| !root.join(PARENT).join(format!("libpod-{id}")).exists())
             })
         });
-        let mut points: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|(point, _)| point)
-            .filter(|point| point.starts_with(self.dir.path()))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-                eprintln!("podman guard: umount {}: {e}", point.display());
-            }
-        }
+        unmount_under(self.dir.path(), "podman guard");
+        MADE.release(&made_dirs());
     }
 }

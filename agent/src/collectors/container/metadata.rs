@@ -5,8 +5,8 @@
 //! fetched apart from it: [`MetadataWorker::start`] starts one dedicated thread with its own
 //! single-threaded tokio runtime, a [`CancellationToken`] and a [`TaskTracker`]; on it run the
 //! Docker task ([`super::docker`]: list and inspect once, then follow `/events`), the CRI
-//! task where the node has a CRI runtime ([`super::cri`]: list the running containers and
-//! their pods every `refresh`) and, when configured, the kubelet task ([`super::kubelet`]:
+//! task where the node has a CRI runtime ([`super::cri`]: list the node's pods and
+//! containers every `refresh`) and, when configured, the kubelet task ([`super::kubelet`]:
 //! poll the pods endpoint). Each writes its own part of the [`MetadataCache`]; entries whose
 //! content did not change keep their `Arc`, so the collector rebuilds a container's resource
 //! only when its metadata really changed. A container's resource takes its names from the
