@@ -248,7 +248,9 @@ fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
         .validate()
         .map_err(|(field, e)| err(&format!("api.{field}"), e))?;
     crate::drill::schedule::load(&c.drills, text, file, &c.drill_known())?;
-    c.containers.validate().map_err(|e| err("containers", e))?;
+    c.containers
+        .validate()
+        .map_err(|(field, e)| err(&format!("containers.{field}"), e))?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         return Err(err(
             "logging.level",
@@ -345,6 +347,32 @@ mod tests {
         assert!(msg.contains("invalid duration"), "{msg}");
         let (line, field, _) = invalid("export:\n  otlp:\n    enabled: true\n    timeout: soon\n");
         assert_eq!((line, field.as_str()), (4, "export.otlp.timeout"));
+    }
+
+    #[test]
+    fn container_metadata_settings_are_named_with_their_line() {
+        let (line, field, msg) = invalid("containers:\n  cri:\n    socket: run/crio.sock\n");
+        assert_eq!((line, field.as_str()), (3, "containers.cri.socket"));
+        assert!(
+            msg.contains("run/crio.sock") && msg.contains("absolute"),
+            "{msg}"
+        );
+        let (line, field, msg) = invalid("containers:\n  cri:\n    refresh: 200ms\n");
+        assert_eq!((line, field.as_str()), (3, "containers.cri.refresh"));
+        assert!(msg.contains("at least 1s"), "{msg}");
+        let (line, field, _) = invalid("containers:\n  cri:\n    sockets: /x\n");
+        assert_eq!((line, field.as_str()), (3, "containers.cri.sockets"));
+        let (line, field, _) = invalid("containers:\n  labels: [\"a b\"]\n");
+        assert_eq!((line, field.as_str()), (2, "containers.labels"));
+        let ok = parse(
+            "containers:\n  cri:\n    enabled: false\n    refresh: 10ms\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(
+            !ok.config.containers.cri.enabled,
+            "a disabled source's refresh is not checked"
+        );
     }
 
     #[test]

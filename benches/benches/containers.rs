@@ -28,6 +28,7 @@ use faultline_agent::collectors::container::metadata::{ContainerMeta, MetadataCa
 use faultline_agent::collectors::container::paths::Runtime;
 use faultline_agent::collectors::container::{ContainerCollector, ContainerConfig};
 use faultline_agent::collectors::{Collector, Context, Roots};
+use faultline_benches::thread_cpu_ns;
 use faultline_exporters::model::{Attributes, Batch, Resource, now_unix_nanos};
 
 const PSI: &str = "some avg10=0.12 avg60=0.05 avg300=0.01 total=332412\nfull avg10=0.10 avg60=0.04 avg300=0.01 total=329402\n";
@@ -352,11 +353,6 @@ fn cycle(c: &mut ContainerCollector, ctx: &Context, host: &Arc<Resource>) -> Bat
 }
 
 /// Nanoseconds this thread has run on a CPU.
-fn thread_cpu_ns() -> u64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-    s.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: u64 = s

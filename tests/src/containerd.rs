@@ -81,7 +81,7 @@ pub fn containerd_available(test: &str) -> bool {
 }
 
 /// The first executable `name` on `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -221,7 +221,7 @@ impl Containerd {
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
-        let run_containerd_existed = Path::new("/run/containerd").exists();
+        MADE.register(&made_dirs());
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&config)
@@ -231,17 +231,11 @@ impl Containerd {
             .spawn()
             .unwrap_or_else(|e| panic!("containerd --config {}: {e}", config.display()));
         let socket = dir.path().join("containerd.sock");
-        let kubepods_existed = cgroup_roots()
-            .into_iter()
-            .filter(|root| root.join(KUBEPODS).exists())
-            .collect();
         let mut instance = Instance {
             socket: socket.clone(),
             log: log_path,
             child,
             pod_uids: Mutex::new(Vec::new()),
-            kubepods_existed,
-            run_containerd_existed,
             dir,
         };
         let client = instance.wait_for_cri(Duration::from_secs(60)).await;
@@ -273,6 +267,25 @@ impl Containerd {
     /// within 60 s.
     pub async fn run_pod(
         &self,
+        namespace: &str,
+        name: &str,
+        app: &str,
+        container_name: &str,
+        args: &[&str],
+    ) -> TestPod {
+        self.run_pod_from(IMAGE, namespace, name, app, container_name, args)
+            .await
+    }
+
+    /// [`run_pod`](Self::run_pod) with the container created from `image`: the workload
+    /// image by another reference, such as its ID (`sha256:…`, as the kubelet creates
+    /// containers).
+    ///
+    /// # Panics
+    /// As [`run_pod`](Self::run_pod).
+    pub async fn run_pod_from(
+        &self,
+        image: &str,
         namespace: &str,
         name: &str,
         app: &str,
@@ -346,7 +359,7 @@ impl Containerd {
                 attempt: 0,
             }),
             image: Some(proto::ImageSpec {
-                image: IMAGE.into(),
+                image: image.into(),
                 ..Default::default()
             }),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
@@ -403,12 +416,28 @@ fn kernel_uuid() -> String {
 }
 
 /// The mount points of every cgroup hierarchy (v1 controllers and the unified one).
-fn cgroup_roots() -> Vec<PathBuf> {
+pub(crate) fn cgroup_roots() -> Vec<PathBuf> {
     mounts()
         .into_iter()
         .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
         .map(|(point, _)| point)
         .collect()
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first; `who` prefixes the
+/// failures printed.
+pub(crate) fn unmount_under(dir: &Path, who: &str) {
+    let mut points: Vec<PathBuf> = mounts()
+        .into_iter()
+        .map(|(point, _)| point)
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("{who}: umount {}: {e}", point.display());
+        }
+    }
 }
 
 /// (mount point, filesystem type) of this process's mount namespace, from mountinfo.
@@ -430,6 +459,71 @@ fn mounts() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// Directories a runtime makes on the machine outside an instance's own temporary directory
+/// (`/run/containerd/s`, cgroups such as `kubepods/besteffort`), shared by this process's live
+/// instances. The tests of one binary run in parallel: an instance must not take a sibling's
+/// directory for the machine's own, or neither would remove it. The first instance records
+/// which existed; the last to go removes the others, if empty (removing fails, harmlessly,
+/// while another process's containers are in there).
+#[derive(Debug)]
+pub(crate) struct SharedDirs {
+    /// (live instances, the directories that existed before the first of them).
+    state: Mutex<(usize, Vec<PathBuf>)>,
+}
+
+impl SharedDirs {
+    pub(crate) const fn new() -> Self {
+        Self {
+            state: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// One more live instance; the first records which of `dirs` exist.
+    pub(crate) fn register(&self, dirs: &[PathBuf]) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.0 == 0 {
+            state.1 = dirs.iter().filter(|d| d.exists()).cloned().collect();
+        }
+        state.0 += 1;
+    }
+
+    /// One instance less; the last removes each of `dirs` (deepest first, as given) that did
+    /// not exist before.
+    pub(crate) fn release(&self, dirs: &[PathBuf]) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(1);
+        if state.0 == 0 {
+            for dir in dirs.iter().filter(|d| !state.1.contains(d)) {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// This module's [`SharedDirs`].
+static MADE: SharedDirs = SharedDirs::new();
+
+/// The directories containerd and its pods make outside an instance's directory, deepest
+/// first: the shims' socket directory (containerd 1.6 puts it in `/run/containerd/s`
+/// whatever its config says) and the pods' cgroup parents.
+fn made_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![
+        PathBuf::from("/run/containerd/s"),
+        PathBuf::from("/run/containerd"),
+    ];
+    for root in cgroup_roots() {
+        dirs.push(root.join(KUBEPODS));
+        dirs.push(root.join("kubepods"));
+    }
+    dirs
+}
+
 /// The process and files of one instance; its Drop is the cleanup.
 #[derive(Debug)]
 struct Instance {
@@ -437,9 +531,6 @@ struct Instance {
     log: PathBuf,
     child: Child,
     pod_uids: Mutex<Vec<String>>,
-    /// Cgroup roots where `kubepods/besteffort` was there before this instance.
-    kubepods_existed: Vec<PathBuf>,
-    run_containerd_existed: bool,
     // Last: removed after the cleanup in Drop.
     dir: TempDir,
 }
@@ -575,21 +666,10 @@ impl Instance {
 
     /// Lazily unmounts everything mounted under the instance's directory, deepest first.
     fn unmount_all(&self) {
-        let mut points: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|(point, _)| point)
-            .filter(|point| point.starts_with(self.dir.path()))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-                eprintln!("containerd guard: umount {}: {e}", point.display());
-            }
-        }
+        unmount_under(self.dir.path(), "containerd guard");
     }
 
-    /// Removes the pods' cgroups (and `kubepods/besteffort` where this instance made it and it
-    /// is empty now), in every hierarchy.
+    /// Removes the pods' cgroups, in every hierarchy.
     fn remove_cgroups(&self) {
         let uids = self.pod_uids();
         for root in cgroup_roots() {
@@ -598,11 +678,6 @@ impl Instance {
                 if pod.exists() {
                     remove_cgroup_tree(&pod);
                 }
-            }
-            if !self.kubepods_existed.contains(&root) {
-                // Fails, harmlessly, while another test's pods are still in there.
-                let _ = fs::remove_dir(root.join(KUBEPODS));
-                let _ = fs::remove_dir(root.join("kubepods"));
             }
         }
     }
@@ -632,18 +707,13 @@ impl Instance {
     }
 
     /// This instance's shim sockets, once their shims are gone (a shim removes its own as it
-    /// exits; a killed one cannot), then `/run/containerd/s` and `/run/containerd` when this
-    /// instance made them and they are empty again.
+    /// exits; a killed one cannot).
     fn remove_shim_sockets(&self, sockets: &[PathBuf]) {
         let _ = wait_until(Duration::from_secs(5), || {
             sockets.iter().all(|s| !s.exists())
         });
         for socket in sockets {
             let _ = fs::remove_file(socket);
-        }
-        if !self.run_containerd_existed {
-            let _ = fs::remove_dir("/run/containerd/s");
-            let _ = fs::remove_dir("/run/containerd");
         }
     }
 
@@ -672,6 +742,7 @@ impl Drop for Instance {
             })
         });
         self.remove_shim_sockets(&shim_sockets);
+        MADE.release(&made_dirs());
     }
 }
 
@@ -688,8 +759,9 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// Runs `cmd`, panicking with its stderr when it fails.
-fn run(cmd: &mut Command) {
+/// Runs `cmd` and returns its standard output, trimmed, panicking with its stderr when it
+/// fails.
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -699,4 +771,5 @@ fn run(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

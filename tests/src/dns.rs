@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::containerd::on_ci;
 use crate::drill::poll_for;
+use crate::in_ci as on_ci;
 
 /// Whether dnsmasq can run here; prints why `test` is skipped when not, or panics under CI.
 pub fn dnsmasq_available(test: &str) -> bool {

@@ -17,6 +17,8 @@
 //! - [`dns`]: a DNS server of the test's own (dnsmasq on a loopback port) and free ports on
 //!   several loopback addresses, for game days that find their agents through DNS.
 //! - [`docker`]: real containers from a `FROM scratch` image of the project's workload.
+//! - [`containerd`], [`podman`]: a containerd (CRI) and a podman (Docker-compatible API
+//!   socket) of the test's own, running that image.
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
 //! - [`drill`]: a self-healing service under a restart loop, `faultline drill run`, PNG checks.
@@ -45,6 +47,7 @@ pub mod drill;
 pub mod gameday;
 pub mod netns;
 pub mod pki;
+pub mod podman;
 pub mod procfs;
 pub mod receiver;
 pub mod semconv;

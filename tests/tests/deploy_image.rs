@@ -39,12 +39,15 @@ struct PodRun {
     cmd: Vec<String>,
 }
 
+/// `stand_ins` holds empty directories for `DirectoryOrCreate` host paths this machine does
+/// not have (the kubelet would make them on the node; the test does not make them here).
 fn pod_run(
     ds: &Value,
     config_dir: &Path,
     state_dir: &Path,
     tokens_dir: &Path,
     fill: &Path,
+    stand_ins: &Path,
 ) -> PodRun {
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -105,7 +108,14 @@ fn pod_run(
         } else if name == "state" {
             state_dir.to_path_buf()
         } else if v["hostPath"].is_object() {
-            Path::new(v["hostPath"]["path"].as_str().unwrap()).to_path_buf()
+            let path = Path::new(v["hostPath"]["path"].as_str().unwrap());
+            if v["hostPath"]["type"] == "DirectoryOrCreate" && !path.exists() {
+                let empty = stand_ins.join(name);
+                std::fs::create_dir_all(&empty).unwrap();
+                empty
+            } else {
+                path.to_path_buf()
+            }
         } else if v["secret"]["secretName"] == "faultline-api-tokens" {
             tokens_dir.to_path_buf()
         } else {
@@ -279,7 +289,15 @@ async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_r
     let sibling = Container::run("deploy-sibling", &[], &["--mem", "16MiB"]).await;
     sibling.wait_ready(Duration::from_secs(30)).await;
 
-    let run = pod_run(ds, &config_dir, &state_dir, &tokens_dir, fill.path());
+    let stand_ins = scratch.path().join("host-paths");
+    let run = pod_run(
+        ds,
+        &config_dir,
+        &state_dir,
+        &tokens_dir,
+        fill.path(),
+        &stand_ins,
+    );
     eprintln!(
         "docker run {} <image> {}",
         run.args.join(" "),

@@ -624,3 +624,79 @@ async fn helm_chart_mounts_drill_scenarios_for_its_schedules() {
         "{stderr}"
     );
 }
+
+/// The pod spec mounts the directory of each socket `containers.cri` looks for by default
+/// ([`faultline_chaos::cri::DEFAULT_SOCKETS`], the list the agent itself uses) read-only at
+/// the node's own path, from a host path that a node without that runtime gets as an empty
+/// directory rather than a failing pod.
+fn assert_cri_sockets_mounted(what: &str, pod: &Value) {
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
+    for socket in faultline_chaos::cri::DEFAULT_SOCKETS {
+        let dir = Path::new(socket).parent().unwrap().to_str().unwrap();
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{what}: nothing mounted at {dir} for {socket}"));
+        assert_eq!(mount["readOnly"], true, "{what}: {mount}");
+        assert_eq!(
+            mount["mountPropagation"], "HostToContainer",
+            "{what}: the runtime's container mounts below {dir} must not be held: {mount}"
+        );
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{what}: no volume {}", mount["name"]));
+        assert_eq!(
+            volume["hostPath"],
+            json!({"path": dir, "type": "DirectoryOrCreate"}),
+            "{what}"
+        );
+    }
+}
+
+/// The CRI sockets reach the agent in the plain DaemonSet and in the chart's, and the shipped
+/// configs turn the CRI source on and leave the socket to the agent's detection.
+#[test]
+fn daemonsets_mount_each_default_cri_socket_read_only_where_the_agent_looks() {
+    let test = "daemonsets_mount_each_default_cri_socket";
+    if !python_modules_available(test, &["yaml"]) {
+        return;
+    }
+    let plain = yaml_docs(&deploy_dir().join("kubernetes/daemonset.yaml"));
+    assert_cri_sockets_mounted(
+        "daemonset.yaml",
+        &find_kind(&plain, "DaemonSet")["spec"]["template"]["spec"],
+    );
+    let mut configs = vec![(
+        "configmap.yaml".to_owned(),
+        configmap_config(&yaml_docs(&deploy_dir().join("kubernetes/configmap.yaml"))),
+    )];
+    if python_modules_available(test, &["helm_python", "yaml"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let docs: Vec<Value> = render_chart(dir.path(), &default_values())
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+            .flat_map(|f| yaml_docs(f))
+            .collect();
+        assert_cri_sockets_mounted(
+            "the chart's DaemonSet",
+            &find_kind(&docs, "DaemonSet")["spec"]["template"]["spec"],
+        );
+        configs.push(("the chart's ConfigMap".to_owned(), configmap_config(&docs)));
+    }
+    for (what, text) in configs {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &text).unwrap();
+        let containers = &yaml_docs(file.path())[0]["containers"];
+        assert_eq!(containers["cri"]["enabled"], true, "{what}: {containers}");
+        assert!(
+            containers["cri"].get("socket").is_none(),
+            "{what}: the socket is found at the mounted default path: {containers}"
+        );
+        assert_eq!(
+            containers["kubelet"]["enabled"], false,
+            "{what}: the kubelet is only the fallback: {containers}"
+        );
+    }
+}

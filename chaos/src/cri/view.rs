@@ -28,8 +28,9 @@ pub struct PodContainer {
     pub id: String,
     /// The container's name in its pod spec (`k8s.container.name`).
     pub name: String,
-    /// The image as the container was created from it (a name where the runtime kept one,
-    /// else its image reference).
+    /// The image as the container was created from it: the name the pod spec gave where the
+    /// runtime kept it (`user_specified_image`; the kubelet creates containers from the image
+    /// ID), else the image it was created from (a name or an ID), else its image reference.
     pub image: String,
     /// Created, running, exited or unknown.
     pub state: ContainerState,
@@ -49,9 +50,11 @@ pub fn join_pods(pods: &[PodSandbox], containers: &[Container]) -> Vec<PodContai
             let image = c
                 .image
                 .as_ref()
-                .map(|spec| spec.image.clone())
-                .filter(|name| !name.is_empty())
-                .unwrap_or_else(|| c.image_ref.clone());
+                .into_iter()
+                .flat_map(|spec| [&spec.user_specified_image, &spec.image])
+                .find(|name| !name.is_empty())
+                .unwrap_or(&c.image_ref)
+                .clone();
             let pod = by_id.get(c.pod_sandbox_id.as_str()).map(|p| {
                 let metadata = p.metadata.clone().unwrap_or_default();
                 PodIdentity {
@@ -133,6 +136,16 @@ mod tests {
         assert_eq!(pod.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(joined[1].pod.as_ref().unwrap().name, "web-1");
         assert_eq!(joined[1].state, ContainerState::ContainerExited);
+    }
+
+    #[test]
+    fn the_pod_specs_image_name_comes_before_the_image_id() {
+        let mut by_id = container("c", "p", "sha256:2", "sha256:2", 1);
+        if let Some(spec) = by_id.image.as_mut() {
+            spec.user_specified_image = "docker.io/library/web:1".into();
+        }
+        let joined = join_pods(&[], &[by_id]);
+        assert_eq!(joined[0].image, "docker.io/library/web:1");
     }
 
     #[test]

@@ -1,12 +1,20 @@
 //! The container collector's configuration (`containers` in the configuration file): what it
 //! reads, where its metadata comes from, and the checks [`ContainerConfig::validate`] runs at
 //! load time.
+//!
+//! Metadata sources, each for the containers the ones before it do not name: Docker's Engine
+//! API (`docker`, also podman's compatible socket), the node's CRI runtime (`cri`:
+//! containerd, CRI-O; on by default, used where its socket exists) and the kubelet's pods
+//! endpoint (`kubelet`, off by default: the fallback for nodes whose CRI socket cannot be
+//! mounted).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use faultline_chaos::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 
-use super::kubelet;
+use super::{cri, kubelet};
 use crate::collectors::Roots;
 
 /// `containers` in the configuration file.
@@ -24,10 +32,14 @@ pub struct ContainerConfig {
     pub cgroup_root: Option<PathBuf>,
     /// Docker Engine metadata.
     pub docker: DockerConfig,
-    /// Kubelet metadata (containerd, CRI-O).
+    /// CRI runtime metadata (containerd, CRI-O).
+    pub cri: CriConfig,
+    /// Kubelet metadata (containerd, CRI-O), the fallback where the CRI socket is not
+    /// reachable.
     pub kubelet: kubelet::KubeletConfig,
-    /// Container (and, from the kubelet, pod) label keys that become `container.label.<key>`
-    /// resource attributes. Only these: labels are unbounded, attributes must not be.
+    /// Container (and, from the CRI runtime or the kubelet, pod) label keys that become
+    /// `container.label.<key>` resource attributes. Only these: labels are unbounded,
+    /// attributes must not be.
     pub labels: Vec<String>,
     /// Read per-container network bytes from each container's network namespace.
     pub network: bool,
@@ -46,6 +58,7 @@ impl Default for ContainerConfig {
             enabled: true,
             cgroup_root: None,
             docker: DockerConfig::default(),
+            cri: CriConfig::default(),
             kubelet: kubelet::KubeletConfig::default(),
             labels: Vec::new(),
             network: true,
@@ -74,6 +87,30 @@ impl Default for DockerConfig {
     }
 }
 
+/// `containers.cri`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    /// Ask the node's CRI runtime for pod and container names, images and pod labels.
+    pub enabled: bool,
+    /// The runtime's CRI socket; unset: the first of `/run/containerd/containerd.sock` and
+    /// `/var/run/crio/crio.sock` that exists when the agent starts (none: no CRI metadata).
+    pub socket: Option<PathBuf>,
+    /// How often the running containers are listed. A container the collector finds before
+    /// the next listing is asked about at once (at most once per second).
+    pub refresh: HumanDuration,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+            refresh: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
 impl ContainerConfig {
     /// The cgroup root for these host roots.
     pub fn cgroup_root(&self, roots: &Roots) -> PathBuf {
@@ -82,26 +119,54 @@ impl ContainerConfig {
             .unwrap_or_else(|| roots.sys("fs/cgroup"))
     }
 
-    /// Checks what can be checked without starting anything (for config validation).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what can be checked without starting anything (for config validation): on
+    /// failure, the field (below `containers`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(root) = &self.cgroup_root
             && !root.is_dir()
         {
-            return Err(format!(
-                "cgroup_root {} is not a readable directory",
-                root.display()
+            return Err((
+                "cgroup_root",
+                format!("{} is not a readable directory", root.display()),
             ));
         }
         for l in &self.labels {
             if l.is_empty() || l.chars().any(char::is_whitespace) {
-                return Err(format!("labels: {l:?} is not a label key"));
+                return Err(("labels", format!("{l:?} is not a label key")));
             }
         }
-        if self.kubelet.enabled && self.kubelet.refresh.0 < kubelet::MIN_INTERVAL {
-            return Err(format!(
-                "kubelet.refresh must be at least {}",
-                humantime::format_duration(kubelet::MIN_INTERVAL)
+        if let Some(socket) = &self.cri.socket
+            && !socket.is_absolute()
+        {
+            return Err((
+                "cri.socket",
+                format!(
+                    "{} is not an absolute path (the runtime's socket, e.g. {})",
+                    socket.display(),
+                    faultline_chaos::cri::CONTAINERD_SOCKET
+                ),
             ));
+        }
+        for (enabled, field, refresh, min) in [
+            (
+                self.cri.enabled,
+                "cri.refresh",
+                self.cri.refresh.0,
+                cri::MIN_INTERVAL,
+            ),
+            (
+                self.kubelet.enabled,
+                "kubelet.refresh",
+                self.kubelet.refresh.0,
+                kubelet::MIN_INTERVAL,
+            ),
+        ] {
+            if enabled && refresh < min {
+                return Err((
+                    field,
+                    format!("must be at least {}", humantime::format_duration(min)),
+                ));
+            }
         }
         Ok(())
     }

@@ -22,6 +22,8 @@ use crate::collectors::{CollectError, Collector, Context};
 struct Pass {
     /// Docker is connected: it may name a container it has not named yet.
     docker_live: bool,
+    /// The CRI runtime's last listing succeeded: its next one may name a new container.
+    cri_live: bool,
     /// The kubelet has answered: it may name a pod's container on its next answer.
     kubelet_live: bool,
     /// The first read error; the other containers are reported all the same.
@@ -29,6 +31,9 @@ struct Pass {
     /// Containers no source names, and one of their IDs, for the log.
     missing: usize,
     missing_example: Option<String>,
+    /// A container was held back for the CRI runtime: list now rather than at the next
+    /// refresh.
+    ask_cri: bool,
     /// A container was held back for the kubelet: ask it now rather than at its next poll.
     ask_kubelet: bool,
 }
@@ -37,6 +42,7 @@ impl Pass {
     fn new(cache: &MetadataCache) -> Self {
         Self {
             docker_live: cache.docker_connected(),
+            cri_live: cache.cri_listed(),
             kubelet_live: cache.kubelet_answered(),
             ..Self::default()
         }
@@ -58,9 +64,10 @@ impl Collector for ContainerCollector {
         {
             let cache = Arc::clone(&self.cache);
             let docker = cache.docker();
+            let cri = cache.cri();
             let kube = cache.kubelet();
             for f in &found {
-                let sources = Sources::of(&docker, &kube, &f.path);
+                let sources = Sources::of(&docker, &cri, &kube, &f.path);
                 self.container(&mut tracked, f, sources, ctx, batch, &mut pass);
             }
         }
@@ -154,10 +161,22 @@ impl ContainerCollector {
     /// not the collector's first, because a connected source may still name it (the source
     /// is asked about it); else it counts as missing and is reported by ID.
     fn hold_back_unnamed(&self, t: &Tracked, pass: &mut Pass) -> bool {
-        let docker_may_know =
-            pass.docker_live && matches!(t.path.runtime, None | Some(Runtime::Docker));
+        // The Engine API answers for podman's containers where podman's socket is configured.
+        let docker_may_know = pass.docker_live
+            && matches!(
+                t.path.runtime,
+                None | Some(Runtime::Docker | Runtime::Podman)
+            );
+        let cri_may_know = pass.cri_live
+            && matches!(
+                t.path.runtime,
+                None | Some(Runtime::Containerd | Runtime::CriO)
+            );
         let kubelet_may_know = pass.kubelet_live && t.path.pod_uid.is_some();
-        if t.first_cycle == self.cycle && self.cycle > 1 && (docker_may_know || kubelet_may_know) {
+        if t.first_cycle == self.cycle
+            && self.cycle > 1
+            && (docker_may_know || cri_may_know || kubelet_may_know)
+        {
             if let Some(tx) = self
                 .worker
                 .as_ref()
@@ -165,6 +184,7 @@ impl ContainerCollector {
             {
                 let _ = tx.try_send(t.path.id.clone());
             }
+            pass.ask_cri |= cri_may_know;
             pass.ask_kubelet |= kubelet_may_know;
             return true;
         }
@@ -289,16 +309,19 @@ impl ContainerCollector {
         });
     }
 
-    /// Asks the kubelet for containers held back for it, logs (once) that containers
-    /// without metadata are reported by ID, and returns the cycle's first read error.
+    /// Asks the CRI runtime and the kubelet about containers held back for them, logs
+    /// (once) that containers without metadata are reported by ID, and returns the cycle's
+    /// first read error.
     fn end_cycle(&mut self, pass: Pass) -> Result<(), CollectError> {
-        if pass.ask_kubelet
-            && let Some(tx) = self
-                .worker
-                .as_ref()
-                .and_then(|w| w.kubelet_requests.as_ref())
-        {
-            let _ = tx.try_send(());
+        if let Some(w) = &self.worker {
+            for (asked, requests) in [
+                (pass.ask_cri, &w.cri_requests),
+                (pass.ask_kubelet, &w.kubelet_requests),
+            ] {
+                if let (true, Some(tx)) = (asked, requests) {
+                    let _ = tx.try_send(());
+                }
+            }
         }
         if pass.missing > 0 && !self.logged_missing {
             self.logged_missing = true;

@@ -81,7 +81,7 @@ pub fn split_image(reference: &str) -> (String, Vec<String>) {
 }
 
 /// True when an image reference is an image ID rather than a name.
-fn is_image_id(reference: &str) -> bool {
+pub(super) fn is_image_id(reference: &str) -> bool {
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
     super::paths::is_container_id(hex)
 }
@@ -161,8 +161,12 @@ async fn inspect(
     Ok(Some((info.id, meta)))
 }
 
-/// Lists and inspects every running container.
-async fn list_all(
+/// Lists and inspects every running container: what a session starts with (and what the
+/// metadata bench measures).
+///
+/// # Errors
+/// The first failed request.
+pub async fn list_all(
     conn: &mut Connection,
     labels: &[String],
 ) -> Result<Vec<(String, ContainerMeta)>, DockerError> {

@@ -1,9 +1,9 @@
-//! Kubernetes names from the kubelet's pods endpoint, for runtimes other than Docker.
+//! Kubernetes names from the kubelet's pods endpoint: the fallback for nodes whose CRI socket
+//! cannot be mounted ([`super::cri`] asks the runtime itself, which needs no token or RBAC).
 //!
-//! containerd and CRI-O keep pod and container names in their own APIs (gRPC); the kubelet
-//! on the same node already knows them all, so [`run`] polls its `/pods` endpoint (every
-//! `refresh`, and early when the collector meets a container it cannot name, at most once per
-//! [`MIN_INTERVAL`]). The request carries the service-account token (`token_file`, re-read
+//! The kubelet on the same node knows every pod and container, so [`run`] polls its `/pods`
+//! endpoint (every `refresh`, and early when the collector meets a container it cannot name,
+//! at most once per [`MIN_INTERVAL`]). The request carries the service-account token (`token_file`, re-read
 //! every time because projected tokens rotate); `https` endpoints are verified against
 //! `ca_file`, or the system roots when it is unset. The kubelet's read-only port
 //! (`http://<node>:10255/pods`) works as well, without a token.
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::metadata::{ContainerMeta, FirstAttempt, K8sMeta, MetadataCache, PodMeta};
+use super::metadata::{ContainerMeta, FirstAttempt, K8sMeta, MetadataCache, PodMeta, next_poll};
 use super::paths::{Runtime, is_container_id};
 
 /// Shortest time between two requests, however often the collector asks.
@@ -399,15 +399,8 @@ pub async fn run(
             },
         }
         first.done();
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(MIN_INTERVAL) => {}
-        }
-        let rest = client.refresh.saturating_sub(MIN_INTERVAL);
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(rest) => {}
-            Some(()) = early.recv() => {}
+        if !next_poll(&cancel, &mut early, MIN_INTERVAL, client.refresh).await {
+            return;
         }
     }
 }

@@ -4,10 +4,13 @@
 //! The collector runs on the collection thread and must never wait on a socket, so metadata is
 //! fetched apart from it: [`MetadataWorker::start`] starts one dedicated thread with its own
 //! single-threaded tokio runtime, a [`CancellationToken`] and a [`TaskTracker`]; on it run the
-//! Docker task ([`super::docker`]: list and inspect once, then follow `/events`) and, when
-//! configured, the kubelet task ([`super::kubelet`]: poll the pods endpoint). Both write into
-//! the [`MetadataCache`]; entries whose content did not change keep their `Arc`, so the
-//! collector rebuilds a container's resource only when its metadata really changed.
+//! Docker task ([`super::docker`]: list and inspect once, then follow `/events`), the CRI
+//! task where the node has a CRI runtime ([`super::cri`]: list the node's pods and
+//! containers every `refresh`) and, when configured, the kubelet task ([`super::kubelet`]:
+//! poll the pods endpoint). Each writes its own part of the [`MetadataCache`]; entries whose
+//! content did not change keep their `Arc`, so the collector rebuilds a container's resource
+//! only when its metadata really changed. A container's resource takes its names from the
+//! first source that knows it, in that order.
 //!
 //! Dropping the worker cancels the token and waits (bounded) for the thread to finish, so no
 //! task outlives the collector that owns it.
@@ -28,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::paths::Runtime;
-use super::{ContainerConfig, docker, kubelet};
+use super::{ContainerConfig, cri, docker, kubelet};
 
 /// Longest the first collection waits for the metadata sources' first answer.
 pub const INITIAL_SYNC_WAIT: Duration = Duration::from_secs(3);
@@ -84,13 +87,28 @@ pub struct KubeletView {
     pub pods: HashMap<String, Arc<PodMeta>>,
 }
 
+/// Containers by ID, as one source names them.
+pub type ByContainer = HashMap<String, Arc<ContainerMeta>>;
+
 /// The shared cache.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
-    docker: RwLock<HashMap<String, Arc<ContainerMeta>>>,
+    docker: RwLock<ByContainer>,
+    cri: RwLock<ByContainer>,
     kubelet: RwLock<KubeletView>,
     docker_connected: AtomicBool,
+    cri_listed: AtomicBool,
     kubelet_answered: AtomicBool,
+}
+
+/// Replaces every entry of `map` with a fresh listing: entries not listed go, unchanged ones
+/// keep their `Arc`.
+fn replace_all(map: &mut ByContainer, fresh: Vec<(String, ContainerMeta)>) {
+    let keep: std::collections::HashSet<&String> = fresh.iter().map(|(id, _)| id).collect();
+    map.retain(|id, _| keep.contains(id));
+    for (id, meta) in fresh {
+        upsert(map, id, meta);
+    }
 }
 
 /// Replaces `map[key]` with `value` unless equal content is already there (keeps the `Arc`).
@@ -109,8 +127,12 @@ pub fn upsert<K: std::hash::Hash + Eq, V: PartialEq>(
 
 impl MetadataCache {
     /// Read access to the Docker entries.
-    pub fn docker(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<ContainerMeta>>> {
+    pub fn docker(&self) -> RwLockReadGuard<'_, ByContainer> {
         self.docker.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Read access to the CRI entries (containers and pod sandboxes by ID).
+    pub fn cri(&self) -> RwLockReadGuard<'_, ByContainer> {
+        self.cri.read().unwrap_or_else(PoisonError::into_inner)
     }
     /// Read access to the kubelet view.
     pub fn kubelet(&self) -> RwLockReadGuard<'_, KubeletView> {
@@ -133,12 +155,19 @@ impl MetadataCache {
     }
     /// Replaces all Docker entries with a fresh listing (unchanged entries keep their `Arc`).
     pub fn docker_replace(&self, fresh: Vec<(String, ContainerMeta)>) {
-        let mut map = self.docker.write().unwrap_or_else(PoisonError::into_inner);
-        let keep: std::collections::HashSet<&String> = fresh.iter().map(|(id, _)| id).collect();
-        map.retain(|id, _| keep.contains(id));
-        for (id, meta) in fresh {
-            upsert(&mut map, id, meta);
-        }
+        replace_all(
+            &mut self.docker.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+    }
+    /// Replaces all CRI entries with a fresh listing (unchanged entries keep their `Arc`)
+    /// and records that the runtime answered.
+    pub fn cri_replace(&self, fresh: Vec<(String, ContainerMeta)>) {
+        replace_all(
+            &mut self.cri.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        self.cri_listed.store(true, Ordering::Relaxed);
     }
     /// Replaces the kubelet view (unchanged entries keep their `Arc`).
     pub fn kubelet_replace(
@@ -176,6 +205,14 @@ impl MetadataCache {
     /// Records whether the Docker event stream is followed.
     pub fn set_docker_connected(&self, v: bool) {
         self.docker_connected.store(v, Ordering::Relaxed);
+    }
+    /// Whether the CRI runtime's last listing succeeded.
+    pub fn cri_listed(&self) -> bool {
+        self.cri_listed.load(Ordering::Relaxed)
+    }
+    /// Records that a CRI listing failed (the entries stay until the next one succeeds).
+    pub fn set_cri_failing(&self) {
+        self.cri_listed.store(false, Ordering::Relaxed);
     }
     /// Whether the kubelet has answered at least once.
     pub fn kubelet_answered(&self) -> bool {
@@ -233,6 +270,26 @@ impl Drop for FirstAttempt {
     }
 }
 
+/// Waits until a polling source's next request is due: `every` after the last one, or as
+/// soon as the collector asks on `early`, but never sooner than `min` after the last one.
+/// Returns `false` when `cancel` fired first.
+pub async fn next_poll(
+    cancel: &CancellationToken,
+    early: &mut mpsc::Receiver<()>,
+    min: Duration,
+    every: Duration,
+) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => return false,
+        () = tokio::time::sleep(min) => {}
+    }
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(every.saturating_sub(min)) => true,
+        Some(()) = early.recv() => true,
+    }
+}
+
 /// The owner of the metadata thread and its tasks.
 #[derive(Debug)]
 pub struct MetadataWorker {
@@ -243,6 +300,8 @@ pub struct MetadataWorker {
     /// Asks the Docker task to inspect a container it has not reported (a start event may
     /// still be on its way); `None` when Docker is disabled.
     pub docker_requests: Option<mpsc::Sender<String>>,
+    /// Asks the CRI task for an early listing; `None` when no CRI runtime is used.
+    pub cri_requests: Option<mpsc::Sender<()>>,
     /// Asks the kubelet task for an early refresh; `None` when the kubelet is disabled.
     pub kubelet_requests: Option<mpsc::Sender<()>>,
 }
@@ -268,18 +327,22 @@ impl MetadataWorker {
             .docker
             .enabled
             .then(|| docker::DockerSettings::from_config(cfg));
+        let cri_cfg = cri::CriSettings::from_config(cfg);
         let kubelet_client = if cfg.kubelet.enabled {
             Some(kubelet::KubeletClient::new(&cfg.kubelet, &cfg.labels)?)
         } else {
             None
         };
-        let sources = usize::from(docker_cfg.is_some()) + usize::from(kubelet_client.is_some());
+        let sources = usize::from(docker_cfg.is_some())
+            + usize::from(cri_cfg.is_some())
+            + usize::from(kubelet_client.is_some());
         if sources == 0 {
             return Ok(None);
         }
         let initial = Arc::new(InitialSync::new(sources));
         let cancel = CancellationToken::new();
         let (docker_tx, docker_rx) = mpsc::channel::<String>(1024);
+        let (cri_tx, cri_rx) = mpsc::channel::<()>(1);
         let (kube_tx, kube_rx) = mpsc::channel::<()>(1);
         let (stopped_tx, stopped) = std::sync::mpsc::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -289,6 +352,7 @@ impl MetadataWorker {
         let worker_cancel = cancel.clone();
         let worker_initial = initial.clone();
         let has_docker = docker_cfg.is_some();
+        let has_cri = cri_cfg.is_some();
         let has_kubelet = kubelet_client.is_some();
         let thread = std::thread::Builder::new()
             .name("faultline-container-metadata".into())
@@ -310,6 +374,22 @@ impl MetadataWorker {
                                 tracker.clone(),
                             )
                             .instrument(tracing::info_span!("docker_metadata")),
+                        );
+                    }
+                    if let Some(settings) = cri_cfg {
+                        let first = FirstAttempt {
+                            sync: worker_initial.clone(),
+                            signalled: false,
+                        };
+                        tracker.spawn(
+                            cri::run(
+                                settings,
+                                cache.clone(),
+                                cri_rx,
+                                first,
+                                worker_cancel.clone(),
+                            )
+                            .instrument(tracing::info_span!("cri_metadata")),
                         );
                     }
                     if let Some(client) = kubelet_client {
@@ -341,6 +421,7 @@ impl MetadataWorker {
             stopped,
             initial,
             docker_requests: has_docker.then_some(docker_tx),
+            cri_requests: has_cri.then_some(cri_tx),
             kubelet_requests: has_kubelet.then_some(kube_tx),
         }))
     }

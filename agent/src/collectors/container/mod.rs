@@ -17,8 +17,8 @@
 //! creation time.
 //!
 //! Metadata (names, images, labels, Kubernetes names) comes from background tasks
-//! ([`metadata`], [`docker`], [`kubelet`]) through a shared cache; the collector never waits
-//! on a socket except once, bounded, before its first cycle. A container first seen while a
+//! ([`metadata`], [`docker`], [`cri`], [`kubelet`]) through a shared cache; the collector never
+//! waits on a socket except once, bounded, before its first cycle. A container first seen while a
 //! metadata source is connected but has not named it yet is held back for one cycle (its
 //! source is asked about it), so its series do not start without their name.
 //!
@@ -49,6 +49,7 @@ use network::NamespaceReads;
 use tracked::Tracked;
 
 pub mod cgroup;
+pub mod cri;
 pub mod docker;
 pub mod kubelet;
 pub mod metadata;
@@ -66,7 +67,7 @@ mod resource;
 mod tests;
 mod tracked;
 
-pub use config::{ContainerConfig, DockerConfig};
+pub use config::{ContainerConfig, CriConfig, DockerConfig};
 pub use descriptors::{
     CPU_LIMIT, CPU_THROTTLED_PERIODS, CPU_THROTTLED_TIME, CPU_THROTTLING_PERIODS, CPU_TIME,
     CPU_USAGE, DESCS, DISK_IO, EXTRA_DESCS, MEMORY_AVAILABLE, MEMORY_LIMIT, MEMORY_RSS,

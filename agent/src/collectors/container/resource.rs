@@ -1,20 +1,22 @@
 //! A container's resource: the host's attributes followed by the container's own (ID,
 //! runtime, name, image, Kubernetes names, chosen labels), from the metadata sources that know
-//! it ([`Sources`]). The collector keeps the `Arc<Resource>` per container and rebuilds it
-//! only when one of its sources changed.
+//! it ([`Sources`]): Docker's entry, else the CRI runtime's, else the kubelet's. The runtime
+//! is the one the cgroup path names where it names one (a podman container answered for by
+//! podman's Docker-compatible socket is `podman`), else the source's. The collector keeps the
+//! `Arc<Resource>` per container and rebuilds it only when one of its sources changed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use faultline_exporters::model::{AttrValue, Resource};
 
-use super::metadata::{ContainerMeta, KubeletView, PodMeta};
+use super::metadata::{ByContainer, ContainerMeta, KubeletView, PodMeta};
 use super::paths::ContainerPath;
 
 /// The metadata a container's resource is built from, compared by pointer.
 #[derive(Clone, Debug)]
 pub(super) struct Sources {
     docker: Option<Arc<ContainerMeta>>,
+    cri: Option<Arc<ContainerMeta>>,
     kubelet: Option<Arc<ContainerMeta>>,
     pod: Option<Arc<PodMeta>>,
 }
@@ -28,16 +30,18 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
 }
 
 impl Sources {
-    /// What the Docker entries and the kubelet's last answer say about the container at
-    /// `path`.
+    /// What the Docker entries, the CRI runtime's and the kubelet's last answers say about
+    /// the container at `path`.
     pub(super) fn of(
-        docker: &HashMap<String, Arc<ContainerMeta>>,
+        docker: &ByContainer,
+        cri: &ByContainer,
         kube: &KubeletView,
         path: &ContainerPath,
     ) -> Self {
         let id = path.id.as_str();
         Self {
             docker: docker.get(id).cloned(),
+            cri: cri.get(id).cloned(),
             kubelet: kube.containers.get(id).cloned(),
             pod: path
                 .pod_uid
@@ -48,12 +52,15 @@ impl Sources {
     }
 
     pub(super) fn same_as(&self, o: &Sources) -> bool {
-        same(&self.docker, &o.docker) && same(&self.kubelet, &o.kubelet) && same(&self.pod, &o.pod)
+        same(&self.docker, &o.docker)
+            && same(&self.cri, &o.cri)
+            && same(&self.kubelet, &o.kubelet)
+            && same(&self.pod, &o.pod)
     }
 
     /// No source names the container.
     pub(super) fn is_empty(&self) -> bool {
-        self.docker.is_none() && self.kubelet.is_none()
+        self.docker.is_none() && self.cri.is_none() && self.kubelet.is_none()
     }
 
     /// The container's resource from these sources.
@@ -62,26 +69,27 @@ impl Sources {
             host,
             &path.id,
             path,
-            self.docker.as_deref(),
+            self.docker.as_deref().or(self.cri.as_deref()),
             self.kubelet.as_deref(),
             self.pod.as_deref(),
         )
     }
 }
 
-/// Builds a container's resource: the host's attributes, then the container's.
+/// Builds a container's resource: the host's attributes, then the container's. `runtime` is
+/// what the container's runtime (Docker, CRI) says about it, `kube` what the kubelet says.
 pub fn build_resource(
     host: &Resource,
     id: &str,
     path: &ContainerPath,
-    docker: Option<&ContainerMeta>,
+    runtime: Option<&ContainerMeta>,
     kube: Option<&ContainerMeta>,
     pod: Option<&PodMeta>,
 ) -> Resource {
     let mut a = host.attributes.clone();
     a.push("container.id", id.to_owned());
-    let meta = docker.or(kube);
-    if let Some(rt) = meta.and_then(|m| m.runtime).or(path.runtime) {
+    let meta = runtime.or(kube);
+    if let Some(rt) = path.runtime.or_else(|| meta.and_then(|m| m.runtime)) {
         a.push("container.runtime.name", rt.as_str());
     }
     if let Some(m) = meta {

@@ -722,6 +722,143 @@ fn podman_cgroupfs_container_is_found_on_the_v1_tree_with_the_files_figures() {
     check_podman(&b, false);
 }
 
+/// What a CRI listing says about a containerd container of pod `web-7d9`.
+fn cri_meta(runtime: Runtime) -> ContainerMeta {
+    ContainerMeta {
+        name: Some("app".into()),
+        image_name: Some("docker.io/library/web".into()),
+        image_tags: vec!["1.2".into()],
+        runtime: Some(runtime),
+        labels: vec![("app".into(), "web".into())],
+        k8s: metadata::K8sMeta {
+            pod_name: Some("web-7d9".into()),
+            pod_uid: Some(UID.into()),
+            namespace: Some("shop".into()),
+            container_name: Some("app".into()),
+        },
+    }
+}
+
+#[test]
+fn cri_names_its_containers_before_the_kubelet_and_after_docker() {
+    let mut f = Fixture::new("cgroup-v2");
+    f.cache.cri_replace(vec![
+        (B.into(), cri_meta(Runtime::Containerd)),
+        (CRIO.into(), cri_meta(Runtime::CriO)),
+        (A.into(), cri_meta(Runtime::Containerd)),
+    ]);
+    f.cache.docker_upsert(A.into(), docker_meta());
+    f.cache.kubelet_replace(
+        vec![(
+            B.into(),
+            ContainerMeta {
+                name: Some("from-kubelet".into()),
+                ..cri_meta(Runtime::Containerd)
+            },
+        )],
+        vec![],
+    );
+    let (b, r) = f.cycle(T0);
+    r.unwrap();
+    let k = resource(&b, B).unwrap();
+    for (key, want) in [
+        ("container.name", "app"),
+        ("k8s.pod.name", "web-7d9"),
+        ("k8s.pod.uid", UID),
+        ("k8s.namespace.name", "shop"),
+        ("k8s.container.name", "app"),
+        ("container.image.name", "docker.io/library/web"),
+        ("container.runtime.name", "containerd"),
+        ("container.label.app", "web"),
+    ] {
+        assert_eq!(attr(k, key).as_deref(), Some(want), "{key}");
+    }
+    assert_eq!(
+        attr(resource(&b, CRIO).unwrap(), "container.runtime.name").as_deref(),
+        Some("cri-o")
+    );
+    assert_eq!(
+        attr(resource(&b, A).unwrap(), "container.name").as_deref(),
+        Some("web-1"),
+        "Docker's entry comes first"
+    );
+
+    // The CRI forgets B (listed again without it): the kubelet's answer names it.
+    f.cache
+        .cri_replace(vec![(CRIO.into(), cri_meta(Runtime::CriO))]);
+    let (b, _) = f.cycle(T0 + 1);
+    assert_eq!(
+        attr(resource(&b, B).unwrap(), "container.name").as_deref(),
+        Some("from-kubelet")
+    );
+}
+
+#[test]
+fn a_podman_container_named_by_the_docker_api_is_podmans() {
+    let mut f = Fixture::new("cgroup-v2");
+    f.cache.docker_upsert(PODMAN.into(), docker_meta());
+    let (b, _) = f.cycle(T0);
+    let p = resource(&b, PODMAN).unwrap();
+    assert_eq!(attr(p, "container.name").as_deref(), Some("web-1"));
+    assert_eq!(
+        attr(p, "container.runtime.name").as_deref(),
+        Some("podman"),
+        "the cgroup path (libpod-<id>.scope) names the runtime, not the API that answered"
+    );
+}
+
+/// Fixture `f`'s containerd container B (`cri-containerd-<B>.scope`), moved away: returns
+/// where it was and a copy of it.
+fn take_away_containerd_b(f: &Fixture) -> (PathBuf, tempfile::TempDir) {
+    let dir = f
+        .dirs_of(B)
+        .into_iter()
+        .find(|d| {
+            d.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("cri-containerd-")
+        })
+        .unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    copy_tree(&dir, saved.path());
+    std::fs::remove_dir_all(&dir).unwrap();
+    (dir, saved)
+}
+
+#[test]
+fn a_new_container_is_held_back_one_cycle_while_the_cri_may_name_it() {
+    let mut f = Fixture::new("cgroup-v2");
+    let (dir, saved) = take_away_containerd_b(&f);
+    f.cache.cri_replace(vec![]);
+    let (b, _) = f.cycle(T0);
+    assert!(resource(&b, B).is_none());
+    copy_tree(saved.path(), &dir);
+    let (b, _) = f.cycle(T0 + 1);
+    assert!(
+        resource(&b, B).is_none(),
+        "first seen and unnamed: the CRI's next listing may name it"
+    );
+    f.cache
+        .cri_replace(vec![(B.into(), cri_meta(Runtime::Containerd))]);
+    let (b, _) = f.cycle(T0 + 2);
+    assert_eq!(
+        attr(resource(&b, B).unwrap(), "k8s.pod.name").as_deref(),
+        Some("web-7d9")
+    );
+
+    // With the CRI failing, a new container is reported by ID at once.
+    let mut f = Fixture::new("cgroup-v2");
+    let (dir, saved) = take_away_containerd_b(&f);
+    f.cache.cri_replace(vec![]);
+    f.cache.set_cri_failing();
+    let _ = f.cycle(T0);
+    copy_tree(saved.path(), &dir);
+    let (b, _) = f.cycle(T0 + 1);
+    assert!(resource(&b, B).is_some());
+}
+
 #[test]
 fn a_new_container_appears_in_the_next_cycle() {
     let mut f = Fixture::new("cgroup-v2");
@@ -995,6 +1132,10 @@ fn unreadable_files_are_errors_but_the_other_containers_are_reported() {
 fn config_defaults_and_validation() {
     let c = ContainerConfig::default();
     assert!(c.enabled && c.docker.enabled && !c.kubelet.enabled && c.labels.is_empty());
+    assert!(
+        c.cri.enabled && c.cri.socket.is_none(),
+        "CRI where its socket exists"
+    );
     let roots = Roots {
         proc: "/p".into(),
         sys: "/host/sys".into(),
@@ -1005,7 +1146,9 @@ fn config_defaults_and_validation() {
         cgroup_root: Some("/nonexistent/cgroup".into()),
         ..ContainerConfig::default()
     };
-    assert!(bad.validate().unwrap_err().contains("/nonexistent/cgroup"));
+    let (field, e) = bad.validate().unwrap_err();
+    assert_eq!(field, "cgroup_root");
+    assert!(e.contains("/nonexistent/cgroup"), "{e}");
     let bad = ContainerConfig {
         labels: vec!["a b".into()],
         ..ContainerConfig::default()
