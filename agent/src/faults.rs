@@ -4,26 +4,49 @@
 //! in-process and `faultline drill run` all go through here; the engine itself, its guards
 //! and journal are the chaos crate's.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use faultline_chaos::{
-    Audit, ChaosConfig, Engine, Env, Journal, RecoveryOutcome, RecoveryReport, WorkerCommand,
+    Audit, Engine, Env, Journal, RecoveryOutcome, RecoveryReport, RuntimeSockets, WorkerCommand,
 };
 
-/// A fault engine journaling in `<state_dir>/faults/journal`, reading processes under
-/// `proc_root`, checking against `chaos`, auditing to `audit`. Its helper processes are this
-/// executable.
-pub fn open_engine(
-    chaos: &ChaosConfig,
-    proc_root: &Path,
-    state_dir: &Path,
-    audit: Audit,
-) -> Result<Engine, String> {
+use crate::config::Config;
+
+/// A fault engine journaling in `<state_dir>/faults/journal`, checking against the config's
+/// `chaos:` limits, reading processes under its `/proc` root, finding container runtimes as
+/// [`runtime_sockets`] says, auditing to `audit`. Its helper processes are this executable.
+pub fn open_engine(config: &Config, state_dir: &Path, audit: Audit) -> Result<Engine, String> {
     let worker = WorkerCommand::current_exe()
         .map_err(|e| format!("cannot find the faultline executable for helper processes: {e}"))?;
-    let env = Env::detect(proc_root.to_path_buf(), worker);
+    let mut env = Env::detect(config.roots().proc, worker);
+    env.sockets = runtime_sockets(config);
     let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
-    Ok(Engine::new(chaos.clone(), env, journal, audit))
+    Ok(Engine::new(config.chaos.clone(), env, journal, audit))
+}
+
+/// Where container faults look for the runtimes when a fault names no socket: the Docker
+/// socket of `containers.docker.socket`; and, when faultline sees the host under a root of
+/// its own (`rootfs`/`HOST_ROOT`, as in the DaemonSet), the first standard CRI socket that
+/// exists under it. Otherwise the chaos crate looks at the standard paths.
+fn runtime_sockets(config: &Config) -> RuntimeSockets {
+    let rootfs = config.roots().rootfs;
+    let cri = (rootfs != Path::new("/"))
+        .then(|| {
+            faultline_chaos::cri::DEFAULT_SOCKETS
+                .iter()
+                .map(|s| rootfs.join(s.trim_start_matches('/')))
+                .find(|p| is_socket(p))
+        })
+        .flatten();
+    RuntimeSockets {
+        cri,
+        docker: Some(config.containers.docker.socket.clone()),
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Reverts what the engine's journal holds from dead processes, logging each fault. Never

@@ -236,7 +236,7 @@ impl Containerd {
             .spawn()
             .unwrap_or_else(|e| panic!("containerd --config {}: {e}", config.display()));
         let socket = dir.path().join("containerd.sock");
-        let kubepods_existed = cgroup_roots()
+        let kubepods_existed = crate::chaos::cgroup_roots()
             .into_iter()
             .filter(|root| root.join(KUBEPODS).exists())
             .collect();
@@ -407,34 +407,6 @@ fn kernel_uuid() -> String {
     uuid.trim().to_owned()
 }
 
-/// The mount points of every cgroup hierarchy (v1 controllers and the unified one).
-fn cgroup_roots() -> Vec<PathBuf> {
-    mounts()
-        .into_iter()
-        .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
-        .map(|(point, _)| point)
-        .collect()
-}
-
-/// (mount point, filesystem type) of this process's mount namespace, from mountinfo.
-fn mounts() -> Vec<(PathBuf, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let point = left.split(' ').nth(4)?;
-            let fstype = right.split(' ').next()?;
-            // mountinfo escapes space, tab, newline and backslash as octal.
-            let point = point
-                .replace("\\040", " ")
-                .replace("\\011", "\t")
-                .replace("\\012", "\n")
-                .replace("\\134", "\\");
-            Some((PathBuf::from(point), fstype.to_owned()))
-        })
-        .collect()
-}
-
 /// The process and files of one instance; its Drop is the cleanup.
 #[derive(Debug)]
 struct Instance {
@@ -578,26 +550,11 @@ impl Instance {
         }
     }
 
-    /// Lazily unmounts everything mounted under the instance's directory, deepest first.
-    fn unmount_all(&self) {
-        let mut points: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|(point, _)| point)
-            .filter(|point| point.starts_with(self.dir.path()))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-                eprintln!("containerd guard: umount {}: {e}", point.display());
-            }
-        }
-    }
-
     /// Removes the pods' cgroups (and `kubepods/besteffort` where this instance made it and it
     /// is empty now), in every hierarchy.
     fn remove_cgroups(&self) {
         let uids = self.pod_uids();
-        for root in cgroup_roots() {
+        for root in crate::chaos::cgroup_roots() {
             for uid in &uids {
                 let pod = root.join(KUBEPODS).join(format!("pod{uid}"));
                 if pod.exists() {
@@ -666,12 +623,12 @@ impl Drop for Instance {
         self.remove_pods();
         self.stop_containerd();
         self.kill_leftovers();
-        self.unmount_all();
+        crate::chaos::unmount_below(self.dir.path());
         // A killed process leaves its cgroup a moment later.
         let _ = wait_until(Duration::from_secs(5), || {
             self.remove_cgroups();
             self.pod_uids().iter().all(|uid| {
-                cgroup_roots()
+                crate::chaos::cgroup_roots()
                     .iter()
                     .all(|root| !root.join(KUBEPODS).join(format!("pod{uid}")).exists())
             })

@@ -15,6 +15,10 @@
 //! - [`deploy`]: the shipped manifests read as JSON, the chart rendered, the agent image
 //!   built by `deploy/docker/build-local.sh`, and a guard for its containers.
 //! - [`docker`]: real containers from a `FROM scratch` image of the project's workload.
+//! - [`containerd`]: a real containerd with its CRI plugin, started by the test, and pods made
+//!   the kubelet's way.
+//! - [`podman`]: a real podman with storage of its own and its Docker-compatible API socket.
+//! - [`freezer`]: the cgroup freezer read by the test itself (container-pause evidence).
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
 //! - [`drill`]: a self-healing service under a restart loop, `faultline drill run`, PNG checks.
@@ -39,9 +43,11 @@ pub mod containerd;
 pub mod deploy;
 pub mod docker;
 pub mod drill;
+pub mod freezer;
 pub mod gameday;
 pub mod netns;
 pub mod pki;
+pub mod podman;
 pub mod procfs;
 pub mod receiver;
 pub mod semconv;

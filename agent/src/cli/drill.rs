@@ -141,7 +141,7 @@ struct Outputs {
 
 async fn run_one(
     config: Config,
-    sc: scenario::Scenario,
+    mut sc: scenario::Scenario,
     state_dir: &Path,
     out: Outputs,
 ) -> ExitCode {
@@ -159,18 +159,14 @@ async fn run_one(
         );
         return ExitCode::FAILURE;
     }
-    let engine = match crate::faults::open_engine(
-        &config.chaos,
-        &config.roots().proc,
-        state_dir,
-        faultline_chaos::Audit::default(),
-    ) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("faultline: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let engine =
+        match crate::faults::open_engine(&config, state_dir, faultline_chaos::Audit::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("faultline: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     // Every fault audit of this run (recovery included) goes to the backend as it happens.
     let otlp = config.one_shot_signals("drill run");
     if let Some(o) = &otlp {
@@ -178,7 +174,7 @@ async fn run_one(
     }
     crate::faults::recover_at_start(&engine).await;
     let requester = Requester::cli();
-    let mut targets = match runner::targets(&sc, &engine, &requester).await {
+    let mut targets = match runner::targets(&mut sc, &engine, &requester).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("faultline: scenario error: {e}");

@@ -578,6 +578,7 @@ async fn apply_step(sh: &Arc<Shared>, i: usize) -> Result<Option<String>, String
             reverted_at: Some(at),
             instant: true,
             revert_error: None,
+            selection: None,
         });
         return Ok(None);
     }
@@ -646,6 +647,7 @@ async fn inject(sh: &Arc<Shared>, spec: FaultSpec) -> Result<Option<String>, Str
                     reverted_at: f.instant.then_some(at),
                     instant: f.instant,
                     revert_error: None,
+                    selection: f.selection.clone(),
                 });
             }
             if f.instant {
@@ -988,12 +990,18 @@ fn snapshot(
 
 /// The lock names a drill holds: the scenario's `targets` plus every fault's resolved
 /// targets (planned now, through the guards: a refused fault stops the drill before it
-/// starts).
+/// starts). A fault that picks containers at random by pod selectors gets its seed pinned
+/// first, so that the drill injects into what it locked (and its report shows the seed).
 pub async fn targets(
-    sc: &Scenario,
+    sc: &mut Scenario,
     engine: &Engine,
     requester: &Requester,
 ) -> Result<Vec<String>, String> {
+    for step in &mut sc.faults {
+        if let Some(spec) = &mut step.fault {
+            spec.pin_seed(rand::random());
+        }
+    }
     let mut out: Vec<String> = sc.targets.clone();
     for (i, step) in sc.faults.iter().enumerate() {
         if let Some(spec) = &step.fault {

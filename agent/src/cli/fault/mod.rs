@@ -148,12 +148,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
     if let Some(o) = &otlp {
         o.forward_audit(&audit);
     }
-    let engine = match faults::open_engine(
-        &loaded.config.chaos,
-        &loaded.config.roots().proc,
-        state_dir,
-        audit,
-    ) {
+    let engine = match faults::open_engine(&loaded.config, state_dir, audit) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("faultline: {e}");
@@ -237,6 +232,9 @@ fn print_applied(fault: &faultline_chaos::ActiveFault, json: bool) {
             fault.kind,
             fault.targets.join(", ")
         );
+        if let Some(selection) = &fault.selection {
+            println!("selected: {selection}");
+        }
         if let Some(check) = &fault.check {
             println!("check: {check}");
         }
