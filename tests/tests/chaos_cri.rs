@@ -19,6 +19,9 @@
 //! - `process-pause` with pod selectors stops the pod's processes (`T`) and resumes them.
 //! - A drill scenario with a label selector runs end to end (`faultline drill run`) and its
 //!   report names the pod it froze — the pod the test saw frozen.
+//! - `POST /v1/faults` takes the same selector fields in JSON (a running `faultline run`'s
+//!   API): the pod it answers as picked is the one frozen, `DELETE` thaws it, and a label
+//!   that matches nothing is a 400 naming the selector.
 //!
 //! Without containerd, runc, ctr or Docker the test prints SKIPPED; under CI it fails.
 
@@ -119,6 +122,7 @@ async fn container_faults_and_pod_selectors_on_a_real_containerd() {
     pause_freezes_and_every_way_of_reverting_thaws(&containerd, &s, &socket, &ns, &db).await;
     process_faults_take_the_same_selectors(&s, &socket, &ns, &db);
     a_drill_with_a_label_selector_names_the_pod_it_hit(&s, &socket, &ns, &api, ports).await;
+    the_api_takes_the_same_json(&socket, &ns, &web);
     assert!(s.journal_entries().is_empty(), "{:?}", s.journal_entries());
     eprintln!("test body done after {:?}", started.elapsed());
 }
@@ -503,5 +507,64 @@ async fn a_drill_with_a_label_selector_names_the_pod_it_hit(
     );
     for p in &pids {
         assert!(freezer::all_runnable(p), "{:?}", freezer::states(p));
+    }
+}
+
+fn the_api_takes_the_same_json(socket: &str, ns: &str, web: &[TestPod]) {
+    use faultline_tests::api::{OPERATOR, http, start_agent, write_tokens};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write_tokens(dir.path());
+    let (_agent, addr) = start_agent(&tokens, "", "");
+    let spec = |label: &str| {
+        serde_json::json!({
+            "kind": "container-pause", "cri_socket": socket, "namespace": ns,
+            "label": {"app": label}, "count": 1, "seed": 3, "duration": "60s",
+        })
+        .to_string()
+    };
+    let (status, body) = http(&addr, "POST", "/v1/faults", Some(OPERATOR), &spec("nope"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("label app=nope"), "{body}");
+    let (status, body) = http(&addr, "POST", "/v1/faults", Some(OPERATOR), &spec("web"));
+    assert_eq!(status, 201, "{body}");
+    let fault: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let picked = fault["selection"]["picked"].to_string();
+    // The first test killed one of the three web pods: two run, one of them is picked.
+    assert_eq!(
+        fault["selection"]["matched"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    assert_eq!(fault["selection"]["seed"], 3, "{body}");
+    let running: Vec<&TestPod> = web.iter().filter(|p| !p.pids().is_empty()).collect();
+    assert_eq!(running.len(), 2);
+    for pod in &running {
+        let hit = picked.contains(&format!("{ns}/{}/", pod.name));
+        let path = freezer_path(pod);
+        assert_eq!(freezer::frozen(&path), Some(hit), "{}: {picked}", pod.name);
+        assert_eq!(
+            freezer::all_frozen_in_proc(&pod.pids()),
+            hit,
+            "{}",
+            pod.name
+        );
+    }
+    let id = fault["id"].as_str().unwrap();
+    let (status, body) = http(
+        &addr,
+        "DELETE",
+        &format!("/v1/faults/{id}"),
+        Some(OPERATOR),
+        "",
+    );
+    assert!(status < 300, "{status} {body}");
+    for pod in &running {
+        assert_eq!(
+            freezer::frozen(&freezer_path(pod)),
+            Some(false),
+            "{}",
+            pod.name
+        );
+        assert!(freezer::all_runnable(&pod.pids()), "{}", pod.name);
     }
 }
