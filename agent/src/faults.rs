@@ -33,9 +33,11 @@ fn runtime_sockets(config: &Config) -> RuntimeSockets {
     let rootfs = config.roots().rootfs;
     let cri = (rootfs != Path::new("/"))
         .then(|| {
+            // `/var/run` is a symlink to `/run` on the host, often an absolute one, which
+            // would resolve inside this container: look under `run/` directly.
             faultline_chaos::cri::DEFAULT_SOCKETS
                 .iter()
-                .map(|s| rootfs.join(s.trim_start_matches('/')))
+                .map(|s| rootfs.join(s.trim_start_matches("/var").trim_start_matches('/')))
                 .find(|p| is_socket(p))
         })
         .flatten();
@@ -83,5 +85,34 @@ pub fn log_recovery(reports: &[RecoveryReport]) {
                 .count(),
             "fault journal recovery done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cri_socket_under_the_host_root_and_the_configured_docker_socket_are_the_defaults() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            rootfs: Some(root.path().to_owned()),
+            ..Config::default()
+        };
+        config.containers.docker.socket = "/host/run/docker.sock".into();
+        let none = runtime_sockets(&config);
+        assert_eq!(none.cri, None, "no socket under the root yet");
+        assert_eq!(
+            none.docker.as_deref(),
+            Some(Path::new("/host/run/docker.sock"))
+        );
+        // CRI-O's /var/run/crio/crio.sock is looked for under run/: /var/run is a symlink.
+        std::fs::create_dir_all(root.path().join("run/crio")).unwrap();
+        let crio = root.path().join("run/crio/crio.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&crio).unwrap();
+        assert_eq!(runtime_sockets(&config).cri, Some(crio));
+        // On the host itself (rootfs /), the chaos crate looks at the standard paths.
+        config.rootfs = Some("/".into());
+        assert_eq!(runtime_sockets(&config).cri, None);
     }
 }

@@ -131,11 +131,8 @@ impl Audit {
     /// Logs and broadcasts `event`.
     pub fn emit(&self, event: AuditEvent) {
         let targets = event.targets.join(", ");
-        let selection = event
-            .selection
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        // Recorded only when pod selectors picked the targets.
+        let selection = event.selection.as_ref().map(tracing::field::display);
         match &event.outcome {
             Ok(detail) => tracing::info!(
                 target: "faultline::audit",
@@ -144,7 +141,7 @@ impl Audit {
                 kind = %event.kind,
                 requester = %event.requester,
                 targets = %targets,
-                selection = %selection,
+                selection,
                 deadline_unix_ms = event.deadline_unix_ms,
                 at_unix_ms = event.at_unix_ms,
                 outcome = %detail,
@@ -157,7 +154,7 @@ impl Audit {
                 kind = %event.kind,
                 requester = %event.requester,
                 targets = %targets,
-                selection = %selection,
+                selection,
                 deadline_unix_ms = event.deadline_unix_ms,
                 at_unix_ms = event.at_unix_ms,
                 error = %error,

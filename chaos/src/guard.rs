@@ -111,7 +111,9 @@ pub fn check_container(
     if id.len() >= 12 && own.iter().any(|p| p.to_ascii_lowercase().contains(&id)) {
         return Err(FaultError::refused(
             Guard::AgentItself,
-            format!("container {what} ({id}) runs the agent itself"),
+            format!(
+                "container {what} ({id}) holds the agent itself: its id is in the agent's cgroup path"
+            ),
         ));
     }
     let Some(pod) = pod else {

@@ -43,7 +43,7 @@
 //! - [`network`] and container (`container/`) kinds: see their modules. Containers are
 //!   reached through [`cri`] (containerd, CRI-O) or [`docker`] (Docker, podman), the crate's
 //!   one client of each, which the agent's container collector and drills use too;
-//!   `container-pause` freezes the container's cgroup (`freezer.rs`) on any runtime.
+//!   `container-pause` freezes the container's cgroup ([`freezer`]) on any runtime.
 //! - Pod and label selectors (`select.rs`): `--namespace`, `--pod`, `--label`,
 //!   `--container-name`, `--count`/`--percent`/`--seed`, the same on every container and
 //!   process fault; the seed and picks are a [`Selection`] in the plan, the audit events and
@@ -53,8 +53,8 @@
 //! The types above, re-exported here, and the modules other crates reach into: [`cri`] (the
 //! Kubernetes Container Runtime Interface client), [`docker`],
 //! [`fault`], [`helper`] (its child side is the binary's hidden mode), [`journal`],
-//! [`network`] (the proxy, for benchmarks and tests), [`procfs`] and [`units`] (parsers the
-//! fuzz targets and tests call). Everything else is private to the crate.
+//! [`network`] (the proxy, for benchmarks and tests), [`freezer`], [`procfs`] and [`units`]
+//! (parsers the fuzz targets and tests call). Everything else is private to the crate.
 //!
 //! # Not here
 //! The CLI (agent's `fault_cli`), the HTTP API, drill scheduling, OTLP log export of
@@ -71,7 +71,7 @@ pub mod docker;
 mod engine;
 mod error;
 pub mod fault;
-mod freezer;
+pub mod freezer;
 mod guard;
 pub mod helper;
 pub mod journal;

@@ -279,12 +279,15 @@ impl Resolved {
     }
 }
 
-/// The candidate pids of `sel`, each with the container it belongs to (pod selectors).
+/// Pids to look at, each with the container it was found through (pod selectors).
+type Candidates = Vec<(i32, Option<ContainerRef>)>;
+
+/// The candidate pids of `sel`, and the pick of its pod selectors when it has them.
 fn candidates(
     sel: &Selector,
     kind: &'static str,
     ctx: &Context,
-) -> Result<(Vec<(i32, Option<ContainerRef>)>, Option<Selection>), FaultError> {
+) -> Result<(Candidates, Option<Selection>), FaultError> {
     let proc_root = &ctx.env.proc_root;
     if let Some(query) = &sel.pods {
         let picked = crate::container::select(ctx, kind, None, query, false)?;

@@ -44,15 +44,29 @@ pub struct LabelMatch {
     pub value: String,
 }
 
+impl LabelMatch {
+    /// A requirement `key=value`. Kubernetes label keys and values hold no `=` (keys) and no
+    /// whitespace, and neither may these: so `key=value` always reads back as the same pair.
+    pub fn new(key: &str, value: &str) -> Result<Self, String> {
+        let bad_key = key.is_empty() || key.contains('=') || key.contains(char::is_whitespace);
+        if bad_key || value.contains(char::is_whitespace) {
+            return Err(format!(
+                "invalid label {key}={value}: expected KEY=VALUE, a non-empty key without `=`, and no whitespace"
+            ));
+        }
+        Ok(LabelMatch {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
 impl FromStr for LabelMatch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => Ok(LabelMatch {
-                key: key.trim().to_owned(),
-                value: value.trim().to_owned(),
-            }),
-            _ => Err(format!("invalid label {s:?}: expected KEY=VALUE")),
+            Some((key, value)) => LabelMatch::new(key, value),
+            None => Err(format!("invalid label {s:?}: expected KEY=VALUE")),
         }
     }
 }
@@ -90,12 +104,7 @@ pub(crate) mod labels_serde {
             }
             serde_json::Value::Object(map) => map
                 .into_iter()
-                .map(|(key, v)| {
-                    Ok(LabelMatch {
-                        key,
-                        value: text(v)?,
-                    })
-                })
+                .map(|(key, v)| LabelMatch::new(&key, &text(v)?).map_err(D::Error::custom))
                 .collect(),
             other => Err(D::Error::custom(format!(
                 "label: expected a list of \"key=value\" strings or a map, found {other}"
@@ -497,8 +506,11 @@ mod tests {
             }
         );
         assert_eq!("k=".parse::<LabelMatch>().unwrap().value, "");
+        assert_eq!("k=a=b".parse::<LabelMatch>().unwrap().value, "a=b");
         assert!("app".parse::<LabelMatch>().is_err());
         assert!("=web".parse::<LabelMatch>().is_err());
+        assert!(" app=web".parse::<LabelMatch>().is_err());
+        assert!("app=we b".parse::<LabelMatch>().is_err());
         #[derive(Debug, Deserialize, Serialize)]
         struct L {
             #[serde(with = "labels_serde")]
@@ -516,6 +528,8 @@ mod tests {
         );
         let bad = serde_json::from_str::<L>(r#"{"label":["app"]}"#).unwrap_err();
         assert!(bad.to_string().contains("KEY=VALUE"), "{bad}");
+        // A map key with `=` could not read back as the same pair from its `key=value` form.
+        assert!(serde_json::from_str::<L>(r#"{"label":{"a=b":"c"}}"#).is_err());
     }
 
     #[test]

@@ -3,9 +3,18 @@
 //! whether it is frozen (v1 `freezer.state`, v2 `cgroup.events`), the `/proc` state letters
 //! of its processes, and a guard that thaws what a failed test left frozen — a frozen task
 //! cannot even die, so without it the runtime's clean-up would hang.
+//!
+//! [`Watched`] is the pause flow every runtime's test runs through the real binary: held by
+//! `faultline fault inject container-pause` in the background, thawed on SIGTERM; left frozen
+//! when the injector is SIGKILLed, thawed by `faultline fault revert --all`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::chaos::{Bg, Scratch, wait_until};
 
 /// The v1 freezer hierarchy's mount point on the test machines (and most hosts).
 const V1_ROOT: &str = "/sys/fs/cgroup/freezer";
@@ -69,6 +78,94 @@ pub fn all_frozen_in_proc(pids: &[i32]) -> bool {
 /// Whether every one of `pids` is runnable again: `S` or `R`.
 pub fn all_runnable(pids: &[i32]) -> bool {
     !pids.is_empty() && states(pids).iter().all(|s| matches!(s, 'S' | 'R'))
+}
+
+/// A container's freezer cgroup and processes, watched by the test itself.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The freezer cgroup path (as `/proc/<pid>/cgroup` shows it).
+    pub cgroup: String,
+    /// The container's processes.
+    pub pids: Vec<i32>,
+}
+
+impl Watched {
+    /// Whether the cgroup says frozen and every process waits in the freezer.
+    pub fn frozen(&self) -> bool {
+        frozen(&self.cgroup) == Some(true) && all_frozen_in_proc(&self.pids)
+    }
+
+    /// Whether the cgroup says thawed and every process is runnable.
+    pub fn thawed(&self) -> bool {
+        frozen(&self.cgroup) == Some(false) && all_runnable(&self.pids)
+    }
+
+    /// Starts `faultline <args…>` (a `container-pause`) in the background as `name`, waits
+    /// until its journal entry is applied and checks the container is frozen.
+    ///
+    /// # Panics
+    /// When it is not applied within 20 s or not frozen then.
+    pub fn inject(&self, s: &Scratch, name: &str, args: &[&str]) -> Bg {
+        let bg = s.spawn(name, args);
+        let applied = s.wait_applied("container-pause", Duration::from_secs(20));
+        assert!(applied.is_some(), "{name}: not applied: {}", bg.stderr());
+        assert!(
+            self.frozen(),
+            "{name}: not frozen: {:?}",
+            states(&self.pids)
+        );
+        bg
+    }
+
+    /// SIGTERM to the injector: it exits 0 and the container is thawed.
+    ///
+    /// # Panics
+    /// When the injector does not exit 0 within 20 s or the container is not thawed 5 s later.
+    pub fn sigterm_thaws(&self, mut bg: Bg) {
+        bg.signal(Signal::SIGTERM);
+        let status = bg.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}: {}",
+            bg.stderr()
+        );
+        let thawed = wait_until(Duration::from_secs(5), || self.thawed());
+        assert!(thawed, "not thawed: {:?}", states(&self.pids));
+    }
+
+    /// SIGKILL to the injector: the container stays frozen (only the journal can undo it).
+    ///
+    /// # Panics
+    /// When the injector does not die or the container was thawed without a revert.
+    pub fn sigkill_keeps_it_frozen(&self, mut bg: Bg) {
+        bg.signal(Signal::SIGKILL);
+        let died = bg.wait_exit(Duration::from_secs(5));
+        assert!(died.is_some(), "the injector survives SIGKILL");
+        assert!(
+            self.frozen(),
+            "thawed without a revert: {:?}",
+            states(&self.pids)
+        );
+    }
+
+    /// `faultline fault revert --all` reverts the journal entry and the container is thawed.
+    ///
+    /// # Panics
+    /// When the command fails, reports no revert, or the container is still frozen.
+    pub fn revert_all_thaws(&self, s: &Scratch) {
+        let out = s.run(&["fault", "revert", "--all"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(": reverted"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            self.thawed(),
+            "not thawed by revert --all: {:?}",
+            states(&self.pids)
+        );
+    }
 }
 
 /// Thaws the cgroups it holds when dropped, also when the test panics.

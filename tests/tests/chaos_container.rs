@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use faultline_tests::chaos::{Scratch, wait_until};
 use faultline_tests::docker::{Container, docker_available};
-use faultline_tests::freezer::{self, ThawOnDrop};
+use faultline_tests::freezer::{self, ThawOnDrop, Watched};
 use nix::sys::signal::Signal;
 
 /// `docker inspect -f '{{.State.Status}} {{.State.Paused}} {{.State.ExitCode}} {{.State.StartedAt}}'`.
@@ -161,8 +161,7 @@ async fn container_pause_freezes_its_cgroup_and_a_sigkilled_injector_is_recovere
     // Dropped before the container: a frozen task cannot die, `docker rm -f` would hang.
     let mut thaw = ThawOnDrop::default();
     thaw.add(&cgroup);
-    let frozen = || freezer::frozen(&cgroup) == Some(true) && freezer::all_frozen_in_proc(&pids);
-    let thawed = || freezer::frozen(&cgroup) == Some(false) && freezer::all_runnable(&pids);
+    let watched = Watched { cgroup, pids };
     let s = Scratch::new("");
     let args = [
         "fault",
@@ -173,49 +172,13 @@ async fn container_pause_freezes_its_cgroup_and_a_sigkilled_injector_is_recovere
         "--duration",
         "30s",
     ];
-    let mut bg = s.spawn("pause", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    assert!(frozen(), "not frozen: {:?}", freezer::states(&pids));
+    let bg = watched.inject(&s, "pause", &args);
     // The freezer is not Docker's pause: Docker still calls the container running.
     assert_eq!(inspect(&c).0, "running");
-    bg.signal(Signal::SIGTERM);
-    assert!(
-        bg.wait_exit(Duration::from_secs(20))
-            .expect("exits")
-            .success(),
-        "{}",
-        bg.stderr()
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), thawed),
-        "not thawed: {:?}",
-        freezer::states(&pids)
-    );
-
+    watched.sigterm_thaws(bg);
     // SIGKILL the injector: the container stays frozen until the journal is recovered.
-    let mut bg = s.spawn("pause2", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    bg.signal(Signal::SIGKILL);
-    bg.wait_exit(Duration::from_secs(5)).expect("killed");
-    assert!(frozen(), "still frozen after the injector died");
-    let out = s.run(&["fault", "revert", "--all"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(": reverted"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(thawed(), "not thawed: {:?}", freezer::states(&pids));
+    watched.sigkill_keeps_it_frozen(watched.inject(&s, "pause2", &args));
+    watched.revert_all_thaws(&s);
     assert_eq!(inspect(&c).0, "running");
 }
 

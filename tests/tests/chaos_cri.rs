@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use faultline_chaos::cri::proto::ContainerState;
 use faultline_tests::chaos::{Scratch, wait_until};
 use faultline_tests::containerd::{Containerd, TestPod};
-use faultline_tests::freezer::{self, ThawOnDrop};
+use faultline_tests::freezer::{self, ThawOnDrop, Watched};
 use nix::sys::signal::Signal;
 
 const TEST: &str = "container_faults_and_pod_selectors_on_a_real_containerd";
@@ -276,8 +276,10 @@ async fn pause_freezes_and_every_way_of_reverting_thaws(
     ns: &str,
     db: &TestPod,
 ) {
-    let cgroup = freezer_path(db);
-    let pids = db.pids();
+    let watched = Watched {
+        cgroup: freezer_path(db),
+        pids: db.pids(),
+    };
     let args = [
         "fault",
         "inject",
@@ -291,85 +293,29 @@ async fn pause_freezes_and_every_way_of_reverting_thaws(
         "--duration",
         "60s",
     ];
-    let frozen = || freezer::frozen(&cgroup) == Some(true) && freezer::all_frozen_in_proc(&pids);
-    let thawed = || freezer::frozen(&cgroup) == Some(false) && freezer::all_runnable(&pids);
-
     // Held, then reverted by SIGTERM.
-    let mut bg = s.spawn("pause", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    assert!(frozen(), "not frozen: {:?}", freezer::states(&pids));
-    eprintln!("frozen: /proc states {:?}", freezer::states(&pids));
+    let bg = watched.inject(s, "pause", &args);
+    eprintln!("frozen: /proc states {:?}", freezer::states(&watched.pids));
     // The CRI knows nothing of a freeze: the container still runs as far as it is concerned.
     assert_eq!(
         cri_state(containerd, db).await,
         ContainerState::ContainerRunning
     );
-    bg.signal(Signal::SIGTERM);
-    let status = bg.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert!(status.success(), "{}", bg.stderr());
-    assert!(
-        wait_until(Duration::from_secs(5), thawed),
-        "not thawed: {:?}",
-        freezer::states(&pids)
-    );
-
+    watched.sigterm_thaws(bg);
     // The injector SIGKILLed: frozen until `fault revert --all` reverts the journal entry.
-    let mut bg = s.spawn("pause-killed", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    bg.signal(Signal::SIGKILL);
-    bg.wait_exit(Duration::from_secs(5)).expect("killed");
-    assert!(
-        frozen(),
-        "thawed without a revert: {:?}",
-        freezer::states(&pids)
-    );
-    let out = s.run(&["fault", "revert", "--all"]);
-    assert!(
-        out.status.success() && text(&out.stdout).contains(": reverted"),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        thawed(),
-        "not thawed by revert --all: {:?}",
-        freezer::states(&pids)
-    );
-
+    watched.sigkill_keeps_it_frozen(watched.inject(s, "pause-killed", &args));
+    watched.revert_all_thaws(s);
     // Again, and this time the next faultline start recovers it (journal recovery runs first
     // in every command that opens the engine; a dry run applies nothing itself).
-    let mut bg = s.spawn("pause-killed-2", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    bg.signal(Signal::SIGKILL);
-    bg.wait_exit(Duration::from_secs(5)).expect("killed");
-    assert!(
-        frozen(),
-        "thawed without a revert: {:?}",
-        freezer::states(&pids)
-    );
+    watched.sigkill_keeps_it_frozen(watched.inject(s, "pause-killed-2", &args));
     let mut dry = args.to_vec();
     dry.insert(2, "--dry-run");
     let out = s.run(&dry);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        thawed(),
+        watched.thawed(),
         "not thawed by the next start: {:?}",
-        freezer::states(&pids)
+        freezer::states(&watched.pids)
     );
     assert!(s.journal_entries().is_empty());
 }

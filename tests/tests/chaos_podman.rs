@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use faultline_tests::chaos::{Scratch, wait_until};
-use faultline_tests::freezer::{self, ThawOnDrop};
+use faultline_tests::freezer::{self, ThawOnDrop, Watched};
 use faultline_tests::podman::Podman;
 use nix::sys::signal::Signal;
 
@@ -64,9 +64,10 @@ fn container_faults_and_selectors_through_podmans_docker_api() {
     let s = Scratch::new("");
 
     // Pause: frozen, thawed on SIGTERM; frozen, SIGKILL, thawed by `revert --all`.
-    let (pid, cgroup) = (vec![pids[0]], &cgroups[0]);
-    let frozen = || freezer::frozen(cgroup) == Some(true) && freezer::all_frozen_in_proc(&pid);
-    let thawed = || freezer::frozen(cgroup) == Some(false) && freezer::all_runnable(&pid);
+    let watched = Watched {
+        cgroup: cgroups[0].clone(),
+        pids: vec![pids[0]],
+    };
     let args = [
         "fault",
         "inject",
@@ -78,53 +79,9 @@ fn container_faults_and_selectors_through_podmans_docker_api() {
         "--duration",
         "60s",
     ];
-    let mut bg = s.spawn("pause", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    assert!(frozen(), "not frozen: {:?}", freezer::states(&pid));
-    bg.signal(Signal::SIGTERM);
-    assert!(
-        bg.wait_exit(Duration::from_secs(20))
-            .expect("exits")
-            .success(),
-        "{}",
-        bg.stderr()
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), thawed),
-        "not thawed: {:?}",
-        freezer::states(&pid)
-    );
-    let mut bg = s.spawn("pause-killed", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    bg.signal(Signal::SIGKILL);
-    bg.wait_exit(Duration::from_secs(5)).expect("killed");
-    assert!(
-        frozen(),
-        "thawed without a revert: {:?}",
-        freezer::states(&pid)
-    );
-    let out = s.run(&["fault", "revert", "--all"]);
-    assert!(
-        out.status.success() && text(&out.stdout).contains(": reverted"),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        thawed(),
-        "not thawed by revert --all: {:?}",
-        freezer::states(&pid)
-    );
+    watched.sigterm_thaws(watched.inject(&s, "pause", &args));
+    watched.sigkill_keeps_it_frozen(watched.inject(&s, "pause-killed", &args));
+    watched.revert_all_thaws(&s);
 
     // Kill exactly one of three by label; the revert starts it again.
     let mut bg = s.spawn(

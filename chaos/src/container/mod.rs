@@ -135,82 +135,66 @@ struct How {
     signal: Option<SignalName>,
 }
 
-with_pod_selectors! {
+/// A container spec: `--container` or the pod selectors, the kind's own options, and the
+/// duration.
+macro_rules! container_spec {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $vis:vis $field:ident : $ty:ty,)* }) => {
+        with_pod_selectors! {
+            $(#[$meta])*
+            #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                /// Container id (or a unique start of it) or, on the Engine API, name; or use
+                /// the pod selectors.
+                #[arg(long)]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub container: Option<String>,
+                $($(#[$fmeta])* $vis $field: $ty,)*
+                /// How long the fault lasts (required; capped by chaos.max_duration). A
+                /// restart, and a stop or kill on a CRI runtime, are over once applied.
+                #[arg(long)]
+                pub duration: HumanDuration,
+            }
+        }
+    };
+}
+
+container_spec! {
     /// `container-stop`: stop running containers (SIGTERM, then SIGKILL after the grace
     /// period). Engine API: the revert starts them again. CRI: irreversible by design (the
     /// kubelet brings them back).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-    #[serde(deny_unknown_fields)]
-    pub struct ContainerStopSpec {
-        /// Container id (or a unique start of it) or, on the Engine API, name; or use the pod
-        /// selectors.
-        #[arg(long)]
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub container: Option<String>,
+    ContainerStopSpec {
         /// Grace period before the runtime kills it.
         #[arg(long, default_value = "10s")]
         #[serde(default = "default_grace")]
         pub grace: HumanDuration,
-        /// How long the containers stay stopped (Engine API).
-        #[arg(long)]
-        pub duration: HumanDuration,
     }
 }
 
-with_pod_selectors! {
+container_spec! {
     /// `container-kill`: send a signal to containers' main processes (CRI: SIGKILL only,
     /// irreversible by design). Engine API: the revert starts them if they stopped.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-    #[serde(deny_unknown_fields)]
-    pub struct ContainerKillSpec {
-        /// Container id (or a unique start of it) or, on the Engine API, name; or use the pod
-        /// selectors.
-        #[arg(long)]
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub container: Option<String>,
+    ContainerKillSpec {
         /// The signal (KILL, TERM, 9…). A CRI runtime sends KILL only.
         #[arg(long, default_value = "KILL")]
         #[serde(default = "default_signal")]
         pub signal: SignalName,
-        /// How long the fault lasts before the containers are started again (Engine API).
-        #[arg(long)]
-        pub duration: HumanDuration,
     }
 }
 
-with_pod_selectors! {
+container_spec! {
     /// `container-pause`: freeze containers' cgroups (any runtime); the revert thaws them.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-    #[serde(deny_unknown_fields)]
-    pub struct ContainerPauseSpec {
-        /// Container id (or a unique start of it) or, on the Engine API, name; or use the pod
-        /// selectors.
-        #[arg(long)]
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub container: Option<String>,
-        /// How long they stay frozen.
-        #[arg(long)]
-        pub duration: HumanDuration,
-    }
+    ContainerPauseSpec {}
 }
 
-with_pod_selectors! {
+container_spec! {
     /// `container-restart`: restart containers through the Engine API (over once applied).
     /// A CRI runtime cannot: refused there.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
-    #[serde(deny_unknown_fields)]
-    pub struct ContainerRestartSpec {
-        /// Container id (or a unique start of it) or name; or use the pod selectors.
-        #[arg(long)]
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub container: Option<String>,
+    ContainerRestartSpec {
         /// Grace period before the runtime kills it.
         #[arg(long, default_value = "10s")]
         #[serde(default = "default_grace")]
         pub grace: HumanDuration,
-        /// Required like every fault's; a restart is over once applied.
-        #[arg(long)]
-        pub duration: HumanDuration,
     }
 }
 

@@ -79,7 +79,7 @@ pub(crate) fn select(
     };
     for f in &matches {
         let c = &f.candidate;
-        guard::check_container(&c.id, &c.describe(), c.pod.as_ref(), &ctx.config, &ctx.env)
+        guard::check_container(&c.id, &c.name, c.pod.as_ref(), &ctx.config, &ctx.env)
             .map_err(|e| in_kind(kind, e))?;
     }
     let ids: Vec<String> = matches

@@ -63,9 +63,9 @@ pub enum FaultCommand {
         /// How to reach a running agent.
         #[command(flatten)]
         agent: AgentArgs,
-        /// The fault kind and its options.
+        /// The fault kind and its options (boxed: the specs with selectors are large).
         #[command(subcommand)]
-        spec: FaultSpec,
+        spec: Box<FaultSpec>,
     },
     /// List the faults the journal holds.
     List {
@@ -163,7 +163,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
             dry_run,
             json,
             ..
-        } => rt.block_on(inject(engine, spec, dry_run, json)),
+        } => rt.block_on(inject(engine, *spec, dry_run, json)),
     };
     if let Some(o) = otlp {
         rt.block_on(o.finish());
