@@ -280,6 +280,16 @@ impl Config {
         )
     }
 
+    /// What the fault engine is built from ([`crate::faults::open_engine`]).
+    pub fn fault_settings(&self) -> crate::faults::EngineSettings {
+        crate::faults::EngineSettings {
+            chaos: self.chaos.clone(),
+            roots: self.roots(),
+            docker_socket: self.containers.docker.socket.clone(),
+            cri_socket: self.containers.cri.socket.clone(),
+        }
+    }
+
     /// What validating drill scenarios needs from this config: the backup sources they may
     /// name, the longest fault the guards allow.
     pub fn drill_known(&self) -> crate::drill::scenario::Known {

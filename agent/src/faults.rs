@@ -4,26 +4,70 @@
 //! in-process and `faultline drill run` all go through here; the engine itself, its guards
 //! and journal are the chaos crate's.
 
-use std::path::Path;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 
 use faultline_chaos::{
-    Audit, ChaosConfig, Engine, Env, Journal, RecoveryOutcome, RecoveryReport, WorkerCommand,
+    Audit, ChaosConfig, Engine, Env, Journal, RecoveryOutcome, RecoveryReport, RuntimeSockets,
+    WorkerCommand,
 };
 
-/// A fault engine journaling in `<state_dir>/faults/journal`, reading processes under
-/// `proc_root`, checking against `chaos`, auditing to `audit`. Its helper processes are this
-/// executable.
+use crate::collectors::Roots;
+
+/// What the engine is built from, taken from the configuration (`Config::fault_settings`).
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// The guards' limits (`chaos:`).
+    pub chaos: ChaosConfig,
+    /// Where the host's `/proc` and `/` are.
+    pub roots: Roots,
+    /// `containers.docker.socket`.
+    pub docker_socket: PathBuf,
+    /// `containers.cri.socket`, when set.
+    pub cri_socket: Option<PathBuf>,
+}
+
+/// A fault engine journaling in `<state_dir>/faults/journal`, checking against the `chaos:`
+/// limits, reading processes under the `/proc` root, finding container runtimes as
+/// [`runtime_sockets`] says, auditing to `audit`. Its helper processes are this executable.
 pub fn open_engine(
-    chaos: &ChaosConfig,
-    proc_root: &Path,
+    settings: &EngineSettings,
     state_dir: &Path,
     audit: Audit,
 ) -> Result<Engine, String> {
     let worker = WorkerCommand::current_exe()
         .map_err(|e| format!("cannot find the faultline executable for helper processes: {e}"))?;
-    let env = Env::detect(proc_root.to_path_buf(), worker);
+    let mut env = Env::detect(settings.roots.proc.clone(), worker);
+    env.sockets = runtime_sockets(settings);
     let journal = Journal::open(state_dir).map_err(|e| e.to_string())?;
-    Ok(Engine::new(chaos.clone(), env, journal, audit))
+    Ok(Engine::new(settings.chaos.clone(), env, journal, audit))
+}
+
+/// Where container faults look for the runtimes when a fault names no socket: the Docker
+/// socket of `containers.docker.socket`; and, when faultline sees the host under a root of
+/// its own (`rootfs`/`HOST_ROOT`, as in the DaemonSet), the first standard CRI socket that
+/// exists under it; `containers.cri.socket` wins over both. Otherwise the chaos crate looks at
+/// the standard paths.
+fn runtime_sockets(settings: &EngineSettings) -> RuntimeSockets {
+    let rootfs = &settings.roots.rootfs;
+    let found = (rootfs != Path::new("/"))
+        .then(|| {
+            // `/var/run` is a symlink to `/run` on the host, often an absolute one, which
+            // would resolve inside this container: look under `run/` directly.
+            faultline_chaos::cri::DEFAULT_SOCKETS
+                .iter()
+                .map(|s| rootfs.join(s.trim_start_matches("/var").trim_start_matches('/')))
+                .find(|p| is_socket(p))
+        })
+        .flatten();
+    RuntimeSockets {
+        cri: settings.cri_socket.clone().or(found),
+        docker: Some(settings.docker_socket.clone()),
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Reverts what the engine's journal holds from dead processes, logging each fault. Never
@@ -60,5 +104,44 @@ pub fn log_recovery(reports: &[RecoveryReport]) {
                 .count(),
             "fault journal recovery done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cri_socket_under_the_host_root_and_the_configured_docker_socket_are_the_defaults() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config {
+            rootfs: Some(root.path().to_owned()),
+            ..crate::config::Config::default()
+        };
+        config.containers.docker.socket = "/host/run/docker.sock".into();
+        let none = runtime_sockets(&config.fault_settings());
+        assert_eq!(none.cri, None, "no socket under the root yet");
+        assert_eq!(
+            none.docker.as_deref(),
+            Some(Path::new("/host/run/docker.sock"))
+        );
+        // CRI-O's /var/run/crio/crio.sock is looked for under run/: /var/run is a symlink.
+        std::fs::create_dir_all(root.path().join("run/crio")).unwrap();
+        let crio = root.path().join("run/crio/crio.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&crio).unwrap();
+        assert_eq!(
+            runtime_sockets(&config.fault_settings()).cri,
+            Some(crio.clone())
+        );
+        // A configured CRI socket wins.
+        config.containers.cri.socket = Some("/elsewhere/cri.sock".into());
+        assert_eq!(
+            runtime_sockets(&config.fault_settings()).cri.as_deref(),
+            Some(Path::new("/elsewhere/cri.sock"))
+        );
+        config.containers.cri.socket = None;
+        // On the host itself (rootfs /), the chaos crate looks at the standard paths.
+        config.rootfs = Some("/".into());
+        assert_eq!(runtime_sockets(&config.fault_settings()).cri, None);
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::fault::{FaultId, Requester, unix_millis};
+use crate::select::Selection;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,42 @@ pub struct AuditEvent {
     pub deadline_unix_ms: u64,
     /// `ok`, or the error.
     pub outcome: Result<String, String>,
+    /// How pod selectors picked the targets (seed and picks), on plan and apply events of
+    /// faults that used them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+impl AuditEvent {
+    /// An event stamped now, without a selection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn now(
+        action: AuditAction,
+        fault_id: &FaultId,
+        kind: &str,
+        requester: &Requester,
+        targets: Vec<String>,
+        deadline_unix_ms: u64,
+        outcome: Result<String, String>,
+    ) -> Self {
+        AuditEvent {
+            at_unix_ms: unix_millis(std::time::SystemTime::now()),
+            action,
+            fault_id: fault_id.clone(),
+            kind: kind.to_owned(),
+            requester: requester.clone(),
+            targets,
+            deadline_unix_ms,
+            outcome,
+            selection: None,
+        }
+    }
+
+    /// The event with `selection` recorded.
+    pub fn with_selection(mut self, selection: Option<Selection>) -> Self {
+        self.selection = selection;
+        self
+    }
 }
 
 /// The audit sink: tracing plus a broadcast channel.
@@ -94,6 +131,8 @@ impl Audit {
     /// Logs and broadcasts `event`.
     pub fn emit(&self, event: AuditEvent) {
         let targets = event.targets.join(", ");
+        // Recorded only when pod selectors picked the targets.
+        let selection = event.selection.as_ref().map(tracing::field::display);
         match &event.outcome {
             Ok(detail) => tracing::info!(
                 target: "faultline::audit",
@@ -102,6 +141,7 @@ impl Audit {
                 kind = %event.kind,
                 requester = %event.requester,
                 targets = %targets,
+                selection,
                 deadline_unix_ms = event.deadline_unix_ms,
                 at_unix_ms = event.at_unix_ms,
                 outcome = %detail,
@@ -114,6 +154,7 @@ impl Audit {
                 kind = %event.kind,
                 requester = %event.requester,
                 targets = %targets,
+                selection,
                 deadline_unix_ms = event.deadline_unix_ms,
                 at_unix_ms = event.at_unix_ms,
                 error = %error,
@@ -136,16 +177,15 @@ impl Audit {
         deadline_unix_ms: u64,
         outcome: Result<String, String>,
     ) {
-        self.emit(AuditEvent {
-            at_unix_ms: unix_millis(std::time::SystemTime::now()),
+        self.emit(AuditEvent::now(
             action,
-            fault_id: fault_id.clone(),
-            kind: kind.to_owned(),
-            requester: requester.clone(),
+            fault_id,
+            kind,
+            requester,
             targets,
             deadline_unix_ms,
             outcome,
-        });
+        ));
     }
 }
 

@@ -20,6 +20,9 @@ pub const DEFAULT_PROTECTED: &[&str] = &[
     "systemd",
 ];
 
+/// The namespaces whose pods are never touched unless the config says otherwise.
+pub const DEFAULT_PROTECTED_NAMESPACES: &[&str] = &["kube-system"];
+
 /// Fault-injection limits.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,10 @@ pub struct ChaosConfig {
     /// Process names (comm, executable or argv[0] file name) never signalled. This list
     /// replaces the defaults: keep them when adding names.
     pub protected_processes: Vec<String>,
+    /// Kubernetes namespaces whose pods no container or process fault touches (where the
+    /// pod is known: on a CRI runtime, and with pod selectors). This list replaces the
+    /// defaults.
+    pub protected_namespaces: Vec<String>,
     /// Free space a disk fill must leave: a size (`1GiB`) or a share of the filesystem
     /// (`5%`).
     pub disk_free_floor: FreeFloor,
@@ -44,6 +51,10 @@ impl Default for ChaosConfig {
             max_duration: HumanDuration(std::time::Duration::from_secs(3600)),
             max_concurrent: 8,
             protected_processes: DEFAULT_PROTECTED.iter().map(|s| (*s).to_owned()).collect(),
+            protected_namespaces: DEFAULT_PROTECTED_NAMESPACES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             disk_free_floor: FreeFloor::Percent(Percent(5.0)),
             memory_max_share: Percent(50.0),
         }

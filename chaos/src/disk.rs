@@ -187,6 +187,7 @@ impl Fault for DiskFillSpec {
             reverts: vec![format!("delete {}", file.display())],
             instant: false,
             record: RevertRecord::with_state(&state)?,
+            selection: None,
         })
     }
 
@@ -453,6 +454,7 @@ impl Fault for DiskIoSpec {
             ],
             instant: false,
             record: RevertRecord::with_state(&state)?,
+            selection: None,
         })
     }
 

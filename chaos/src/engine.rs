@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, warn};
 
-use crate::audit::{Audit, AuditAction};
+use crate::audit::{Audit, AuditAction, AuditEvent};
 use crate::check::{CheckReport, check_entry};
 use crate::config::ChaosConfig;
 use crate::error::{FaultError, Guard};
@@ -78,6 +78,9 @@ pub struct ActiveFault {
     /// The latest check: whether the fault was seen in effect, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
+    /// How pod selectors picked the targets (seed and picks), when they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::select::Selection>,
 }
 
 impl ActiveFault {
@@ -92,6 +95,7 @@ impl ActiveFault {
             instant,
             record: e.record.clone(),
             check,
+            selection: e.selection.clone(),
         }
     }
 }
@@ -623,22 +627,47 @@ fn plan_checked(spec: &FaultSpec, ctx: &Context) -> Result<Plan, FaultError> {
 }
 
 fn audit_plan(audit: &Audit, spec: &FaultSpec, ctx: &Context, r: &Result<Plan, FaultError>) {
-    let (action, targets, outcome) = match r {
+    let (action, targets, outcome, selection) = match r {
         Ok(p) => (
             AuditAction::Plan,
             p.targets.iter().map(ToString::to_string).collect(),
             Ok("planned".to_owned()),
+            p.selection.clone(),
         ),
-        Err(e) => (AuditAction::Refuse, Vec::new(), Err(e.to_string())),
+        Err(e) => (AuditAction::Refuse, Vec::new(), Err(e.to_string()), None),
     };
-    audit.record(
-        action,
-        &ctx.id,
-        spec.kind(),
-        &ctx.requester,
-        targets,
-        unix_millis(ctx.deadline),
-        outcome,
+    audit.emit(
+        AuditEvent::now(
+            action,
+            &ctx.id,
+            spec.kind(),
+            &ctx.requester,
+            targets,
+            unix_millis(ctx.deadline),
+            outcome,
+        )
+        .with_selection(selection),
+    );
+}
+
+/// The `Apply` audit event of `entry` (its selection included).
+fn audit_apply(
+    audit: &Audit,
+    entry: &JournalEntry,
+    ctx: &Context,
+    outcome: Result<String, String>,
+) {
+    audit.emit(
+        AuditEvent::now(
+            AuditAction::Apply,
+            &ctx.id,
+            entry.spec.kind(),
+            &ctx.requester,
+            entry.targets.iter().map(ToString::to_string).collect(),
+            entry.deadline_unix_ms,
+            outcome,
+        )
+        .with_selection(entry.selection.clone()),
     );
 }
 
@@ -682,7 +711,6 @@ fn inject_blocking(
     let planned = plan_checked(&spec, &ctx);
     audit_plan(audit, &spec, &ctx, &planned);
     let plan = planned?;
-    let targets: Vec<String> = plan.targets.iter().map(ToString::to_string).collect();
     let mut entry = JournalEntry {
         version: JOURNAL_VERSION,
         id: ctx.id.clone(),
@@ -693,20 +721,13 @@ fn inject_blocking(
         deadline_unix_ms: unix_millis(ctx.deadline),
         phase: Phase::Planned,
         targets: plan.targets.clone(),
+        selection: plan.selection.clone(),
         record: plan.record.clone(),
     };
     // Write-ahead: nothing is touched before the revert record is on disk.
     if let Err(e) = inner.journal.write(&entry) {
         let e = FaultError::from(e);
-        audit.record(
-            AuditAction::Apply,
-            &ctx.id,
-            spec.kind(),
-            &ctx.requester,
-            targets,
-            entry.deadline_unix_ms,
-            Err(e.to_string()),
-        );
+        audit_apply(audit, &entry, &ctx, Err(e.to_string()));
         return Err(e);
     }
     let fault = spec.fault();
@@ -717,15 +738,7 @@ fn inject_blocking(
     let record = match applied {
         Ok(r) => r,
         Err(e) => {
-            audit.record(
-                AuditAction::Apply,
-                &ctx.id,
-                spec.kind(),
-                &ctx.requester,
-                targets,
-                entry.deadline_unix_ms,
-                Err(e.to_string()),
-            );
+            audit_apply(audit, &entry, &ctx, Err(e.to_string()));
             // Undo whatever part was applied, from the provisional record.
             if let Err(re) = revert_entry(&inner.journal, audit, &entry, &ctx, AuditAction::Revert)
             {
@@ -736,15 +749,7 @@ fn inject_blocking(
     };
     entry.record = record;
     entry.phase = Phase::Applied;
-    audit.record(
-        AuditAction::Apply,
-        &ctx.id,
-        spec.kind(),
-        &ctx.requester,
-        targets,
-        entry.deadline_unix_ms,
-        Ok("applied".into()),
-    );
+    audit_apply(audit, &entry, &ctx, Ok("applied".into()));
     if plan.instant {
         let check = check_applied(inner, &entry, &ctx)?;
         if let Err(e) = revert_entry(&inner.journal, audit, &entry, &ctx, AuditAction::Revert) {

@@ -35,6 +35,10 @@ pub enum Guard {
     MemoryShare,
     /// A revert deletes only the file the fault created (name, directory, regular file).
     OwnedFile,
+    /// Never touch a pod in a namespace named in `chaos.protected_namespaces`.
+    ProtectedNamespace,
+    /// Never touch the pod the agent runs in.
+    AgentPod,
 }
 
 impl Guard {
@@ -51,6 +55,8 @@ impl Guard {
             Guard::DiskFreeFloor => "disk-free-floor",
             Guard::MemoryShare => "memory-share",
             Guard::OwnedFile => "owned-file",
+            Guard::ProtectedNamespace => "protected-namespace",
+            Guard::AgentPod => "agent-pod",
         }
     }
 }

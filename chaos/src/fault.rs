@@ -213,6 +213,12 @@ pub struct Env {
     pub parent_pid: i32,
     /// The current boot id.
     pub boot_id: String,
+    /// The Kubernetes pod the agent runs in, from `POD_NAMESPACE` and `POD_NAME` (the
+    /// downward API), when both are set: the `agent-pod` guard refuses it.
+    pub pod: Option<PodRef>,
+    /// Where container faults and pod selectors look for the container runtimes when a spec
+    /// names no socket (the agent's config); a `None` is looked for at its standard path.
+    pub sockets: crate::select::RuntimeSockets,
 }
 
 impl Env {
@@ -233,6 +239,11 @@ impl Env {
             agent,
             parent_pid: nix::unistd::getppid().as_raw(),
             boot_id,
+            pod: PodRef::from_downward_api(
+                std::env::var("POD_NAMESPACE").ok(),
+                std::env::var("POD_NAME").ok(),
+            ),
+            sockets: crate::select::RuntimeSockets::default(),
         }
     }
 
@@ -266,6 +277,65 @@ pub struct Context {
     pub env: Arc<Env>,
 }
 
+/// A Kubernetes pod, as its container runtime names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its uid (empty when the runtime did not say).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+impl PodRef {
+    /// The pod the downward API names (`POD_NAMESPACE`, `POD_NAME`); `None` unless both are
+    /// set and non-empty.
+    pub fn from_downward_api(namespace: Option<String>, name: Option<String>) -> Option<Self> {
+        match (namespace, name) {
+            (Some(namespace), Some(name)) if !namespace.is_empty() && !name.is_empty() => {
+                Some(PodRef {
+                    namespace,
+                    name,
+                    uid: String::new(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The container a process target was selected through (pod selectors).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerRef {
+    /// Container id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its pod, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+impl fmt::Display for ContainerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container {}", self.name)?;
+        if let Some(pod) = &self.pod {
+            write!(f, " of pod {pod}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Something a fault touches, resolved at plan time. The engine checks every target
 /// against the guards before anything is applied: add a variant rather than hiding a
 /// target in `description`.
@@ -273,10 +343,14 @@ pub struct Context {
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Target {
     /// A process that will be signalled (guards: pid-1, agent-itself, agent-parent,
-    /// kernel-thread, protected-process).
+    /// kernel-thread, protected-process; with its container's pod known, also
+    /// protected-namespace and agent-pod).
     Process {
         /// Which process.
         process: ProcessIdentity,
+        /// The container it was selected through (pod selectors), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<ContainerRef>,
     },
     /// A file that will be created to take `bytes` of space in `dir`'s filesystem
     /// (guard: disk-free-floor).
@@ -310,20 +384,31 @@ pub enum Target {
         /// Human-readable, e.g. `dev veth0 in netns t1 → 10.0.0.2:5432`.
         description: String,
     },
-    /// A container.
+    /// A container (guards: agent-itself; with its pod known, protected-namespace and
+    /// agent-pod).
     Container {
         /// Container id.
         id: String,
         /// Its name, if known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Its pod, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<PodRef>,
     },
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Process { process } => write!(f, "process {process}"),
+            Target::Process {
+                process,
+                container: None,
+            } => write!(f, "process {process}"),
+            Target::Process {
+                process,
+                container: Some(c),
+            } => write!(f, "process {process} in {c}"),
             Target::DiskFill { file, bytes, .. } => {
                 write!(
                     f,
@@ -336,10 +421,16 @@ impl fmt::Display for Target {
             Target::Cpu { workers, load } => write!(f, "cpu {workers} worker(s) at {load}%"),
             Target::Path { path } => write!(f, "path {}", path.display()),
             Target::Network { description } => write!(f, "network {description}"),
-            Target::Container { id, name } => match name {
-                Some(n) => write!(f, "container {n} ({id})"),
-                None => write!(f, "container {id}"),
-            },
+            Target::Container { id, name, pod } => {
+                match name {
+                    Some(n) => write!(f, "container {n} ({id})")?,
+                    None => write!(f, "container {id}")?,
+                }
+                match pod {
+                    Some(p) => write!(f, " of pod {p}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -364,6 +455,9 @@ pub struct Plan {
     /// True for faults that are over once applied (a kill): nothing to hold or revert.
     #[serde(default)]
     pub instant: bool,
+    /// How pod selectors picked the targets (seed and picks), when they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::select::Selection>,
     /// The revert record journaled before apply.
     pub record: RevertRecord,
 }
@@ -371,6 +465,9 @@ pub struct Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "fault {} ({}) for {}", self.id, self.kind, self.duration)?;
+        if let Some(s) = &self.selection {
+            writeln!(f, "selected: {s}")?;
+        }
         writeln!(f, "targets:")?;
         for t in &self.targets {
             writeln!(f, "  - {t}")?;

@@ -14,7 +14,8 @@ use nix::unistd::Pid;
 
 use crate::config::ChaosConfig;
 use crate::error::{FaultError, Guard};
-use crate::fault::{Context, Env, Plan, Target};
+use crate::fault::{Context, Env, Plan, PodRef, Target};
+use crate::freezer::FreezerCgroup;
 use crate::procfs::{self, ProcessIdentity};
 use crate::units::ByteSize;
 
@@ -84,6 +85,87 @@ pub fn check_process(
         return Err(FaultError::refused(
             Guard::ProtectedProcess,
             format!("will not signal {p}: {hit:?} is in chaos.protected_processes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The cgroup paths of the agent's own process (empty when unreadable).
+fn own_cgroups(env: &Env) -> Vec<String> {
+    procfs::cgroups(&env.proc_root, env.agent.pid)
+}
+
+/// Refuses a container that holds the agent itself (`agent-itself`: its id is in the agent's
+/// own cgroup paths) and, when its pod is known, the agent's own pod (`agent-pod`: the pod
+/// `POD_NAMESPACE`/`POD_NAME` name, or whose uid is in the agent's cgroup paths) and a pod in
+/// a protected namespace (`protected-namespace`). `what` names the container in the message.
+pub fn check_container(
+    id: &str,
+    what: &str,
+    pod: Option<&PodRef>,
+    config: &ChaosConfig,
+    env: &Env,
+) -> Result<(), FaultError> {
+    let own = own_cgroups(env);
+    let id = id.to_ascii_lowercase();
+    if id.len() >= 12 && own.iter().any(|p| p.to_ascii_lowercase().contains(&id)) {
+        return Err(FaultError::refused(
+            Guard::AgentItself,
+            format!(
+                "container {what} ({id}) holds the agent itself: its id is in the agent's cgroup path"
+            ),
+        ));
+    }
+    let Some(pod) = pod else {
+        return Ok(());
+    };
+    if let Some(ns) = config
+        .protected_namespaces
+        .iter()
+        .find(|ns| **ns == pod.namespace)
+    {
+        return Err(FaultError::refused(
+            Guard::ProtectedNamespace,
+            format!(
+                "will not touch container {what} of pod {pod}: namespace {ns:?} is in chaos.protected_namespaces"
+            ),
+        ));
+    }
+    let same_name = env
+        .pod
+        .as_ref()
+        .is_some_and(|me| me.namespace == pod.namespace && me.name == pod.name);
+    let uid_in_own = !pod.uid.is_empty() && {
+        // cgroupfs names the pod `pod<uid>`; systemd `…-pod<uid with _ for ->.slice`.
+        let dashed = pod.uid.to_ascii_lowercase();
+        let underscored = dashed.replace('-', "_");
+        own.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            p.contains(&format!("pod{dashed}")) || p.contains(&format!("pod{underscored}"))
+        })
+    };
+    if same_name || uid_in_own {
+        return Err(FaultError::refused(
+            Guard::AgentPod,
+            format!(
+                "will not touch container {what} of pod {pod}: it is the faultline agent's own pod"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses to freeze a cgroup that holds the agent (the agent's own freezer cgroup is it
+/// or below it): the agent could not thaw it again.
+pub fn check_freezer(cgroup: &FreezerCgroup, env: &Env) -> Result<(), FaultError> {
+    let own = crate::freezer::of_process(&env.proc_root, env.agent.pid);
+    if own.is_some_and(|me| me.cgroup.dir.starts_with(&cgroup.dir)) {
+        return Err(FaultError::refused(
+            Guard::AgentItself,
+            format!(
+                "will not freeze cgroup {}: the faultline agent runs in it",
+                cgroup.dir.display()
+            ),
         ));
     }
     Ok(())
@@ -234,7 +316,19 @@ pub fn check_plan(plan: &Plan, ctx: &Context) -> Result<(), FaultError> {
     let mut fill_per_dir: Vec<(&Path, u64)> = Vec::new();
     for t in &plan.targets {
         match t {
-            Target::Process { process } => check_process(process, &ctx.config, &ctx.env)?,
+            Target::Process { process, container } => {
+                check_process(process, &ctx.config, &ctx.env)?;
+                if let Some(c) = container {
+                    check_container(&c.id, &c.name, c.pod.as_ref(), &ctx.config, &ctx.env)?;
+                }
+            }
+            Target::Container { id, name, pod } => check_container(
+                id,
+                name.as_deref().unwrap_or(id),
+                pod.as_ref(),
+                &ctx.config,
+                &ctx.env,
+            )?,
             Target::DiskFill { dir, bytes, .. } => {
                 match fill_per_dir.iter_mut().find(|(d, _)| d == dir) {
                     Some((_, b)) => *b += bytes,
@@ -242,10 +336,7 @@ pub fn check_plan(plan: &Plan, ctx: &Context) -> Result<(), FaultError> {
                 }
             }
             Target::Memory { bytes } => check_memory(*bytes, &ctx.config, &ctx.env)?,
-            Target::Cpu { .. }
-            | Target::Path { .. }
-            | Target::Network { .. }
-            | Target::Container { .. } => {}
+            Target::Cpu { .. } | Target::Path { .. } | Target::Network { .. } => {}
         }
     }
     for (dir, bytes) in fill_per_dir {
@@ -353,6 +444,90 @@ mod tests {
             stopped,
             "SIGSTOP to the true identity not seen: {:?}",
             state()
+        );
+    }
+
+    #[test]
+    fn pods_in_protected_namespaces_and_the_agents_own_pod_are_refused() {
+        // A /proc of the test's own where the agent (pid 4242) runs in a kubelet pod cgroup.
+        let proc_root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(proc_root.path().join("4242")).unwrap();
+        std::fs::write(
+            proc_root.path().join("4242/cgroup"),
+            "6:freezer:/kubepods/besteffort/pod0a1b-2c/\
+             cafecafecafecafe\n0::/kubepods/besteffort/pod0a1b-2c/cafecafecafecafe\n",
+        )
+        .unwrap();
+        let mut env = env();
+        env.proc_root = proc_root.path().to_owned();
+        env.agent.pid = 4242;
+        let cfg = ChaosConfig::default();
+        let pod = |ns: &str, name: &str, uid: &str| PodRef {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        let refused = |id: &str, p: Option<PodRef>, env: &Env| {
+            check_container(id, "app", p.as_ref(), &cfg, env)
+                .err()
+                .and_then(|e| e.guard())
+        };
+        let other = "d".repeat(64);
+        assert_eq!(
+            refused(&other, Some(pod("kube-system", "coredns-1", "")), &env),
+            Some(Guard::ProtectedNamespace)
+        );
+        let e = check_container(
+            &other,
+            "app",
+            Some(&pod("kube-system", "dns", "")),
+            &cfg,
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("refused by guard protected-namespace") && e.contains("kube-system/dns"),
+            "{e}"
+        );
+        assert_eq!(
+            refused(&other, Some(pod("shop", "web-1", "9f9f")), &env),
+            None
+        );
+        assert_eq!(refused(&other, None, &env), None);
+        // The agent's pod by uid in its cgroup path, and its container by id.
+        assert_eq!(
+            refused(
+                &other,
+                Some(pod("faultline", "faultline-x", "0a1b-2c")),
+                &env
+            ),
+            Some(Guard::AgentPod)
+        );
+        assert_eq!(
+            refused("cafecafecafecafe", None, &env),
+            Some(Guard::AgentItself)
+        );
+        // The agent's pod by the downward API's names.
+        env.pod = PodRef::from_downward_api(Some("faultline".into()), Some("faultline-x".into()));
+        assert_eq!(
+            refused(&other, Some(pod("faultline", "faultline-x", "")), &env),
+            Some(Guard::AgentPod)
+        );
+        // The list is configuration: emptied, kube-system may be touched.
+        let open = ChaosConfig {
+            protected_namespaces: Vec::new(),
+            ..ChaosConfig::default()
+        };
+        assert!(
+            check_container(
+                &other,
+                "app",
+                Some(&pod("kube-system", "x", "")),
+                &open,
+                &env
+            )
+            .is_ok()
         );
     }
 

@@ -109,6 +109,9 @@ pub struct JournalEntry {
     pub phase: Phase,
     /// The resolved targets.
     pub targets: Vec<Target>,
+    /// How pod selectors picked the targets, when they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::select::Selection>,
     /// How to revert it.
     pub record: RevertRecord,
 }
@@ -365,6 +368,7 @@ mod tests {
             deadline_unix_ms: 2,
             phase: Phase::Planned,
             targets: Vec::new(),
+            selection: None,
             record: RevertRecord::default(),
         }
     }

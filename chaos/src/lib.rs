@@ -35,21 +35,26 @@
 //!
 //! # Fault kinds here
 //! - `process.rs`: `process-kill` (any signal) and `process-pause` (SIGSTOP/SIGCONT) by pid,
-//!   name, cmdline regex, cgroup path or container id; mode one|all|N|P%.
+//!   name, cmdline regex, cgroup path, container id or pod selectors; mode one|all|N|P%.
 //! - `disk.rs`: `disk-fill` (fallocate, falling back to writes; `.faultline-fill-<id>`) and
 //!   `disk-io` (read or write at a rate).
 //! - `stress.rs`: `cpu-stress` (N workers at L% duty cycle) and `memory-stress` (allocate and
 //!   touch N bytes).
-//! - [`network`] and container (`container.rs`) kinds: see their modules. Containers are
-//!   reached through [`docker`], faultline's one Docker Engine API client, which the agent's
-//!   container collector and drills use too.
+//! - [`network`] and container (`container/`) kinds: see their modules. Containers are
+//!   reached through [`cri`] (containerd, CRI-O) or [`docker`] (Docker, podman), the crate's
+//!   one client of each, which the agent's container collector and drills use too;
+//!   `container-pause` freezes the container's cgroup ([`freezer`]) on any runtime.
+//! - Pod and label selectors (`select.rs`): `--namespace`, `--pod`, `--label`,
+//!   `--container-name`, `--count`/`--percent`/`--seed`, the same on every container and
+//!   process fault; the seed and picks are a [`Selection`] in the plan, the audit events and
+//!   the fault's listing.
 //!
 //! # What other crates see
 //! The types above, re-exported here, and the modules other crates reach into: [`cri`] (the
 //! Kubernetes Container Runtime Interface client), [`docker`],
 //! [`fault`], [`helper`] (its child side is the binary's hidden mode), [`journal`],
-//! [`network`] (the proxy, for benchmarks and tests), [`procfs`] and [`units`] (parsers the
-//! fuzz targets and tests call). Everything else is private to the crate.
+//! [`network`] (the proxy, for benchmarks and tests), [`freezer`], [`procfs`] and [`units`]
+//! (parsers the fuzz targets and tests call). Everything else is private to the crate.
 //!
 //! # Not here
 //! The CLI (agent's `fault_cli`), the HTTP API, drill scheduling, OTLP log export of
@@ -66,6 +71,7 @@ pub mod docker;
 mod engine;
 mod error;
 pub mod fault;
+pub mod freezer;
 mod guard;
 pub mod helper;
 pub mod journal;
@@ -73,6 +79,7 @@ pub mod network;
 mod process;
 pub mod procfs;
 mod recovery;
+mod select;
 mod spec;
 mod stress;
 pub mod units;
@@ -83,11 +90,12 @@ pub use config::{ChaosConfig, FreeFloor};
 pub use engine::{ActiveFault, Engine};
 pub use error::{FaultError, Guard};
 pub use fault::{
-    Context, Effect, EffectState, Env, Fault, FaultId, Plan, Requester, RevertRecord, Target,
-    WORKER_ARG, WorkerCommand,
+    ContainerRef, Context, Effect, EffectState, Env, Fault, FaultId, Plan, PodRef, Requester,
+    RevertRecord, Target, WORKER_ARG, WorkerCommand,
 };
 pub use journal::{Journal, JournalEntry, JournalError};
 pub use procfs::ProcessIdentity;
 pub use recovery::{RecoveryOutcome, RecoveryReport, recover, recover_matching};
+pub use select::{LabelMatch, RuntimeSockets, Selection};
 pub use spec::FaultSpec;
 pub use units::{ByteSize, HumanDuration, Percent, SignalName};

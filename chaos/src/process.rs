@@ -1,6 +1,9 @@
 //! Process faults: `process-kill` (any signal) and `process-pause` (SIGSTOP, reverted by
 //! SIGCONT), selecting processes by pid, name, command-line regex, cgroup path or container
-//! id, then one, all, a count or a percentage of the matches at random.
+//! id — or by pod selectors (`--namespace`, `--pod`, `--label`, `--container-name`, with
+//! `--count`/`--percent` picking among the containers; see [`crate::select`]), which resolve
+//! to the processes of the picked containers, optionally narrowed by `--name` or
+//! `--cmdline` — then one, all, a count or a percentage of the matches at random.
 //!
 //! Targets are resolved at plan time as identities (pid + start time); apply and revert
 //! signal only a process whose start time still matches, so a pid reused in between is
@@ -12,13 +15,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FaultError;
-use crate::fault::{Context, Effect, Fault, Plan, RevertRecord, Target};
+use crate::fault::{ContainerRef, Context, Effect, Fault, Plan, RevertRecord, Target};
 use crate::guard;
 use crate::procfs::{self, ProcessIdentity};
+use crate::select::{PodQuery, Selection, with_pod_selectors};
 use crate::units::{HumanDuration, SignalName};
 
 /// Which of the matching processes are affected.
@@ -110,7 +115,8 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
-/// How processes are selected; exactly one of the fields is set.
+/// How processes are selected: exactly one of `pid`, `name`, `cmdline`, `cgroup`,
+/// `container`; or `pods`, optionally narrowed by `name` or `cmdline`.
 #[derive(Clone, Debug, Default)]
 pub struct Selector {
     /// A pid.
@@ -123,10 +129,13 @@ pub struct Selector {
     pub cgroup: Option<String>,
     /// A container id (at least 12 hex digits); processes whose cgroup path names it match.
     pub container: Option<String>,
+    /// Pod selectors: the processes of the containers they pick.
+    pub pods: Option<PodQuery>,
 }
 
 macro_rules! process_spec {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $vis:vis $field:ident : $ty:ty,)* }) => {
+        with_pod_selectors! {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
         #[serde(deny_unknown_fields)]
@@ -135,11 +144,13 @@ macro_rules! process_spec {
             #[arg(long)]
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub pid: Option<i32>,
-            /// Select processes by name (comm, executable or argv[0] file name).
+            /// Select processes by name (comm, executable or argv[0] file name); with pod
+            /// selectors, only the processes so named in the picked containers.
             #[arg(long)]
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub name: Option<String>,
-            /// Select processes whose command line matches this regex.
+            /// Select processes whose command line matches this regex; with pod selectors,
+            /// only those in the picked containers.
             #[arg(long)]
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub cmdline: Option<String>,
@@ -153,41 +164,49 @@ macro_rules! process_spec {
             #[arg(long)]
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub container: Option<String>,
-            /// one | all | a count (3) | a percentage (50%) of the matches, at random.
-            #[arg(long, default_value = "one")]
-            #[serde(default)]
-            pub mode: Mode,
+            /// one | all | a count (3) | a percentage (50%) of the matching processes, at
+            /// random. Default: one; with pod selectors, all (every process of the picked
+            /// containers).
+            #[arg(long)]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub mode: Option<Mode>,
             $($(#[$fmeta])* $vis $field: $ty,)*
             /// How long the fault lasts (required; capped by chaos.max_duration).
             #[arg(long)]
             pub duration: HumanDuration,
         }
+        }
 
         impl $name {
             fn selector(&self, kind: &'static str) -> Result<Selector, FaultError> {
-                let set = [self.pid.is_some(), self.name.is_some(), self.cmdline.is_some(), self.cgroup.is_some(), self.container.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
-                if set != 1 {
-                    return Err(FaultError::Invalid {
-                        kind,
-                        message: "give exactly one of --pid, --name, --cmdline, --cgroup, --container".into(),
-                    });
+                let pods = self.pod_query(kind)?;
+                let by_pod = !pods.selector.is_empty();
+                let invalid = |message: String| FaultError::Invalid { kind, message };
+                if by_pod {
+                    if self.pid.is_some() || self.cgroup.is_some() || self.container.is_some() {
+                        return Err(invalid("pod selectors pick containers: give no --pid, --cgroup or --container with them (--name or --cmdline narrow the processes in the picked containers)".into()));
+                    }
+                    if self.name.is_some() && self.cmdline.is_some() {
+                        return Err(invalid("give at most one of --name and --cmdline with pod selectors".into()));
+                    }
+                } else {
+                    let set = [self.pid.is_some(), self.name.is_some(), self.cmdline.is_some(), self.cgroup.is_some(), self.container.is_some()]
+                        .iter()
+                        .filter(|b| **b)
+                        .count();
+                    if set != 1 {
+                        return Err(invalid("give exactly one of --pid, --name, --cmdline, --cgroup, --container, or pod selectors (--namespace, --pod, --label, --container-name)".into()));
+                    }
                 }
                 let cmdline = match &self.cmdline {
-                    Some(re) => Some(regex::Regex::new(re).map_err(|e| FaultError::Invalid {
-                        kind,
-                        message: format!("--cmdline {re:?} is not a valid regex: {e}"),
+                    Some(re) => Some(regex::Regex::new(re).map_err(|e| {
+                        invalid(format!("--cmdline {re:?} is not a valid regex: {e}"))
                     })?),
                     None => None,
                 };
                 if let Some(c) = &self.container {
                     if c.len() < 12 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(FaultError::Invalid {
-                            kind,
-                            message: format!("--container {c:?}: expected a container id of at least 12 hex digits"),
-                        });
+                        return Err(invalid(format!("--container {c:?}: expected a container id of at least 12 hex digits")));
                     }
                 }
                 Ok(Selector {
@@ -196,7 +215,13 @@ macro_rules! process_spec {
                     cmdline,
                     cgroup: self.cgroup.clone(),
                     container: self.container.as_ref().map(|c| c.to_ascii_lowercase()),
+                    pods: by_pod.then_some(pods),
                 })
+            }
+
+            /// The mode asked for, or the default for this selector.
+            fn mode_for(&self, sel: &Selector) -> Mode {
+                self.mode.unwrap_or(if sel.pods.is_some() { Mode::All } else { Mode::One })
             }
         }
     };
@@ -228,16 +253,64 @@ pub struct ProcessState {
     pub targets: Vec<ProcessIdentity>,
 }
 
-/// Resolves `sel` in `/proc`, excluding the agent itself, then picks per `mode`.
-pub fn resolve(
+/// The processes a selector resolved to, each with the container it was found through (pod
+/// selectors), and how the selectors picked those containers.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The processes, by pid.
+    pub targets: Vec<(ProcessIdentity, Option<ContainerRef>)>,
+    /// The pick of the pod selectors, if they were used.
+    pub selection: Option<Selection>,
+}
+
+impl Resolved {
+    fn identities(&self) -> Vec<ProcessIdentity> {
+        self.targets.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn plan_targets(&self) -> Vec<Target> {
+        self.targets
+            .iter()
+            .map(|(process, container)| Target::Process {
+                process: process.clone(),
+                container: container.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Pids to look at, each with the container it was found through (pod selectors).
+type Candidates = Vec<(i32, Option<ContainerRef>)>;
+
+/// The candidate pids of `sel`, and the pick of its pod selectors when it has them.
+fn candidates(
     sel: &Selector,
-    mode: Mode,
     kind: &'static str,
     ctx: &Context,
-) -> Result<Vec<ProcessIdentity>, FaultError> {
-    let env = &ctx.env;
-    let proc_root = &env.proc_root;
-    let candidates: Vec<i32> = match sel.pid {
+) -> Result<(Candidates, Option<Selection>), FaultError> {
+    let proc_root = &ctx.env.proc_root;
+    if let Some(query) = &sel.pods {
+        let picked = crate::container::select(ctx, kind, None, query, false)?;
+        let mut out = Vec::new();
+        for f in &picked.found {
+            let c = &f.candidate;
+            let via = ContainerRef {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                pod: c.pod.clone(),
+            };
+            for pid in picked
+                .members
+                .get(&c.id.to_ascii_lowercase())
+                .into_iter()
+                .flatten()
+            {
+                out.push((*pid, Some(via.clone())));
+            }
+        }
+        return Ok((out, picked.selection));
+    }
+    let pids = match sel.pid {
         Some(pid) => vec![pid],
         None => procfs::pids(proc_root).map_err(|source| FaultError::Io {
             action: "cannot list processes in",
@@ -245,6 +318,50 @@ pub fn resolve(
             source,
         })?,
     };
+    Ok((pids.into_iter().map(|p| (p, None)).collect(), None))
+}
+
+/// What `sel` found nothing of, for the error.
+fn nothing_matched(sel: &Selector, selection: Option<&Selection>) -> String {
+    if let Some(s) = selection {
+        let narrow = match (&sel.name, &sel.cmdline) {
+            (Some(n), _) => format!("named {n:?} "),
+            (None, Some(r)) => format!("whose command line matches {:?} ", r.as_str()),
+            _ => String::new(),
+        };
+        return format!(
+            "no process {narrow}in the containers the selector [{}] picked: {}",
+            s.selector,
+            s.picked.join(", ")
+        );
+    }
+    match sel {
+        Selector { pid: Some(p), .. } => format!("no live process with pid {p}"),
+        Selector { name: Some(n), .. } => format!("no process named {n:?}"),
+        Selector {
+            cmdline: Some(r), ..
+        } => format!("no process whose command line matches {:?}", r.as_str()),
+        Selector {
+            cgroup: Some(c), ..
+        } => format!("no process in cgroup {c:?}"),
+        Selector {
+            container: Some(c), ..
+        } => format!("no process of container {c}"),
+        _ => "empty selector".into(),
+    }
+}
+
+/// Resolves `sel` in `/proc` (through the container runtime for pod selectors), excluding
+/// the agent itself, then picks per `mode` (with the selectors' seed when they were used).
+pub fn resolve(
+    sel: &Selector,
+    mode: Mode,
+    kind: &'static str,
+    ctx: &Context,
+) -> Result<Resolved, FaultError> {
+    let env = &ctx.env;
+    let proc_root = &env.proc_root;
+    let (candidates, selection) = candidates(sel, kind, ctx)?;
     // A cgroup given as a filesystem path is matched as the hierarchy path /proc shows.
     let cgroup_want = sel.cgroup.as_ref().map(|cg| {
         std::fs::read_to_string(proc_root.join("self").join("mountinfo"))
@@ -253,7 +370,7 @@ pub fn resolve(
             .unwrap_or_else(|| cg.trim_end_matches('/').to_owned())
     });
     let mut matched = Vec::new();
-    for pid in candidates {
+    for (pid, via) in candidates {
         if pid == env.agent.pid && sel.pid.is_none() {
             continue;
         }
@@ -278,47 +395,43 @@ pub fn resolve(
         } else if let Some(id) = &sel.container {
             procfs::in_container(proc_root, pid, id)
         } else {
-            false
+            // Pod selectors without --name/--cmdline: every process of the picked containers.
+            sel.pods.is_some()
         };
         if ok {
-            matched.push(ProcessIdentity {
-                pid,
-                start_time: st.start_time,
-                boot_id: env.boot_id.clone(),
-                name: st.comm,
-            });
+            matched.push((
+                ProcessIdentity {
+                    pid,
+                    start_time: st.start_time,
+                    boot_id: env.boot_id.clone(),
+                    name: st.comm,
+                },
+                via,
+            ));
         }
     }
     if matched.is_empty() {
-        let what = match sel {
-            Selector { pid: Some(p), .. } => format!("no live process with pid {p}"),
-            Selector { name: Some(n), .. } => format!("no process named {n:?}"),
-            Selector {
-                cmdline: Some(r), ..
-            } => format!("no process whose command line matches {:?}", r.as_str()),
-            Selector {
-                cgroup: Some(c), ..
-            } => format!("no process in cgroup {c:?}"),
-            Selector {
-                container: Some(c), ..
-            } => format!("no process of container {c}"),
-            _ => "empty selector".into(),
-        };
         return Err(FaultError::NoTarget {
             kind,
-            message: what,
+            message: nothing_matched(sel, selection.as_ref()),
         });
     }
     // Guards before picking: a selector that reaches a protected process is refused as a
     // whole rather than silently narrowed.
-    for p in &matched {
+    for (p, _) in &matched {
         guard::check_process(p, &ctx.config, env)?;
     }
     let n = mode.pick_count(matched.len());
-    matched.shuffle(&mut rand::rng());
+    match &selection {
+        Some(s) => matched.shuffle(&mut rand::rngs::StdRng::seed_from_u64(s.seed)),
+        None => matched.shuffle(&mut rand::rng()),
+    }
     matched.truncate(n);
-    matched.sort_by_key(|p| p.pid);
-    Ok(matched)
+    matched.sort_by_key(|(p, _)| p.pid);
+    Ok(Resolved {
+        targets: matched,
+        selection,
+    })
 }
 
 fn is_stop_like(sig: Signal) -> bool {
@@ -340,26 +453,26 @@ impl Fault for ProcessKillSpec {
                 ),
             });
         }
-        let targets = resolve(&self.selector(KIND)?, self.mode, KIND, ctx)?;
+        let sel = self.selector(KIND)?;
+        let resolved = resolve(&sel, self.mode_for(&sel), KIND, ctx)?;
         let state = ProcessState {
             signal: self.signal,
-            targets: targets.clone(),
+            targets: resolved.identities(),
         };
         Ok(Plan {
             id: ctx.id.clone(),
             kind: KIND.into(),
             duration: self.duration,
-            actions: targets
+            actions: state
+                .targets
                 .iter()
                 .map(|p| format!("send SIG{} to {p}", self.signal))
                 .collect(),
             reverts: Vec::new(),
-            targets: targets
-                .into_iter()
-                .map(|process| Target::Process { process })
-                .collect(),
+            targets: resolved.plan_targets(),
             instant: true,
             record: RevertRecord::with_state(&state)?,
+            selection: resolved.selection,
         })
     }
 
@@ -406,29 +519,30 @@ impl Fault for ProcessKillSpec {
 impl Fault for ProcessPauseSpec {
     fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
         const KIND: &str = "process-pause";
-        let targets = resolve(&self.selector(KIND)?, self.mode, KIND, ctx)?;
+        let sel = self.selector(KIND)?;
+        let resolved = resolve(&sel, self.mode_for(&sel), KIND, ctx)?;
         let state = ProcessState {
             signal: SignalName(Signal::SIGSTOP),
-            targets: targets.clone(),
+            targets: resolved.identities(),
         };
         Ok(Plan {
             id: ctx.id.clone(),
             kind: KIND.into(),
             duration: self.duration,
-            actions: targets
+            actions: state
+                .targets
                 .iter()
                 .map(|p| format!("send SIGSTOP to {p}"))
                 .collect(),
-            reverts: targets
+            reverts: state
+                .targets
                 .iter()
                 .map(|p| format!("send SIGCONT to {p} (if it is still the same process)"))
                 .collect(),
-            targets: targets
-                .into_iter()
-                .map(|process| Target::Process { process })
-                .collect(),
+            targets: resolved.plan_targets(),
             instant: false,
             record: RevertRecord::with_state(&state)?,
+            selection: resolved.selection,
         })
     }
 

@@ -248,6 +248,31 @@ pub fn in_container(proc_root: &Path, pid: i32, id: &str) -> bool {
         .any(|p| p.to_ascii_lowercase().contains(id))
 }
 
+/// The live processes of each container in `ids` (lowercase hex ids, 12+ digits), in one
+/// pass over `<proc>`: those whose cgroup paths name the id (see [`in_container`]). Every id
+/// is a key, with no pids when none was found.
+pub fn container_members(
+    proc_root: &Path,
+    ids: &[&str],
+) -> std::io::Result<std::collections::HashMap<String, Vec<i32>>> {
+    let mut out: std::collections::HashMap<String, Vec<i32>> = ids
+        .iter()
+        .map(|id| ((*id).to_owned(), Vec::new()))
+        .collect();
+    for pid in pids(proc_root)? {
+        let paths = cgroups(proc_root, pid);
+        if paths.is_empty() {
+            continue;
+        }
+        for id in ids {
+            if paths.iter().any(|p| p.to_ascii_lowercase().contains(id)) {
+                out.entry((*id).to_owned()).or_default().push(pid);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// MemAvailable in bytes from `/proc/meminfo` text.
 pub fn parse_mem_available(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;

@@ -248,6 +248,7 @@ mod tests {
             deadline_unix_ms: 2,
             phase: Phase::Applied,
             targets: Vec::new(),
+            selection: None,
             record: record.clone(),
         };
         journal

@@ -4,6 +4,7 @@
 //! ```json
 //! {"kind": "process-pause", "name": "postgres", "mode": "one", "duration": "30s"}
 //! {"kind": "disk-fill", "path": "/var/lib/data", "percent": 95, "duration": "5m"}
+//! {"kind": "container-kill", "namespace": "shop", "label": ["app=web"], "count": 1, "duration": "1m"}
 //! ```
 //!
 //! Every kind's spec struct carries a required `duration` and rejects unknown fields. Its
@@ -91,19 +92,60 @@ fault_kinds! {
     RateLimit(crate::network::RateLimitSpec) = "rate-limit",
     /// Drop traffic to/from addresses and ports (nftables table of faultline's own).
     Partition(crate::network::PartitionSpec) = "partition",
-    /// Stop a container (Docker Engine API); revert starts it.
+    /// Stop containers (CRI StopContainer or the Engine API). Engine API: revert starts
+    /// them; on Kubernetes the kubelet does.
     ContainerStop(crate::container::ContainerStopSpec) = "container-stop",
-    /// Send a signal to a container; revert starts it if it stopped.
+    /// Kill containers (CRI: SIGKILL; Engine API: any signal, revert starts them).
     ContainerKill(crate::container::ContainerKillSpec) = "container-kill",
-    /// Pause a container; revert unpauses it.
+    /// Freeze containers' cgroups on any runtime; revert thaws them.
     ContainerPause(crate::container::ContainerPauseSpec) = "container-pause",
-    /// Restart a container (over once applied).
+    /// Restart containers (Engine API only; over once applied).
     ContainerRestart(crate::container::ContainerRestartSpec) = "container-restart",
+}
+
+impl FaultSpec {
+    /// Pins the random pick of a spec with pod selectors and no `seed` to `seed`, so that a
+    /// plan made now (a drill's target locks) and the inject later pick the same containers;
+    /// whether it did. Kinds without selectors are left as they are.
+    pub fn pin_seed(&mut self, seed: u64) -> bool {
+        match self {
+            FaultSpec::ProcessKill(s) => s.pin_seed(seed),
+            FaultSpec::ProcessPause(s) => s.pin_seed(seed),
+            FaultSpec::ContainerStop(s) => s.pin_seed(seed),
+            FaultSpec::ContainerKill(s) => s.pin_seed(seed),
+            FaultSpec::ContainerPause(s) => s.pin_seed(seed),
+            FaultSpec::ContainerRestart(s) => s.pin_seed(seed),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinning_a_seed_touches_only_selector_specs_without_one() {
+        let mut with_pods: FaultSpec = serde_json::from_str(
+            r#"{"kind":"container-kill","label":["app=web"],"count":1,"duration":"1s"}"#,
+        )
+        .unwrap();
+        assert!(with_pods.pin_seed(9));
+        assert!(!with_pods.pin_seed(10), "a seed once set stays");
+        assert!(
+            serde_json::to_string(&with_pods)
+                .unwrap()
+                .contains(r#""seed":9"#)
+        );
+        let mut by_pid: FaultSpec =
+            serde_json::from_str(r#"{"kind":"process-kill","pid":42,"duration":"1s"}"#).unwrap();
+        assert!(!by_pid.pin_seed(9));
+        let mut disk: FaultSpec = serde_json::from_str(
+            r#"{"kind":"disk-fill","path":"/tmp","percent":50,"duration":"1s"}"#,
+        )
+        .unwrap();
+        assert!(!disk.pin_seed(9));
+    }
 
     #[test]
     fn json_round_trip_and_strictness() {

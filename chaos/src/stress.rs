@@ -104,6 +104,7 @@ impl Fault for CpuStressSpec {
             reverts: vec!["end the helper (SIGKILL, pid + start time checked)".into()],
             instant: false,
             record: RevertRecord::default(),
+            selection: None,
         })
     }
 
@@ -153,6 +154,7 @@ impl Fault for MemoryStressSpec {
             reverts: vec!["end the helper (SIGKILL, pid + start time checked)".into()],
             instant: false,
             record: RevertRecord::default(),
+            selection: None,
         })
     }
 

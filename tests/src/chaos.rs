@@ -420,6 +420,55 @@ impl Drop for Bg {
     }
 }
 
+/// (mount point, filesystem type) of this process's mount namespace, from mountinfo.
+pub fn mounts() -> Vec<(PathBuf, String)> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            // mountinfo escapes space, tab, newline and backslash as octal.
+            let point = point
+                .replace("\\040", " ")
+                .replace("\\011", "\t")
+                .replace("\\012", "\n")
+                .replace("\\134", "\\");
+            Some((PathBuf::from(point), fstype.to_owned()))
+        })
+        .collect()
+}
+
+/// The mount points of every cgroup hierarchy (v1 controllers and the unified one).
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
+        .map(|(point, _)| point)
+        .collect()
+}
+
+/// Lazily unmounts everything mounted at or below `dir` (a runtime's storage the test set
+/// up), deepest first, and again while some remain (stacked mounts, at most five rounds).
+pub fn unmount_below(dir: &Path) {
+    for _ in 0..5 {
+        let mut points: Vec<PathBuf> = mounts()
+            .into_iter()
+            .map(|(point, _)| point)
+            .filter(|point| point.starts_with(dir))
+            .collect();
+        if points.is_empty() {
+            return;
+        }
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for point in points {
+            if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("umount {}: {e}", point.display());
+            }
+        }
+    }
+}
+
 /// A small tmpfs the test mounted itself (root only); unmounted on drop.
 #[derive(Debug)]
 pub struct Tmpfs {

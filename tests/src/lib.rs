@@ -19,6 +19,7 @@
 //! - [`docker`]: real containers from a `FROM scratch` image of the project's workload.
 //! - [`containerd`], [`podman`]: a containerd (CRI) and a podman (Docker-compatible API
 //!   socket) of the test's own, running that image.
+//! - [`freezer`]: the cgroup freezer read by the test itself (container-pause evidence).
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
 //! - [`drill`]: a self-healing service under a restart loop, `faultline drill run`, PNG checks.
@@ -44,6 +45,7 @@ pub mod deploy;
 pub mod dns;
 pub mod docker;
 pub mod drill;
+pub mod freezer;
 pub mod gameday;
 pub mod netns;
 pub mod pki;

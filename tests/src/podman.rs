@@ -209,6 +209,16 @@ impl Podman {
             .unwrap_or_else(|| panic!("podman container {id} has no process: {pid:?}"))
     }
 
+    /// The state of container `id` (`running`, `paused`, `exited`…); empty when podman
+    /// does not know it (no panic: a removed container is a state too).
+    pub fn status(&self, id: &str) -> String {
+        self.command()
+            .args(["inspect", "--format", "{{.State.Status}}", id])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    }
+
     /// Waits until the socket answers `GET /_ping` with `200 OK`.
     fn wait_for_service(&self, timeout: Duration) {
         let answered = wait_until(timeout, || {

@@ -6,7 +6,8 @@
 //! test mounted, a partition and a rate limit inside two network namespaces the test made,
 //! and a container pause of a container the test started. Each is seen in effect by an
 //! observer that does not ask faultline: `/proc/<pid>/stat`, the tmpfs's files and
-//! `statvfs(2)`, a TCP connect, `nft list ruleset`, `tc qdisc show`, `docker inspect`.
+//! `statvfs(2)`, a TCP connect, `nft list ruleset`, `tc qdisc show`, the container's cgroup
+//! freezer state.
 //!
 //! Then the agent is SIGKILLed. What ran inside it or under it goes at once: the stress
 //! helpers (PR_SET_PDEATHSIG) and the proxy's listener. The rest still holds, since only the
@@ -18,7 +19,7 @@
 //! Docker; under CI either absence fails the test.
 //!
 //! Timing: 1 s is the bar, asserted as in `chaos_recovery.rs`. Every observer polls
-//! on its own thread every 10 ms, so a slow one (`docker inspect` takes tens of ms) does not
+//! on its own thread every 10 ms, so a slow one does not
 //! delay another's figure; each figure is an upper bound by one observation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
@@ -33,6 +34,7 @@ use faultline_tests::chaos::{
     wait_until,
 };
 use faultline_tests::docker::{Container, docker_available};
+use faultline_tests::freezer::{self, ThawOnDrop};
 use faultline_tests::netns::{self, ADDR_B, NetnsPair};
 use serde_json::{Value, json};
 
@@ -72,18 +74,14 @@ fn helpers_of(state_dir: &std::path::Path, id: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// `docker inspect -f {{.State.Paused}}`.
-fn docker_paused(id: &str) -> bool {
+/// The freezer cgroup of container `id`'s main process (`docker inspect` gives the pid).
+fn freezer_cgroup(id: &str) -> String {
     let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Paused}}", id])
+        .args(["inspect", "-f", "{{.State.Pid}}", id])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "docker inspect {id}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim() == "true"
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    freezer::cgroup_of(pid).unwrap()
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS`), 0 when it is gone.
@@ -139,6 +137,12 @@ async fn faults_held_by_a_sigkilled_agent_are_reverted_within_1s_of_its_restart(
     } else {
         None
     };
+    // Dropped before the container: a frozen task cannot die, `docker rm -f` would hang.
+    let mut thaw = ThawOnDrop::default();
+    let cgroup = container.as_ref().map(|c| freezer_cgroup(&c.id));
+    if let Some(cg) = &cgroup {
+        thaw.add(cg);
+    }
 
     let tokens_dir = tempfile::tempdir().unwrap();
     let tokens = write_tokens(tokens_dir.path());
@@ -253,15 +257,14 @@ async fn faults_held_by_a_sigkilled_agent_are_reverted_within_1s_of_its_restart(
             outlives_agent: true,
         });
     }
-    if let Some(c) = &container {
-        let cid = c.id.clone();
+    if let (Some(c), Some(cg)) = (&container, cgroup.clone()) {
         held.push(Held {
             kind: "container-pause",
             id: post(
                 &api,
                 &json!({"kind": "container-pause", "container": c.name, "duration": HOLD}),
             ),
-            in_effect: Box::new(move || docker_paused(&cid)),
+            in_effect: Box::new(move || freezer::frozen(&cg) == Some(true)),
             outlives_agent: true,
         });
     }

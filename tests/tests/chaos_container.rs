@@ -1,9 +1,12 @@
 //! Container faults through the real `faultline fault inject container-*` against containers
 //! the test starts itself (the static `faultline-workload` image built `FROM scratch`), each
 //! observed with the `docker inspect` command — not with faultline's own Docker client — and
-//! removed on drop. Crash safety: a paused container whose injector is SIGKILLed is unpaused
-//! by `faultline fault revert --all`. Guards: a container running a protected process is
-//! refused (exit 3, the guard named) and left running.
+//! removed on drop. Pause freezes the container's cgroup (read by the test itself: the
+//! freezer's state file and `/proc/<pid>/stat`); crash safety: a paused container whose
+//! injector is SIGKILLed is thawed by `faultline fault revert --all`. Selectors: `--label
+//! --count 1` stops exactly one of three containers and the revert starts it again. Guards:
+//! a container running a protected process is refused (exit 3, the guard named) and left
+//! running.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 use std::process::Command;
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use faultline_tests::chaos::{Scratch, wait_until};
 use faultline_tests::docker::{Container, docker_available};
+use faultline_tests::freezer::{self, ThawOnDrop, Watched};
 use nix::sys::signal::Signal;
 
 /// `docker inspect -f '{{.State.Status}} {{.State.Paused}} {{.State.ExitCode}} {{.State.StartedAt}}'`.
@@ -136,12 +140,28 @@ async fn container_kill_delivers_the_signal_and_revert_starts_it() {
     );
 }
 
+/// The main process of `c` (`docker inspect -f {{.State.Pid}}`).
+fn main_pid(c: &Container) -> i32 {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &c.id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 #[tokio::test]
-async fn container_pause_freezes_it_and_a_sigkilled_injector_is_recovered_by_revert_all() {
+async fn container_pause_freezes_its_cgroup_and_a_sigkilled_injector_is_recovered_by_revert_all() {
     if !docker_available("container_pause") {
         return;
     }
     let c = workload("pause").await;
+    let pids = vec![main_pid(&c)];
+    let cgroup = freezer::cgroup_of(pids[0]).unwrap();
+    assert!(cgroup.contains(&c.id), "{cgroup}");
+    // Dropped before the container: a frozen task cannot die, `docker rm -f` would hang.
+    let mut thaw = ThawOnDrop::default();
+    thaw.add(&cgroup);
+    let watched = Watched { cgroup, pids };
     let s = Scratch::new("");
     let args = [
         "fault",
@@ -152,17 +172,74 @@ async fn container_pause_freezes_it_and_a_sigkilled_injector_is_recovered_by_rev
         "--duration",
         "30s",
     ];
-    let mut bg = s.spawn("pause", &args);
+    let bg = watched.inject(&s, "pause", &args);
+    // The freezer is not Docker's pause: Docker still calls the container running.
+    assert_eq!(inspect(&c).0, "running");
+    watched.sigterm_thaws(bg);
+    // SIGKILL the injector: the container stays frozen until the journal is recovered.
+    watched.sigkill_keeps_it_frozen(watched.inject(&s, "pause2", &args));
+    watched.revert_all_thaws(&s);
+    assert_eq!(inspect(&c).0, "running");
+}
+
+#[tokio::test]
+async fn docker_containers_are_picked_by_label_and_count_and_started_again() {
+    if !docker_available("container_selectors") {
+        return;
+    }
+    // A label of this test's own: the workload image's label is on every test's containers.
+    let mark = format!("org.faultline.selector={}", std::process::id());
+    let label = vec!["--label".to_owned(), mark.clone()];
+    let mut cs = Vec::new();
+    for i in 0..3 {
+        let c = Container::run(&format!("sel{i}"), &label, &["--listen", "0.0.0.0:7000"]).await;
+        c.wait_ready(Duration::from_secs(20)).await;
+        cs.push(c);
+    }
+    let s = Scratch::new("");
+    let mut bg = s.spawn(
+        "stop-one",
+        &[
+            "fault",
+            "inject",
+            "container-stop",
+            "--label",
+            &mark,
+            "--count",
+            "1",
+            "--grace",
+            "2s",
+            "--duration",
+            "30s",
+        ],
+    );
     assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
+        s.wait_applied("container-stop", Duration::from_secs(30))
             .is_some(),
         "{}",
         bg.stderr()
     );
+    let states: Vec<String> = cs.iter().map(|c| inspect(c).0).collect();
+    let stopped: Vec<&Container> = cs
+        .iter()
+        .zip(&states)
+        .filter(|(_, st)| *st == "exited")
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(stopped.len(), 1, "exactly one of three: {states:?}");
+    assert_eq!(
+        states.iter().filter(|st| *st == "running").count(),
+        2,
+        "{states:?}"
+    );
+    let named = wait_until(Duration::from_secs(5), || {
+        bg.stdout().contains(&stopped[0].name)
+    });
+    assert!(named, "the output names the container: {}", bg.stdout());
     assert!(
-        status_is(&c, "paused") && inspect(&c).1,
-        "not paused: {:?}",
-        inspect(&c)
+        bg.stdout().contains("selected: 1 of 3 matching"),
+        "{}",
+        bg.stdout()
     );
     bg.signal(Signal::SIGTERM);
     assert!(
@@ -173,34 +250,23 @@ async fn container_pause_freezes_it_and_a_sigkilled_injector_is_recovered_by_rev
         bg.stderr()
     );
     assert!(
-        status_is(&c, "running") && !inspect(&c).1,
-        "not unpaused: {:?}",
-        inspect(&c)
+        status_is(stopped[0], "running"),
+        "not started again: {:?}",
+        inspect(stopped[0])
     );
-
-    // SIGKILL the injector: the container stays paused until the journal is recovered.
-    let mut bg = s.spawn("pause2", &args);
-    assert!(
-        s.wait_applied("container-pause", Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        bg.stderr()
-    );
-    bg.signal(Signal::SIGKILL);
-    bg.wait_exit(Duration::from_secs(5)).expect("killed");
-    assert!(inspect(&c).1, "still paused after the injector died");
-    let out = s.run(&["fault", "revert", "--all"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(": reverted"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !inspect(&c).1 && inspect(&c).0 == "running",
-        "not unpaused: {:?}",
-        inspect(&c)
-    );
+    // A label nothing carries is refused, naming it.
+    let out = s.run(&[
+        "fault",
+        "inject",
+        "container-stop",
+        "--label",
+        &format!("{mark}-none"),
+        "--duration",
+        "5s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("label {mark}-none")), "{err}");
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use faultline_chaos::journal::{JOURNAL_VERSION, Phase};
 use faultline_chaos::{
     Audit, ChaosConfig, Context, Engine, Env, FaultSpec, Journal, JournalEntry, RecoveryOutcome,
-    Requester, WorkerCommand, procfs,
+    Requester, RuntimeSockets, WorkerCommand, procfs,
 };
 use faultline_tests::chaos::{Tmpfs, Victim, is_root, require, state, wait_until};
 use proptest::prelude::*;
@@ -163,6 +163,8 @@ impl Incarnation {
             agent,
             parent_pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             boot_id,
+            pod: None,
+            sockets: RuntimeSockets::default(),
         };
         let journal = Journal::open(state_dir).unwrap_or_else(|e| panic!("journal: {e}"));
         let engine = Engine::new(
@@ -235,6 +237,7 @@ impl Incarnation {
             deadline_unix_ms: faultline_chaos::fault::unix_millis(ctx.deadline),
             phase: Phase::Planned,
             targets: plan.targets.clone(),
+            selection: None,
             record: plan.record.clone(),
         };
         self.engine

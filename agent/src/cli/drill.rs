@@ -141,7 +141,7 @@ struct Outputs {
 
 async fn run_one(
     config: Config,
-    sc: scenario::Scenario,
+    mut sc: scenario::Scenario,
     state_dir: &Path,
     out: Outputs,
 ) -> ExitCode {
@@ -160,8 +160,7 @@ async fn run_one(
         return ExitCode::FAILURE;
     }
     let engine = match crate::faults::open_engine(
-        &config.chaos,
-        &config.roots().proc,
+        &config.fault_settings(),
         state_dir,
         faultline_chaos::Audit::default(),
     ) {
@@ -178,7 +177,7 @@ async fn run_one(
     }
     crate::faults::recover_at_start(&engine).await;
     let requester = Requester::cli();
-    let mut targets = match execute::targets(&sc, &engine, &requester).await {
+    let mut targets = match execute::targets(&mut sc, &engine, &requester).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!("faultline: scenario error: {e}");

@@ -19,6 +19,8 @@
 //! faults:
 //!   - at: 2s                        # offset (from the fault phase, or the previous fault's end)
 //!     fault: { kind: process-kill, pid: 4242, duration: 1s }   # any faultline_chaos FaultSpec
+//!   - at: 0s                        # pod selectors: one random pod of app=web in shop
+//!     fault: { kind: container-kill, namespace: shop, label: { app: web }, count: 1, duration: 1m }
 //!   - at: 0s
 //!     command: [rm, -rf, /srv/pg/data]  # an irreversible step, run as a command
 //! recovery:
@@ -928,6 +930,32 @@ objectives: { rto: 5s }
         let self_heal_with_actions = text.replace("strategy: actions", "strategy: self-heal");
         let (_, field, _) = invalid(&self_heal_with_actions, &known);
         assert_eq!(field, "recovery.strategy");
+    }
+
+    #[test]
+    fn fault_steps_take_pod_selectors_as_the_cli_and_the_api_do() {
+        let text = GOOD.replace(
+            "fault: { kind: process-kill, pid: 42, duration: 1s }",
+            "fault: { kind: container-pause, namespace: shop, label: { app: web }, count: 1, duration: 1s }",
+        );
+        let s = parse(&text, "s.yaml", &Known::default()).unwrap();
+        let spec = s.faults[0].fault.as_ref().unwrap();
+        let json = serde_json::to_value(spec).unwrap();
+        assert_eq!(json["label"], serde_json::json!(["app=web"]));
+        assert_eq!(json["namespace"], "shop");
+        assert_eq!(json["count"], 1);
+        // The same spec as the API's JSON body.
+        let api: faultline_chaos::FaultSpec = serde_json::from_str(
+            r#"{"kind":"container-pause","namespace":"shop","label":["app=web"],"count":1,"duration":"1s"}"#,
+        )
+        .unwrap();
+        assert_eq!(&api, spec);
+        let typo = GOOD.replace(
+            "fault: { kind: process-kill, pid: 42, duration: 1s }",
+            "fault: { kind: container-pause, lable: { app: web }, duration: 1s }",
+        );
+        let (_, _, msg) = invalid(&typo, &Known::default());
+        assert!(msg.contains("lable"), "{msg}");
     }
 
     #[test]

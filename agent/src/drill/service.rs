@@ -234,11 +234,15 @@ impl DrillService {
     }
 
     /// Starts a drill; returns its id once its targets are locked.
-    pub async fn start(&self, sc: Scenario, requester: Requester) -> Result<String, StartError> {
+    pub async fn start(
+        &self,
+        mut sc: Scenario,
+        requester: Requester,
+    ) -> Result<String, StartError> {
         if self.inner.cancel.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
-        let targets = execute::targets(&sc, &self.inner.engine, &requester)
+        let targets = execute::targets(&mut sc, &self.inner.engine, &requester)
             .await
             .map_err(StartError::Refused)?;
         let id = new_id();

@@ -367,7 +367,7 @@ pub async fn run(config: Config, state_dir: &Path, config_file: &str) -> anyhow:
     // Its audit events wait in the channel until the OTLP log pipeline exists.
     let audit = faultline_chaos::Audit::default();
     let mut recovered = audit.subscribe();
-    let engine = crate::faults::open_engine(&config.chaos, &config.roots().proc, state_dir, audit);
+    let engine = crate::faults::open_engine(&config.fault_settings(), state_dir, audit);
     match &engine {
         Ok(engine) => crate::faults::recover_at_start(engine).await,
         Err(e) => error!(error = %e, "fault journal recovery skipped"),

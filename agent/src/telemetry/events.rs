@@ -192,6 +192,22 @@ pub fn fault_audit(e: &AuditEvent) -> LogEvent {
     {
         a.push(("faultline.fault.deadline".into(), d.into()));
     }
+    if let Some(s) = &e.selection {
+        a.push(("faultline.fault.selector".into(), s.selector.clone().into()));
+        a.push((
+            "faultline.fault.seed".into(),
+            // The OTLP int is signed: the seed's bits, as a string to stay exact.
+            s.seed.to_string().into(),
+        ));
+        a.push((
+            "faultline.fault.matched".into(),
+            AttrValue::StrArray(s.matched.clone()),
+        ));
+        a.push((
+            "faultline.fault.picked".into(),
+            AttrValue::StrArray(s.picked.clone()),
+        ));
+    }
     let (severity, outcome, detail) = match &e.outcome {
         Ok(d) if e.action == AuditAction::Refuse => (Severity::Warn, "refused", d),
         Ok(d) => (Severity::Info, "ok", d),
@@ -314,8 +330,34 @@ mod tests {
             targets: vec!["pid 42 (sleep)".into()],
             deadline_unix_ms: 1_700_000_060_000,
             outcome: Ok("applied".into()),
+            selection: None,
         };
         let ev = fault_audit(&e);
+        assert!(attr(&ev, "faultline.fault.seed").is_none());
+        let picked = fault_audit(&AuditEvent {
+            selection: Some(faultline_chaos::Selection {
+                selector: "namespace=shop label app=web count=1".into(),
+                matched: vec![
+                    "shop/web-0/app (0123)".into(),
+                    "shop/web-1/app (4567)".into(),
+                ],
+                picked: vec!["shop/web-1/app (4567)".into()],
+                seed: u64::MAX,
+            }),
+            ..e.clone()
+        });
+        assert_eq!(
+            attr(&picked, "faultline.fault.seed"),
+            Some(&AttrValue::from(u64::MAX.to_string()))
+        );
+        assert_eq!(
+            attr(&picked, "faultline.fault.picked"),
+            Some(&AttrValue::StrArray(vec!["shop/web-1/app (4567)".into()]))
+        );
+        assert_eq!(
+            attr(&picked, "faultline.fault.selector"),
+            Some(&AttrValue::from("namespace=shop label app=web count=1"))
+        );
         assert_eq!(ev.time_unix_nanos, 1_700_000_000_123_000_000);
         assert_eq!(ev.severity, Severity::Info);
         assert_eq!(ev.event_name, "faultline.fault.audit");

@@ -4,7 +4,7 @@
 //! metadata collector and its drills' recovery actions all talk to Docker through it.
 //!
 //! Two ways to talk:
-//! - [`Docker::inspect`] and [`Docker::post`]: one request on a connection of its own, driven
+//! - [`Docker::inspect`], [`Docker::list_running`] and [`Docker::post`]: one request on a connection of its own, driven
 //!   inside the call's own future, so no task outlives a call — usable from a throwaway
 //!   runtime (the faults' blocking methods run one per call).
 //! - [`Docker::connect`]: a kept-alive [`Connection`] for many requests and for the event
@@ -210,6 +210,13 @@ impl Docker {
         let path = container_path(id, "json")?;
         let body = self.call(Method::GET, &path, Duration::ZERO).await?;
         parse_inspect(&body).map_err(DockerError::decode(&path))
+    }
+
+    /// The IDs of the running containers (`GET /containers/json`).
+    pub async fn list_running(&self) -> Result<Vec<String>, DockerError> {
+        let path = "/containers/json";
+        let body = self.call(Method::GET, path, Duration::ZERO).await?;
+        parse_list(&body).map_err(DockerError::decode(path))
     }
 
     /// `POST /containers/{id}/{action}{query}`; `extra` is added to the call's time limit.

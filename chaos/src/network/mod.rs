@@ -79,6 +79,7 @@ pub(crate) fn plan_with<T: Serialize>(
         reverts,
         instant: false,
         record: RevertRecord::with_state(record)?,
+        selection: None,
     })
 }
 

@@ -200,12 +200,15 @@ pub(crate) fn resolve(
         }
         Selector::Pid(pid) => by_pid(kind, pid, None, env).map(Some),
         Selector::Container { reference, socket } => {
-            let info = crate::container::blocking(Docker::new(socket).inspect(reference)).map_err(
-                |e| FaultError::NoTarget {
-                    kind,
-                    message: format!("container {reference}: {e}"),
-                },
-            )?;
+            let info = crate::container::block_on(async {
+                Docker::new(socket)
+                    .inspect(reference)
+                    .await
+                    .map_err(|e| FaultError::NoTarget {
+                        kind,
+                        message: format!("container {reference}: {e}"),
+                    })
+            })?;
             let name = info.name.trim_start_matches('/');
             let short: String = info.id.chars().take(12).collect();
             if !info.state.running || info.state.pid <= 0 {

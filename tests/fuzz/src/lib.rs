@@ -172,13 +172,22 @@ pub fn fault_spec(data: &[u8]) {
     let _ = text.parse::<faultline_chaos::SignalName>();
 }
 
-/// The fault journal's entry files, and the `/proc` files the chaos engine reads.
+/// The fault journal's entry files, and the `/proc` files the chaos engine reads (the
+/// container freezer's lookup included).
 pub fn chaos_journal(data: &[u8]) {
     let _ = faultline_chaos::journal::parse_entry(Path::new("/fuzz/entry.json"), data);
     let text = String::from_utf8_lossy(data);
     let _ = faultline_chaos::procfs::parse_stat(&text);
     let _ = faultline_chaos::procfs::parse_cgroup(&text);
     let _ = faultline_chaos::procfs::parse_mem_available(&text);
+    // A process's cgroup file and mountinfo, split at the first blank line.
+    let (cgroup, mountinfo) = text.split_once("\n\n").unwrap_or((&text, &text));
+    if let Some(found) = faultline_chaos::freezer::locate(cgroup, mountinfo) {
+        assert!(
+            found.cgroup.path != "/" && !found.cgroup.path.is_empty(),
+            "the root cgroup is never a freezer target: {found:?}"
+        );
+    }
 }
 
 /// What restic, borg, pgBackRest and a `command` source print, and the time formats in it.

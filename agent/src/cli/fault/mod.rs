@@ -63,8 +63,7 @@ pub enum FaultCommand {
         /// How to reach a running agent.
         #[command(flatten)]
         agent: AgentArgs,
-        /// The fault kind and its options (boxed: a spec is far larger than the other
-        /// commands' arguments).
+        /// The fault kind and its options (boxed: the specs with selectors are large).
         #[command(subcommand)]
         spec: Box<FaultSpec>,
     },
@@ -149,12 +148,7 @@ pub fn run(cmd: FaultCommand, state_dir: &Path, log_format: Option<LogFormatArg>
     if let Some(o) = &otlp {
         o.forward_audit(&audit);
     }
-    let engine = match faults::open_engine(
-        &loaded.config.chaos,
-        &loaded.config.roots().proc,
-        state_dir,
-        audit,
-    ) {
+    let engine = match faults::open_engine(&loaded.config.fault_settings(), state_dir, audit) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("faultline: {e}");
@@ -238,6 +232,9 @@ fn print_applied(fault: &faultline_chaos::ActiveFault, json: bool) {
             fault.kind,
             fault.targets.join(", ")
         );
+        if let Some(selection) = &fault.selection {
+            println!("selected: {selection}");
+        }
         if let Some(check) = &fault.check {
             println!("check: {check}");
         }

@@ -147,6 +147,7 @@ async fn run_command_step(
         reverted_at: Some(at),
         instant: true,
         revert_error: None,
+        selection: None,
     });
     Ok(())
 }
@@ -219,6 +220,7 @@ async fn inject(sh: &Arc<Drill>, spec: FaultSpec) -> Result<Option<String>, Stri
         reverted_at: f.instant.then_some(at),
         instant: f.instant,
         revert_error: None,
+        selection: f.selection.clone(),
     });
     if f.instant {
         return Ok(None);

@@ -216,6 +216,7 @@ mod tests {
                 reverted_at: Some(at),
                 instant: true,
                 revert_error: None,
+                selection: None,
             });
         }
         assert_eq!(s.fault_at, Some(10.0));

@@ -204,12 +204,18 @@ async fn round(probes: &[Box<dyn Probe>], clock: &Clock) -> Vec<Outcome> {
 
 /// The lock names a drill holds: the scenario's `targets` plus every fault's resolved
 /// targets (planned now, through the guards: a refused fault stops the drill before it
-/// starts).
+/// starts). A fault that picks containers at random by pod selectors gets its seed pinned
+/// first, so that the drill injects into what it locked (and its report shows the seed).
 pub async fn targets(
-    sc: &Scenario,
+    sc: &mut Scenario,
     engine: &Engine,
     requester: &Requester,
 ) -> Result<Vec<String>, String> {
+    for step in &mut sc.faults {
+        if let Some(spec) = &mut step.fault {
+            spec.pin_seed(rand::random());
+        }
+    }
     let mut out: Vec<String> = sc.targets.clone();
     for (i, step) in sc.faults.iter().enumerate() {
         if let Some(spec) = &step.fault {

@@ -45,6 +45,7 @@ pub(super) fn window(id: &str, applied_at: f64, reverted_at: Option<f64>) -> Fau
         reverted_at,
         instant: false,
         revert_error: None,
+        selection: None,
     }
 }
 

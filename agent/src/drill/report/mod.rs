@@ -162,6 +162,9 @@ pub struct FaultWindow {
     /// Revert error, if the revert failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_error: Option<String>,
+    /// How pod selectors picked the targets (what matched, the picks, the seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<faultline_chaos::Selection>,
 }
 
 /// One objective's verdict.
@@ -437,6 +440,7 @@ pub(crate) mod fixture {
                 },
             ],
             faults: vec![FaultWindow {
+                selection: None,
                 id: "process-pause-00000001".into(),
                 kind: "process-pause".into(),
                 targets: vec!["pid 42".into()],
