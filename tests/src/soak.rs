@@ -186,19 +186,24 @@ mod tests {
 
     #[test]
     fn helpers_match_on_the_worker_argument_and_the_exact_parent() {
-        let line = |parent: &str| {
-            format!(
-                "/usr/bin/faultline\0{}\0--parent\0{parent}\0cpu\0--load\0020\0",
-                faultline_chaos::WORKER_ARG
-            )
-            .into_bytes()
+        let cmdline = |args: &[&str]| args.join("\0").into_bytes();
+        let helper = |parent: &str| {
+            let worker = faultline_chaos::WORKER_ARG;
+            cmdline(&[
+                "/usr/bin/faultline",
+                worker,
+                "--parent",
+                parent,
+                "cpu",
+                "--load",
+                "20",
+                "",
+            ])
         };
-        assert!(is_helper_of(&line("4242"), 4242));
-        assert!(!is_helper_of(&line("42421"), 4242));
-        assert!(!is_helper_of(
-            b"/usr/bin/faultline\0run\0--parent\04242\0",
-            4242
-        ));
+        assert!(is_helper_of(&helper("4242"), 4242));
+        assert!(!is_helper_of(&helper("42421"), 4242));
+        let run = cmdline(&["/usr/bin/faultline", "run", "--parent", "4242", ""]);
+        assert!(!is_helper_of(&run, 4242));
         assert!(!is_helper_of(b"", 4242));
     }
 
