@@ -57,6 +57,9 @@
 //!   flight and are not counted. The receiver's distinct cycle timestamps must also number at
 //!   least 80 % of the seconds the soak ran (the agent never stopped collecting; a loaded
 //!   machine may delay a tick, never skip most of them).
+//! - **progress**: at least one cycle per second on average (a debug build on a loaded 2-core
+//!   machine does about five): a stalled API or CLI would otherwise look like a quiet, leak-free
+//!   agent.
 //! - **faults**: every inject answered 201 and every revert went through, save at most 1 % of
 //!   cycles (a loaded 2-core machine can make an effect check miss by a scheduler tick); each
 //!   failure is printed.
@@ -197,11 +200,13 @@ struct Workers {
 }
 
 impl Workers {
-    fn stop(&mut self) {
+    /// Stops and joins every thread; how many had panicked.
+    fn stop(&mut self) -> usize {
         self.progress.stop.store(true, Ordering::Relaxed);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
+        self.handles
+            .drain(..)
+            .filter_map(|h| h.join().err())
+            .count()
     }
 }
 
@@ -712,16 +717,11 @@ fn span(rows: &[Sample], f: impl Fn(&Sample) -> u64) -> (u64, u64, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_of_fault_cycles_drills_and_outages_leaks_nothing_and_loses_no_point() {
     let seconds = soak_seconds();
-    let root = is_root();
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the soak needs root under CI=true (tmpfs, network namespaces)"
-        );
-        eprintln!(
-            "soak: NOT TESTED here: disk-fill, disk-io (tmpfs), rate-limit, partition, netem (namespaces) — not root"
-        );
-    }
+    // Without root the soak still runs, without the disk and kernel network kinds.
+    let root = faultline_tests::chaos::require(
+        is_root(),
+        "root (the soak's tmpfs for disk-fill and disk-io, its namespaces for rate-limit, partition and netem)",
+    );
     let kernel = root && netns::require_kernel_tools();
 
     // The test's own targets.
@@ -863,7 +863,11 @@ async fn soak_of_fault_cycles_drills_and_outages_leaks_nothing_and_loses_no_poin
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(agent.exit_status().is_none(), "the agent exited");
     }
-    workers.stop();
+    let panicked = workers.stop();
+    assert_eq!(
+        panicked, 0,
+        "a worker thread panicked (its message is above)"
+    );
     let ran = started.elapsed();
     let end_wall = SystemTime::now();
     let api_cycles = progress.api_cycles.load(Ordering::Relaxed);
@@ -1064,6 +1068,13 @@ async fn soak_of_fault_cycles_drills_and_outages_leaks_nothing_and_loses_no_poin
     if (in_window as f64) < 0.8 * ran.as_secs_f64() {
         broken.push(format!(
             "only {in_window} distinct cycles received over {:.0} s",
+            ran.as_secs_f64()
+        ));
+    }
+    if (cycles as f64) < ran.as_secs_f64() {
+        broken.push(format!(
+            "only {cycles} cycles in {:.0} s: the workers stalled (a debug build on a loaded \
+             2-core machine does 5 a second)",
             ran.as_secs_f64()
         ));
     }
