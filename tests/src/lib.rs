@@ -26,6 +26,8 @@
 //! - [`api`]: requests to the agent's HTTP API, tokens files, an agent with the API on.
 //! - [`gameday`]: node containers (agent + supervised echo service) on a private Docker
 //!   network for the multi-node game-day test.
+//! - [`soak`]: the soak's own readings of a running agent (fds, RSS, threads, helpers,
+//!   journal, qdiscs, nft tables, disk queue) and its CSV rows.
 //! - [`eventually`]: wait for a condition with a deadline instead of sleeping.
 //! - [`python3`]: a Python script's output, for parsers from its standard library.
 //!
@@ -53,6 +55,7 @@ pub mod podman;
 pub mod procfs;
 pub mod receiver;
 pub mod semconv;
+pub mod soak;
 
 pub use agent::{Agent, OtlpConfig, TlsFiles, agent_binary, run_cli, workspace_root};
 pub use receiver::{

@@ -40,8 +40,10 @@ struct Net {
 }
 
 impl Net {
-    fn create() -> Self {
-        let name = format!("faultline-test-net-{}", std::process::id());
+    /// A network of this test's own: the name carries the pid and `tag` (Docker allows two
+    /// networks of one name, and this binary's tests run in parallel).
+    fn create(tag: &str) -> Self {
+        let name = format!("faultline-test-net-{}-{tag}", std::process::id());
         let _ = Command::new("docker")
             .args(["network", "rm", &name])
             .output();
@@ -111,7 +113,7 @@ async fn pid_of(c: &Container) -> i32 {
 
 impl Topology {
     async fn start(tag: &str) -> Self {
-        let net = Net::create();
+        let net = Net::create(tag);
         let run = |host: u8, hint: String| {
             let args = vec![
                 "--network".to_owned(),
