@@ -87,6 +87,9 @@ fn pod_run(
             (Some(v), _) => v.to_owned(),
             (None, "NODE_NAME") => "deploy-test-node".to_owned(),
             (None, "HOST_IP" | "POD_IP") => "127.0.0.1".to_owned(),
+            // The downward API's pod identity (the agent-pod guard of container faults).
+            (None, "POD_NAMESPACE") => "faultline".to_owned(),
+            (None, "POD_NAME") => "faultline-deploy-test".to_owned(),
             (None, other) => panic!("env {other}: no stand-in for {e}"),
         };
         args.push(format!("--env={name}={value}"));
