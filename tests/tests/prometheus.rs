@@ -42,7 +42,7 @@ const EXPECTED_NAMES: &[&str] = &[
 /// finding not listed here fails the test.
 const SPEC_CONFLICTS: &[&str] = &[
     // Scraped only while a container runs on the host (the container collector's updowncounter
-    // `container.pids.count`, `{pid}`): the same translation.
+    // `container.pids.count`, `{task}`): the same translation.
     r#"container_pids_count non-histogram and non-summary metrics should not have "_count" suffix"#,
     r#"system_cpu_logical_count non-histogram and non-summary metrics should not have "_count" suffix"#,
     r#"system_cpu_physical_count non-histogram and non-summary metrics should not have "_count" suffix"#,
