@@ -15,8 +15,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use crate::agent_binary;
-
 /// A two-worker runtime for synchronous tests that drive a [`faultline_chaos::Engine`]
 /// directly (its blocking work runs on the runtime's blocking pool).
 ///
@@ -222,7 +220,7 @@ impl Scratch {
 
     /// `faultline --state-dir <state> <args…> --config <cfg>` as a command.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(agent_binary());
+        let mut cmd = crate::agent::faultline_command();
         cmd.arg("--state-dir")
             .arg(self.state())
             .args(args)
