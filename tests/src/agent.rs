@@ -165,27 +165,9 @@ pub fn without_package_env(cmd: &mut std::process::Command) {
 }
 
 /// A command for the agent binary with a scrubbed environment.
-/// `faultline` as a command that ends with the test that starts it: run through util-linux's
-/// `setpriv --pdeathsig TERM`, so that a test process killed outright (a CI timeout, a stopped
-/// session) takes its agents with it instead of leaving them running; they get SIGTERM and
-/// revert their faults as on any stop. The signal follows the death of the spawning thread,
-/// so start long-lived processes from the test's own thread or runtime, never from a
-/// short-lived helper thread. Plain `faultline` where setpriv lacks `--pdeathsig`.
+/// `faultline` as a command that ends with the test that starts it ([`crate::ending_with_test`]).
 pub fn faultline_command() -> std::process::Command {
-    static PDEATHSIG: OnceLock<bool> = OnceLock::new();
-    let supported = *PDEATHSIG.get_or_init(|| {
-        std::process::Command::new("setpriv")
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"))
-    });
-    if supported {
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--pdeathsig", "TERM", "--"]).arg(agent_binary());
-        cmd
-    } else {
-        std::process::Command::new(agent_binary())
-    }
+    crate::ending_with_test(agent_binary())
 }
 
 fn agent_command() -> Command {

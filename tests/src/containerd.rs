@@ -222,7 +222,7 @@ impl Containerd {
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
         MADE.register(&made_dirs());
-        let child = Command::new("containerd")
+        let child = crate::ending_with_test("containerd")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())

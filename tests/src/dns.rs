@@ -55,7 +55,7 @@ impl Dnsmasq {
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_udp_and_tcp_port();
         let log = dir.path().join("dnsmasq.log");
-        let mut cmd = Command::new("dnsmasq");
+        let mut cmd = crate::ending_with_test("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
             "--conf-file=/dev/null",

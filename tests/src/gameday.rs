@@ -276,7 +276,7 @@ pub fn spawn_game(dir: &Path, file: &Path) -> std::process::Child {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| panic!("{} has no file name", file.display()));
-    let mut cmd = Command::new(crate::agent_binary());
+    let mut cmd = crate::agent::faultline_command();
     cmd.args(["gameday", "run"])
         .arg(file)
         .arg("--report-json")

@@ -126,6 +126,30 @@ pub fn python3(script: &str, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `program` as a command that ends with the test that starts it: run through util-linux's
+/// `setpriv --pdeathsig TERM`, so that a test process killed outright (a CI timeout, a stopped
+/// session) takes the agents, runtimes and servers it started with it instead of leaving them
+/// running; they get SIGTERM (an agent reverts its faults as on any stop). The signal follows
+/// the death of the spawning *thread*: start long-lived processes from the test's own thread
+/// or runtime, never from a short-lived helper thread. Plain `program` where setpriv lacks
+/// `--pdeathsig`.
+pub fn ending_with_test(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    static PDEATHSIG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let supported = *PDEATHSIG.get_or_init(|| {
+        std::process::Command::new("setpriv")
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"))
+    });
+    if supported {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
+        cmd
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ci_value;

@@ -134,7 +134,8 @@ impl Podman {
         let log_err = log_file
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let service = podman_command(dir.path())
+        // The service outlives every call: it must end with the test (ending_with_test).
+        let service = with_storage(crate::ending_with_test("podman"), dir.path())
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()))
             .stdin(Stdio::null())
@@ -301,7 +302,11 @@ fn made_dirs() -> Vec<PathBuf> {
 
 /// `podman` with the storage, run root and configuration of the instance in `dir`.
 fn podman_command(dir: &Path) -> Command {
-    let mut cmd = Command::new("podman");
+    with_storage(Command::new("podman"), dir)
+}
+
+/// `cmd` (a podman command) with the storage and configuration of the instance in `dir`.
+fn with_storage(mut cmd: Command, dir: &Path) -> Command {
     cmd.env("CONTAINERS_CONF", dir.join("containers.conf"))
         .arg("--root")
         .arg(dir.join("root"))

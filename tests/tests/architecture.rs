@@ -106,14 +106,36 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue; // e.g. `faultline_crate::`
         }
-        let name: String = code[i + "crate::".len()..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            out.insert(name);
+        let rest = &code[i + "crate::".len()..];
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        if let Some(group) = rest.strip_prefix('{') {
+            // `use crate::{a::x, b}`: the first name of each top-level item of the list.
+            let (mut depth, mut item_start) = (0usize, 0usize);
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        out.insert(ident(&group[item_start..j]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.insert(ident(&group[item_start..j]));
+                        item_start = j + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.insert(ident(rest));
         }
     }
+    out.remove("");
     out
 }
 
@@ -306,4 +328,10 @@ fn a_planted_upward_import_is_caught() {
         "// crate::cli::x\nuse crate::yaml;\n#[cfg(test)]\nmod tests {\n    use crate::cli;\n}\n",
     );
     assert_eq!(crate_paths(&code), BTreeSet::from(["yaml".to_owned()]));
+    // A grouped import names every module it reaches.
+    let grouped = crate_paths("use crate::{cli::Command, yaml::{self, line_of}, stop};\n");
+    assert_eq!(
+        grouped,
+        BTreeSet::from(["cli".to_owned(), "yaml".to_owned(), "stop".to_owned()])
+    );
 }

@@ -7,10 +7,10 @@
 //! exit codes, and the journal directory listing.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use faultline_tests::agent_binary;
+use faultline_tests::agent::faultline_command;
 use faultline_tests::chaos::{Scratch, Victim, state, wait_until};
 
 const PROCESSES: usize = 20;
@@ -27,7 +27,7 @@ fn twenty_concurrent_injects_on_a_fresh_state_dir_all_apply_and_revert_over_twen
         let mut injects: Vec<(i32, Child)> = victims
             .iter()
             .map(|v| {
-                let child = Command::new(agent_binary())
+                let child = faultline_command()
                     .arg("--state-dir")
                     .arg(&state_dir)
                     .args(["fault", "inject", "process-pause", "--pid"])
@@ -47,7 +47,7 @@ fn twenty_concurrent_injects_on_a_fresh_state_dir_all_apply_and_revert_over_twen
             .collect();
         // Watch every victim stop while the injects run.
         let mut seen_paused = HashSet::new();
-        wait_until(Duration::from_secs(20), || {
+        let all_ended = wait_until(Duration::from_secs(20), || {
             for v in &victims {
                 if state(v.pid()) == Some('T') {
                     seen_paused.insert(v.pid());
@@ -57,6 +57,15 @@ fn twenty_concurrent_injects_on_a_fresh_state_dir_all_apply_and_revert_over_twen
                 .iter_mut()
                 .all(|(_, c)| c.try_wait().ok().flatten().is_some())
         });
+        if !all_ended {
+            for (_, c) in &mut injects {
+                let _ = c.kill();
+            }
+        }
+        assert!(
+            all_ended,
+            "round {round}: an inject did not end within 20 s"
+        );
         for (pid, child) in injects.drain(..) {
             let out = child
                 .wait_with_output()
