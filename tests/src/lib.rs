@@ -134,19 +134,27 @@ pub fn python3(script: &str, args: &[&str], stdin: Option<&str>) -> String {
 /// or runtime, never from a short-lived helper thread. Plain `program` where setpriv lacks
 /// `--pdeathsig`.
 pub fn ending_with_test(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-    static PDEATHSIG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let supported = *PDEATHSIG.get_or_init(|| {
-        std::process::Command::new("setpriv")
+    // Found once, by absolute path: a test may run the command with a PATH of its own (one
+    // without tc or nft, say) that lacks setpriv.
+    static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let setpriv = SETPRIV.get_or_init(|| {
+        let path = std::env::var_os("PATH")?;
+        let found = std::env::split_paths(&path)
+            .map(|dir| dir.join("setpriv"))
+            .find(|p| p.is_file())?;
+        std::process::Command::new(&found)
             .arg("--help")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"))
+            .then_some(found)
     });
-    if supported {
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
-        cmd
-    } else {
-        std::process::Command::new(program)
+    match setpriv {
+        Some(setpriv) => {
+            let mut cmd = std::process::Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(program);
+            cmd
+        }
+        None => std::process::Command::new(program),
     }
 }
 

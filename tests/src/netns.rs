@@ -138,7 +138,8 @@ fn in_netns_at<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// `nsenter --net=/proc/PID/ns/net program args…`: a tool (tc, nft) run by the test inside the
-/// network namespace of process `pid`; its output (not checked).
+/// network namespace of process `pid`; its output, whatever its exit status (see
+/// [`observe_in_netns_of`] for an observation that must succeed).
 pub fn exec_in_netns_of(pid: i32, program: &str, args: &[&str]) -> Output {
     Command::new("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
@@ -146,4 +147,19 @@ pub fn exec_in_netns_of(pid: i32, program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("nsenter --net=/proc/{pid}/ns/net {program}: {e}"))
+}
+
+/// [`exec_in_netns_of`] for an observation the test relies on (`tc qdisc show`, `nft list
+/// ruleset`): its standard output, and a panic naming the tool when it fails, so that a failed
+/// look never passes for an empty namespace.
+pub fn observe_in_netns_of(pid: i32, program: &str, args: &[&str]) -> String {
+    let out = exec_in_netns_of(pid, program, args);
+    assert!(
+        out.status.success(),
+        "{program} {} in the namespace of pid {pid} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use faultline_tests::chaos::{Bg, Scratch, is_root, require, wait_until};
 use faultline_tests::docker::{Container, docker_available};
-use faultline_tests::netns::{exec_in_netns_of, in_netns_of};
+use faultline_tests::netns::{exec_in_netns_of, in_netns_of, observe_in_netns_of};
 use nix::sys::signal::Signal;
 
 /// A `PATH` where no `tc`, `nft` or `ip` can be found.
@@ -102,8 +102,9 @@ fn available(test: &str) -> bool {
         && docker_available(test)
         && require(
             Command::new("nsenter").arg("--version").output().is_ok()
-                && Command::new("tc").arg("-V").output().is_ok(),
-            "nsenter and tc (the test's own observations)",
+                && Command::new("tc").arg("-V").output().is_ok()
+                && Command::new("nft").arg("--version").output().is_ok(),
+            "nsenter, tc and nft (the test's own observations)",
         )
 }
 
@@ -204,19 +205,13 @@ fn text(out: &std::process::Output) -> String {
 
 /// `tc qdisc show dev eth0; tc class show dev eth0` inside `pid`'s namespace, as the test sees it.
 fn tc_tree(pid: i32) -> String {
-    let q = exec_in_netns_of(pid, "tc", &["qdisc", "show", "dev", "eth0"]);
-    let c = exec_in_netns_of(pid, "tc", &["class", "show", "dev", "eth0"]);
-    let f = exec_in_netns_of(pid, "tc", &["filter", "show", "dev", "eth0"]);
-    format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&q.stdout),
-        String::from_utf8_lossy(&c.stdout),
-        String::from_utf8_lossy(&f.stdout)
-    )
+    ["qdisc", "class", "filter"]
+        .map(|what| observe_in_netns_of(pid, "tc", &[what, "show", "dev", "eth0"]))
+        .concat()
 }
 
 fn nft_ruleset(pid: i32) -> String {
-    String::from_utf8_lossy(&exec_in_netns_of(pid, "nft", &["list", "ruleset"]).stdout).into_owned()
+    observe_in_netns_of(pid, "nft", &["list", "ruleset"])
 }
 
 fn applied(s: &Scratch, kind: &str, bg: &Bg) {

@@ -44,8 +44,9 @@
 //! - **disk queue**: ≤ 9 MiB at every sample. Consumed segments are deleted; what remains is
 //!   the segment being written and at most one being sent (each ≤ 4 MiB, the default budget
 //!   / 64), plus the ~10 s of cycles an outage queues.
-//! - **helpers**, **journal entries**, **qdiscs** and **nft tables** in the namespace: at most
-//!   one per concurrent fault at any time (≤ 3: two workers and the drill), and at the end —
+//! - **helpers**, **journal entries** and **nft tables** in the namespace: at most one per
+//!   concurrent fault at any time (≤ 3: two workers and the drill; qdiscs are not bounded so,
+//!   an htb fault adds several lines to `tc qdisc show`), and at the end —
 //!   after the last revert, the last drill and a settle of up to 30 s — 0 helpers, 0 journal
 //!   entries, `GET /v1/faults` empty, the namespace's `tc qdisc show` and `nft list tables`
 //!   exactly as before the soak, no file left in the tmpfs, no proxy still listening, and no
@@ -1056,6 +1057,16 @@ async fn soak_of_fault_cycles_drills_and_outages_leaks_nothing_and_loses_no_poin
         if TcpStream::connect(proxy).is_ok() {
             broken.push(format!("a proxy still listens on {proxy}"));
         }
+    }
+    // The lost-points check reads the agent's debug lines: without them it would pass on
+    // nothing, so as many cycles must have been logged as written as ran (1 s interval).
+    if (written.len() as f64) < 0.8 * ran.as_secs_f64() {
+        broken.push(format!(
+            "only {} cycles logged as written to the disk queue over {:.0} s: the lost-points \
+             check has nothing to compare",
+            written.len(),
+            ran.as_secs_f64()
+        ));
     }
     if !lost.is_empty() {
         broken.push(format!(
