@@ -105,12 +105,7 @@ pub fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
                 return Err(format!("{}: no PEM certificate in it", path.display()));
             }
         }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // An unreadable system certificate is simply not trusted.
-                let _ = roots.add(cert);
-            }
-        }
+        None => roots = https::system_roots(),
     }
     Ok(roots)
 }
@@ -152,21 +147,7 @@ impl AgentClient {
         roots: rustls::RootCertStore,
         timeouts: Timeouts,
     ) -> Self {
-        // The ring provider supports the default versions; should that ever change, an empty
-        // configuration fails every https call with a TLS error rather than the process.
-        let tls = https::tls_config_with_roots(roots, None).unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-        let client = https::client(
-            tls,
-            https::ConnectOptions {
-                connect_timeout: Some(timeouts.connect),
-                no_idle_pool: true,
-                nodelay: true,
-            },
-        );
+        let client = https::fresh_client(roots, timeouts.connect);
         Self {
             name: name.into(),
             base: base.into(),

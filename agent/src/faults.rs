@@ -4,7 +4,6 @@
 //! in-process and `faultline drill run` all go through here; the engine itself, its guards
 //! and journal are the chaos crate's.
 
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use faultline_chaos::{
@@ -45,29 +44,18 @@ pub fn open_engine(
 
 /// Where container faults look for the runtimes when a fault names no socket: the Docker
 /// socket of `containers.docker.socket`; and, when faultline sees the host under a root of
-/// its own (`rootfs`/`HOST_ROOT`, as in the DaemonSet), the first standard CRI socket that
-/// exists under it; `containers.cri.socket` wins over both. Otherwise the chaos crate looks at
-/// the standard paths.
+/// its own (`rootfs`/`HOST_ROOT`, as in the DaemonSet), the first standard CRI socket under
+/// it (the collector's rule, `cri::detect_under`); `containers.cri.socket` wins over both.
+/// Otherwise the chaos crate looks at the standard paths.
 fn runtime_sockets(settings: &EngineSettings) -> RuntimeSockets {
     let rootfs = &settings.roots.rootfs;
     let found = (rootfs != Path::new("/"))
-        .then(|| {
-            // `/var/run` is a symlink to `/run` on the host, often an absolute one, which
-            // would resolve inside this container: look under `run/` directly.
-            faultline_chaos::cri::DEFAULT_SOCKETS
-                .iter()
-                .map(|s| rootfs.join(s.trim_start_matches("/var").trim_start_matches('/')))
-                .find(|p| is_socket(p))
-        })
+        .then(|| faultline_chaos::cri::detect_under(rootfs))
         .flatten();
     RuntimeSockets {
         cri: settings.cri_socket.clone().or(found),
         docker: Some(settings.docker_socket.clone()),
     }
-}
-
-fn is_socket(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Reverts what the engine's journal holds from dead processes, logging each fault. Never
@@ -77,7 +65,7 @@ pub async fn recover_at_start(engine: &Engine) {
 }
 
 /// Logs what recovery did with each journal entry, and a summary.
-pub fn log_recovery(reports: &[RecoveryReport]) {
+fn log_recovery(reports: &[RecoveryReport]) {
     for r in reports {
         let id = r.id.as_ref().map(ToString::to_string).unwrap_or_default();
         match &r.outcome {

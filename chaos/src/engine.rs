@@ -207,12 +207,7 @@ impl Engine {
 
     /// Whether the process that journaled `entry` still runs (pid + start time + boot).
     pub fn owner_alive(&self, entry: &JournalEntry) -> bool {
-        entry.owner.pid != 0
-            && crate::procfs::is_alive(
-                &self.inner.env.proc_root,
-                &entry.owner,
-                &self.inner.env.boot_id,
-            )
+        crate::recovery::owner_alive(entry, &self.inner.env)
     }
 
     /// Checks a journaled fault on the system, as `requester` (`faultline fault list` in a

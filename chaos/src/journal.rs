@@ -305,9 +305,9 @@ fn writer_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| {
         let pid = std::process::id();
-        let start = fs::read_to_string("/proc/self/stat")
+        let start = i32::try_from(pid)
             .ok()
-            .and_then(|t| crate::procfs::parse_stat(&t))
+            .and_then(|p| crate::procfs::read_stat(Path::new("/proc"), p))
             .map_or(0, |st| st.start_time);
         format!("{pid}-{start}")
     })
@@ -326,10 +326,15 @@ fn tmp_is_abandoned(name: &str, path: &Path) -> bool {
         return false;
     }
     match parse_writer_tag(name) {
-        Some((pid, start)) => !matches!(
-            crate::procfs::read_stat(Path::new("/proc"), pid),
-            Some(st) if st.start_time == start && st.state != 'Z'
-        ),
+        Some((pid, start_time)) => {
+            let writer = ProcessIdentity {
+                pid,
+                start_time,
+                boot_id: String::new(),
+                name: String::new(),
+            };
+            !crate::procfs::is_alive(Path::new("/proc"), &writer, "")
+        }
         None => true,
     }
 }

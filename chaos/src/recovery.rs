@@ -128,8 +128,7 @@ pub fn recover_matching(
                 }
                 let path = journal.path(&entry.id).display().to_string();
                 let targets: Vec<String> = entry.targets.iter().map(ToString::to_string).collect();
-                let owner_alive = entry.owner.pid != 0
-                    && procfs::is_alive(&env.proc_root, &entry.owner, &env.boot_id);
+                let owner_alive = owner_alive(&entry, env);
                 if owner_alive && !force {
                     out.push(RecoveryReport {
                         id: Some(entry.id.clone()),
@@ -192,6 +191,13 @@ pub fn recover_matching(
     }
     out
 }
+
+/// Whether the process that journaled `entry` still runs (pid + start time + boot); an entry
+/// without an owner (pid 0) has none.
+pub(crate) fn owner_alive(entry: &crate::JournalEntry, env: &Env) -> bool {
+    entry.owner.pid != 0 && procfs::is_alive(&env.proc_root, &entry.owner, &env.boot_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

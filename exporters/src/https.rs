@@ -42,15 +42,32 @@ pub enum TlsError {
     Rustls(String),
 }
 
+/// The system's root certificates, read once per process: a probe, a canary write or a game
+/// day's client each need them, and reading and parsing the store costs milliseconds of
+/// blocking I/O and a few hundred KiB each time. A certificate added to the store later is
+/// trusted after a restart.
+pub fn system_roots() -> rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A broken system certificate must not stop the agent; it is simply not
+                // trusted.
+                let _ = roots.add(cert);
+            }
+            roots
+        })
+        .clone()
+}
+
 /// Builds a rustls client configuration (ring, safe default protocol versions).
 pub fn tls_config(opts: &TlsOptions<'_>) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if opts.system_roots {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A broken system certificate must not stop the agent; it is simply not trusted.
-            let _ = roots.add(cert);
-        }
-    }
+    let mut roots = if opts.system_roots {
+        system_roots()
+    } else {
+        rustls::RootCertStore::empty()
+    };
     if let Some(ca) = opts.ca_pem {
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut &ca[..]) {
@@ -91,6 +108,31 @@ pub fn tls_config_with_roots(
         }
         None => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// A client that opens a fresh connection per request (no idle pool: every call sees the
+/// server as it is now), trusting exactly `roots`, giving up connecting after
+/// `connect_timeout` — the drill probes' and the agent-API client's. Should rustls ever refuse
+/// its defaults with the ring provider, the client fails every https call with a TLS error
+/// rather than the process.
+pub fn fresh_client<B>(roots: rustls::RootCertStore, connect_timeout: Duration) -> HttpsClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let tls = tls_config_with_roots(roots, None).unwrap_or_else(|_| {
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    });
+    client(
+        tls,
+        ConnectOptions {
+            connect_timeout: Some(connect_timeout),
+            no_idle_pool: true,
+            nodelay: true,
+        },
+    )
 }
 
 /// How the client connects.

@@ -591,3 +591,52 @@ async fn sigkilled_injectors_are_reverted_within_a_second_and_a_removed_containe
         .expect("web reaches peer again");
     eprintln!("revert --all after SIGKILL: {took:?}");
 }
+
+/// A network fault by `--container` goes through the container guards like a container
+/// fault: a container of a pod in a protected namespace (`kube-system` by default, named by
+/// the kubelet's labels) is refused naming the guard, and nothing is installed in its
+/// namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_fault_on_a_protected_namespaces_container_is_refused_naming_the_guard() {
+    let test = "network_fault_protected_namespace";
+    if !available(test) {
+        return;
+    }
+    let labels: Vec<String> = [
+        "io.kubernetes.pod.namespace=kube-system",
+        "io.kubernetes.pod.name=coredns-0",
+        "io.kubernetes.container.name=coredns",
+    ]
+    .iter()
+    .flat_map(|l| ["--label".to_owned(), (*l).to_owned()])
+    .collect();
+    let system = Container::run("netguard-system", &labels, &["--listen", "0.0.0.0:7000"]).await;
+    system.wait_ready(Duration::from_secs(20)).await;
+    let pid = pid_of(&system).await;
+    let before = tc_tree(pid);
+    let s = Scratch::new("");
+    let out = s.run(&[
+        "fault",
+        "inject",
+        "rate-limit",
+        "--container",
+        &system.name,
+        "--rate",
+        "8mbit",
+        "--duration",
+        "60s",
+    ]);
+    let err = text(&out);
+    assert_eq!(out.status.code(), Some(3), "refused by a guard: {err}");
+    assert!(
+        err.contains("protected-namespace"),
+        "names the guard: {err}"
+    );
+    assert!(err.contains("kube-system"), "names the namespace: {err}");
+    assert!(s.journal_entries().is_empty());
+    assert_eq!(
+        tc_tree(pid),
+        before,
+        "nothing installed in the container's namespace"
+    );
+}

@@ -4,7 +4,7 @@
 //! Every source kind sits behind the small [`BackupSource`] trait — `list()` the backups,
 //! `check()` their integrity with the tool's own check, `restore(into)` one of them — one file
 //! per kind ([`restic`], [`borg`], [`pgbackrest`], [`files`], [`command`]). The tools run
-//! through [`runner`] (timeout, process-group kill, stderr captured, exit codes read per the
+//! through [`tool`] (timeout, process-group kill, stderr captured, exit codes read per the
 //! tool's documentation); their output is parsed by pure functions in [`parse`].
 //!
 //! The [`Checker`] turns a source and a [`CheckKind`] into a [`CheckResult`]: freshness and
@@ -18,7 +18,7 @@
 //! keeps the latest results for [`metrics::BackupCollector`], which records the
 //! `faultline.backup.*` metrics each cycle; each check also emits one log event
 //! ([`event::check_event`]): a tracing line and, with OTLP on, an OTLP log record.
-//! `faultline backup check` ([`cli`]) runs the checks once.
+//! `faultline backup check` (in `crate::cli`) runs the checks once.
 //!
 //! Not here: taking backups (the tools' own schedulers do that) and repairing repositories.
 

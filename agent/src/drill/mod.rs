@@ -15,7 +15,7 @@
 //! - [`schedule`]: the `drills:` config section and cron schedules.
 //! - [`service`]: the drills inside `faultline run` (shared by the API and the scheduler).
 //! - [`metrics`]: `faultline.drill.*` metrics for the collection cycle.
-//! - [`cli`]: `faultline drill run|validate`.
+//! - `faultline drill run|validate` lives with the other subcommands in `crate::cli`.
 //!
 //! Not here: the HTTP API ([`crate::api`]) and the faults themselves (`faultline_chaos`).
 

@@ -174,33 +174,8 @@ pub type HttpsClient = faultline_exporters::https::HttpsClient<Full<Bytes>>;
 /// An HTTP client for probes and canary calls: rustls with the system's roots, no idle
 /// connections kept (every call opens its own, so it sees the server as it is now).
 pub fn http_client(timeout: Duration) -> HttpsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // An unreadable system certificate is simply not trusted.
-        let _ = roots.add(cert);
-    }
-    http_client_with_roots(timeout, roots)
-}
-
-/// [`http_client`] trusting exactly `roots` (the CLI's client of the agent API trusts the
-/// agent's CA only).
-pub fn http_client_with_roots(timeout: Duration, roots: rustls::RootCertStore) -> HttpsClient {
     use faultline_exporters::https;
-    // The ring provider supports the default versions; should that ever change, an empty
-    // configuration fails every https call with a TLS error rather than the process.
-    let tls = https::tls_config_with_roots(roots, None).unwrap_or_else(|_| {
-        rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    });
-    https::client(
-        tls,
-        https::ConnectOptions {
-            connect_timeout: Some(timeout),
-            no_idle_pool: true,
-            nodelay: true,
-        },
-    )
+    https::fresh_client(https::system_roots(), timeout)
 }
 
 /// Sends one request; (status, body) or the error.

@@ -54,7 +54,7 @@ use crate::freezer::FreezerCgroup;
 use crate::select::with_pod_selectors;
 use crate::units::{HumanDuration, SignalName};
 use runtime::RuntimeKind;
-pub(crate) use runtime::block_on;
+pub(crate) use runtime::{block_on, pod_of};
 
 /// The Docker Engine socket a network fault's `--container` is looked up through by default.
 pub(crate) fn default_socket() -> PathBuf {

@@ -376,16 +376,23 @@ fn cri_found(rt: &Runtime, c: cri::PodContainer) -> Found {
     }
 }
 
-fn engine_found(rt: &Runtime, info: &ContainerInfo) -> Found {
-    let labels = info.config.labels.clone().unwrap_or_default();
-    let pod = match (labels.get(POD_NAMESPACE), labels.get(POD_NAME)) {
+/// The pod an Engine-API container belongs to, from the kubelet's `io.kubernetes.pod.*`
+/// labels (a dockershim or podman-in-Kubernetes node); `None` without them.
+pub(crate) fn pod_of(info: &ContainerInfo) -> Option<PodRef> {
+    let labels = info.config.labels.as_ref()?;
+    match (labels.get(POD_NAMESPACE), labels.get(POD_NAME)) {
         (Some(namespace), Some(name)) => Some(PodRef {
             namespace: namespace.clone(),
             name: name.clone(),
             uid: labels.get(POD_UID).cloned().unwrap_or_default(),
         }),
         _ => None,
-    };
+    }
+}
+
+fn engine_found(rt: &Runtime, info: &ContainerInfo) -> Found {
+    let labels = info.config.labels.clone().unwrap_or_default();
+    let pod = pod_of(info);
     let name = labels
         .get(CONTAINER_NAME)
         .filter(|_| pod.is_some())

@@ -62,7 +62,25 @@ pub const DEFAULT_SOCKETS: [&str; 2] = [CONTAINERD_SOCKET, CRIO_SOCKET];
 /// a CRI runtime (a Docker-only host, a laptop). One `stat` per candidate: cheap enough for a
 /// startup path, but it is blocking I/O, so async callers run it off their workers.
 pub fn detect() -> Option<PathBuf> {
-    first_socket(DEFAULT_SOCKETS.iter().map(Path::new))
+    detect_under(Path::new("/"))
+}
+
+/// [`detect`] on a node whose `/` is mounted at `root` (`/host/root` in the DaemonSet). A
+/// default under `/var/run` is looked for under `run/`: on the node `/var/run` is a symlink to
+/// `/run`, often an absolute one, which would resolve inside the agent's own container.
+pub fn detect_under(root: &Path) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = DEFAULT_SOCKETS
+        .iter()
+        .map(|s| {
+            let s = if root == Path::new("/") {
+                s
+            } else {
+                s.trim_start_matches("/var")
+            };
+            root.join(s.trim_start_matches('/'))
+        })
+        .collect();
+    first_socket(candidates.iter().map(PathBuf::as_path))
 }
 
 /// The first of `candidates` that exists and is a unix socket (a regular file or a directory

@@ -161,13 +161,16 @@ fn ptrace_denied(kind: &'static str, path: &Path) -> FaultError {
 }
 
 /// Finds the namespace `sel` names, refusing one that is the agent's own when it was asked
-/// for through a process or container (a fault there would hit the whole host). `None` for
+/// for through a process or container (a fault there would hit the whole host), and a
+/// container the container guards refuse (the agent's own container or pod, a pod in a
+/// protected namespace: the same rule as a container fault's). `None` for
 /// [`Selector::Own`].
 pub(crate) fn resolve(
     kind: &'static str,
     sel: Selector<'_>,
-    env: &Env,
+    ctx: &crate::Context,
 ) -> Result<Option<NsRecord>, FaultError> {
+    let env = &ctx.env;
     match sel {
         Selector::Own => Ok(None),
         Selector::Named(name) => {
@@ -211,6 +214,13 @@ pub(crate) fn resolve(
             })?;
             let name = info.name.trim_start_matches('/');
             let short: String = info.id.chars().take(12).collect();
+            crate::guard::check_container(
+                &info.id,
+                name,
+                crate::container::pod_of(&info).as_ref(),
+                &ctx.config,
+                env,
+            )?;
             if !info.state.running || info.state.pid <= 0 {
                 return Err(FaultError::NoTarget {
                     kind,

@@ -618,7 +618,7 @@ impl Fault for PartitionSpec {
             &self.docker_socket,
         )?;
         netns::require_caps("partition", sel != Selector::Own)?;
-        let ns = netns::resolve("partition", sel, &ctx.env)?;
+        let ns = netns::resolve("partition", sel, ctx)?;
         let rec = TableRecord {
             netns: None,
             ns,

@@ -349,7 +349,7 @@ fn locate(
 ) -> Result<(Option<NsRecord>, Rtnl, String, i32), FaultError> {
     let sel = Selector::from_flags(kind, at.netns, at.pid, at.container, at.socket)?;
     netns::require_caps(kind, sel != Selector::Own)?;
-    let ns = netns::resolve(kind, sel, &ctx.env)?;
+    let ns = netns::resolve(kind, sel, ctx)?;
     let file: Option<File> = match &ns {
         None => None,
         Some(rec) => match netns::reopen(kind, Some(rec), None, &ctx.env.proc_root)? {

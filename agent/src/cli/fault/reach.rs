@@ -1,6 +1,6 @@
-//! The command line's client of a running agent's API: `faultline fault …` (and
-//! `faultline drill run`) find the agent from the config's `api:` section, a bearer token and
-//! the CA to trust, and talk to it over HTTP(S).
+//! How `faultline fault …` reaches a running agent: it finds the agent from the config's
+//! `api:` section, a bearer token and the CA to trust, and talks to it through the one
+//! agent-API client ([`crate::agent_client`]).
 //!
 //! [`find`] decides the path once: [`Reach::NoAgent`] only when the API is not enabled in the
 //! config or nothing accepts a TCP connection at `api.listen`; once something answers, every

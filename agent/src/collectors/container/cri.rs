@@ -24,7 +24,8 @@
 //! Which socket: `containers.cri.socket`, or the first default one that exists when the agent
 //! starts ([`faultline_chaos::cri::detect`]). A default socket that is not a CRI runtime
 //! (Docker's own containerd has its CRI plugin disabled) is logged at info level and left
-//! alone; a configured one that does not answer is retried, with a warning logged once.
+//! alone; a configured one that does not answer is retried, warned about once and then
+//! summarised at most once a minute (`faultline_exporters::repeat`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use faultline_chaos::cri::proto::{ContainerState, PodSandbox};
 use faultline_chaos::cri::{CallError, ConnectError, CriClient, PodContainer, join_pods};
+use faultline_exporters::repeat::{self, Failure, Repeated};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -65,14 +67,15 @@ impl CriSettings {
     /// From the containers configuration: `None` when CRI metadata is off, or when no socket
     /// is configured and none of the default ones exists (a `stat` per candidate, once, at
     /// start).
-    pub fn from_config(cfg: &ContainerConfig) -> Option<Self> {
+    /// `rootfs` is the node's `/` as the agent sees it (`/host/root` in the DaemonSet).
+    pub fn from_config(cfg: &ContainerConfig, rootfs: &std::path::Path) -> Option<Self> {
         if !cfg.cri.enabled {
             return None;
         }
         let (socket, configured) = match &cfg.cri.socket {
             Some(socket) => (socket.clone(), true),
             None => {
-                let Some(found) = faultline_chaos::cri::detect() else {
+                let Some(found) = faultline_chaos::cri::detect_under(rootfs) else {
                     debug!("no CRI socket at the default paths: no CRI metadata");
                     return None;
                 };
@@ -296,14 +299,14 @@ async fn connect(
     cancel: &CancellationToken,
 ) -> Option<CriLister> {
     let mut delay = BACKOFF.0;
-    let mut logged = false;
+    let mut outage = Repeated::default();
     loop {
         let attempt = cancel
             .run_until_cancelled(CriClient::connect(&s.socket))
             .await?;
         match attempt {
             Ok(client) => {
-                if logged {
+                if outage.succeeded().is_some() {
                     info!(socket = %s.socket.display(), "CRI runtime reachable again; container metadata restored");
                 }
                 let version = client.runtime();
@@ -318,11 +321,15 @@ async fn connect(
                 info!(error = %e, "no CRI metadata from this socket (found at a default path, but not a CRI runtime: Docker's containerd has its CRI plugin disabled); set containers.cri.socket if the runtime listens elsewhere");
                 return None;
             }
-            Err(e) if !logged => {
-                warn!(error = %e, "no CRI metadata: containers are reported by ID and pod UID until the runtime answers (logged once; retrying in the background)");
-                logged = true;
-            }
-            Err(e) => debug!(error = %e, "CRI runtime still unreachable"),
+            Err(e) => match outage.failed() {
+                Failure::First => {
+                    warn!(error = %e, "no CRI metadata: containers are reported by ID and pod UID until the runtime answers (retrying in the background; a summary follows at most once a minute)")
+                }
+                Failure::Summary { attempts, lasting } => {
+                    warn!(error = %e, "CRI runtime still unreachable after {}: {attempts} attempts", repeat::human(lasting))
+                }
+                Failure::Quiet => debug!(error = %e, "CRI runtime still unreachable"),
+            },
         }
         first.done();
         cancel
@@ -333,7 +340,7 @@ async fn connect(
 }
 
 /// The CRI task: connect, then list every `refresh` (or early when the collector asks) until
-/// cancelled. Logs a failing runtime once, and its recovery.
+/// cancelled. Logs a failing runtime once, a summary at most once a minute, and its recovery.
 pub async fn run(
     s: CriSettings,
     cache: Arc<MetadataCache>,
@@ -344,27 +351,29 @@ pub async fn run(
     let Some(mut lister) = connect(&s, &mut first, &cancel).await else {
         return;
     };
-    let mut failing = false;
+    let mut outage = Repeated::default();
     loop {
         let Some(listing) = cancel.run_until_cancelled(lister.list()).await else {
             return;
         };
         match listing {
             Ok(all) => {
-                if failing {
+                if outage.succeeded().is_some() {
                     info!(socket = %s.socket.display(), "CRI runtime answers again; container metadata restored");
-                    failing = false;
                 }
                 debug!(entries = all.len(), "CRI pods and containers listed");
                 cache.cri_replace(all);
             }
             Err(e) => {
                 cache.set_cri_failing();
-                if failing {
-                    debug!(error = %e, "CRI listing still failing");
-                } else {
-                    warn!(error = %e, "CRI listing failed: new containers are reported by ID until it succeeds (logged once; retrying)");
-                    failing = true;
+                match outage.failed() {
+                    Failure::First => {
+                        warn!(error = %e, "CRI listing failed: new containers are reported by ID until it succeeds (retrying; a summary follows at most once a minute)")
+                    }
+                    Failure::Summary { attempts, lasting } => {
+                        warn!(error = %e, "CRI listing still failing after {}: {attempts} attempts", repeat::human(lasting))
+                    }
+                    Failure::Quiet => debug!(error = %e, "CRI listing still failing"),
                 }
             }
         }

@@ -188,7 +188,7 @@ async fn session(
     first: &mut FirstAttempt,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-    recovered: &mut bool,
+    outage: &mut Repeated,
 ) -> Result<(), DockerError> {
     let docker = Docker::new(&s.socket);
     let mut events = docker
@@ -202,9 +202,10 @@ async fn session(
     cache.docker_replace(all);
     cache.set_docker_connected(true);
     first.done();
-    if *recovered {
+    // Connected and listed: an outage ends here, not when the event stream later ends, so
+    // that the next failure, however much later, is warned about as a new one.
+    if outage.succeeded().is_some() {
         info!(socket = %s.socket.display(), "Docker reachable again; container metadata restored");
-        *recovered = false;
     }
     debug!(containers = n, "Docker containers listed; following events");
 
@@ -254,7 +255,6 @@ pub async fn run(
     tracker: TaskTracker,
 ) {
     let mut delay = BACKOFF.0;
-    let mut recovered = false;
     let mut outage = Repeated::default();
     loop {
         let r = session(
@@ -264,7 +264,7 @@ pub async fn run(
             &mut first,
             &cancel,
             &tracker,
-            &mut recovered,
+            &mut outage,
         )
         .await;
         cache.set_docker_connected(false);
@@ -275,21 +275,17 @@ pub async fn run(
         match r {
             Ok(()) => {
                 debug!("Docker event stream ended; listing again");
-                outage.succeeded();
                 delay = BACKOFF.0;
             }
-            Err(e) => {
-                match outage.failed() {
-                    Failure::First => {
-                        warn!(error = %e, "no Docker metadata: containers are reported by ID only until Docker answers (retrying in the background; a summary follows at most once a minute)")
-                    }
-                    Failure::Summary { attempts, lasting } => {
-                        warn!(error = %e, "Docker still unreachable after {}: {attempts} attempts; containers are reported by ID only", repeat::human(lasting))
-                    }
-                    Failure::Quiet => debug!(error = %e, "Docker still unreachable"),
+            Err(e) => match outage.failed() {
+                Failure::First => {
+                    warn!(error = %e, "no Docker metadata: containers are reported by ID only until Docker answers (retrying in the background; a summary follows at most once a minute)")
                 }
-                recovered = true;
-            }
+                Failure::Summary { attempts, lasting } => {
+                    warn!(error = %e, "Docker still unreachable after {}: {attempts} attempts; containers are reported by ID only", repeat::human(lasting))
+                }
+                Failure::Quiet => debug!(error = %e, "Docker still unreachable"),
+            },
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -321,13 +321,14 @@ impl MetadataWorker {
     /// Starts the sources enabled in `cfg`; returns `None` when none is.
     pub fn start(
         cfg: &ContainerConfig,
+        rootfs: &std::path::Path,
         cache: Arc<MetadataCache>,
     ) -> Result<Option<Self>, StartError> {
         let docker_cfg = cfg
             .docker
             .enabled
             .then(|| docker::DockerSettings::from_config(cfg));
-        let cri_cfg = cri::CriSettings::from_config(cfg);
+        let cri_cfg = cri::CriSettings::from_config(cfg, rootfs);
         let kubelet_client = if cfg.kubelet.enabled {
             Some(kubelet::KubeletClient::new(&cfg.kubelet, &cfg.labels)?)
         } else {

@@ -131,7 +131,7 @@ impl ContainerCollector {
         };
         tracing::info!(root = %root.display(), layout = hierarchy.layout.as_str(), "container metrics enabled");
         let cache = Arc::new(MetadataCache::default());
-        let worker = MetadataWorker::start(cfg, cache.clone())?;
+        let worker = MetadataWorker::start(cfg, &roots.rootfs, cache.clone())?;
         raise_open_file_limit();
         Ok(Some(Self::with_parts(hierarchy, host, cache, worker, cfg)))
     }

@@ -28,7 +28,7 @@
 //! runs); the report is built from it with the pure functions of [`super::measure`].
 //!
 //! Not here: the scenario file ([`super::scenario`]), the probes ([`super::probe`]), the
-//! recovery actions ([`super::recovery`]) and who starts a drill ([`super::cli`],
+//! recovery actions ([`super::recovery`]) and who starts a drill (`crate::cli`'s `drill run`,
 //! [`super::service`]).
 
 mod clean_up;
