@@ -3,8 +3,10 @@
 //!
 //! [`Status`] is the stable JSON form documented in docs/STATUS.md: fields are added, never
 //! renamed or removed. Every struct refuses unknown fields, so a client older than its agent
-//! says so instead of showing half a picture. Gathering only reads what the services already
-//! keep (no fault is checked anew, no backup re-run): it is cheap enough to ask every second.
+//! says so instead of showing half a picture. Gathering checks no fault anew and re-runs no
+//! backup check; the drills part lists the drill history on disk (`<state-dir>/drills/`, which
+//! `faultline drill run` writes too), as `GET /v1/drills` does, so its cost grows with the
+//! number of stored reports.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@
 //! must time out (700 ms) where the rule applies and succeed elsewhere.
 //!
 //! Needs root, Docker and nsenter/tc/nft for the test's own observations: skips without them,
-//! fails under CI=true.
+//! fails under CI (`faultline_tests::in_ci`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // std::thread::sleep in synchronous polling helpers
 

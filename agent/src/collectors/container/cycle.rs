@@ -177,10 +177,13 @@ impl ContainerCollector {
             && self.cycle > 1
             && (docker_may_know || cri_may_know || kubelet_may_know)
         {
-            if let Some(tx) = self
-                .worker
-                .as_ref()
-                .and_then(|w| w.docker_requests.as_ref())
+            // Docker is asked only about a container it may know: on a CRI node every new
+            // pod would otherwise cost an inspect that answers 404.
+            if docker_may_know
+                && let Some(tx) = self
+                    .worker
+                    .as_ref()
+                    .and_then(|w| w.docker_requests.as_ref())
             {
                 let _ = tx.try_send(t.path.id.clone());
             }
