@@ -8,7 +8,6 @@
 //! synchronous file readers; in `faultline run` cycles run on a thread of their own that
 //! owns the timer ([`collect_loop`]), never on the async thread.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -149,15 +148,37 @@ impl SelfProcess {
     }
 }
 
+/// A collector's failures (counted for `faultline.collector.errors`; logged once, then a
+/// summary a minute, then on recovery) and its last run as `faultline status` shows it.
+struct Health {
+    errors: u64,
+    failing: Repeated,
+    run: CollectorStatus,
+}
+
+impl Health {
+    fn of(c: &dyn Collector) -> Self {
+        Self {
+            errors: 0,
+            failing: Repeated::default(),
+            run: CollectorStatus {
+                name: c.name().to_owned(),
+                last_duration_seconds: None,
+                errors: 0,
+                last_error: None,
+            },
+        }
+    }
+}
+
 /// One collection pass over all collectors, with the state that spans cycles.
 pub struct Cycle {
     collectors: Vec<Box<dyn Collector>>,
     ctx: Context,
     resource: Arc<Resource>,
-    errors: BTreeMap<&'static str, u64>,
-    /// Each collector's failures, logged once, then a summary a minute, then on recovery.
-    failing: BTreeMap<&'static str, Repeated>,
-    /// Each collector's last run, for `faultline status`.
+    /// Beside each collector (same index): its failed runs and outage.
+    health: Vec<Health>,
+    /// Each collector's last run, for `faultline status`, updated in place every cycle.
     status: SharedCollectors,
     agent_start_unix_nanos: u64,
     last_duration: Option<Duration>,
@@ -208,14 +229,13 @@ impl Cycle {
             collectors.push(Box::new(c));
         }
         Ok(Self {
+            health: collectors.iter().map(|c| Health::of(c.as_ref())).collect(),
             collectors,
             ctx: Context {
                 roots,
                 boot_time_unix_nanos,
             },
             resource,
-            errors: BTreeMap::new(),
-            failing: BTreeMap::new(),
             status: SharedCollectors::default(),
             agent_start_unix_nanos: now_unix_nanos(),
             last_duration: None,
@@ -226,6 +246,7 @@ impl Cycle {
 
     /// Adds a collector that runs after the built-in ones (backup results, for example).
     pub fn add_collector(&mut self, c: Box<dyn Collector>) {
+        self.health.push(Health::of(c.as_ref()));
         self.collectors.push(c);
     }
 
@@ -252,16 +273,14 @@ impl Cycle {
             self.resource.clone(),
             self.ctx.boot_time_unix_nanos,
         );
-        let mut runs = Vec::with_capacity(self.collectors.len());
-        for c in &mut self.collectors {
+        for (c, health) in self.collectors.iter_mut().zip(&mut self.health) {
             let began = Instant::now();
             let result = c.collect(&self.ctx, &mut batch);
             let took = began.elapsed();
             let name = c.name();
-            let failing = self.failing.entry(name).or_default();
-            let last_error = match result {
+            health.run.last_error = match result {
                 Ok(()) => {
-                    if let Some(r) = failing.succeeded() {
+                    if let Some(r) = health.failing.succeeded() {
                         info!(
                             collector = name,
                             "collector {name} works again after {} ({} failed runs)",
@@ -272,9 +291,9 @@ impl Cycle {
                     None
                 }
                 Err(e) => {
-                    *self.errors.entry(name).or_default() += 1;
+                    health.errors += 1;
                     debug!(collector = name, error = %e, "collector failed");
-                    match failing.failed() {
+                    match health.failing.failed() {
                         Failure::First => {
                             warn!(collector = name, error = %e, "collector {name} failed; the rest of the cycle goes on (counted in faultline.collector.errors; a summary follows at most once a minute while it fails)")
                         }
@@ -286,17 +305,24 @@ impl Cycle {
                     Some(e.to_string())
                 }
             };
-            runs.push(CollectorStatus {
-                name: name.to_owned(),
-                last_duration_seconds: Some(took.as_secs_f64()),
-                errors: self.errors.get(name).copied().unwrap_or(0),
-                last_error,
-            });
+            health.run.last_duration_seconds = Some(took.as_secs_f64());
+            health.run.errors = health.errors;
         }
-        *self
+        // Copied under the lock reusing the shared list's allocations: the lock is held for
+        // the copy only, not while the collectors run.
+        let mut status = self
             .status
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = runs;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.resize_with(self.health.len(), || self.health[0].run.clone());
+        for (shared, health) in status.iter_mut().zip(&self.health) {
+            // Field by field: a derived `clone_from` would allocate the strings anew.
+            shared.name.clone_from(&health.run.name);
+            shared.last_duration_seconds = health.run.last_duration_seconds;
+            shared.errors = health.run.errors;
+            shared.last_error.clone_from(&health.run.last_error);
+        }
+        drop(status);
         self.record_self(&mut batch, export);
         self.last_duration = Some(started.elapsed());
         batch
@@ -312,8 +338,8 @@ impl Cycle {
         if let Some(d) = self.last_duration {
             host.record(&CYCLE_DURATION, Attributes::new(), d.as_secs_f64());
         }
-        for c in &self.collectors {
-            let n = self.errors.get(c.name()).copied().unwrap_or(0);
+        for (c, health) in self.collectors.iter().zip(&self.health) {
+            let n = health.errors;
             host.record_since(
                 &COLLECTOR_ERRORS,
                 Attributes::new().with("faultline.collector", c.name()),
@@ -733,9 +759,17 @@ mod tests {
         assert_eq!(errors("host.cpu"), 0.0);
         // Each failing collector is in an outage (logged once, then summarised), and its
         // last run is in the status.
-        assert!(cycle.failing["host.memory"].failing());
-        assert!(cycle.failing["test.failing"].failing());
-        assert!(!cycle.failing["host.cpu"].failing());
+        let failing = |name: &str| {
+            let i = cycle
+                .collectors
+                .iter()
+                .position(|c| c.name() == name)
+                .unwrap();
+            cycle.health[i].failing.failing()
+        };
+        assert!(failing("host.memory"));
+        assert!(failing("test.failing"));
+        assert!(!failing("host.cpu"));
         let status = cycle.status().lock().unwrap().clone();
         let failing = status.iter().find(|c| c.name == "test.failing").unwrap();
         assert_eq!(failing.errors, 2);
