@@ -85,7 +85,7 @@ mod stress;
 pub mod units;
 
 pub use audit::{Audit, AuditAction, AuditEvent};
-pub use check::{CheckReport, check_journaled};
+pub use check::CheckReport;
 pub use config::{ChaosConfig, FreeFloor};
 pub use engine::{ActiveFault, Engine};
 pub use error::{FaultError, Guard};
@@ -95,7 +95,7 @@ pub use fault::{
 };
 pub use journal::{Journal, JournalEntry, JournalError};
 pub use procfs::ProcessIdentity;
-pub use recovery::{RecoveryOutcome, RecoveryReport, recover, recover_matching};
+pub use recovery::{RecoveryOutcome, RecoveryReport};
 pub use select::{LabelMatch, RuntimeSockets, Selection};
 pub use spec::FaultSpec;
 pub use units::{ByteSize, HumanDuration, Percent, SignalName};
