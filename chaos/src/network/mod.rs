@@ -16,6 +16,39 @@
 //!   revert records (namespace by inode, dev, handle, snapshot, table) let the journal undo
 //!   them after a SIGKILL of the agent.
 
+/// Adds to a kernel network fault's spec the fields that name the network namespace it acts
+/// in — `--netns NAME`, `--pid PID` or `--container ID|NAME` (with `--docker-socket`) — so
+/// that every kernel kind takes the same flags and JSON fields ([`netns::Selector`]).
+macro_rules! with_net_target {
+    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($body)*
+            /// The network namespace to act in, by name (as `ip netns` lists it).
+            #[arg(long, conflicts_with_all = ["pid", "container"], help_heading = "Where")]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub netns: Option<String>,
+            /// The process (host pid) whose network namespace to act in.
+            #[arg(long, conflicts_with = "container", help_heading = "Where")]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub pid: Option<i32>,
+            /// The container (id or name) whose network namespace to act in, found through
+            /// the Docker Engine API (Docker, or podman's compatible socket with
+            /// --docker-socket).
+            #[arg(long, help_heading = "Where")]
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub container: Option<String>,
+            /// The Docker Engine socket (with --container).
+            #[arg(long, default_value = crate::docker::DEFAULT_SOCKET, help_heading = "Where")]
+            #[serde(
+                default = "crate::container::default_socket",
+                skip_serializing_if = "crate::container::is_default_socket"
+            )]
+            pub docker_socket: std::path::PathBuf,
+        }
+    };
+}
+
 mod netlink;
 mod netns;
 mod nft;

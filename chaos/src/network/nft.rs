@@ -24,7 +24,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use std::fs::File;
-use std::path::PathBuf;
 
 use netlink_packet_core::{
     NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -40,34 +39,16 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use super::netlink::{NETLINK_NETFILTER, NlError, NlSocket};
 use super::netns::{self, NsRecord, Place, Selector};
 use super::{NetTarget, plan_with};
-use crate::container::{default_socket, is_default_socket};
-use crate::docker::DEFAULT_SOCKET;
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::HumanDuration;
 
-/// `partition`: traffic to/from the destinations is dropped.
+with_net_target! {
+/// `partition`: traffic to/from the destinations is dropped, in the agent's own network
+/// namespace when no --netns, --pid or --container is given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionSpec {
-    /// The network namespace whose traffic is cut (as listed by `ip netns`); the agent's own
-    /// when no --netns, --pid or --container is given.
-    #[arg(long, conflicts_with_all = ["pid", "container"])]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    /// The process (host pid) whose network namespace's traffic is cut.
-    #[arg(long, conflicts_with = "container")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    /// The container (id or name) whose network namespace's traffic is cut, found through the
-    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The Docker Engine socket (with --container).
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
-    pub docker_socket: PathBuf,
     /// Destination address or network (10.0.0.2, 10.0.0.0/24, fd00::1); repeatable.
     #[arg(long, required = true)]
     pub dest: Vec<Cidr>,
@@ -86,6 +67,7 @@ pub struct PartitionSpec {
     /// How long the fault lasts.
     #[arg(long)]
     pub duration: HumanDuration,
+}
 }
 
 /// Transport protocols a partition applies to.
@@ -750,7 +732,7 @@ mod tests {
             netns: None,
             pid: None,
             container: None,
-            docker_socket: default_socket(),
+            docker_socket: crate::container::default_socket(),
             dest: dest.iter().map(|d| d.parse().unwrap()).collect(),
             port: port.to_vec(),
             protocol,

@@ -41,7 +41,6 @@ pub use qdisc::Rate;
 pub use snapshot::Snapshot;
 
 use std::fs::File;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tracing::debug;
@@ -54,12 +53,11 @@ use super::netlink::NlError;
 use super::netns::{self, NsRecord, Place, Selector};
 use super::nft::{Cidr, Protocol};
 use super::{NetTarget, plan_with};
-use crate::container::{default_socket, is_default_socket};
-use crate::docker::DEFAULT_SOCKET;
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::{ByteSize, HumanDuration, Percent};
 
+with_net_target! {
 /// `netem`: delay/jitter/loss/duplication/corruption of what the interface sends (all of it,
 /// or only the traffic to `dest`/`port`/`protocol`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -70,23 +68,6 @@ pub struct NetemSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// The network namespace the interface is in (as listed by `ip netns`).
-    #[arg(long, conflicts_with_all = ["pid", "container"])]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    /// The process (host pid) whose network namespace is impaired.
-    #[arg(long, conflicts_with = "container")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    /// The container (id or name) whose network namespace is impaired, found through the
-    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The Docker Engine socket (with --container).
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
-    pub docker_socket: PathBuf,
     /// Added delay (e.g. 100ms).
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +105,9 @@ pub struct NetemSpec {
     #[arg(long)]
     pub duration: HumanDuration,
 }
+}
 
+with_net_target! {
 /// `rate-limit`: a token bucket on what the interface sends (all of it, or only the traffic
 /// to `dest`/`port`/`protocol`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -135,23 +118,6 @@ pub struct RateLimitSpec {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// The network namespace the interface is in (as listed by `ip netns`).
-    #[arg(long, conflicts_with_all = ["pid", "container"])]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    /// The process (host pid) whose network namespace is limited.
-    #[arg(long, conflicts_with = "container")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    /// The container (id or name) whose network namespace is limited, found through the
-    /// Docker Engine API (Docker, or podman's compatible socket with --docker-socket).
-    #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The Docker Engine socket (with --container).
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    #[serde(default = "default_socket", skip_serializing_if = "is_default_socket")]
-    pub docker_socket: PathBuf,
     /// The rate, in tc's units: 1mbit, 500kbit, 2mbps (bytes), 100000bit.
     #[arg(long)]
     pub rate: Rate,
@@ -175,6 +141,7 @@ pub struct RateLimitSpec {
     /// How long the fault lasts.
     #[arg(long)]
     pub duration: HumanDuration,
+}
 }
 
 fn is_all(p: &Protocol) -> bool {

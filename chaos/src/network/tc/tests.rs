@@ -33,7 +33,7 @@ fn netem(delay: Option<u64>, jitter: Option<u64>, loss: Option<f64>) -> NetemSpe
         netns: None,
         pid: None,
         container: None,
-        docker_socket: default_socket(),
+        docker_socket: crate::container::default_socket(),
         delay: delay.map(|ms| HumanDuration(Duration::from_millis(ms))),
         jitter: jitter.map(|ms| HumanDuration(Duration::from_millis(ms))),
         loss: loss.map(Percent),
