@@ -115,6 +115,9 @@ impl FaultSpec {
             FaultSpec::ContainerKill(s) => s.pin_seed(seed),
             FaultSpec::ContainerPause(s) => s.pin_seed(seed),
             FaultSpec::ContainerRestart(s) => s.pin_seed(seed),
+            FaultSpec::Netem(s) => s.pin_seed(seed),
+            FaultSpec::RateLimit(s) => s.pin_seed(seed),
+            FaultSpec::Partition(s) => s.pin_seed(seed),
             _ => false,
         }
     }
@@ -145,6 +148,81 @@ mod tests {
         )
         .unwrap();
         assert!(!disk.pin_seed(9));
+    }
+
+    #[test]
+    fn network_kinds_take_the_pod_selectors_on_the_cli_and_in_json() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            spec: FaultSpec,
+        }
+        let by_label = Cli::try_parse_from([
+            "x",
+            "rate-limit",
+            "--namespace",
+            "shop",
+            "--label",
+            "app=web",
+            "--count",
+            "1",
+            "--cri-socket",
+            "/c.sock",
+            "--rate",
+            "8mbit",
+            "--duration",
+            "1s",
+        ])
+        .unwrap();
+        let FaultSpec::RateLimit(r) = &by_label.spec else {
+            panic!("{by_label:?}")
+        };
+        assert_eq!(
+            (r.namespace.as_deref(), r.label.len(), r.count),
+            (Some("shop"), 1, Some(1))
+        );
+        // One set of target flags: --netns and --pid name one namespace, not pods.
+        for clash in [
+            ["--netns", "a", "--label", "app=web"],
+            ["--pid", "7", "--pod", "web-0"],
+        ] {
+            let mut args = vec!["x", "partition", "--dest", "10.0.0.1", "--duration", "1s"];
+            args.extend(clash);
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        let mut json: FaultSpec = serde_json::from_str(
+            r#"{"kind":"netem","namespace":"shop","label":{"app":"web"},"delay":"100ms","duration":"1s"}"#,
+        )
+        .unwrap();
+        assert!(json.pin_seed(5), "a drill pins a network fault's pick too");
+        let back = serde_json::to_value(&json).unwrap();
+        assert_eq!(back["seed"], 5);
+        assert_eq!(back["label"], serde_json::json!(["app=web"]));
+        // A spec written with the Docker socket of `--container` still reads.
+        let old: FaultSpec = serde_json::from_str(
+            r#"{"kind":"partition","container":"web","docker_socket":"/d.sock","dest":["10.0.0.1"],"duration":"1s"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&old, FaultSpec::Partition(p) if p.docker_socket.as_deref() == Some(std::path::Path::new("/d.sock")))
+        );
+        // --help groups the target flags: where, which pods, which runtime.
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("rate-limit")
+            .unwrap()
+            .render_help()
+            .to_string();
+        let at = |heading: &str| {
+            help.find(heading)
+                .unwrap_or_else(|| panic!("no {heading:?} in\n{help}"))
+        };
+        assert!(at("Where:") < at("--netns <") && at("--container <") < at("Pod selectors:"));
+        assert!(
+            at("Pod selectors:") < at("--label <") && at("--seed <") < at("Container runtime:")
+        );
+        assert!(at("Container runtime:") < at("--docker-socket <"), "{help}");
     }
 
     #[test]

@@ -54,17 +54,6 @@ use crate::freezer::FreezerCgroup;
 use crate::select::with_pod_selectors;
 use crate::units::{HumanDuration, SignalName};
 use runtime::RuntimeKind;
-pub(crate) use runtime::{block_on, pod_of};
-
-/// The Docker Engine socket a network fault's `--container` is looked up through by default.
-pub(crate) fn default_socket() -> PathBuf {
-    PathBuf::from(crate::docker::DEFAULT_SOCKET)
-}
-
-/// Whether `p` is [`default_socket`] (left out when a spec is written back).
-pub(crate) fn is_default_socket(p: &std::path::Path) -> bool {
-    p == std::path::Path::new(crate::docker::DEFAULT_SOCKET)
-}
 
 /// Which container fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

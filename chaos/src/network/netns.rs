@@ -1,9 +1,18 @@
-//! The network namespace a kernel network fault acts in: chosen by what users know
-//! (`--netns NAME`, `--pid PID`, `--container ID|NAME`; [`Selector`]), recorded in the journal
-//! by its inode and by the process it was found through ([`NsRecord`]), found again from that
-//! record after a restart ([`NsRecord::open`]), and entered only to open a netlink socket
-//! ([`socket_in`]).
+//! The network namespaces a kernel network fault acts in: chosen by what users know
+//! (`--netns NAME`, `--pid PID`, `--container ID|NAME`, or the pod selectors `--namespace`,
+//! `--pod`, `--label`, `--container-name` with `--count`/`--percent`; [`Selector`]), recorded in
+//! the journal by inode and by the process each was found through ([`NsRecord`]), found again
+//! from that record after a restart ([`NsRecord::open`]), and entered only to open a netlink
+//! socket ([`socket_in`]).
 //!
+//! - **Containers and pods** resolve through the container faults' own lookup
+//!   ([`crate::container::select`]: the CRI runtime or the Docker Engine API, the container
+//!   guards, the seeded pick) to a process of each picked container — the Engine's main pid,
+//!   or on a CRI runtime the first process whose cgroup names the container (the agent needs
+//!   the node's PID namespace, `hostPID`) — and so to `/proc/<pid>/ns/net`. The containers of
+//!   one pod share its namespace: it is acted in once ([`Places`] holds each namespace once,
+//!   by inode). A picked container that shares the agent's own namespace (a `hostNetwork`
+//!   pod, `--network host`) refuses the whole fault: it would hit every process on the node.
 //! - **Entering**: a netlink socket belongs to the network namespace of the thread that
 //!   created it, for its whole life. [`socket_in`] starts a thread, `setns(2)`s it into the
 //!   target namespace, creates the socket there and ends; every request then goes over that
@@ -18,7 +27,8 @@
 //!   container's). [`require_caps`] refuses a fault before anything is touched when one it
 //!   certainly needs is missing; a refused open or setns names the capability too.
 //!
-//! Not here: Docker itself ([`crate::docker`]) and what a fault does inside the namespace.
+//! Not here: the container runtimes ([`crate::container`]) and what a fault does inside the
+//! namespace.
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -27,9 +37,9 @@ use std::path::{Path, PathBuf};
 use nix::sched::{CloneFlags, setns};
 use serde::{Deserialize, Serialize};
 
-use crate::docker::Docker;
 use crate::error::FaultError;
-use crate::fault::Env;
+use crate::fault::{Env, PodRef};
+use crate::select::{Candidate, PodQuery, Selection};
 
 /// Where `ip netns add NAME` puts a named namespace.
 const NAMED_DIR: &str = "/run/netns";
@@ -38,8 +48,8 @@ const NAMED_DIR: &str = "/run/netns";
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// Which namespace a fault asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which namespaces a fault asks for.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Selector<'a> {
     /// The agent's own.
     Own,
@@ -47,39 +57,55 @@ pub(crate) enum Selector<'a> {
     Named(&'a str),
     /// The namespace of a process.
     Pid(i32),
-    /// The namespace of a container's main process, asked of the Docker Engine API (Docker,
-    /// or podman's compatible socket) at `socket`.
-    Container {
-        /// Id or name.
-        reference: &'a str,
-        /// The Engine's socket.
-        socket: &'a Path,
+    /// The namespaces of containers: the one `--container` names, or those the pod
+    /// selectors of `query` pick, on the runtime its sockets name or the one found.
+    Containers {
+        /// `--container ID|NAME`.
+        reference: Option<&'a str>,
+        /// The pod selectors, the pick and the runtime sockets.
+        query: PodQuery,
     },
 }
 
 impl<'a> Selector<'a> {
-    /// The selector a spec's `--netns`, `--pid` and `--container` stand for: at most one.
+    /// The selector a spec's `--netns`, `--pid`, `--container` and pod selectors stand for:
+    /// at most one of the first three, and the pod selectors only alone (or with
+    /// `--container`, which [`crate::container::select`] refuses, naming both).
     pub(crate) fn from_flags(
         kind: &'static str,
         netns: Option<&'a str>,
         pid: Option<i32>,
         container: Option<&'a str>,
-        socket: &'a Path,
+        query: PodQuery,
     ) -> Result<Self, FaultError> {
-        match (netns, pid, container) {
-            (None, None, None) => Ok(Selector::Own),
-            (Some(n), None, None) => Ok(Selector::Named(n)),
-            (None, Some(p), None) => Ok(Selector::Pid(p)),
-            (None, None, Some(c)) => Ok(Selector::Container {
-                reference: c,
-                socket,
-            }),
+        let by_pods = !query.selector.is_empty();
+        match (netns, pid, container, by_pods) {
+            (None, None, None, false) => Ok(Selector::Own),
+            (Some(n), None, None, false) => Ok(Selector::Named(n)),
+            (None, Some(p), None, false) => Ok(Selector::Pid(p)),
+            (None, None, reference, _) => Ok(Selector::Containers { reference, query }),
             _ => Err(FaultError::Invalid {
                 kind,
-                message: "give at most one of --netns, --pid and --container".into(),
+                message: "give at most one of --netns, --pid, --container and the pod selectors \
+                          (--namespace, --pod, --label, --container-name)"
+                    .into(),
             }),
         }
     }
+
+    /// Whether the fault acts outside the agent's own namespace.
+    pub(crate) fn is_other(&self) -> bool {
+        *self != Selector::Own
+    }
+}
+
+/// The namespaces a fault acts in, each once, and how pod selectors picked them.
+#[derive(Debug)]
+pub(crate) struct Places {
+    /// The namespaces: `None` is the agent's own.
+    pub(crate) namespaces: Vec<Option<NsRecord>>,
+    /// The pick of the pod selectors (seed, matches, picks), when they were used.
+    pub(crate) selection: Option<Selection>,
 }
 
 /// A network namespace as the journal records it: how it was found, and its identity.
@@ -95,6 +121,9 @@ pub struct NsRecord {
     /// The container it was found through: `name (id)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// That container's pod, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
     /// Device number of the namespace file system (nsfs).
     pub dev: u64,
     /// The namespace's inode: its identity while it exists.
@@ -103,11 +132,12 @@ pub struct NsRecord {
 
 impl std::fmt::Display for NsRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.name, &self.container, self.pid) {
-            (Some(n), _, _) => write!(f, "netns {n}"),
-            (None, Some(c), _) => write!(f, "the netns of container {c}"),
-            (None, None, Some(p)) => write!(f, "the netns of pid {p}"),
-            (None, None, None) => write!(f, "netns inode {}", self.inode),
+        match (&self.name, &self.pod, &self.container, self.pid) {
+            (Some(n), _, _, _) => write!(f, "netns {n}"),
+            (None, Some(p), _, _) => write!(f, "the netns of pod {p}"),
+            (None, None, Some(c), _) => write!(f, "the netns of container {c}"),
+            (None, None, None, Some(p)) => write!(f, "the netns of pid {p}"),
+            (None, None, None, None) => write!(f, "netns inode {}", self.inode),
         }
     }
 }
@@ -160,19 +190,28 @@ fn ptrace_denied(kind: &'static str, path: &Path) -> FaultError {
     }
 }
 
-/// Finds the namespace `sel` names, refusing one that is the agent's own when it was asked
-/// for through a process or container (a fault there would hit the whole host), and a
-/// container the container guards refuse (the agent's own container or pod, a pod in a
-/// protected namespace: the same rule as a container fault's). `None` for
+/// Finds the namespaces `sel` names, each once, refusing one that is the agent's own when it
+/// was asked for through a process or container (a fault there would hit the whole host),
+/// and containers the container guards refuse (the agent's own container or pod, a pod in a
+/// protected namespace: the same rule as a container fault's). `[None]` for
 /// [`Selector::Own`].
+///
+/// # Errors
+/// [`FaultError::NoTarget`] naming the selector when nothing matches, or naming a container
+/// that does not run or whose process cannot be seen; a guard's refusal; a missing
+/// capability.
 pub(crate) fn resolve(
     kind: &'static str,
     sel: Selector<'_>,
     ctx: &crate::Context,
-) -> Result<Option<NsRecord>, FaultError> {
+) -> Result<Places, FaultError> {
     let env = &ctx.env;
+    let one = |ns: Option<NsRecord>| Places {
+        namespaces: vec![ns],
+        selection: None,
+    };
     match sel {
-        Selector::Own => Ok(None),
+        Selector::Own => Ok(one(None)),
         Selector::Named(name) => {
             if !valid_netns_name(name) {
                 return Err(FaultError::Invalid {
@@ -193,56 +232,77 @@ pub(crate) fn resolve(
                 path,
                 source,
             })?;
-            Ok(Some(NsRecord {
+            Ok(one(Some(NsRecord {
                 name: Some(name.to_owned()),
                 pid: None,
                 container: None,
+                pod: None,
                 dev,
                 inode,
-            }))
+            })))
         }
-        Selector::Pid(pid) => by_pid(kind, pid, None, env).map(Some),
-        Selector::Container { reference, socket } => {
-            let info = crate::container::block_on(async {
-                Docker::new(socket)
-                    .inspect(reference)
-                    .await
-                    .map_err(|e| FaultError::NoTarget {
-                        kind,
-                        message: format!("container {reference}: {e}"),
-                    })
-            })?;
-            let name = info.name.trim_start_matches('/');
-            let short: String = info.id.chars().take(12).collect();
-            crate::guard::check_container(
-                &info.id,
-                name,
-                crate::container::pod_of(&info).as_ref(),
-                &ctx.config,
-                env,
-            )?;
-            if !info.state.running || info.state.pid <= 0 {
-                return Err(FaultError::NoTarget {
-                    kind,
-                    message: format!(
-                        "container {name} ({short}) is not running ({}), so it has no network namespace to act in",
-                        info.state.status
-                    ),
-                });
-            }
-            let pid = i32::try_from(info.state.pid).map_err(|_| FaultError::NoTarget {
+        Selector::Pid(pid) => by_pid(kind, pid, None, env).map(|r| one(Some(r))),
+        Selector::Containers { reference, query } => of_containers(kind, reference, &query, ctx),
+    }
+}
+
+/// The namespaces of the containers `--container` or the pod selectors pick, each once.
+fn of_containers(
+    kind: &'static str,
+    reference: Option<&str>,
+    query: &PodQuery,
+    ctx: &crate::Context,
+) -> Result<Places, FaultError> {
+    let picked = crate::container::select(ctx, kind, reference, query, false)?;
+    let mut found: Vec<NsRecord> = Vec::new();
+    for f in &picked.found {
+        let c = &f.candidate;
+        if !f.seen.running {
+            return Err(FaultError::NoTarget {
                 kind,
-                message: format!("container {name}: pid {} is out of range", info.state.pid),
+                message: format!(
+                    "container {} is not running ({}), so it has no network namespace to act in",
+                    c.describe(),
+                    f.seen.status
+                ),
+            });
+        }
+        let pid = f
+            .main_pid
+            .or_else(|| {
+                picked
+                    .members
+                    .get(&c.id.to_ascii_lowercase())
+                    .and_then(|pids| pids.iter().copied().min())
+            })
+            .ok_or_else(|| FaultError::NoTarget {
+                kind,
+                message: format!(
+                    "no process of container {} in {}, so its network namespace cannot be found: \
+                     the agent needs the node's PID namespace (hostPID) and /proc",
+                    c.describe(),
+                    ctx.env.proc_root.display()
+                ),
             })?;
-            by_pid(kind, pid, Some(format!("{name} ({short})")), env).map(Some)
+        let rec = by_pid(kind, pid, Some(c), &ctx.env)?;
+        // The containers of one pod share its namespace: it is acted in once.
+        if !found
+            .iter()
+            .any(|r| (r.dev, r.inode) == (rec.dev, rec.inode))
+        {
+            found.push(rec);
         }
     }
+    Ok(Places {
+        namespaces: found.into_iter().map(Some).collect(),
+        selection: picked.selection,
+    })
 }
 
 fn by_pid(
     kind: &'static str,
     pid: i32,
-    container: Option<String>,
+    via: Option<&Candidate>,
     env: &Env,
 ) -> Result<NsRecord, FaultError> {
     if pid <= 0 {
@@ -268,22 +328,26 @@ fn by_pid(
         source,
     })?;
     if own_ids() == Some((dev, inode)) {
-        let through = container
-            .as_deref()
-            .map_or_else(|| format!("process {pid}"), |c| format!("container {c}"));
+        let through = match via {
+            Some(c) if c.pod.is_some() => format!("container {} (a hostNetwork pod)", c.describe()),
+            Some(c) => format!("container {}", c.describe()),
+            None => format!("process {pid}"),
+        };
         return Err(FaultError::Invalid {
             kind,
             message: format!(
                 "{through} shares the agent's own network namespace (host network): a fault \
-                 there would hit every process on the host; to mean that, leave out --pid and \
-                 --container"
+                 there would hit every process on the host; to mean that, name no target \
+                 (--pid, --container, pod selectors)"
             ),
         });
     }
+    let short = |id: &str| id.chars().take(12).collect::<String>();
     Ok(NsRecord {
         name: None,
         pid: Some(pid),
-        container,
+        container: via.map(|c| format!("{} ({})", c.name, short(&c.id))),
+        pod: via.and_then(|c| c.pod.clone()),
         dev,
         inode,
     })
@@ -511,17 +575,41 @@ mod tests {
 
     #[test]
     fn at_most_one_selector() {
-        let sock = Path::new("/s");
+        let none = PodQuery::default();
+        let pods = PodQuery {
+            selector: crate::select::PodSelector {
+                labels: vec!["app=web".parse().unwrap()],
+                ..Default::default()
+            },
+            ..PodQuery::default()
+        };
+        let from = |netns, pid, container, q: &PodQuery| {
+            Selector::from_flags("netem", netns, pid, container, q.clone())
+        };
+        assert_eq!(from(None, None, None, &none).unwrap(), Selector::Own);
+        assert_eq!(from(None, Some(7), None, &none).unwrap(), Selector::Pid(7));
         assert_eq!(
-            Selector::from_flags("netem", None, None, None, sock).unwrap(),
-            Selector::Own
+            from(None, None, None, &pods).unwrap(),
+            Selector::Containers {
+                reference: None,
+                query: pods.clone()
+            }
         );
-        assert_eq!(
-            Selector::from_flags("netem", None, Some(7), None, sock).unwrap(),
-            Selector::Pid(7)
-        );
-        let e = Selector::from_flags("netem", Some("a"), None, Some("web"), sock).unwrap_err();
-        assert!(e.to_string().contains("at most one"), "{e}");
+        assert!(matches!(
+            from(None, None, Some("web"), &none).unwrap(),
+            Selector::Containers {
+                reference: Some("web"),
+                ..
+            }
+        ));
+        for e in [
+            from(Some("a"), None, Some("web"), &none).unwrap_err(),
+            from(None, Some(7), None, &pods).unwrap_err(),
+            from(Some("a"), None, None, &pods).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("at most one"), "{e}");
+            assert!(e.to_string().contains("--label"), "{e}");
+        }
     }
 
     #[test]
@@ -546,6 +634,7 @@ mod tests {
             name: None,
             pid: Some(me),
             container: None,
+            pod: None,
             dev: own.0,
             inode: own.1,
         };

@@ -1,6 +1,7 @@
 //! `partition`: drop traffic to and/or from given addresses (and ports) with nftables rules in
-//! a table of faultline's own, `table inet faultline_<id>`, in the network namespace the user
-//! names (`--netns`, `--pid`, `--container`; [`super::netns`]), programmed over netlink with
+//! a table of faultline's own, `table inet faultline_<id>`, in the network namespaces the user
+//! names (`--netns`, `--pid`, `--container`, pod selectors: one table in each picked pod's
+//! namespace, one [`TableRecord`] each; [`super::netns`]), programmed over netlink with
 //! `netlink-packet-netfilter`'s messages — no `nft` binary.
 //!
 //! The whole table — chains on the `output`, `input` and `forward` hooks and their rules — is
@@ -37,15 +38,15 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
 use super::netlink::{NETLINK_NETFILTER, NlError, NlSocket};
-use super::netns::{self, NsRecord, Place, Selector};
-use super::{NetTarget, plan_with};
+use super::netns::{self, NsRecord, Place};
+use super::{NetTarget, combine, plan_with, record_of, records, revert_each};
 use crate::error::FaultError;
 use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
 use crate::units::HumanDuration;
 
 with_net_target! {
 /// `partition`: traffic to/from the destinations is dropped, in the agent's own network
-/// namespace when no --netns, --pid or --container is given.
+/// namespace when no --netns, --pid, --container or pod selector is given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionSpec {
@@ -592,30 +593,8 @@ impl Fault for PartitionSpec {
             kind: "partition",
             message,
         })?;
-        let sel = Selector::from_flags(
-            "partition",
-            self.netns.as_deref(),
-            self.pid,
-            self.container.as_deref(),
-            &self.docker_socket,
-        )?;
-        netns::require_caps("partition", sel != Selector::Own)?;
-        let ns = netns::resolve("partition", sel, ctx)?;
-        let rec = TableRecord {
-            netns: None,
-            ns,
-            table: table_name(&ctx.id),
-        };
-        let mut sock = connect(&rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
-            kind: "partition",
-            message: "the network namespace disappeared while the fault was planned".into(),
-        })?;
-        probe(&mut sock)?;
-        let place = rec
-            .ns
-            .as_ref()
-            .map(|n| format!(" in {n}"))
-            .unwrap_or_default();
+        let places = self.places("partition", ctx)?;
+        let table = table_name(&ctx.id);
         let dests = self
             .dest
             .iter()
@@ -634,70 +613,126 @@ impl Fault for PartitionSpec {
                     .join(",")
             )
         };
-        let target = NetTarget {
-            netns: rec.ns.as_ref().map(ToString::to_string),
-            dev: None,
-            detail: format!("{:?} {dests}{ports} ({:?})", self.direction, self.protocol)
-                .to_lowercase(),
-        };
-        let action = format!(
-            "create, in one nftables transaction over netlink{place}: {}",
-            ruleset(&rec.table, self).replace(['\n', '\t'], " ")
-        );
-        let revert = format!("delete table inet {}{place}", rec.table);
-        plan_with(
+        let detail =
+            format!("{:?} {dests}{ports} ({:?})", self.direction, self.protocol).to_lowercase();
+        let script = ruleset(&table, self).replace(['\n', '\t'], " ");
+        let (mut recs, mut targets, mut actions, mut reverts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ns in places.namespaces {
+            let rec = TableRecord {
+                netns: None,
+                ns,
+                table: table.clone(),
+            };
+            let mut sock = connect(&rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+                kind: "partition",
+                message: "the network namespace disappeared while the fault was planned".into(),
+            })?;
+            probe(&mut sock)?;
+            let place = rec.where_();
+            targets.push(
+                NetTarget {
+                    netns: rec.ns.as_ref().map(ToString::to_string),
+                    dev: None,
+                    detail: detail.clone(),
+                }
+                .into_target(),
+            );
+            actions.push(format!(
+                "create, in one nftables transaction over netlink{place}: {script}"
+            ));
+            reverts.push(format!("delete table inet {table}{place}"));
+            recs.push(rec);
+        }
+        Ok(plan_with(
             ctx,
             "partition",
             self.duration,
-            vec![target.into_target()],
-            vec![action],
-            vec![revert],
-            &rec,
-        )
+            targets,
+            actions,
+            reverts,
+            record_of(&recs)?,
+            places.selection,
+        ))
     }
 
     fn apply(&self, plan: &Plan, ctx: &Context) -> Result<RevertRecord, FaultError> {
-        let rec: TableRecord = plan.record.state()?;
-        let mut sock = connect(&rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
-            kind: "partition",
-            message: "the network namespace is gone".into(),
-        })?;
-        if table_exists(&mut sock, &rec.table)? {
-            return Err(FaultError::Other(format!(
-                "partition: table inet {} already exists; refusing to merge into it",
-                rec.table
-            )));
+        // In order; the first failure is returned and the engine reverts them all.
+        for rec in records::<TableRecord>(&plan.record)? {
+            apply_in(self, &rec, ctx)?;
         }
-        let msgs = create_messages(&rec.table, self).map_err(|message| FaultError::Invalid {
-            kind: "partition",
-            message,
-        })?;
-        sock.batch(transaction(msgs))
-            .map_err(|e| nl_error(&format!("creating table inet {}", rec.table), &e))?;
         Ok(plan.record.clone())
     }
 
     fn check(&self, record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
-        let rec: TableRecord = record.state()?;
-        let Some(mut sock) = connect(&rec, ctx)? else {
-            return Ok(Effect::not_in_effect("its network namespace is gone"));
-        };
-        Ok(if table_exists(&mut sock, &rec.table)? {
-            Effect::in_effect(format!("nft table inet {} present", rec.table))
-        } else {
-            Effect::not_in_effect(format!("nft table inet {} absent", rec.table))
-        })
+        let effects = records::<TableRecord>(record)?
+            .iter()
+            .map(|rec| check_in(rec, ctx))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(combine(effects))
     }
 
     fn revert(&self, record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
-        revert_table(record, ctx)
+        revert_each(&records::<TableRecord>(record)?, |rec| {
+            revert_table(rec, ctx)
+        })
     }
 }
 
+impl TableRecord {
+    /// ` in <namespace>`, or nothing for the agent's own.
+    fn where_(&self) -> String {
+        match (&self.ns, &self.netns) {
+            (Some(ns), _) => format!(" in {ns}"),
+            (None, Some(n)) => format!(" in netns {n}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Creates the partition's table in the namespace of `rec`, in one transaction.
+fn apply_in(spec: &PartitionSpec, rec: &TableRecord, ctx: &Context) -> Result<(), FaultError> {
+    let mut sock = connect(rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+        kind: "partition",
+        message: format!("the network namespace is gone{}", rec.where_()),
+    })?;
+    if table_exists(&mut sock, &rec.table)? {
+        return Err(FaultError::Other(format!(
+            "partition: table inet {}{} already exists; refusing to merge into it",
+            rec.table,
+            rec.where_()
+        )));
+    }
+    let msgs = create_messages(&rec.table, spec).map_err(|message| FaultError::Invalid {
+        kind: "partition",
+        message,
+    })?;
+    sock.batch(transaction(msgs)).map_err(|e| {
+        nl_error(
+            &format!("creating table inet {}{}", rec.table, rec.where_()),
+            &e,
+        )
+    })
+}
+
+/// Whether the partition's table is in the namespace of `rec`.
+fn check_in(rec: &TableRecord, ctx: &Context) -> Result<Effect, FaultError> {
+    let place = rec.where_();
+    let Some(mut sock) = connect(rec, ctx)? else {
+        return Ok(Effect::not_in_effect(format!(
+            "its network namespace is gone{place}"
+        )));
+    };
+    Ok(if table_exists(&mut sock, &rec.table)? {
+        Effect::in_effect(format!("nft table inet {} present{place}", rec.table))
+    } else {
+        Effect::not_in_effect(format!("nft table inet {} absent{place}", rec.table))
+    })
+}
+
 /// Delete the table named in the record; gone already (or namespace gone) is success.
-fn revert_table(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
-    let rec: TableRecord = record.state()?;
-    let Some(mut sock) = connect(&rec, ctx)? else {
+fn revert_table(rec: &TableRecord, ctx: &Context) -> Result<(), FaultError> {
+    let Some(mut sock) = connect(rec, ctx)? else {
         return Ok(());
     };
     if !table_exists(&mut sock, &rec.table)? {
@@ -711,12 +746,18 @@ fn revert_table(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> 
     match sock.batch(transaction(vec![delete])) {
         Ok(()) => {}
         Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
-        Err(e) => return Err(nl_error(&format!("deleting table inet {}", rec.table), &e)),
+        Err(e) => {
+            return Err(nl_error(
+                &format!("deleting table inet {}{}", rec.table, rec.where_()),
+                &e,
+            ));
+        }
     }
     if table_exists(&mut sock, &rec.table)? {
         return Err(FaultError::Other(format!(
-            "partition revert: table inet {} is still there after deleting it",
-            rec.table
+            "partition revert: table inet {}{} is still there after deleting it",
+            rec.table,
+            rec.where_()
         )));
     }
     Ok(())
@@ -732,7 +773,15 @@ mod tests {
             netns: None,
             pid: None,
             container: None,
-            docker_socket: crate::container::default_socket(),
+            namespace: None,
+            pod: None,
+            label: Vec::new(),
+            container_name: None,
+            count: None,
+            percent: None,
+            seed: None,
+            cri_socket: None,
+            docker_socket: None,
             dest: dest.iter().map(|d| d.parse().unwrap()).collect(),
             port: port.to_vec(),
             protocol,

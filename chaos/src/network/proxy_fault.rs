@@ -245,7 +245,7 @@ fn plan_proxy(
         upstream: spec.upstream.clone(),
         owner: None,
     };
-    plan_with(
+    Ok(plan_with(
         ctx,
         kind,
         duration,
@@ -258,8 +258,9 @@ fn plan_proxy(
             "close the listener on {} and every proxied connection",
             spec.listen
         )],
-        &rec,
-    )
+        RevertRecord::with_state(&rec)?,
+        None,
+    ))
 }
 
 fn apply_proxy(

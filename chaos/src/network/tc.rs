@@ -1,8 +1,9 @@
 //! Kernel traffic-control faults on an interface: `netem` (delay, jitter, loss, duplication,
 //! corruption — qdisc `sch_netem`) and `rate-limit` (a token bucket — qdisc `sch_tbf`), each
 //! installed as the interface's root qdisc with a handle derived from the fault id, in the
-//! network namespace the user names (`--netns`, `--pid`, `--container`; [`super::netns`]),
-//! programmed over netlink ([`rtnl`]) — no `tc` binary.
+//! network namespaces the user names (`--netns`, `--pid`, `--container`, pod selectors;
+//! [`super::netns`]; in each picked pod's namespace on its own interface, one
+//! [`QdiscRecord`] per namespace), programmed over netlink ([`rtnl`]) — no `tc` binary.
 //!
 //! Safety properties:
 //! - **Support is probed before anything is applied** ([`probe`]): a missing qdisc or filter
@@ -50,11 +51,11 @@ use self::probe::{is_unknown_kind, probe_qdisc, probe_selected, unsupported_for}
 use self::qdisc::{Leaf, handle_for, htb_class_options, htb_root_options, netem_args, tbf_args};
 use self::rtnl::{Object, Rtnl, TC_H_ROOT, TcObject, Write};
 use super::netlink::NlError;
-use super::netns::{self, NsRecord, Place, Selector};
+use super::netns::{self, NsRecord, Place, Places};
 use super::nft::{Cidr, Protocol};
-use super::{NetTarget, plan_with};
+use super::{NetTarget, combine, plan_with, record_of, records, revert_each};
 use crate::error::FaultError;
-use crate::fault::{Context, Effect, Fault, Plan, RevertRecord};
+use crate::fault::{Context, Effect, Fault, Plan, RevertRecord, Target};
 use crate::units::{ByteSize, HumanDuration, Percent};
 
 with_net_target! {
@@ -297,27 +298,15 @@ const TBF: QdiscKind = QdiscKind {
     fault: "rate-limit",
 };
 
-/// The namespace flags of a spec.
-#[derive(Debug)]
-struct Where<'a> {
-    netns: Option<&'a str>,
-    pid: Option<i32>,
-    container: Option<&'a str>,
-    socket: &'a std::path::Path,
-    dev: Option<&'a str>,
-}
-
-/// The namespace, opened, with a socket in it; the interface (given or the default route's)
-/// and its index.
+/// The namespace `ns` (the agent's own for `None`), opened, with a socket in it; the
+/// interface (`dev`, or the default route's) and its index.
 fn locate(
     kind: &'static str,
-    at: &Where<'_>,
+    ns: Option<&NsRecord>,
+    dev: Option<&str>,
     ctx: &Context,
-) -> Result<(Option<NsRecord>, Rtnl, String, i32), FaultError> {
-    let sel = Selector::from_flags(kind, at.netns, at.pid, at.container, at.socket)?;
-    netns::require_caps(kind, sel != Selector::Own)?;
-    let ns = netns::resolve(kind, sel, ctx)?;
-    let file: Option<File> = match &ns {
+) -> Result<(Rtnl, String, i32), FaultError> {
+    let file: Option<File> = match ns {
         None => None,
         Some(rec) => match netns::reopen(kind, Some(rec), None, &ctx.env.proc_root)? {
             Place::In(f) => Some(f),
@@ -330,11 +319,11 @@ fn locate(
         },
     };
     let mut rtnl = Rtnl::open(kind, file.as_ref())?;
-    let in_ns = ns.as_ref().map(|n| format!(" in {n}")).unwrap_or_default();
+    let in_ns = ns.map(|n| format!(" in {n}")).unwrap_or_default();
     let links = rtnl
         .links()
         .map_err(|e| nl_error(kind, "listing interfaces", &e))?;
-    let (index, dev) = match at.dev {
+    let (index, dev) = match dev {
         Some(dev) => {
             if !netns::valid_dev_name(dev) {
                 return Err(FaultError::Invalid {
@@ -371,31 +360,75 @@ fn locate(
             (index, name)
         }
     };
-    Ok((ns, rtnl, dev, index))
+    Ok((rtnl, dev, index))
+}
+
+/// What one namespace adds to a qdisc fault's plan.
+struct NsPlan {
+    rec: QdiscRecord,
+    actions: Vec<String>,
+    revert: String,
+    target: Target,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn plan_qdisc(
     ctx: &Context,
     k: &QdiscKind,
-    at: &Where<'_>,
+    places: Places,
+    dev: Option<&str>,
     leaf: &Leaf,
     args: &[String],
     sel: &Selection<'_>,
     duration: HumanDuration,
 ) -> Result<Plan, FaultError> {
     let kind = k.fault;
-    let handle = handle_for(ctx.id.as_str());
     // The filters are counted before anything is looked at.
     filters(sel).map_err(|message| FaultError::Invalid { kind, message })?;
-    let (ns, mut rtnl, dev, index) = locate(kind, at, ctx)?;
-    let commands = setup_commands(&dev, handle, args, sel)
-        .map_err(|message| FaultError::Invalid { kind, message })?;
     if sel.is_everything() {
         probe_qdisc(kind, leaf)?;
     } else {
         probe_selected(kind, leaf)?;
     }
+    let mut planned = Vec::with_capacity(places.namespaces.len());
+    for ns in places.namespaces {
+        planned.push(plan_in(ctx, kind, ns, dev, leaf, args, sel)?);
+    }
+    let recs: Vec<&QdiscRecord> = planned.iter().map(|p| &p.rec).collect();
+    let record = record_of(&recs)?;
+    let (mut targets, mut actions, mut reverts) = (Vec::new(), Vec::new(), Vec::new());
+    for p in planned {
+        targets.push(p.target);
+        actions.extend(p.actions);
+        reverts.push(p.revert);
+    }
+    Ok(plan_with(
+        ctx,
+        kind,
+        duration,
+        targets,
+        actions,
+        reverts,
+        record,
+        places.selection,
+    ))
+}
+
+/// The plan of a qdisc fault in one namespace: its interface, the root it finds there (a
+/// configured tree recorded), the record, the steps and the revert.
+fn plan_in(
+    ctx: &Context,
+    kind: &'static str,
+    ns: Option<NsRecord>,
+    dev: Option<&str>,
+    leaf: &Leaf,
+    args: &[String],
+    sel: &Selection<'_>,
+) -> Result<NsPlan, FaultError> {
+    let handle = handle_for(ctx.id.as_str());
+    let (mut rtnl, dev, index) = locate(kind, ns.as_ref(), dev, ctx)?;
+    let commands = setup_commands(&dev, handle, args, sel)
+        .map_err(|message| FaultError::Invalid { kind, message })?;
     let root = rtnl
         .root(index)
         .map_err(|e| nl_error(kind, "reading the root qdisc", &e))?;
@@ -467,18 +500,18 @@ fn plan_qdisc(
         netns: rec.ns.as_ref().map(ToString::to_string),
         dev: Some(&dev),
         detail: format!("egress, {}: {}", sel.describe(), args.join(" ")),
-    };
-    plan_with(
-        ctx,
-        kind,
-        duration,
-        vec![target.into_target()],
+    }
+    .into_target();
+    Ok(NsPlan {
+        rec,
         actions,
-        vec![revert],
-        &rec,
-    )
+        revert,
+        target,
+    })
 }
 
+/// Applies the fault in every namespace of the plan's record, in order; the first failure
+/// is returned (the engine then reverts them all from the plan's record).
 fn apply_qdisc(
     kind: &'static str,
     plan: &Plan,
@@ -486,13 +519,26 @@ fn apply_qdisc(
     sel: &Selection<'_>,
     ctx: &Context,
 ) -> Result<RevertRecord, FaultError> {
-    let rec: QdiscRecord = plan.record.state()?;
+    for rec in records::<QdiscRecord>(&plan.record)? {
+        apply_in(kind, &rec, leaf, sel, ctx)?;
+    }
+    Ok(plan.record.clone())
+}
+
+/// Applies the fault in the namespace of `rec`.
+fn apply_in(
+    kind: &'static str,
+    rec: &QdiscRecord,
+    leaf: &Leaf,
+    sel: &Selection<'_>,
+    ctx: &Context,
+) -> Result<(), FaultError> {
     let steps = setup_objects(rec.handle, leaf, sel)
         .map_err(|message| FaultError::Invalid { kind, message })?;
     let (root, rest) = steps
         .split_first()
         .ok_or_else(|| FaultError::Other(format!("{kind}: nothing to apply")))?;
-    let (mut rtnl, index) = connect(kind, &rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
+    let (mut rtnl, index) = connect(kind, rec, ctx)?.ok_or_else(|| FaultError::NoTarget {
         kind,
         message: format!("interface {}{} is gone", rec.dev, rec.where_()),
     })?;
@@ -537,7 +583,7 @@ fn apply_qdisc(
     // class, leaf and filters were added under it) before the error is returned.
     for step in rest {
         if let Err(e) = rtnl.write(step.what, Write::Add, index, &step.obj) {
-            let undo = revert_record(&rec, ctx).map_or_else(
+            let undo = revert_record(rec, ctx).map_or_else(
                 |u| format!("; removing the partial setup failed too: {u}"),
                 |()| "; the partial setup was removed".to_owned(),
             );
@@ -555,13 +601,21 @@ fn apply_qdisc(
             });
         }
     }
-    Ok(plan.record.clone())
+    Ok(())
 }
 
 fn check_qdisc(record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultError> {
-    let rec: QdiscRecord = record.state()?;
+    let effects = records::<QdiscRecord>(record)?
+        .iter()
+        .map(|rec| check_in(rec, ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(combine(effects))
+}
+
+/// Whether the fault is in effect in the namespace of `rec`.
+fn check_in(rec: &QdiscRecord, ctx: &Context) -> Result<Effect, FaultError> {
     let kind = rec.fault();
-    let Some((mut rtnl, index)) = connect(kind, &rec, ctx)? else {
+    let Some((mut rtnl, index)) = connect(kind, rec, ctx)? else {
         return Ok(Effect::not_in_effect(format!(
             "interface {}{} or its namespace is gone",
             rec.dev,
@@ -572,7 +626,7 @@ fn check_qdisc(record: &RevertRecord, ctx: &Context) -> Result<Effect, FaultErro
         .dump(Object::Qdisc, index, 0)
         .map_err(|e| nl_error(kind, "reading the qdiscs", &e))?;
     let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
-    if !root.is_some_and(|r| is_ours(&rec, r)) {
+    if !root.is_some_and(|r| is_ours(rec, r)) {
         return Ok(Effect::not_in_effect(format!(
             "root qdisc of {}{} is {}",
             rec.dev,
@@ -614,7 +668,9 @@ fn is_ours(rec: &QdiscRecord, root: &TcObject) -> bool {
 }
 
 fn revert_qdisc(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> {
-    revert_record(&record.state()?, ctx)
+    revert_each(&records::<QdiscRecord>(record)?, |rec| {
+        revert_record(rec, ctx)
+    })
 }
 
 /// Takes the fault's root qdisc away (with any class, leaf and filter under it) if it is
@@ -703,16 +759,6 @@ impl NetemSpec {
         }
     }
 
-    fn at(&self) -> Where<'_> {
-        Where {
-            netns: self.netns.as_deref(),
-            pid: self.pid,
-            container: self.container.as_deref(),
-            socket: &self.docker_socket,
-            dev: self.dev.as_deref(),
-        }
-    }
-
     fn args(&self) -> Result<Vec<String>, FaultError> {
         netem_args(self).map_err(|message| FaultError::Invalid {
             kind: "netem",
@@ -736,26 +782,18 @@ impl RateLimitSpec {
             protocol: self.protocol,
         }
     }
-
-    fn at(&self) -> Where<'_> {
-        Where {
-            netns: self.netns.as_deref(),
-            pid: self.pid,
-            container: self.container.as_deref(),
-            socket: &self.docker_socket,
-            dev: self.dev.as_deref(),
-        }
-    }
 }
 
 impl Fault for NetemSpec {
     fn plan(&self, ctx: &Context) -> Result<Plan, FaultError> {
         let args = self.args()?;
+        let leaf = self.leaf()?;
         plan_qdisc(
             ctx,
             &NETEM,
-            &self.at(),
-            &self.leaf()?,
+            self.places(NETEM.fault, ctx)?,
+            self.dev.as_deref(),
+            &leaf,
             &args,
             &self.selection(),
             self.duration,
@@ -780,7 +818,8 @@ impl Fault for RateLimitSpec {
         plan_qdisc(
             ctx,
             &TBF,
-            &self.at(),
+            self.places(TBF.fault, ctx)?,
+            self.dev.as_deref(),
             &Leaf::tbf(self.rate, self.burst),
             &tbf_args(self.rate, self.burst),
             &self.selection(),
