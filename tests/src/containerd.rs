@@ -14,13 +14,26 @@
 //!   default sandbox `oom_score_adj` of -998 every `RunPodSandbox` fails with `runc create
 //!   failed: … can't get final child's PID from pipe: EOF`.
 //! - Pods use the host's network namespace, so no CNI plugin is needed (the CRI plugin logs
-//!   that it found no CNI config; that is expected).
+//!   that it found no CNI config; that is expected) — except in an instance started with
+//!   [`Containerd::start_with_pod_network`], whose pods each get a network namespace of their
+//!   own ([`PodNetwork`]).
 //!
 //! [`Containerd::run_pod`] makes a pod as the kubelet's cgroupfs driver does: a real UUID as
 //! the pod uid, `cgroup_parent` `/kubepods/besteffort/pod<uid>`, Kubernetes labels
 //! (`io.kubernetes.pod.name`, `…namespace`, `…uid`, `io.kubernetes.container.name`, `app`),
 //! host networking, and one container of the workload image. It goes through the chaos
 //! crate's [`CriClient`], the same client faultline uses.
+//!
+//! [`Containerd::start_with_pod_network`] is for the network faults: containerd runs inside a
+//! network namespace the test creates (the pods' "node", [`PodNetwork::node`]; entered with
+//! `nsenter --net`), so the CNI plugins it calls (Debian's `containernetworking-plugins`:
+//! `bridge` with `host-local` addresses, no masquerading, and `loopback`) make their bridge,
+//! veth pairs and routes there, never in the host's namespace. Each pod gets a namespace of
+//! its own with `eth0` on that bridge ([`POD_SUBNET`], the node at [`NODE_IP`], the default
+//! route through it), pinned under the instance's state directory
+//! (`netns_mounts_under_state_dir`). The one file outside the instance's directory is
+//! libcni's result cache (`/var/lib/cni/results/<network>-<sandbox>-eth0`, removed by the
+//! pod's CNI DEL; the guard removes any left and the directories it made).
 //!
 //! Dropping the guard (also when the test panics) removes every pod through the CRI, stops
 //! containerd, kills any shim or container process of this instance that is left, unmounts
@@ -30,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -41,6 +55,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::chaos::wait_until;
+use crate::netns::Netns;
 
 /// The snapshotter this instance uses. overlayfs works here (`/` is ext4 and the kernel has
 /// `overlay`); `native` would be the fallback on a filesystem overlay cannot sit on.
@@ -51,6 +66,16 @@ pub const IMAGE: &str = "docker.io/library/faultline-workload:test";
 const TOOLS: [&str; 4] = ["containerd", "containerd-shim-runc-v2", "runc", "ctr"];
 /// Cgroup parents of best-effort pods under the kubelet's cgroupfs driver.
 const KUBEPODS: &str = "kubepods/besteffort";
+/// Where Debian's `containernetworking-plugins` (and the upstream tarball) put the plugins.
+const CNI_DIRS: [&str; 2] = ["/usr/lib/cni", "/opt/cni/bin"];
+/// The CNI plugins a pod network needs.
+const CNI_PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
+/// libcni's cache of ADD results (not configurable in containerd 1.6).
+const CNI_CACHE: &str = "/var/lib/cni/results";
+/// The pods' subnet in a [`PodNetwork`], inside its node namespace only.
+pub const POD_SUBNET: &str = "10.79.0.0/24";
+/// The node's address on the pods' bridge (their gateway), inside its node namespace only.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
 
 /// Whether containerd, its runc shim, runc, ctr and a Docker engine (to build the image) are
 /// here. When not: prints why `test` is skipped and returns `false`, or panics under CI
@@ -89,9 +114,22 @@ pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// The config file of an instance living in `dir`.
-pub fn config_toml(dir: &Path) -> String {
+/// The directory holding the CNI plugins a pod network needs, if there is one.
+fn cni_bin_dir() -> Option<PathBuf> {
+    CNI_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .find(|dir| CNI_PLUGINS.iter().all(|p| dir.join(p).is_file()))
+}
+
+/// The config file of an instance living in `dir`; with `cni_bin`, one whose pods get
+/// network namespaces of their own from the plugins there (see [`PodNetwork`]).
+pub fn config_toml(dir: &Path, cni_bin: Option<&Path>) -> String {
     let d = dir.display();
+    let (cni_bin_dir, netns_under_state) = match cni_bin {
+        Some(bin) => (bin.display().to_string(), "true"),
+        None => (format!("{d}/cni/bin"), "false"),
+    };
     format!(
         r#"version = 2
 root = "{d}/root"
@@ -125,6 +163,8 @@ disabled_plugins = [
   # A port of its own per instance (the default 10010 would clash between instances).
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # Pod network namespaces pinned in this directory, not /run/netns.
+  netns_mounts_under_state_dir = {netns_under_state}
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{SNAPSHOTTER}"
@@ -137,12 +177,59 @@ disabled_plugins = [
         Root = "{d}/runc"
         SystemdCgroup = false
 
-  # Pods use the host network: no CNI plugin is called. Empty dirs of its own all the same.
+  # Pods use the host network and no CNI plugin is called (empty dirs of its own), or a
+  # PodNetwork's plugins with the conflist it writes into conf_dir.
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{d}/cni/bin"
+    bin_dir = "{cni_bin_dir}"
     conf_dir = "{d}/cni/conf"
 "#
     )
+}
+
+/// The pod network of an instance started with [`Containerd::start_with_pod_network`]: the
+/// node's namespace (the test's own; containerd runs in it) and the CNI network's name.
+#[derive(Debug)]
+pub struct PodNetwork {
+    /// The node's network namespace: the bridge, the pods' veth ends and [`NODE_IP`].
+    pub node: Netns,
+    /// The CNI network's name (`faultline-<pid>-<n>`; in libcni's cache file names).
+    name: String,
+}
+
+impl PodNetwork {
+    /// The CNI conflist: a bridge of its own with `host-local` addresses kept in `dir`, the
+    /// node as every pod's default gateway, and no masquerading (no iptables rule).
+    fn conflist(&self, dir: &Path) -> String {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": "flbr0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP.to_string()}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": dir.join("cni/ipam").display().to_string(),
+                },
+            }],
+        })
+        .to_string()
+    }
+
+    /// libcni's cached results of this network's pods.
+    fn cached_results(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}-", self.name);
+        fs::read_dir(CNI_CACHE)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
 }
 
 /// A pod made by [`Containerd::run_pod`]: one sandbox, one running container.
@@ -164,13 +251,20 @@ pub struct TestPod {
     pub cgroup_parent: String,
     /// The container's CRI log file.
     pub log: PathBuf,
+    /// The ids of the pod's other containers ([`Containerd::run_pod_containers`]).
+    pub sidecars: Vec<String>,
 }
 
 impl TestPod {
     /// PIDs of the live processes in the container's cgroup, read from `/proc/<pid>/cgroup`
     /// (independent of the CRI, which reports no pids).
     pub fn pids(&self) -> Vec<i32> {
-        let suffix = format!("{}/{}", self.cgroup_parent, self.container_id);
+        self.pids_of(&self.container_id)
+    }
+
+    /// [`pids`](Self::pids) of the pod's container `container_id` (a sidecar's, say).
+    pub fn pids_of(&self, container_id: &str) -> Vec<i32> {
+        let suffix = format!("{}/{}", self.cgroup_parent, container_id);
         let Ok(dir) = fs::read_dir("/proc") else {
             panic!("reading /proc failed");
         };
@@ -205,15 +299,56 @@ impl Containerd {
         if !containerd_available(test) {
             return None;
         }
+        Some(Self::start_instance(None).await)
+    }
+
+    /// [`start`](Self::start) with a [`PodNetwork`]: pods get network namespaces of their own
+    /// on a bridge in a node namespace of the test's own (see the module docs). `None`
+    /// (printed as SKIPPED) also when the CNI plugins (`containernetworking-plugins`) or
+    /// `nsenter` are missing outside CI.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start); under CI, when the CNI plugins or `nsenter` are missing.
+    pub async fn start_with_pod_network(test: &str) -> Option<Self> {
+        if !containerd_available(test) {
+            return None;
+        }
+        let ok = crate::chaos::require(
+            cni_bin_dir().is_some() && on_path("nsenter").is_some(),
+            "the CNI plugins bridge, host-local and loopback (.ci/run installs \
+             containernetworking-plugins) and nsenter",
+        );
+        if !ok {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let network = PodNetwork {
+            node: Netns::create("cri-node"),
+            name: format!(
+                "faultline-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        };
+        Some(Self::start_instance(Some(network)).await)
+    }
+
+    async fn start_instance(network: Option<PodNetwork>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("faultline-containerd-")
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = dir.path().join("config.toml");
-        fs::write(&config, config_toml(dir.path()))
+        let cni_bin = network.as_ref().and_then(|_| cni_bin_dir());
+        fs::write(&config, config_toml(dir.path(), cni_bin.as_deref()))
             .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-        for sub in ["cni/bin", "cni/conf", "pods", "images"] {
+        for sub in ["cni/bin", "cni/conf", "cni/ipam", "pods", "images"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap_or_else(|e| panic!("mkdir {sub}: {e}"));
+        }
+        if let Some(net) = &network {
+            let conflist = dir.path().join("cni/conf/10-faultline.conflist");
+            fs::write(&conflist, net.conflist(dir.path()))
+                .unwrap_or_else(|e| panic!("{}: {e}", conflist.display()));
         }
         let log_path = dir.path().join("containerd.log");
         let log =
@@ -222,7 +357,17 @@ impl Containerd {
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
         MADE.register(&made_dirs());
-        let child = crate::ending_with_test("containerd")
+        let mut cmd = match &network {
+            // nsenter execs containerd in the node's namespace (no fork without --pid).
+            Some(net) => {
+                let mut cmd = crate::ending_with_test("nsenter");
+                cmd.arg(format!("--net={}", net.node.path()))
+                    .arg("containerd");
+                cmd
+            }
+            None => crate::ending_with_test("containerd"),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -236,11 +381,18 @@ impl Containerd {
             log: log_path,
             child,
             pod_uids: Mutex::new(Vec::new()),
+            network,
             dir,
         };
         let client = instance.wait_for_cri(Duration::from_secs(60)).await;
         instance.import_image();
-        Some(Self { client, instance })
+        Self { client, instance }
+    }
+
+    /// The pod network, for an instance started with
+    /// [`start_with_pod_network`](Self::start_with_pod_network).
+    pub fn pod_network(&self) -> Option<&PodNetwork> {
+        self.instance.network.as_ref()
     }
 
     /// The chaos crate's CRI client, connected to this instance.
@@ -292,6 +444,27 @@ impl Containerd {
         container_name: &str,
         args: &[&str],
     ) -> TestPod {
+        self.run_pod_containers(image, namespace, name, app, &[(container_name, args)])
+            .await
+    }
+
+    /// A pod `namespace/name` labelled `app=<app>` with one container per entry of
+    /// `containers` (`(name, workload args)`, all of `image`): the first is the pod's
+    /// [`TestPod::container_id`], the others its [`TestPod::sidecars`]. Waits until each
+    /// printed its `ready` line. With a [`PodNetwork`] the pod has a network namespace of its
+    /// own (its containers share it); otherwise the node's.
+    ///
+    /// # Panics
+    /// As [`run_pod`](Self::run_pod); when `containers` is empty.
+    pub async fn run_pod_containers(
+        &self,
+        image: &str,
+        namespace: &str,
+        name: &str,
+        app: &str,
+        containers: &[(&str, &[&str])],
+    ) -> TestPod {
+        assert!(!containers.is_empty(), "{namespace}/{name}: no container");
         let uid = kernel_uuid();
         self.instance
             .pod_uids
@@ -305,9 +478,6 @@ impl Containerd {
             .path()
             .join("pods")
             .join(format!("{namespace}_{name}_{uid}"));
-        // The kubelet makes the container's log directory; the runtime only opens the file.
-        fs::create_dir_all(log_directory.join(container_name))
-            .unwrap_or_else(|e| panic!("{}: {e}", log_directory.display()));
         let identity = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
             (
@@ -316,8 +486,14 @@ impl Containerd {
             ),
             ("io.kubernetes.pod.uid".to_owned(), uid.clone()),
         ]);
-        let host_network = proto::NamespaceOption {
-            network: proto::NamespaceMode::Node.into(),
+        let own_network = self.instance.network.is_some();
+        let namespaces = proto::NamespaceOption {
+            network: if own_network {
+                proto::NamespaceMode::Pod
+            } else {
+                proto::NamespaceMode::Node
+            }
+            .into(),
             pid: proto::NamespaceMode::Container.into(),
             ipc: proto::NamespaceMode::Pod.into(),
             ..Default::default()
@@ -331,14 +507,19 @@ impl Containerd {
                 namespace: namespace.into(),
                 attempt: 0,
             }),
-            // As the kubelet for a host-network pod: the node's own UTS namespace and name.
-            hostname: String::new(),
+            // As the kubelet: a host-network pod has the node's own UTS namespace and name,
+            // any other its pod name.
+            hostname: if own_network {
+                name.to_owned()
+            } else {
+                String::new()
+            },
             log_directory: log_directory.display().to_string(),
             labels: pod_labels,
             linux: Some(proto::LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(proto::LinuxSandboxSecurityContext {
-                    namespace_options: Some(host_network.clone()),
+                    namespace_options: Some(namespaces.clone()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -350,61 +531,91 @@ impl Containerd {
             .run_pod_sandbox(sandbox.clone())
             .await
             .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
-        let mut container_labels = identity;
-        container_labels.insert("io.kubernetes.container.name".into(), container_name.into());
-        let container_log = format!("{container_name}/0.log");
-        let config = proto::ContainerConfig {
-            metadata: Some(proto::ContainerMetadata {
-                name: container_name.into(),
-                attempt: 0,
-            }),
-            image: Some(proto::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            labels: container_labels,
-            log_path: container_log.clone(),
-            linux: Some(proto::LinuxContainerConfig {
-                security_context: Some(proto::LinuxContainerSecurityContext {
-                    namespace_options: Some(host_network),
+        let mut ids = Vec::new();
+        let mut logs = Vec::new();
+        for (container_name, args) in containers {
+            // The kubelet makes the container's log directory; the runtime only opens the file.
+            fs::create_dir_all(log_directory.join(container_name))
+                .unwrap_or_else(|e| panic!("{}: {e}", log_directory.display()));
+            let mut container_labels = identity.clone();
+            container_labels.insert(
+                "io.kubernetes.container.name".into(),
+                (*container_name).into(),
+            );
+            let container_log = format!("{container_name}/0.log");
+            let config = proto::ContainerConfig {
+                metadata: Some(proto::ContainerMetadata {
+                    name: (*container_name).into(),
+                    attempt: 0,
+                }),
+                image: Some(proto::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                labels: container_labels,
+                log_path: container_log.clone(),
+                linux: Some(proto::LinuxContainerConfig {
+                    security_context: Some(proto::LinuxContainerSecurityContext {
+                        namespace_options: Some(namespaces.clone()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let container_id = self
-            .client
-            .create_container(&sandbox_id, config, sandbox)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
-        self.client
-            .start_container(&container_id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
-        let pod = TestPod {
+            };
+            let container_id = self
+                .client
+                .create_container(&sandbox_id, config, sandbox.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
+            self.client
+                .start_container(&container_id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
+            ids.push(container_id);
+            logs.push(log_directory.join(container_log));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for log in &logs {
+            while !fs::read_to_string(log).is_ok_and(|text| text.contains(" ready ")) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{namespace}/{name}: the workload printed no ready line within 60 s; its log \
+                     {}: {:?}",
+                    log.display(),
+                    fs::read_to_string(log)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut ids = ids.into_iter();
+        TestPod {
             sandbox_id,
-            container_id,
+            container_id: ids.next().unwrap_or_default(),
             name: name.into(),
             namespace: namespace.into(),
             uid,
-            container_name: container_name.into(),
+            container_name: containers[0].0.into(),
             cgroup_parent,
-            log: log_directory.join(container_log),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !fs::read_to_string(&pod.log).is_ok_and(|text| text.contains(" ready ")) {
-            assert!(
-                Instant::now() < deadline,
-                "{namespace}/{name}: the workload printed no ready line within 60 s; its log \
-                 {}: {:?}",
-                pod.log.display(),
-                fs::read_to_string(&pod.log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            log: logs.swap_remove(0),
+            sidecars: ids.collect(),
         }
-        pod
+    }
+
+    /// Stops and removes `pod` through the CRI (its network namespace goes with it).
+    ///
+    /// # Panics
+    /// On a CRI error.
+    pub async fn remove_pod(&self, pod: &TestPod) {
+        self.client
+            .stop_pod_sandbox(&pod.sandbox_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
+        self.client
+            .remove_pod_sandbox(&pod.sandbox_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", self.log()));
     }
 }
 
@@ -511,11 +722,14 @@ static MADE: SharedDirs = SharedDirs::new();
 
 /// The directories containerd and its pods make outside an instance's directory, deepest
 /// first: the shims' socket directory (containerd 1.6 puts it in `/run/containerd/s`
-/// whatever its config says) and the pods' cgroup parents.
+/// whatever its config says), libcni's result cache (a pod network's), and the pods' cgroup
+/// parents.
 fn made_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![
         PathBuf::from("/run/containerd/s"),
         PathBuf::from("/run/containerd"),
+        PathBuf::from(CNI_CACHE),
+        PathBuf::from("/var/lib/cni"),
     ];
     for root in cgroup_roots() {
         dirs.push(root.join(KUBEPODS));
@@ -531,6 +745,9 @@ struct Instance {
     log: PathBuf,
     child: Child,
     pod_uids: Mutex<Vec<String>>,
+    /// Dropped after the cleanup in Drop (containerd stopped): the node namespace goes, with
+    /// the bridge and whatever veth end is left in it.
+    network: Option<PodNetwork>,
     // Last: removed after the cleanup in Drop.
     dir: TempDir,
 }
@@ -742,6 +959,12 @@ impl Drop for Instance {
             })
         });
         self.remove_shim_sockets(&shim_sockets);
+        // A pod's CNI DEL removes its cached result; a pod that never got one leaves it.
+        if let Some(net) = &self.network {
+            for cached in net.cached_results() {
+                let _ = fs::remove_file(cached);
+            }
+        }
         MADE.release(&made_dirs());
     }
 }

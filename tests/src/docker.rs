@@ -9,7 +9,9 @@
 //! between runs: rebuilding is a cache hit).
 //!
 //! [`Container`] starts one container and removes it (`docker rm -f`) when dropped, also when
-//! the test panics. [`docker_available`] decides between running and skipping: absent Docker
+//! the test panics. [`Topology`] is three of them — `web`, `other`, `peer` — on an internal
+//! Docker network of the test's own ([`Network`]), for the network faults: each container has
+//! its own network namespace, reached by the test through its main process's pid. [`docker_available`] decides between running and skipping: absent Docker
 //! skips with a printed reason, except under CI (`CI` non-empty and not `false`/`0`), where it fails. [`api_get`] asks the
 //! Engine API directly over its unix socket, for figures to compare with (`/stats`).
 //!
@@ -240,6 +242,168 @@ impl Drop for Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A Docker network of the test's own (`--internal`, a `10.78.x.0/24` subnet), removed on drop
+/// (after its containers, which must go first).
+#[derive(Debug)]
+pub struct Network {
+    /// Its name: `faultline-test-net-<pid>-<tag>`.
+    pub name: String,
+    /// `10.78.N`: the first three octets of its subnet.
+    prefix: [u8; 3],
+}
+
+impl Network {
+    /// A network of this test's own: the name carries the pid and `tag` (Docker allows two
+    /// networks of one name, and a binary's tests run in parallel); the first free subnet
+    /// from one picked by the pid.
+    ///
+    /// # Panics
+    /// When no subnet among 40 is free.
+    pub fn create(tag: &str) -> Self {
+        let name = format!("faultline-test-net-{}-{tag}", std::process::id());
+        let run = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+        };
+        let _ = run(&["network", "rm", &name]);
+        for n in (std::process::id() % 200)..(std::process::id() % 200 + 40) {
+            let third = (n % 250) as u8;
+            let subnet = format!("10.78.{third}.0/24");
+            let out = run(&[
+                "network",
+                "create",
+                "--internal",
+                "--subnet",
+                &subnet,
+                &name,
+            ]);
+            if out.status.success() {
+                return Network {
+                    name,
+                    prefix: [10, 78, third],
+                };
+            }
+        }
+        panic!("no free 10.78.x.0/24 subnet for a Docker network");
+    }
+
+    /// The address `.host` of its subnet.
+    pub fn ip(&self, host: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], host)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// The host pid of a container's main process (its network namespace is the container's).
+///
+/// # Panics
+/// When Docker reports none.
+pub async fn pid_of(c: &Container) -> i32 {
+    let pid = c.inspect().await["State"]["Pid"].as_i64();
+    pid.and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| panic!("container {}: no main pid", c.name))
+}
+
+/// Three workload containers on a [`Network`] of their own, each serving on port 7000: `web`
+/// (a fault's target) at `.2`, `other` (a second container that must stay unaffected) at `.3`
+/// and `peer` (where traffic goes; the test binds its own listeners in its namespace) at `.4`.
+/// The fields drop in order: the containers, then the network.
+#[derive(Debug)]
+pub struct Topology {
+    /// The target.
+    pub web: Container,
+    /// Its main process.
+    pub web_pid: i32,
+    /// The bystander.
+    pub other: Container,
+    /// Its main process.
+    pub other_pid: i32,
+    /// The peer.
+    pub peer: Container,
+    /// Its main process.
+    pub peer_pid: i32,
+    /// Their network.
+    pub net: Network,
+}
+
+impl Topology {
+    /// Starts the three and waits until each is ready; `tag` goes into their names.
+    pub async fn start(tag: &str) -> Self {
+        let net = Network::create(tag);
+        let run = |host: u8, hint: String| {
+            let args = vec![
+                "--network".to_owned(),
+                net.name.clone(),
+                "--ip".to_owned(),
+                net.ip(host).to_string(),
+            ];
+            async move {
+                let c = Container::run(&hint, &args, &["--listen", "0.0.0.0:7000"]).await;
+                c.wait_ready(Duration::from_secs(20)).await;
+                c
+            }
+        };
+        let web = run(2, format!("{tag}-web")).await;
+        let other = run(3, format!("{tag}-other")).await;
+        let peer = run(4, format!("{tag}-peer")).await;
+        let (web_pid, other_pid, peer_pid) = (
+            pid_of(&web).await,
+            pid_of(&other).await,
+            pid_of(&peer).await,
+        );
+        Topology {
+            web,
+            web_pid,
+            other,
+            other_pid,
+            peer,
+            peer_pid,
+            net,
+        }
+    }
+
+    /// `peer`'s address.
+    pub fn peer_ip(&self) -> std::net::Ipv4Addr {
+        self.net.ip(4)
+    }
+
+    /// Bytes per second from a sender in `from_pid`'s namespace to a receiver the test binds
+    /// in `peer`'s namespace on `port` ([`crate::netns::throughput`]).
+    pub fn throughput(&self, from_pid: i32, port: u16, bytes: usize) -> f64 {
+        use crate::netns::{of_pid, throughput};
+        let to = std::net::SocketAddr::from((self.peer_ip(), port));
+        throughput(&of_pid(from_pid), &of_pid(self.peer_pid), to, bytes)
+    }
+
+    /// A connect from `from_pid`'s namespace to `peer` on `port` (listened on by the test).
+    pub fn connect(
+        &self,
+        from_pid: i32,
+        port: u16,
+        timeout: Duration,
+    ) -> std::io::Result<std::net::TcpStream> {
+        let to = std::net::SocketAddr::from((self.peer_ip(), port));
+        crate::netns::connect_from(&crate::netns::of_pid(from_pid), to, timeout)
+    }
+
+    /// A listener of the test's in `peer`'s namespace.
+    pub fn listen_on_peer(&self, port: u16) -> std::net::TcpListener {
+        crate::netns::listen_in(&crate::netns::of_pid(self.peer_pid), port)
     }
 }
 

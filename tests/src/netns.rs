@@ -6,14 +6,20 @@
 //! [`in_netns`] runs a closure on a fresh thread that has entered a namespace (setns), so a
 //! socket created there lives in that namespace even after the thread is gone — a listener
 //! made in `b` can be used from anywhere, a connect made from `a` leaves through `a`'s veth.
+//! On that: the test's own traffic between namespaces, each named by its path (`/proc/<pid>/ns/net`
+//! of a container's process: [`of_pid`]; `/run/netns/<name>`: [`named`]) — a listener
+//! ([`listen_in`]), a connect ([`connect_from`]) and a throughput client ([`throughput`]).
+//! [`Netns`] is one namespace of the test's own (a container runtime's "node" network, say).
 //!
 //! Addresses: `a` is 10.77.0.1/24 on `veth-a`, `b` is 10.77.0.2/24 on `veth-b`. They exist only
 //! inside the two namespaces, so pairs of parallel tests do not collide.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -63,12 +69,50 @@ pub fn require_kernel_tools() -> bool {
         )
 }
 
+/// A name of this process's own for a namespace: `fl-<tag>-<pid>-<n>`.
+fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("fl-{tag}-{}-{n}", std::process::id())
+}
+
+/// One named network namespace of the test's own with only `lo` (up); deleted on drop, with
+/// whatever was made in it.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its `ip netns` name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates it; `tag` goes into the name (`fl-<tag>-<pid>-<n>`).
+    pub fn create(tag: &str) -> Self {
+        let ns = Netns {
+            name: unique_name(tag),
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Its path, as [`in_netns_path`] and the traffic helpers take it.
+    pub fn path(&self) -> String {
+        named(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
 impl NetnsPair {
     /// Creates the pair; `tag` goes into the names (`fl-<tag>-<pid>-<n>-a`).
     pub fn create(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let base = format!("fl-{tag}-{}-{n}", std::process::id());
+        let base = unique_name(tag);
         let pair = NetnsPair {
             a: format!("{base}-a"),
             b: format!("{base}-b"),
@@ -115,17 +159,28 @@ impl Drop for NetnsPair {
     }
 }
 
+/// The path of the namespace `ip netns` calls `name`.
+pub fn named(name: &str) -> String {
+    format!("/run/netns/{name}")
+}
+
+/// The path of process `pid`'s network namespace.
+pub fn of_pid(pid: i32) -> String {
+    format!("/proc/{pid}/ns/net")
+}
+
 /// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay in `ns`.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    in_netns_at(&format!("/run/netns/{ns}"), f)
+    in_netns_path(&named(ns), f)
 }
 
 /// [`in_netns`] for the network namespace of process `pid` (a container's main process).
 pub fn in_netns_of<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
-    in_netns_at(&format!("/proc/{pid}/ns/net"), f)
+    in_netns_path(&of_pid(pid), f)
 }
 
-fn in_netns_at<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
+/// [`in_netns`] for the namespace at `path` ([`named`], [`of_pid`]).
+pub fn in_netns_path<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -162,4 +217,61 @@ pub fn observe_in_netns_of(pid: i32, program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A listener the test binds in namespace `ns` (a path) on all addresses, port `port`.
+pub fn listen_in(ns: &str, port: u16) -> TcpListener {
+    in_netns_path(ns, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            .unwrap_or_else(|e| panic!("bind :{port} in {ns}: {e}"))
+    })
+}
+
+/// A TCP connect to `to` made from namespace `from` (a path): its packets leave through
+/// that namespace's interfaces and rules.
+pub fn connect_from(from: &str, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    in_netns_path(from, || TcpStream::connect_timeout(&to, timeout))
+}
+
+/// Bytes per second of `bytes` sent from namespace `from` to a receiver the test binds in
+/// namespace `to` at `addr` (an address of that namespace): measured by the receiver from its
+/// first read to the end of the stream, so the connection's set-up does not count.
+pub fn throughput(from: &str, to: &str, addr: SocketAddr, bytes: usize) -> f64 {
+    let l = listen_in(to, addr.port());
+    let recv = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut got, mut first) = (0usize, None::<(Instant, usize)>);
+        loop {
+            let n = s.read(&mut buf).unwrap_or_else(|e| panic!("read: {e}"));
+            if n == 0 {
+                break;
+            }
+            got += n;
+            first.get_or_insert((Instant::now(), n));
+        }
+        let (t0, n0) = first.unwrap_or_else(|| panic!("nothing received"));
+        (got - n0) as f64 / t0.elapsed().as_secs_f64()
+    });
+    let mut c = connect_from(from, addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect {addr} from {from}: {e}"));
+    c.write_all(&vec![5u8; bytes])
+        .unwrap_or_else(|e| panic!("send to {addr} from {from}: {e}"));
+    drop(c);
+    recv.join()
+        .unwrap_or_else(|_| panic!("the receiver panicked"))
+}
+
+/// `tc qdisc show`, `tc class show` and `tc filter show` of `dev` inside `pid`'s namespace,
+/// concatenated, as the test's own `tc` sees them ([`observe_in_netns_of`]: a failed look
+/// panics).
+pub fn tc_tree_of(pid: i32, dev: &str) -> String {
+    ["qdisc", "class", "filter"]
+        .map(|what| observe_in_netns_of(pid, "tc", &[what, "show", "dev", dev]))
+        .concat()
+}
+
+/// `nft list ruleset` inside `pid`'s namespace, as the test's own `nft` sees it.
+pub fn nft_ruleset_of(pid: i32) -> String {
+    observe_in_netns_of(pid, "nft", &["list", "ruleset"])
 }

@@ -19,83 +19,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // std::thread::sleep in synchronous polling helpers
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::ErrorKind;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_tests::chaos::{Bg, Scratch, is_root, require, wait_until};
-use faultline_tests::docker::{Container, docker_available};
-use faultline_tests::netns::{exec_in_netns_of, in_netns_of, observe_in_netns_of};
+use faultline_tests::docker::{Container, Topology, docker_available, pid_of};
+use faultline_tests::netns::{exec_in_netns_of, nft_ruleset_of, tc_tree_of};
 use nix::sys::signal::Signal;
 
 /// A `PATH` where no `tc`, `nft` or `ip` can be found.
 const NO_TOOLS: [(&str, &str); 1] = [("PATH", "/nonexistent-faultline-no-tools")];
-
-/// A Docker network of the test's own, removed on drop (after its containers).
-struct Net {
-    name: String,
-    /// `10.78.N`: the first three octets of its subnet.
-    prefix: [u8; 3],
-}
-
-impl Net {
-    /// A network of this test's own: the name carries the pid and `tag` (Docker allows two
-    /// networks of one name, and this binary's tests run in parallel).
-    fn create(tag: &str) -> Self {
-        let name = format!("faultline-test-net-{}-{tag}", std::process::id());
-        let _ = Command::new("docker")
-            .args(["network", "rm", &name])
-            .output();
-        for n in (std::process::id() % 200)..(std::process::id() % 200 + 40) {
-            let third = (n % 250) as u8;
-            let subnet = format!("10.78.{third}.0/24");
-            let out = Command::new("docker")
-                .args([
-                    "network",
-                    "create",
-                    "--internal",
-                    "--subnet",
-                    &subnet,
-                    &name,
-                ])
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return Net {
-                    name,
-                    prefix: [10, 78, third],
-                };
-            }
-        }
-        panic!("no free 10.78.x.0/24 subnet for a Docker network");
-    }
-
-    fn ip(&self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], host)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.name])
-            .output();
-    }
-}
-
-/// The three containers and their network (fields drop in order: containers, then the
-/// network).
-#[allow(dead_code)] // the containers are held for their lifetime; some tests only use pids
-struct Topology {
-    web: Container,
-    web_pid: i32,
-    other: Container,
-    other_pid: i32,
-    peer: Container,
-    peer_pid: i32,
-    net: Net,
-}
 
 fn available(test: &str) -> bool {
     require(is_root(), "root")
@@ -108,93 +42,6 @@ fn available(test: &str) -> bool {
         )
 }
 
-async fn pid_of(c: &Container) -> i32 {
-    c.inspect().await["State"]["Pid"].as_i64().unwrap() as i32
-}
-
-impl Topology {
-    async fn start(tag: &str) -> Self {
-        let net = Net::create(tag);
-        let run = |host: u8, hint: String| {
-            let args = vec![
-                "--network".to_owned(),
-                net.name.clone(),
-                "--ip".to_owned(),
-                net.ip(host).to_string(),
-            ];
-            async move {
-                let c = Container::run(&hint, &args, &["--listen", "0.0.0.0:7000"]).await;
-                c.wait_ready(Duration::from_secs(20)).await;
-                c
-            }
-        };
-        let web = run(2, format!("{tag}-web")).await;
-        let other = run(3, format!("{tag}-other")).await;
-        let peer = run(4, format!("{tag}-peer")).await;
-        let (web_pid, other_pid, peer_pid) = (
-            pid_of(&web).await,
-            pid_of(&other).await,
-            pid_of(&peer).await,
-        );
-        Topology {
-            web,
-            web_pid,
-            other,
-            other_pid,
-            peer,
-            peer_pid,
-            net,
-        }
-    }
-
-    fn peer_ip(&self) -> Ipv4Addr {
-        self.net.ip(4)
-    }
-
-    /// Bytes per second from a sender in `from_pid`'s namespace to a receiver the test binds
-    /// in `peer`'s namespace on `port`.
-    fn throughput(&self, from_pid: i32, port: u16, bytes: usize) -> f64 {
-        let l = in_netns_of(self.peer_pid, || {
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()
-        });
-        let recv = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut buf = vec![0u8; 64 * 1024];
-            let (mut got, mut first) = (0usize, None::<(Instant, usize)>);
-            loop {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                got += n;
-                first.get_or_insert((Instant::now(), n));
-            }
-            let (t0, n0) = first.unwrap();
-            (got - n0) as f64 / t0.elapsed().as_secs_f64()
-        });
-        let addr = SocketAddr::from((self.peer_ip(), port));
-        let mut c = in_netns_of(from_pid, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        })
-        .unwrap();
-        c.write_all(&vec![5u8; bytes]).unwrap();
-        drop(c);
-        recv.join().unwrap()
-    }
-
-    /// A connect from `from_pid`'s namespace to `peer` on `port` (listened on by the test).
-    fn connect(&self, from_pid: i32, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
-        let addr = SocketAddr::from((self.peer_ip(), port));
-        in_netns_of(from_pid, || TcpStream::connect_timeout(&addr, timeout))
-    }
-
-    fn listen_on_peer(&self, port: u16) -> TcpListener {
-        in_netns_of(self.peer_pid, || {
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()
-        })
-    }
-}
-
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -203,15 +50,13 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// `tc qdisc show dev eth0; tc class show dev eth0` inside `pid`'s namespace, as the test sees it.
+/// The qdiscs, classes and filters on `eth0` inside `pid`'s namespace, as the test sees them.
 fn tc_tree(pid: i32) -> String {
-    ["qdisc", "class", "filter"]
-        .map(|what| observe_in_netns_of(pid, "tc", &[what, "show", "dev", "eth0"]))
-        .concat()
+    tc_tree_of(pid, "eth0")
 }
 
 fn nft_ruleset(pid: i32) -> String {
-    observe_in_netns_of(pid, "nft", &["list", "ruleset"])
+    nft_ruleset_of(pid)
 }
 
 fn applied(s: &Scratch, kind: &str, bg: &Bg) {

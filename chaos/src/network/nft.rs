@@ -733,6 +733,11 @@ fn check_in(rec: &TableRecord, ctx: &Context) -> Result<Effect, FaultError> {
 /// Delete the table named in the record; gone already (or namespace gone) is success.
 fn revert_table(rec: &TableRecord, ctx: &Context) -> Result<(), FaultError> {
     let Some(mut sock) = connect(rec, ctx)? else {
+        tracing::info!(
+            table = %rec.table,
+            place = %rec.where_(),
+            "the network namespace is gone, and the table with it: counted as reverted"
+        );
         return Ok(());
     };
     if !table_exists(&mut sock, &rec.table)? {

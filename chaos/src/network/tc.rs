@@ -44,7 +44,7 @@ pub use snapshot::Snapshot;
 use std::fs::File;
 
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tracing::{debug, info};
 
 use self::filter::{Selection, filters, setup_commands};
 use self::probe::{is_unknown_kind, probe_qdisc, probe_selected, unsupported_for};
@@ -678,7 +678,11 @@ fn revert_qdisc(record: &RevertRecord, ctx: &Context) -> Result<(), FaultError> 
 fn revert_record(rec: &QdiscRecord, ctx: &Context) -> Result<(), FaultError> {
     let kind = rec.fault();
     let Some((mut rtnl, index)) = connect(kind, rec, ctx)? else {
-        debug!(dev = %rec.dev, "namespace or interface gone; nothing to revert");
+        info!(
+            dev = %rec.dev,
+            place = %rec.where_(),
+            "the interface or its network namespace is gone, and the qdisc with it: counted as reverted"
+        );
         return Ok(());
     };
     let root = rtnl
