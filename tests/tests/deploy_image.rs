@@ -15,9 +15,22 @@
 //! a disk fault (fill of a tmpfs the test mounted and passed in read-write, as the DaemonSet's
 //! fill example does) apply and revert from inside the container (`docker exec`).
 //!
-//! Safety: only the test's own processes, tmpfs and containers are touched; all are removed
-//! on drop, also on failure. Needs root (tmpfs) and Docker; skips without them, fails under
-//! CI.
+//! Network faults from the image, with only the DaemonSet's capabilities, hostPID and mounts,
+//! against containers of the test's own on a Docker network of their own (`web`, a second
+//! container `other`, and `peer`; `faultline_tests::docker::Topology`), each found through the
+//! Docker socket under `/host/run` and acted on in its own network namespace:
+//! `rate-limit --container web --rate 8mbit` holds web's traffic to peer at 0.8–1.1 MB/s as the
+//! test's own client measures it from inside web's namespace (payload ~96 % of the wire rate,
+//! tbf's bucket, a loaded machine), while other's is at least 3× faster; `partition --container
+//! web --dest peer --port P1` makes web's connects to P1 time out (700 ms) while web → P2 and
+//! other → P1 connect; `netem --delay 100ms` adds at least 95 ms to a TCP handshake where the
+//! kernel has `sch_netem`, and is refused naming `sch_netem` where it has not (this machine).
+//! Both kernel faults are reverted from inside (`fault revert --all`, the agent's kill switch).
+//! The image's filesystem (`docker export`) holds no `tc`, `nft` or `ip`.
+//!
+//! Safety: only the test's own processes, tmpfs, containers and their network namespaces are
+//! touched; all are removed on drop, also on failure. Needs root (tmpfs), Docker and
+//! nsenter/tc/nft (the test's own observations); skips without them, fails under CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 
 use std::path::Path;
@@ -26,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use faultline_tests::chaos::{Tmpfs, Victim, is_root, require, state, wait_until};
 use faultline_tests::deploy::{DockerRun, agent_image, deploy_dir, find_kind, yaml_docs};
-use faultline_tests::docker::{Container, docker_available};
+use faultline_tests::docker::{Container, Topology, docker_available};
+use faultline_tests::netns::{exec_in_netns_of, nft_ruleset_of, tc_tree_of};
 use faultline_tests::{OtlpReceiver, Received};
 use serde_json::{Value, json};
 
@@ -251,6 +265,12 @@ fn host_process_count() -> usize {
 async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_revert() {
     let test = "image_run_like_the_daemonset";
     if !docker_available(test) || !require(is_root(), "root (tmpfs mount for the disk fault)") {
+        return;
+    }
+    let tools = ["nsenter", "tc", "nft"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    if !require(tools, "nsenter, tc and nft (the test's own observations)") {
         return;
     }
     if !faultline_tests::deploy::python_modules_available(test, &["yaml"]) {
@@ -520,6 +540,11 @@ async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_r
         fill.files()
     );
 
+    let network = Instant::now();
+    network_faults_from_the_image(&agent).await;
+    image_has_no_tc_nft_or_ip(&agent);
+    eprintln!("network faults from the image: {:?}", network.elapsed());
+
     // The telemetry needs no capability at all: one cycle with --cap-drop=ALL and nothing
     // added reports the same collectors without an error (this is why the DaemonSet lists
     // only KILL).
@@ -571,4 +596,226 @@ async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_r
     assert!(journal.is_dir(), "no journal under the state mount");
     assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
     drop(agent);
+}
+
+/// `faultline fault inject <args…>` run inside the agent's container (through its API, as the
+/// mounted config enables it), in the background.
+fn inject_from(agent: &DockerRun, args: &[&str]) -> std::process::Child {
+    let mut full = vec![
+        "/faultline",
+        "fault",
+        "inject",
+        "--config",
+        "/etc/faultline/faultline.yaml",
+    ];
+    full.extend_from_slice(args);
+    agent
+        .exec(&full)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// See the module docs: rate-limit and partition by `--container`, measured by the test's own
+/// clients, reverted from inside; netem delayed or refused naming `sch_netem`.
+async fn network_faults_from_the_image(agent: &DockerRun) {
+    let t = Topology::start("deploy").await;
+    let (web, peer) = (t.web.name.clone(), t.peer_ip().to_string());
+    let wait = Duration::from_millis(700);
+    let _cut = t.listen_on_peer(7211);
+    let _open = t.listen_on_peer(7212);
+    let rate = inject_from(
+        agent,
+        &[
+            "rate-limit",
+            "--container",
+            &web,
+            "--rate",
+            "8mbit",
+            "--duration",
+            "60s",
+        ],
+    );
+    let part = inject_from(
+        agent,
+        &[
+            "partition",
+            "--container",
+            &web,
+            "--dest",
+            &peer,
+            "--port",
+            "7211",
+            "--protocol",
+            "tcp",
+            "--duration",
+            "60s",
+        ],
+    );
+    let applied = wait_until(Duration::from_secs(30), || {
+        tc_tree_of(t.web_pid, "eth0").contains("qdisc tbf")
+            && nft_ruleset_of(t.web_pid).contains("faultline_partition_")
+    });
+    assert!(applied, "not applied in web's namespace:\n{}", agent.logs());
+    for other in [t.other_pid, t.peer_pid] {
+        assert!(
+            !tc_tree_of(other, "eth0").contains("tbf"),
+            "the rate limit reached another namespace"
+        );
+        assert!(
+            !nft_ruleset_of(other).contains("faultline"),
+            "the partition reached another namespace"
+        );
+    }
+    let (limited, unaffected) = std::thread::scope(|sc| {
+        let rates = sc.spawn(|| {
+            (
+                t.throughput(t.web_pid, 7201, 1_500_000),
+                t.throughput(t.other_pid, 7202, 4_000_000),
+            )
+        });
+        let e = t
+            .connect(t.web_pid, 7211, wait)
+            .expect_err("web → peer:7211 must be cut");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        t.connect(t.web_pid, 7212, wait)
+            .expect("web → peer:7212 is not selected");
+        t.connect(t.other_pid, 7211, wait)
+            .expect("other → peer:7211 is another namespace");
+        rates.join().unwrap()
+    });
+    eprintln!(
+        "from the image: web at 8mbit {:.3} MB/s, other container {:.1} MB/s",
+        limited / 1e6,
+        unaffected / 1e6
+    );
+    assert!(
+        (0.8e6..=1.1e6).contains(&limited),
+        "web at {limited:.0} B/s for 8mbit"
+    );
+    assert!(
+        unaffected > 3.0 * limited,
+        "the other container was limited too: {unaffected:.0} B/s"
+    );
+    let out = agent
+        .exec(&[
+            "/faultline",
+            "fault",
+            "revert",
+            "--all",
+            "--config",
+            "/etc/faultline/faultline.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fault revert --all: {}",
+        output_text(&out)
+    );
+    for held in [rate, part] {
+        let out = held.wait_with_output().unwrap();
+        assert!(out.status.success(), "fault inject: {}", output_text(&out));
+    }
+    assert!(
+        !tc_tree_of(t.web_pid, "eth0").contains("tbf"),
+        "rate limit left"
+    );
+    assert!(
+        !nft_ruleset_of(t.web_pid).contains("faultline"),
+        "partition left"
+    );
+    t.connect(t.web_pid, 7211, wait)
+        .expect("web → peer:7211 after revert");
+
+    // netem: delay where the kernel has sch_netem, else refused naming it.
+    let netem_here = exec_in_netns_of(
+        t.peer_pid,
+        "tc",
+        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+    )
+    .status
+    .success();
+    let _ = exec_in_netns_of(t.peer_pid, "tc", &["qdisc", "del", "dev", "lo", "root"]);
+    let netem = inject_from(
+        agent,
+        &[
+            "netem",
+            "--container",
+            &web,
+            "--delay",
+            "100ms",
+            "--duration",
+            "60s",
+        ],
+    );
+    if !netem_here {
+        let out = netem.wait_with_output().unwrap();
+        let err = output_text(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("sch_netem"), "names the module: {err}");
+        assert!(!tc_tree_of(t.web_pid, "eth0").contains("netem"));
+        eprintln!("netem from the image: refused naming sch_netem (this kernel has none)");
+        return;
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || tc_tree_of(t.web_pid, "eth0")
+            .contains("netem")),
+        "netem not applied"
+    );
+    // A TCP handshake from web: its SYN leaves through web's eth0, so it carries the delay.
+    let handshake = || {
+        let started = Instant::now();
+        let _c = t.connect(t.web_pid, 7212, Duration::from_secs(3)).unwrap();
+        started.elapsed()
+    };
+    let delayed = handshake();
+    assert!(
+        delayed >= Duration::from_millis(95),
+        "handshake took {delayed:?}"
+    );
+    let out = agent
+        .exec(&[
+            "/faultline",
+            "fault",
+            "revert",
+            "--all",
+            "--config",
+            "/etc/faultline/faultline.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let _ = netem.wait_with_output();
+    assert!(!tc_tree_of(t.web_pid, "eth0").contains("netem"));
+}
+
+/// The image the DaemonSet runs holds no `tc`, `nft` or `ip` (its whole filesystem, as
+/// `docker export` of the running container lists it): network faults work without them.
+fn image_has_no_tc_nft_or_ip(agent: &DockerRun) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {} | tar -t", agent.id))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let files = String::from_utf8_lossy(&out.stdout);
+    assert!(files.lines().any(|f| f == "faultline"), "{files}");
+    let tools: Vec<&str> = files
+        .lines()
+        .filter(|f| {
+            let name = f.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            matches!(name, "tc" | "nft" | "ip")
+        })
+        .collect();
+    assert!(tools.is_empty(), "the image holds {tools:?}");
 }
