@@ -401,6 +401,21 @@ impl Bg {
         });
         status
     }
+
+    /// SIGTERM (a held fault reverts), then waits up to `timeout` for a successful exit.
+    ///
+    /// # Panics
+    /// When it does not exit in time or exits with a failure (its stderr in the message).
+    pub fn stop_ok(mut self, timeout: Duration) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{:?} after SIGTERM: {}",
+            status,
+            self.stderr()
+        );
+    }
 }
 
 impl Drop for Bg {

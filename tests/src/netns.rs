@@ -275,3 +275,48 @@ pub fn tc_tree_of(pid: i32, dev: &str) -> String {
 pub fn nft_ruleset_of(pid: i32) -> String {
     observe_in_netns_of(pid, "nft", &["list", "ruleset"])
 }
+
+/// The margins of every 8 mbit rate-limit test, stated once: what passes a tbf of 8 mbit
+/// (1.0 MB/s on the wire) arrives at ~96 % of that as payload; with tbf's bucket and a loaded
+/// 2-core machine, 0.8–1.1 MB/s. What the limit must not reach (`unaffected`: another
+/// namespace, or the same one before and after) runs at least 3× faster. Prints both, `what`
+/// saying where they were measured.
+pub fn assert_8mbit_against(limited: f64, unaffected: f64, what: &str) {
+    eprintln!(
+        "{what}: limited to 8mbit {:.3} MB/s, unaffected {:.1} MB/s",
+        limited / 1e6,
+        unaffected / 1e6
+    );
+    assert!(
+        (0.8e6..=1.1e6).contains(&limited),
+        "{what}: {limited:.0} B/s for 8mbit"
+    );
+    assert!(
+        unaffected > 3.0 * limited,
+        "{what}: the unaffected traffic was limited too: {unaffected:.0} B/s"
+    );
+}
+
+/// Whether the test itself can look into namespaces: root, and `nsenter`, `tc` and `nft` for
+/// its own observations ([`crate::chaos::require`]: skips without them, or fails under CI).
+pub fn require_observation_tools() -> bool {
+    let tools = ["nsenter", "tc", "nft"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok());
+    crate::chaos::require(crate::chaos::is_root(), "root")
+        && crate::chaos::require(tools, "nsenter, tc and nft (the test's own observations)")
+}
+
+/// Whether this kernel has `sch_netem`: the test's own `tc` adds one on `lo` of `pid`'s
+/// namespace (a container of the test's own) and takes it away again.
+pub fn netem_available_in(pid: i32) -> bool {
+    let added = exec_in_netns_of(
+        pid,
+        "tc",
+        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+    )
+    .status
+    .success();
+    let _ = exec_in_netns_of(pid, "tc", &["qdisc", "del", "dev", "lo", "root"]);
+    added
+}

@@ -23,23 +23,19 @@ use std::io::ErrorKind;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use faultline_tests::chaos::{Bg, Scratch, is_root, require, wait_until};
+use faultline_tests::chaos::{Bg, Scratch, wait_until};
 use faultline_tests::docker::{Container, Topology, docker_available, pid_of};
-use faultline_tests::netns::{exec_in_netns_of, nft_ruleset_of, tc_tree_of};
+use faultline_tests::netns::{
+    assert_8mbit_against, exec_in_netns_of, netem_available_in, nft_ruleset_of,
+    require_observation_tools, tc_tree_of,
+};
 use nix::sys::signal::Signal;
 
 /// A `PATH` where no `tc`, `nft` or `ip` can be found.
 const NO_TOOLS: [(&str, &str); 1] = [("PATH", "/nonexistent-faultline-no-tools")];
 
 fn available(test: &str) -> bool {
-    require(is_root(), "root")
-        && docker_available(test)
-        && require(
-            Command::new("nsenter").arg("--version").output().is_ok()
-                && Command::new("tc").arg("-V").output().is_ok()
-                && Command::new("nft").arg("--version").output().is_ok(),
-            "nsenter, tc and nft (the test's own observations)",
-        )
+    require_observation_tools() && docker_available(test)
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -67,12 +63,8 @@ fn applied(s: &Scratch, kind: &str, bg: &Bg) {
     );
 }
 
-fn stop(mut bg: Bg) {
-    bg.signal(Signal::SIGTERM);
-    let st = bg
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits after SIGTERM");
-    assert!(st.success(), "{}", bg.stderr());
+fn stop(bg: Bg) {
+    bg.stop_ok(Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,20 +113,8 @@ async fn rate_limit_by_container_limits_that_container_and_not_a_second_one_with
     );
     let limited = t.throughput(t.web_pid, 7102, 1_500_000);
     let other = t.throughput(t.other_pid, 7103, 4_000_000);
-    eprintln!(
-        "web before {:.1} MB/s, web at 8mbit {:.3} MB/s, other container {:.1} MB/s",
-        before / 1e6,
-        limited / 1e6,
-        other / 1e6
-    );
-    assert!(
-        (0.8e6..=1.1e6).contains(&limited),
-        "web at {limited:.0} B/s for 8mbit"
-    );
-    assert!(
-        other > 3.0 * limited,
-        "the other container was limited too: {other:.0} B/s"
-    );
+    eprintln!("web before: {:.1} MB/s", before / 1e6);
+    assert_8mbit_against(limited, other, "web, and the other container");
     stop(bg);
     assert!(
         !tc_tree(t.web_pid).contains("tbf"),
@@ -219,15 +199,7 @@ async fn netem_by_container_delays_or_is_refused_naming_sch_netem() {
         "--duration",
         "60s",
     ];
-    let netem_here = exec_in_netns_of(
-        t.peer_pid,
-        "tc",
-        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-    )
-    .status
-    .success();
-    let _ = exec_in_netns_of(t.peer_pid, "tc", &["qdisc", "del", "dev", "lo", "root"]);
-    if !netem_here {
+    if !netem_available_in(t.peer_pid) {
         let out = s.run(&args);
         let err = text(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");

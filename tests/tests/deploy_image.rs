@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 use faultline_tests::chaos::{Tmpfs, Victim, is_root, require, state, wait_until};
 use faultline_tests::deploy::{DockerRun, agent_image, deploy_dir, find_kind, yaml_docs};
 use faultline_tests::docker::{Container, Topology, docker_available};
-use faultline_tests::netns::{exec_in_netns_of, nft_ruleset_of, tc_tree_of};
+use faultline_tests::netns::{
+    assert_8mbit_against, netem_available_in, nft_ruleset_of, require_observation_tools, tc_tree_of,
+};
 use faultline_tests::{OtlpReceiver, Received};
 use serde_json::{Value, json};
 
@@ -267,10 +269,7 @@ async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_r
     if !docker_available(test) || !require(is_root(), "root (tmpfs mount for the disk fault)") {
         return;
     }
-    let tools = ["nsenter", "tc", "nft"]
-        .iter()
-        .all(|t| Command::new(t).arg("-V").output().is_ok());
-    if !require(tools, "nsenter, tc and nft (the test's own observations)") {
+    if !require_observation_tools() {
         return;
     }
     if !faultline_tests::deploy::python_modules_available(test, &["yaml"]) {
@@ -598,9 +597,9 @@ async fn image_run_like_the_daemonset_reports_the_host_and_siblings_and_faults_r
     drop(agent);
 }
 
-/// `faultline fault inject <args…>` run inside the agent's container (through its API, as the
-/// mounted config enables it), in the background.
-fn inject_from(agent: &DockerRun, args: &[&str]) -> std::process::Child {
+/// `faultline fault inject <args>` run inside the agent's container (through its API, as the
+/// mounted config enables it), in the background; `args` split at spaces.
+fn inject_from(agent: &DockerRun, args: &str) -> std::process::Child {
     let mut full = vec![
         "/faultline",
         "fault",
@@ -608,7 +607,7 @@ fn inject_from(agent: &DockerRun, args: &[&str]) -> std::process::Child {
         "--config",
         "/etc/faultline/faultline.yaml",
     ];
-    full.extend_from_slice(args);
+    full.extend(args.split(' '));
     agent
         .exec(&full)
         .stdout(Stdio::piped())
@@ -625,6 +624,27 @@ fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// `faultline fault revert --all` inside the agent's container (the agent's kill switch,
+/// through its API), which must succeed.
+fn revert_all_from(agent: &DockerRun) {
+    let out = agent
+        .exec(&[
+            "/faultline",
+            "fault",
+            "revert",
+            "--all",
+            "--config",
+            "/etc/faultline/faultline.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fault revert --all: {}",
+        output_text(&out)
+    );
+}
+
 /// See the module docs: rate-limit and partition by `--container`, measured by the test's own
 /// clients, reverted from inside; netem delayed or refused naming `sch_netem`.
 async fn network_faults_from_the_image(agent: &DockerRun) {
@@ -635,31 +655,13 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
     let _open = t.listen_on_peer(7212);
     let rate = inject_from(
         agent,
-        &[
-            "rate-limit",
-            "--container",
-            &web,
-            "--rate",
-            "8mbit",
-            "--duration",
-            "60s",
-        ],
+        &format!("rate-limit --container {web} --rate 8mbit --duration 60s"),
     );
     let part = inject_from(
         agent,
-        &[
-            "partition",
-            "--container",
-            &web,
-            "--dest",
-            &peer,
-            "--port",
-            "7211",
-            "--protocol",
-            "tcp",
-            "--duration",
-            "60s",
-        ],
+        &format!(
+            "partition --container {web} --dest {peer} --port 7211 --protocol tcp --duration 60s"
+        ),
     );
     let applied = wait_until(Duration::from_secs(30), || {
         tc_tree_of(t.web_pid, "eth0").contains("qdisc tbf")
@@ -693,35 +695,12 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
             .expect("other → peer:7211 is another namespace");
         rates.join().unwrap()
     });
-    eprintln!(
-        "from the image: web at 8mbit {:.3} MB/s, other container {:.1} MB/s",
-        limited / 1e6,
-        unaffected / 1e6
+    assert_8mbit_against(
+        limited,
+        unaffected,
+        "from the image: web, and the other container",
     );
-    assert!(
-        (0.8e6..=1.1e6).contains(&limited),
-        "web at {limited:.0} B/s for 8mbit"
-    );
-    assert!(
-        unaffected > 3.0 * limited,
-        "the other container was limited too: {unaffected:.0} B/s"
-    );
-    let out = agent
-        .exec(&[
-            "/faultline",
-            "fault",
-            "revert",
-            "--all",
-            "--config",
-            "/etc/faultline/faultline.yaml",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fault revert --all: {}",
-        output_text(&out)
-    );
+    revert_all_from(agent);
     for held in [rate, part] {
         let out = held.wait_with_output().unwrap();
         assert!(out.status.success(), "fault inject: {}", output_text(&out));
@@ -738,25 +717,10 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
         .expect("web → peer:7211 after revert");
 
     // netem: delay where the kernel has sch_netem, else refused naming it.
-    let netem_here = exec_in_netns_of(
-        t.peer_pid,
-        "tc",
-        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-    )
-    .status
-    .success();
-    let _ = exec_in_netns_of(t.peer_pid, "tc", &["qdisc", "del", "dev", "lo", "root"]);
+    let netem_here = netem_available_in(t.peer_pid);
     let netem = inject_from(
         agent,
-        &[
-            "netem",
-            "--container",
-            &web,
-            "--delay",
-            "100ms",
-            "--duration",
-            "60s",
-        ],
+        &format!("netem --container {web} --delay 100ms --duration 60s"),
     );
     if !netem_here {
         let out = netem.wait_with_output().unwrap();
@@ -783,18 +747,7 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
         delayed >= Duration::from_millis(95),
         "handshake took {delayed:?}"
     );
-    let out = agent
-        .exec(&[
-            "/faultline",
-            "fault",
-            "revert",
-            "--all",
-            "--config",
-            "/etc/faultline/faultline.yaml",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", output_text(&out));
+    revert_all_from(agent);
     let _ = netem.wait_with_output();
     assert!(!tc_tree_of(t.web_pid, "eth0").contains("netem"));
 }

@@ -771,28 +771,16 @@ fn revert_table(rec: &TableRecord, ctx: &Context) -> Result<(), FaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn spec(dest: &[&str], port: &[u16], protocol: Protocol, direction: Way) -> PartitionSpec {
-        PartitionSpec {
-            netns: None,
-            pid: None,
-            container: None,
-            namespace: None,
-            pod: None,
-            label: Vec::new(),
-            container_name: None,
-            count: None,
-            percent: None,
-            seed: None,
-            cri_socket: None,
-            docker_socket: None,
-            dest: dest.iter().map(|d| d.parse().unwrap()).collect(),
-            port: port.to_vec(),
-            protocol,
-            direction,
-            duration: HumanDuration(Duration::from_secs(1)),
-        }
+        serde_json::from_value(serde_json::json!({
+            "dest": dest,
+            "port": port,
+            "protocol": protocol,
+            "direction": direction,
+            "duration": "1s",
+        }))
+        .unwrap()
     }
 
     #[test]

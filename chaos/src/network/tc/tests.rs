@@ -1,6 +1,5 @@
 use super::filter::filter_args;
 use super::qdisc::{htb_class_options, nla, parse_rate, tbf_options};
-use std::time::Duration;
 
 use super::*;
 
@@ -28,30 +27,15 @@ fn handles_are_stable_and_in_range() {
 }
 
 fn netem(delay: Option<u64>, jitter: Option<u64>, loss: Option<f64>) -> NetemSpec {
-    NetemSpec {
-        dev: Some("veth0".into()),
-        netns: None,
-        pid: None,
-        container: None,
-        namespace: None,
-        pod: None,
-        label: Vec::new(),
-        container_name: None,
-        count: None,
-        percent: None,
-        seed: None,
-        cri_socket: None,
-        docker_socket: None,
-        delay: delay.map(|ms| HumanDuration(Duration::from_millis(ms))),
-        jitter: jitter.map(|ms| HumanDuration(Duration::from_millis(ms))),
-        loss: loss.map(Percent),
-        duplicate: None,
-        corrupt: None,
-        dest: Vec::new(),
-        port: Vec::new(),
-        protocol: Protocol::All,
-        duration: HumanDuration(Duration::from_secs(1)),
-    }
+    let ms = |v: Option<u64>| v.map(|ms| format!("{ms}ms"));
+    serde_json::from_value(serde_json::json!({
+        "dev": "veth0",
+        "delay": ms(delay),
+        "jitter": ms(jitter),
+        "loss": loss.map(|l| format!("{l}%")),
+        "duration": "1s",
+    }))
+    .unwrap()
 }
 
 #[test]
