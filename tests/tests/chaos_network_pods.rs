@@ -267,37 +267,7 @@ fn label_rate_limit_and_pod_partition_hit_only_their_pods(p: &Pods<'_>) {
     );
     let entry = applied(&s, "rate-limit", &rate);
     applied(&s, "partition", &part);
-    // Web's two containers matched; its namespace is acted in once, found through a process
-    // of the pod and recorded by inode and pod.
-    let ns = &entry["record"]["state"]["ns"];
-    assert_eq!(ns["inode"], p.web.inode, "web's namespace, once: {entry}");
-    assert_eq!(ns["pod"]["name"], "web-0", "{entry}");
-    assert_eq!(
-        entry["targets"].as_array().map(Vec::len),
-        Some(1),
-        "{entry}"
-    );
-    assert_eq!(
-        entry["selection"]["matched"].as_array().map(Vec::len),
-        Some(2),
-        "app and sidecar: {entry}"
-    );
-    assert!(p.web.tc().contains("qdisc tbf"), "{}", p.web.tc());
-    assert!(
-        !p.api.tc().contains("tbf"),
-        "the rate limit reached api: {}",
-        p.api.tc()
-    );
-    let rules = p.api.nft();
-    assert!(
-        rules.contains(&format!("ip daddr {node_ip} tcp dport 7611 drop")),
-        "{rules}"
-    );
-    assert!(
-        !p.web.nft().contains("faultline"),
-        "the partition reached web"
-    );
-
+    // The test's own evidence first: the traffic, then the rules as tc and nft list them.
     let _cut = listen_in(&p.node, 7611);
     let _open = listen_in(&p.node, 7612);
     let (web_rate, api_rate) = std::thread::scope(|sc| {
@@ -321,6 +291,37 @@ fn label_rate_limit_and_pod_partition_hit_only_their_pods(p: &Pods<'_>) {
         rates.join().unwrap()
     });
     assert_8mbit_against(web_rate, api_rate, "web by its label, and api");
+    assert!(p.web.tc().contains("qdisc tbf"), "{}", p.web.tc());
+    assert!(
+        !p.api.tc().contains("tbf"),
+        "the rate limit reached api: {}",
+        p.api.tc()
+    );
+    let rules = p.api.nft();
+    assert!(
+        rules.contains(&format!("ip daddr {node_ip} tcp dport 7611 drop")),
+        "{rules}"
+    );
+    assert!(
+        !p.web.nft().contains("faultline"),
+        "the partition reached web"
+    );
+
+    // And the record: web's two containers matched; its namespace is acted in once, found
+    // through a process of the pod and recorded by inode and pod.
+    let ns = &entry["record"]["state"]["ns"];
+    assert_eq!(ns["inode"], p.web.inode, "web's namespace, once: {entry}");
+    assert_eq!(ns["pod"]["name"], "web-0", "{entry}");
+    assert_eq!(
+        entry["targets"].as_array().map(Vec::len),
+        Some(1),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["selection"]["matched"].as_array().map(Vec::len),
+        Some(2),
+        "app and sidecar: {entry}"
+    );
     stop(rate);
     stop(part);
     assert!(!p.web.tc().contains("tbf"), "{}", p.web.tc());

@@ -667,7 +667,17 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
         tc_tree_of(t.web_pid, "eth0").contains("qdisc tbf")
             && nft_ruleset_of(t.web_pid).contains("faultline_partition_")
     });
-    assert!(applied, "not applied in web's namespace:\n{}", agent.logs());
+    if !applied {
+        // What the injectors said (a refusal names its reason), not the agent's whole log.
+        let said: Vec<String> = [rate, part]
+            .into_iter()
+            .map(|mut c| {
+                let _ = c.kill();
+                output_text(&c.wait_with_output().unwrap())
+            })
+            .collect();
+        panic!("not applied in web's namespace: {said:#?}");
+    }
     for other in [t.other_pid, t.peer_pid] {
         assert!(
             !tc_tree_of(other, "eth0").contains("tbf"),
