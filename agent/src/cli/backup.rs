@@ -76,10 +76,7 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
     // Warnings (an unsaved rotation position, say) go to stderr; stdout is the report.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = crate::cli::stderr_logger(filter).try_init();
     let loaded = match config::load(args.config.as_deref()) {
         Ok(l) => l,
         Err(e) => return config_error(&e.to_string()),

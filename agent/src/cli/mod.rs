@@ -207,15 +207,31 @@ pub(crate) fn init_logging(flag: Option<LogFormatArg>, cfg: &config::LoggingConf
         Some(LogFormatArg::Text) => false,
         None => cfg.format == LogFormat::Json,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = stderr_logger(filter);
     // A second initialisation (tests calling main twice) is harmless: keep the first.
     let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// A log formatter writing to stderr, with colour codes only when stderr is a terminal and
+/// `NO_COLOR` is unset: a journal, a file or a pipe gets plain text.
+pub(crate) fn stderr_logger(
+    filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+    fn() -> std::io::Stderr,
+> {
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
+        .with_ansi(colour)
 }
 
 fn collect_once(config: &config::Config, format: CollectFormat) -> ExitCode {
