@@ -25,6 +25,7 @@ pub mod drill;
 mod faults;
 pub mod gameday;
 mod outcome;
+pub mod posture;
 pub mod runtime;
 mod state_file;
 mod status;
