@@ -211,10 +211,12 @@ pub fn append(state_dir: &Path, r: &CheckRecord) -> Result<PathBuf, HistoryIoErr
         .open(&path)
         .map_err(err(&path))?;
     // Writers in other processes (`backup check` beside the agent) wait here.
-    let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| HistoryIoError {
-            path: path.clone(),
-            source: e.into(),
+    let mut file =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            HistoryIoError {
+                path: path.clone(),
+                source: e.into(),
+            }
         })?;
     let len = file.metadata().map_err(err(&path))?.len();
     let mut out = Vec::with_capacity(line.len() + 1);
@@ -348,7 +350,11 @@ mod tests {
             assert_eq!(read.records.len(), 1, "cut at {cut}");
             assert_eq!(read.skipped, usize::from(cut > 0), "cut at {cut}");
             // The next writer ends the torn line: its own record is read whole.
-            append(dir.path(), &record("db", CheckKind::Freshness, t + 2.0, true)).unwrap();
+            append(
+                dir.path(),
+                &record("db", CheckKind::Freshness, t + 2.0, true),
+            )
+            .unwrap();
             let read = read_since(dir.path(), 0.0).unwrap();
             let times: Vec<f64> = read.records.iter().map(|r| r.started).collect();
             assert_eq!(times, [t, t + 2.0], "cut at {cut}");

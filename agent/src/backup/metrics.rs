@@ -437,9 +437,16 @@ mod pass_rate_tests {
         l.store(live.clone());
         live.status = Status::Skipped;
         l.store(live);
-        let mut b = Batch::new(0, Arc::new(faultline_exporters::model::Resource::default()), 0);
+        let mut b = Batch::new(
+            0,
+            Arc::new(faultline_exporters::model::Resource::default()),
+            0,
+        );
         l.record(&mut b, 200.0);
-        let rate = b.host_metric("faultline.backup.restore.pass_rate").unwrap().points[0]
+        let rate = b
+            .host_metric("faultline.backup.restore.pass_rate")
+            .unwrap()
+            .points[0]
             .value
             .as_f64();
         assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");

@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::config::BackupSourceConfig;
-use super::{event, history};
 use super::metrics::{BackupCollector, Latest, SharedLatest};
 use super::{CheckKind, Checker, Entry, now_unix};
+use super::{event, history};
 
 /// When each check of a source last ran (Unix seconds), by check name.
 type Schedule = BTreeMap<String, f64>;
@@ -178,7 +178,8 @@ impl CheckTask {
     /// collection thread). A failure is logged: the check's result still counts.
     async fn record(&self, result: &super::CheckResult) {
         let cfg = &self.entry.cfg;
-        let Some(rec) = history::CheckRecord::of(result, cfg.service.as_deref(), cfg.tier.as_deref())
+        let Some(rec) =
+            history::CheckRecord::of(result, cfg.service.as_deref(), cfg.tier.as_deref())
         else {
             return;
         };

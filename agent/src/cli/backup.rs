@@ -160,7 +160,11 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
 
 /// Appends the results to the history the agent keeps too (`backup::history`); a failure
 /// is a warning on stderr, the report on stdout stands.
-fn record(results: &[CheckResult], sources: &[crate::backup::BackupSourceConfig], state_dir: &Path) {
+fn record(
+    results: &[CheckResult],
+    sources: &[crate::backup::BackupSourceConfig],
+    state_dir: &Path,
+) {
     for r in results {
         let cfg = sources.iter().find(|s| s.name == r.source);
         let rec = crate::backup::history::CheckRecord::of(

@@ -306,7 +306,8 @@ mod tests {
             let mut r = fixture::report();
             r.id = format!("drill-{i}");
             r.started_at = 1_700_000_000.0 + f64::from(i) * 10.0;
-            r.scenario_spec = serde_json::json!({"name": "web", "service": "shop", "tier": "tier-1"});
+            r.scenario_spec =
+                serde_json::json!({"name": "web", "service": "shop", "tier": "tier-1"});
             h.save(&r).unwrap();
         }
         let cat = Catalog::default();
@@ -321,7 +322,10 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(seen, ["drill-0", "drill-1", "drill-2", "drill-3", "drill-4"]);
+        assert_eq!(
+            seen,
+            ["drill-0", "drill-1", "drill-2", "drill-3", "drill-4"]
+        );
         let all = read_all(dir.path(), &cat, 1_700_000_015.0).unwrap();
         assert_eq!(all.items.len(), 3);
         let Item::Drill(d) = &all.items[0] else {

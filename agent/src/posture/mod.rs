@@ -8,11 +8,19 @@
 //! - [`history`]: one node's evidence as the report reads it — what the node is configured
 //!   to prove ([`history::Catalog`]) and its drills and checks, page by page (the local read
 //!   and `GET /v1/history` alike).
+//! - [`report`]: the report itself, pure arithmetic over many nodes' evidence (pass rates,
+//!   compliance, worst, median, trend, gaps), its JSON form; renderings in [`render`]
+//!   (HTML with inline SVG plots, Markdown, JUnit).
+//! - [`fleet`]: many agents' histories through their APIs (`GET /v1/history`), an agent
+//!   that does not answer listed as unreachable.
 //!
 //! Not here: writing the evidence (drill reports: `crate::drill::history`; backup checks:
 //! `crate::backup::history`), and `faultline report posture` itself (`crate::cli`).
 
+pub mod fleet;
 pub mod history;
+pub mod render;
+pub mod report;
 pub mod retention;
 
 pub use retention::HistoryConfig;
