@@ -171,6 +171,7 @@ impl DrillService {
                 clock: Clock::new(),
             }),
         };
+        svc.seed_stats();
         for d in scheduled {
             let s = svc.clone();
             let name = d.name.clone();
@@ -221,6 +222,24 @@ impl DrillService {
     /// A configured scenario by its `drills:` name.
     pub fn scenario(&self, name: &str) -> Option<Scenario> {
         self.inner.scenarios.get(name).cloned()
+    }
+
+    /// Seeds the metrics' latest figures with the newest stored drill of each scenario, on
+    /// the blocking pool (owned by the service's tracker).
+    fn seed_stats(&self) {
+        let (history, stats) = (self.inner.history.clone(), self.inner.stats.clone());
+        self.inner.tracker.spawn_blocking(move || {
+            let Ok(list) = history.list() else { return };
+            let mut seen = std::collections::BTreeSet::new();
+            for s in list {
+                if !seen.insert(s.scenario.clone()) {
+                    continue;
+                }
+                if let Ok(Some(r)) = history.get(&s.id) {
+                    lock(&stats).seed(&r);
+                }
+            }
+        });
     }
 
     /// The configured `drills:` entries, schedules included.
