@@ -17,8 +17,17 @@ fn pct(r: Option<f64>) -> String {
     r.map_or_else(|| "—".into(), |r| format!("{:.1} %", r * 100.0))
 }
 
+/// Seconds for people: `347.9 ms`, `4.200 s`, and from a minute on `1h 30m`.
+fn duration(v: f64) -> String {
+    if v >= 60.0 {
+        crate::backup::human(v)
+    } else {
+        secs(v)
+    }
+}
+
 fn opt_secs(v: Option<f64>) -> String {
-    v.map_or_else(|| "—".into(), secs)
+    v.map_or_else(|| "—".into(), duration)
 }
 
 fn day(t: f64) -> String {
@@ -479,7 +488,7 @@ fn plot(title: &str, points: &[Point], target: Option<f64>, id: &str) -> String 
             yy = y(v),
             tx = L - 6.0,
             ty = y(v) + 4.0,
-            label = secs(v)
+            label = duration(v)
         );
     }
     let _ = write!(
@@ -498,7 +507,7 @@ fn plot(title: &str, points: &[Point], target: Option<f64>, id: &str) -> String 
             yy = y(t),
             tx = W - R - 4.0,
             ty = y(t) - 4.0,
-            label = secs(t)
+            label = duration(t)
         );
     }
     if points.len() > 1 {

@@ -3,7 +3,9 @@
 //! (`<state-dir>/history/backup/*.log`) older than `retention`, then the oldest of what is
 //! left until the whole fits `max_bytes`. Oldest first, always: a report's age is its file's
 //! modification time (written once, when the drill finished), a segment's is the end of its
-//! day. The newest item is never removed, so the latest evidence survives any bound.
+//! day. The newest item is never removed, so the latest evidence survives any bound. The
+//! temporary file of a report write that a crash cut short (`.<id>.json.<random>.tmp`) is
+//! removed once it is an hour old (no live write takes that long).
 //!
 //! ```yaml
 //! history:
@@ -80,12 +82,27 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn items(state_dir: &Path) -> Vec<Item> {
+/// A report write's temporary file older than this was left by a crash.
+const STALE_TMP: f64 = 3600.0;
+
+/// The history's files, oldest first; with the stale temporary files of report writes.
+fn items(state_dir: &Path, now: f64) -> (Vec<Item>, Vec<PathBuf>) {
     let mut out = Vec::new();
+    let mut stale = Vec::new();
     if let Ok(rd) = std::fs::read_dir(state_dir.join("drills")) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            // Reports only: not the temporary files of a write in progress (`.x.json.tmp`).
+            // Reports only: not the temporary files of a write (`.x.json.<random>.tmp`).
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let age = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map_or(0.0, |t| now - unix(t));
+                if age > STALE_TMP {
+                    stale.push(e.path());
+                }
+                continue;
+            }
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
@@ -109,13 +126,13 @@ fn items(state_dir: &Path) -> Vec<Item> {
         }
     }
     out.sort_by(|a, b| a.at.total_cmp(&b.at));
-    out
+    (out, stale)
 }
 
 /// Removes what `cfg` no longer keeps, as of `now` (Unix seconds). A file that cannot be
 /// removed is logged and counted as kept.
 pub fn apply(state_dir: &Path, cfg: &HistoryConfig, now: f64) -> Pruned {
-    let mut all = items(state_dir);
+    let (mut all, stale) = items(state_dir, now);
     let mut pruned = Pruned::default();
     let remove = |p: &Path| match std::fs::remove_file(p) {
         Ok(()) => true,
@@ -125,6 +142,11 @@ pub fn apply(state_dir: &Path, cfg: &HistoryConfig, now: f64) -> Pruned {
             false
         }
     };
+    for p in stale {
+        if remove(&p) {
+            pruned.expired.push(p);
+        }
+    }
     let oldest_kept = now - cfg.retention.0.as_secs_f64();
     // The newest item stays, whatever its age or size.
     let newest = all.len().saturating_sub(1);
@@ -210,11 +232,20 @@ mod tests {
         let a = report(dir.path(), "drill-a", now - 5.0 * day, 1000);
         let b = report(dir.path(), "drill-b", now - 3.0 * day, 1000);
         let c = report(dir.path(), "drill-c", now - 1.0 * day, 1000);
-        std::fs::write(dir.path().join("drills/.drill-d.json.x.tmp"), "x").unwrap();
+        let live_tmp = dir.path().join("drills/.drill-d.json.x.tmp");
+        std::fs::write(&live_tmp, "x").unwrap();
+        let crashed_tmp = report(dir.path(), ".drill-e.json.y.tmp", now - 2.0 * 3600.0, 10)
+            .with_file_name(".drill-e.json.y.tmp");
+        std::fs::rename(
+            dir.path().join("drills/.drill-e.json.y.tmp.json"),
+            &crashed_tmp,
+        )
+        .unwrap();
         let old_seg = append(dir.path(), &check(now - 20.0 * day)).unwrap();
         let seg = append(dir.path(), &check(now - 2.0 * day)).unwrap();
         let p = apply(dir.path(), &cfg, now);
-        assert_eq!(p.expired, [ancient, old_seg]);
+        assert_eq!(p.expired, [crashed_tmp, ancient, old_seg]);
+        assert!(live_tmp.exists(), "a write in progress keeps its file");
         // a, b, c (1000 each) and the segment (~450, its day ends a day ago) > 2200: a goes,
         // then b, the oldest left.
         assert_eq!(p.over_size, [a, b]);
