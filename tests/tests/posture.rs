@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use faultline_tests::agent::faultline_command;
 use faultline_tests::backup::{Restic, free_port, require};
+use faultline_tests::chaos::runtime;
 use faultline_tests::drill::{
     OPERATOR_TOKEN, Supervised, VIEWER_TOKEN, api_call, chromium, drill_run, finished_drill,
     png_stats, poll_for, screenshot, write_tokens,
 };
-use faultline_tests::agent::faultline_command;
-use faultline_tests::chaos::runtime;
 use faultline_tests::{Agent, in_ci};
 use serde_json::Value;
 
@@ -52,16 +52,20 @@ fn posture_json(state: &Path, args: &[&str]) -> Value {
         "report posture {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A drill scenario killing `pid` (served at `addr`) with an RTO objective.
-fn scenario(dir: &Path, file: &str, name: &str, service: &str, addr: &str, pid: u32, rto: &str) -> PathBuf {
+fn scenario(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    service: &str,
+    addr: &str,
+    pid: u32,
+    rto: &str,
+) -> PathBuf {
     let p = dir.join(file);
     std::fs::write(
         &p,
@@ -84,13 +88,28 @@ struct Run {
 }
 
 /// Runs `objectives.len()` drills of scenario `name` on `svc` one after the other.
-fn drills(dir: &Path, state: &Path, svc: &Supervised, name: &str, service: &str, objectives: &[&str]) -> Vec<Run> {
+fn drills(
+    dir: &Path,
+    state: &Path,
+    svc: &Supervised,
+    name: &str,
+    service: &str,
+    objectives: &[&str],
+) -> Vec<Run> {
     objectives
         .iter()
         .enumerate()
         .map(|(i, rto)| {
             let pid = svc.pid();
-            let file = scenario(dir, &format!("{name}-{i}.yaml"), name, service, &svc.addr, pid, rto);
+            let file = scenario(
+                dir,
+                &format!("{name}-{i}.yaml"),
+                name,
+                service,
+                &svc.addr,
+                pid,
+                rto,
+            );
             let out = drill_run(state, &file, &[], Duration::from_secs(60));
             let code = out.status.code();
             assert!(
@@ -163,9 +182,25 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
     assert!(restic.data.join("hello.txt").is_file() && !restic.data.join("missing.txt").exists());
     // What the node is meant to prove: three scenarios (one never run, scheduled daily) and
     // three sources (one without a restore test).
-    let never = scenario(dir.path(), "failover.yaml", "failover", "shop", "127.0.0.1:1", 1, "30s");
+    let never = scenario(
+        dir.path(),
+        "failover.yaml",
+        "failover",
+        "shop",
+        "127.0.0.1:1",
+        1,
+        "30s",
+    );
     let web_conf = scenario(dir.path(), "web.yaml", "web", "shop", &web.addr, 1, "5s");
-    let cache_conf = scenario(dir.path(), "cache.yaml", "cache", "ledger", &cache.addr, 1, "100ms");
+    let cache_conf = scenario(
+        dir.path(),
+        "cache.yaml",
+        "cache",
+        "ledger",
+        &cache.addr,
+        1,
+        "100ms",
+    );
     let source = |name: &str, service: &str, extra: &str| {
         format!(
             "  - name: {name}\n    kind: restic\n    repository: {}\n    password_file: {}\n    rpo: 1h\n    service: {service}\n{extra}",
@@ -190,8 +225,26 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
     let cfg = config.to_str().unwrap();
     // Drills of two scenarios and the backup checks, all at once.
     let (web_runs, cache_runs, checks) = std::thread::scope(|s| {
-        let w = s.spawn(|| drills(dir.path(), &state, &web, "web", "shop", &["5s", "5s", "100ms"]));
-        let c = s.spawn(|| drills(dir.path(), &state, &cache, "cache", "ledger", &["100ms", "100ms"]));
+        let w = s.spawn(|| {
+            drills(
+                dir.path(),
+                &state,
+                &web,
+                "web",
+                "shop",
+                &["5s", "5s", "100ms"],
+            )
+        });
+        let c = s.spawn(|| {
+            drills(
+                dir.path(),
+                &state,
+                &cache,
+                "cache",
+                "ledger",
+                &["100ms", "100ms"],
+            )
+        });
         let b = s.spawn(|| {
             (0..2)
                 .map(|_| faultline(&state, &["backup", "check", "-c", cfg, "--format", "json"]))
@@ -200,7 +253,12 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
         (w.join().unwrap(), c.join().unwrap(), b.join().unwrap())
     });
     for out in &checks {
-        assert_eq!(out.status.code(), Some(1), "app-broken fails: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "app-broken fails: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The test's own view: exit codes, and the stopwatch of every outage.
     let web_truth = stopwatch(&web, &web_runs);
@@ -219,18 +277,37 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
     let w = find(&shop["scenarios"], "scenario", "web");
     assert_eq!(w["runs"], 3);
     assert_eq!(w["passed"], 2);
-    assert!((w["pass_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9, "{w:#}");
+    assert!(
+        (w["pass_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{w:#}"
+    );
     let rto = find(&w["objectives"], "name", "rto");
-    assert_eq!((rto["evidence"].as_u64(), rto["met"].as_u64(), rto["missed"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!(
+        (
+            rto["evidence"].as_u64(),
+            rto["met"].as_u64(),
+            rto["missed"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
     // Worst and median RTO against the stopwatch: within the probe interval + 20 ms, the
     // precision drill_self_heal establishes for one RTO.
     let tolerance = INTERVAL_MS as f64 / 1000.0 + 0.020;
     let worst = rto["figures"]["worst_seconds"].as_f64().unwrap();
     let med = rto["figures"]["median_seconds"].as_f64().unwrap();
     let truth_worst = web_truth.iter().copied().fold(0.0, f64::max);
-    eprintln!("web RTO: report worst {worst:.4} median {med:.4}; stopwatch worst {truth_worst:.4} median {:.4}", median(&web_truth));
-    assert!((worst - truth_worst).abs() <= tolerance, "worst {worst} vs stopwatch {truth_worst}");
-    assert!((med - median(&web_truth)).abs() <= tolerance, "median {med} vs stopwatch {web_truth:?}");
+    eprintln!(
+        "web RTO: report worst {worst:.4} median {med:.4}; stopwatch worst {truth_worst:.4} median {:.4}",
+        median(&web_truth)
+    );
+    assert!(
+        (worst - truth_worst).abs() <= tolerance,
+        "worst {worst} vs stopwatch {truth_worst}"
+    );
+    assert!(
+        (med - median(&web_truth)).abs() <= tolerance,
+        "median {med} vs stopwatch {web_truth:?}"
+    );
     // Every drill links to its own report, which exists.
     for d in w["drills"].as_array().unwrap() {
         let href = d["href"].as_str().unwrap();
@@ -239,40 +316,83 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
     }
     let ledger = service(&p, "ledger");
     let c = find(&ledger["scenarios"], "scenario", "cache");
-    assert_eq!((c["runs"].as_u64(), c["passed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (c["runs"].as_u64(), c["passed"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert_eq!(c["pass_rate"], 0.0);
     assert_eq!(p["totals"]["drills"], 5);
-    assert_eq!(p["totals"]["objectives_missed"], 3, "one web and two cache drills");
+    assert_eq!(
+        p["totals"]["objectives_missed"], 3,
+        "one web and two cache drills"
+    );
     // Backups: two restore tests of each source, passing where the path exists.
     let files = find(&shop["sources"], "source", "app-files");
-    assert_eq!((files["restore"]["runs"].as_u64(), files["restore"]["rate"].as_f64()), (Some(2), Some(1.0)));
+    assert_eq!(
+        (
+            files["restore"]["runs"].as_u64(),
+            files["restore"]["rate"].as_f64()
+        ),
+        (Some(2), Some(1.0))
+    );
     assert_eq!(files["freshness"]["rate"], 1.0);
     assert_eq!(files["restores_within_rto"]["passed"], 2);
     let broken = find(&ledger["sources"], "source", "app-broken");
-    assert_eq!((broken["restore"]["runs"].as_u64(), broken["restore"]["rate"].as_f64()), (Some(2), Some(0.0)));
+    assert_eq!(
+        (
+            broken["restore"]["runs"].as_u64(),
+            broken["restore"]["rate"].as_f64()
+        ),
+        (Some(2), Some(0.0))
+    );
     assert!((p["totals"]["restore_pass_rate"].as_f64().unwrap() - 0.5).abs() < 1e-9);
     // Gaps: the scenario never run, the source never restore-tested, nothing else of theirs.
     let gaps: Vec<(String, String)> = p["gaps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["kind"].as_str().unwrap().to_owned(), g["subject"].as_str().unwrap().to_owned()))
+        .map(|g| {
+            (
+                g["kind"].as_str().unwrap().to_owned(),
+                g["subject"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for want in [
         ("scenario-not-run", "failover"),
         ("objective-without-evidence", "failover/rto"),
         ("source-never-restore-tested", "app-norestore"),
     ] {
-        assert!(gaps.iter().any(|g| (g.0.as_str(), g.1.as_str()) == want), "{want:?} not in {gaps:?}");
+        assert!(
+            gaps.iter().any(|g| (g.0.as_str(), g.1.as_str()) == want),
+            "{want:?} not in {gaps:?}"
+        );
     }
-    assert!(!gaps.iter().any(|g| g.1.starts_with("web") || g.1.starts_with("app-files")), "{gaps:?}");
+    assert!(
+        !gaps
+            .iter()
+            .any(|g| g.1.starts_with("web") || g.1.starts_with("app-files")),
+        "{gaps:?}"
+    );
     // --service keeps one.
     let only = posture_json(&state, &["-c", cfg, "--service", "ledger"]);
     assert_eq!(only["services"].as_array().unwrap().len(), 1);
 
     // JUnit: one case per objective; the missed ones fail.
     let junit = dir.path().join("posture.xml");
-    let out = faultline(&state, &["report", "posture", "-c", cfg, "--format", "junit", "-o", junit.to_str().unwrap()]);
+    let out = faultline(
+        &state,
+        &[
+            "report",
+            "posture",
+            "-c",
+            cfg,
+            "--format",
+            "junit",
+            "-o",
+            junit.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0));
     let outline = faultline_tests::drill::junit_outline(&std::fs::read_to_string(&junit).unwrap());
     let case = |name: &str| {
@@ -284,8 +404,18 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
             .unwrap_or_else(|| panic!("no case {name}: {outline:#}"))
             .clone()
     };
-    assert!(case("web rto")["failure"].as_str().unwrap().contains("missed in 1 of 3"));
-    assert!(case("failover rto")["failure"].as_str().unwrap().contains("no drill"));
+    assert!(
+        case("web rto")["failure"]
+            .as_str()
+            .unwrap()
+            .contains("missed in 1 of 3")
+    );
+    assert!(
+        case("failover rto")["failure"]
+            .as_str()
+            .unwrap()
+            .contains("no drill")
+    );
     assert!(case("app-files restore-test")["failure"].is_null());
     assert!(!case("app-broken restore-test")["failure"].is_null());
     let md = faultline(&state, &["report", "posture", "-c", cfg, "--format", "md"]);
@@ -293,7 +423,10 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
 
     // The HTML, in headless Chromium.
     let html = dir.path().join("posture.html");
-    let out = faultline(&state, &["report", "posture", "-c", cfg, "-o", html.to_str().unwrap()]);
+    let out = faultline(
+        &state,
+        &["report", "posture", "-c", cfg, "-o", html.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0));
     html_in_chromium(&html, &worst);
 }
@@ -335,10 +468,16 @@ fn html_in_chromium(html: &Path, worst: &f64) {
     let png = html.with_extension("png");
     screenshot(&chromium, html, &png);
     let (w, h, distinct, other) = png_stats(&png);
-    eprintln!("screenshot {w}x{h}: {distinct} distinct byte values, {:.1}% not the dominant one", other * 100.0);
+    eprintln!(
+        "screenshot {w}x{h}: {distinct} distinct byte values, {:.1}% not the dominant one",
+        other * 100.0
+    );
     assert!(distinct > 20 && other > 0.01, "a blank screenshot");
     let pdf = html.with_extension("pdf");
-    run(&[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()]);
+    run(&[
+        format!("--print-to-pdf={}", pdf.display()),
+        "--no-pdf-header-footer".into(),
+    ]);
     assert!(pdf.is_file(), "chromium printed no PDF");
     if !require(&["pdftoppm"]) {
         return; // require() fails under CI
@@ -350,12 +489,19 @@ fn html_in_chromium(html: &Path, worst: &f64) {
         .arg(&prefix)
         .output()
         .expect("pdftoppm runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut pages: Vec<PathBuf> = std::fs::read_dir(html.parent().unwrap())
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("page")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("page"))
+        })
         .collect();
     pages.sort();
     assert!(!pages.is_empty());
@@ -433,19 +579,39 @@ fn fleet_report_merges_agents_by_service_and_lists_a_stopped_one_unreachable() {
     assert_eq!(s, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
-    let next = page["next"].as_str().expect("a next page").replace('|', "%7C");
-    let (s, body) = api_call(a1, "GET", &format!("/v1/history?limit=1&after={next}"), Some(VIEWER_TOKEN), "");
+    let next = page["next"]
+        .as_str()
+        .expect("a next page")
+        .replace('|', "%7C");
+    let (s, body) = api_call(
+        a1,
+        "GET",
+        &format!("/v1/history?limit=1&after={next}"),
+        Some(VIEWER_TOKEN),
+        "",
+    );
     let second: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(s, 200);
     assert_ne!(second["items"][0]["id"], page["items"][0]["id"]);
-    let (s, body) = api_call(a1, "GET", "/v1/history?limit=100000", Some(VIEWER_TOKEN), "");
+    let (s, body) = api_call(
+        a1,
+        "GET",
+        "/v1/history?limit=100000",
+        Some(VIEWER_TOKEN),
+        "",
+    );
     assert!(s == 400 && body.contains("limit"), "{s} {body}");
 
     let (mut stopped, addr3) = agents.pop().unwrap();
     rt.block_on(stopped.terminate(Duration::from_secs(10)));
     let gameday = dir.path().join("fleet.yaml");
     let mut inventory = String::new();
-    for (i, addr) in agents.iter().map(|a| a.1.clone()).chain([addr3]).enumerate() {
+    for (i, addr) in agents
+        .iter()
+        .map(|a| a.1.clone())
+        .chain([addr3])
+        .enumerate()
+    {
         inventory.push_str(&format!(
             "  - {{ name: node-{}, url: \"http://{addr}\", token_file: {} }}\n",
             i + 1,
@@ -463,13 +629,28 @@ fn fleet_report_merges_agents_by_service_and_lists_a_stopped_one_unreachable() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["node"].as_str().unwrap().to_owned(), n["status"].as_str().unwrap().to_owned()))
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_owned(),
+                n["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         status,
-        [("node-1".into(), "ok".into()), ("node-2".into(), "ok".into()), ("node-3".into(), "unreachable".into())]
+        [
+            ("node-1".into(), "ok".into()),
+            ("node-2".into(), "ok".into()),
+            ("node-3".into(), "unreachable".into())
+        ]
     );
-    assert!(p["nodes"][2]["error"].as_str().unwrap().contains("did not answer"), "{p:#}");
+    assert!(
+        p["nodes"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{p:#}"
+    );
     let shop = service(&p, "shop");
     let web = find(&shop["scenarios"], "scenario", "web");
     assert_eq!(web["runs"], 2);
@@ -477,9 +658,21 @@ fn fleet_report_merges_agents_by_service_and_lists_a_stopped_one_unreachable() {
     for d in web["drills"].as_array().unwrap() {
         assert!(d["href"].as_str().unwrap().ends_with("/html"), "{d}");
     }
-    let sources: Vec<&str> = shop["sources"].as_array().unwrap().iter().map(|s| s["source"].as_str().unwrap()).collect();
+    let sources: Vec<&str> = shop["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
     assert_eq!(sources, ["dumps-1", "dumps-2"]);
-    assert!(p["services"].as_array().unwrap().iter().all(|s| s["service"] != "ledger"), "node-3's evidence is not made up");
+    assert!(
+        p["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["service"] != "ledger"),
+        "node-3's evidence is not made up"
+    );
 }
 
 /// Writes check records through the real binary while SIGKILLing it, leaves a record torn
@@ -518,7 +711,9 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
             let lines = std::fs::read_dir(&seg_dir)
                 .ok()?
                 .flatten()
-                .map(|e| std::fs::read(e.path()).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()))
+                .map(|e| {
+                    std::fs::read(e.path()).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+                })
                 .sum::<usize>();
             (lines as u64 >= before + 20).then_some(())
         })
@@ -526,8 +721,14 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
         std::thread::sleep(Duration::from_millis(17 * round));
         rt.block_on(agent.kill());
         let (n, skipped) = count();
-        assert_eq!(skipped, 0, "round {round}: a record torn by SIGKILL was read or counted");
-        assert!(n >= before + 20, "round {round}: {n} records after the kill, {before} before");
+        assert_eq!(
+            skipped, 0,
+            "round {round}: a record torn by SIGKILL was read or counted"
+        );
+        assert!(
+            n >= before + 20,
+            "round {round}: {n} records after the kill, {before} before"
+        );
         before = n;
         agent.restart();
     }
@@ -544,7 +745,10 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
     // oldest of the rest go until it fits, never the newest.
     assert_eq!(chrono_day(1_796_587_242), "2026-12-06");
     let day = 86_400;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let name = |days_ago: u64| {
         let t = chrono_day(now - days_ago * day);
         seg_dir.join(format!("{t}.log"))
@@ -560,7 +764,10 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
     std::fs::write(&extra, &filler).unwrap();
     agent.restart();
     assert!(
-        poll_for(Duration::from_secs(20), || (!ancient.exists() && !old.exists()).then_some(())).is_some(),
+        poll_for(Duration::from_secs(20), || (!ancient.exists()
+            && !old.exists())
+        .then_some(()))
+        .is_some(),
         "retention did not remove the oldest:\n{}",
         agent.stderr()
     );
@@ -573,7 +780,11 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
 
 /// The newest segment file and its size.
 fn newest(dir: &Path) -> (PathBuf, u64) {
-    let mut all: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     all.sort();
     let p = all.pop().expect("a segment");
     let len = std::fs::metadata(&p).unwrap().len();

@@ -156,9 +156,9 @@ pub fn html(p: &Posture) -> String {
 }
 
 fn service(h: &mut String, s: &ServicePosture) {
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<h2 id=\"service-{0}\">{0}{1}</h2>\n",
+        "<h2 id=\"service-{0}\">{0}{1}</h2>",
         escape(&s.service),
         s.tier.as_ref().map_or_else(String::new, |t| format!(
             "<span class=\"tier\">{}</span>",
@@ -174,11 +174,11 @@ fn service(h: &mut String, s: &ServicePosture) {
 }
 
 fn scenario(h: &mut String, service: &str, sc: &ScenarioPosture) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"item scenario\" id=\"scenario-{svc}-{name}\" data-scenario=\"{name}\" data-runs=\"{runs}\" data-pass-rate=\"{rate}\">\
          <h3>Scenario {name} <span class=\"muted\">on {nodes}</span></h3>\
-         <div>drills run: <b class=\"runs\">{runs}</b> · passed: <b>{passed}</b> · pass rate: <b class=\"pass-rate {cls}\">{pct}</b>{last}</div>\n",
+         <div>drills run: <b class=\"runs\">{runs}</b> · passed: <b>{passed}</b> · pass rate: <b class=\"pass-rate {cls}\">{pct}</b>{last}</div>",
         svc = escape(service),
         name = escape(&sc.scenario),
         nodes = escape(&sc.nodes.join(", ")),
@@ -310,12 +310,12 @@ fn stats_cell(s: &CheckStats) -> String {
 }
 
 fn source(h: &mut String, service: &str, s: &SourcePosture) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section class=\"item source\" id=\"source-{svc}-{name}\" data-source=\"{name}\" data-restore-pass-rate=\"{rr}\" data-freshness-compliance=\"{fc}\">\
          <h3>Backup source {name} <span class=\"muted\">{kind} on {nodes} · RPO {rpo} · RTO {rto}</span></h3>\
          <table><tr><th>freshness (RPO compliance)</th><th>integrity</th><th>restore tests</th><th>restores within RTO</th><th>restore worst</th><th>restore median</th><th>trend</th></tr>\
-         <tr><td>{f}</td><td>{i}</td><td class=\"restore-pass-rate\">{r}</td><td>{w}</td><td>{worst}</td><td>{median}</td><td>{trend}</td></tr></table>\n",
+         <tr><td>{f}</td><td>{i}</td><td class=\"restore-pass-rate\">{r}</td><td>{w}</td><td>{worst}</td><td>{median}</td><td>{trend}</td></tr></table>",
         svc = escape(service),
         name = escape(&s.source),
         rr = s
