@@ -13,6 +13,7 @@
 //! - the history across SIGKILLs of an agent writing check records, a torn record a power
 //!   loss leaves, and retention removing the oldest first at start.
 #![allow(clippy::disallowed_methods)] // std::thread::sleep: varies where a SIGKILL lands
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -762,7 +763,36 @@ fn history_survives_sigkill_and_retention_removes_the_oldest_first() {
     std::fs::write(&mid, &filler).unwrap();
     let extra = name(3);
     std::fs::write(&extra, &filler).unwrap();
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     agent.restart();
+    // Every source's first check after the restart is read whole: the first append ended
+    // the torn line instead of being glued to it.
+    let fresh = poll_for(Duration::from_secs(20), || {
+        let p = posture_json(&state, &[]);
+        let sources = p["services"][0]["sources"].as_array()?.clone();
+        let all = (0..8).all(|i| {
+            sources.iter().any(|s| {
+                s["source"] == format!("s{i}")
+                    && s["checks"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["started"].as_f64() > Some(restarted)))
+            })
+        });
+        all.then_some(p)
+    });
+    let fresh = fresh.unwrap_or_else(|| {
+        panic!(
+            "a source's first record after the restart was lost:\n{}",
+            agent.stderr()
+        )
+    });
+    assert_eq!(
+        fresh["nodes"][0]["skipped"], 1,
+        "only the torn record is skipped"
+    );
     assert!(
         poll_for(Duration::from_secs(20), || (!ancient.exists()
             && !old.exists())
