@@ -104,7 +104,7 @@ fn drills(
             let pid = svc.pid();
             let file = scenario(
                 dir,
-                &format!("{name}-{i}.yaml"),
+                &format!("{name}-{pid}.yaml"),
                 name,
                 service,
                 &svc.addr,
@@ -226,6 +226,8 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
     let cfg = config.to_str().unwrap();
     // Drills of two scenarios and the backup checks, all at once.
     let (web_runs, cache_runs, checks) = std::thread::scope(|s| {
+        // One scenario's drills one after the other (its name is a lock target); the two
+        // scenarios and the two backup checks at once.
         let w = s.spawn(|| {
             drills(
                 dir.path(),
@@ -246,12 +248,19 @@ fn posture_figures_match_the_drills_and_backup_checks_the_test_ran() {
                 &["100ms", "100ms"],
             )
         });
-        let b = s.spawn(|| {
-            (0..2)
-                .map(|_| faultline(&state, &["backup", "check", "-c", cfg, "--format", "json"]))
-                .collect::<Vec<_>>()
-        });
-        (w.join().unwrap(), c.join().unwrap(), b.join().unwrap())
+        let checks: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| faultline(&state, &["backup", "check", "-c", cfg, "--format", "json"]))
+            })
+            .collect();
+        (
+            w.join().unwrap(),
+            c.join().unwrap(),
+            checks
+                .into_iter()
+                .map(|b| b.join().unwrap())
+                .collect::<Vec<_>>(),
+        )
     });
     for out in &checks {
         assert_eq!(
