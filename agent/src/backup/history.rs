@@ -349,7 +349,11 @@ mod tests {
             let read = read_since(dir.path(), 0.0).unwrap();
             assert_eq!(read.records.len(), 1, "cut at {cut}");
             assert_eq!(read.skipped, usize::from(cut > 0), "cut at {cut}");
-            // The next writer ends the torn line: its own record is read whole.
+            // The next writer ends the torn line: its own record is read whole (at a sample
+            // of cuts: in the CRC, at the space, inside the JSON; each append fsyncs).
+            if ![1, 8, 9, 10, torn.len() / 2, torn.len() - 2].contains(&cut) {
+                continue;
+            }
             append(
                 dir.path(),
                 &record("db", CheckKind::Freshness, t + 2.0, true),
