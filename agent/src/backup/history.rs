@@ -262,10 +262,26 @@ pub fn segments(state_dir: &Path) -> Result<Vec<(PathBuf, f64)>, HistoryIoError>
 
 /// The records of checks started at or after `since` (Unix seconds), oldest first.
 pub fn read_since(state_dir: &Path, since: f64) -> Result<Records, HistoryIoError> {
+    read_days(state_dir, since, usize::MAX).map(|(r, _)| r)
+}
+
+/// The records started at or after `since`, read day segment by day segment, oldest first,
+/// stopping after the day in which more than `enough` were found; with the end of the last
+/// day read when it stopped early (records after it were not read).
+pub fn read_days(
+    state_dir: &Path,
+    since: f64,
+    enough: usize,
+) -> Result<(Records, Option<f64>), HistoryIoError> {
     let mut out = Records::default();
+    let mut stopped = None;
     for (path, day) in segments(state_dir)? {
         if day + 86_400.0 <= since {
             continue;
+        }
+        if out.records.len() > enough {
+            stopped = Some(day);
+            break;
         }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -282,7 +298,7 @@ pub fn read_since(state_dir: &Path, since: f64) -> Result<Records, HistoryIoErro
         }
     }
     out.records.sort_by(|a, b| a.started.total_cmp(&b.started));
-    Ok(out)
+    Ok((out, stopped))
 }
 
 #[cfg(test)]

@@ -239,8 +239,43 @@ fn parse_cursor(c: &str) -> Option<(f64, &str)> {
     Some((at.parse().ok()?, id))
 }
 
+/// The drill reports whose file was written at or after `from` (a report is written when
+/// its drill ends, so an older file holds a drill that started before `from`).
+fn drills_from(drills: &History, from: f64) -> (Vec<DrillRecord>, usize) {
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    let Ok(rd) = std::fs::read_dir(drills.dir()) else {
+        return (out, skipped);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".json")
+            .filter(|_| !name.starts_with('.'))
+        else {
+            continue;
+        };
+        let written = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(f64::INFINITY, |d| d.as_secs_f64());
+        if written < from {
+            continue;
+        }
+        match drills.get(id) {
+            Ok(Some(r)) if r.verdict != Verdict::Running => out.push(DrillRecord::from(&r)),
+            Ok(_) => {}
+            Err(_) => skipped += 1,
+        }
+    }
+    (out, skipped)
+}
+
 /// The items started at or after `since`, after the `after` cursor, at most `limit` (bounded
-/// by [`MAX_PAGE`]), oldest first. Blocking file I/O.
+/// by [`MAX_PAGE`]), oldest first. A page reads the day segments from the cursor's day on
+/// and stops after the day that filled it, so paging through a long history reads it about
+/// once. Blocking file I/O.
 pub fn read_page(
     state_dir: &Path,
     catalog: &Catalog,
@@ -248,43 +283,46 @@ pub fn read_page(
     after: Option<&str>,
     limit: usize,
 ) -> Result<HistoryPage, ReadError> {
-    let mut items: Vec<Item> = Vec::new();
-    let mut skipped = 0;
+    let limit = limit.clamp(1, MAX_PAGE);
+    let cursor = after.and_then(parse_cursor);
+    // The cursor's time is rounded to the millisecond: start a little before it.
+    let from = cursor.map_or(since, |(at, _)| since.max(at - 0.001));
     let drills = History::open(state_dir)?;
-    for s in drills.list()? {
-        if s.started_at < since || s.verdict == Verdict::Running {
-            continue;
-        }
-        match drills.get(&s.id) {
-            Ok(Some(r)) => items.push(Item::Drill(DrillRecord::from(&r))),
-            Ok(None) => {}
-            Err(_) => skipped += 1,
-        }
+    let (mut checks, mut stopped) = crate::backup::history::read_days(state_dir, from, limit)?;
+    if stopped.is_some() && checks.records.iter().all(|r| r.started < from + 0.002) {
+        // Nothing new in the days read (a burst within one millisecond): read on to the end.
+        (checks, stopped) = crate::backup::history::read_days(state_dir, from, usize::MAX)?;
     }
-    let checks = crate::backup::history::read_since(state_dir, since)?;
-    skipped += checks.skipped;
-    items.extend(checks.records.into_iter().map(Item::Check));
+    let (drill_items, torn_reports) = drills_from(&drills, from);
+    let mut items: Vec<Item> = drill_items
+        .into_iter()
+        .filter(|d| d.started_at >= since)
+        .map(Item::Drill)
+        .chain(checks.records.into_iter().map(Item::Check))
+        // Past the day the checks' read stopped at, the next page reads on.
+        .filter(|i| stopped.is_none_or(|end| i.at() < end))
+        .collect();
     items.sort_by(|a, b| a.at().total_cmp(&b.at()).then_with(|| a.id().cmp(b.id())));
-    if let Some((at, id)) = after.and_then(parse_cursor) {
+    if let Some((at, id)) = cursor {
         items.retain(|i| {
             let t = (i.at() * 1000.0).round() / 1000.0;
             t > at || (t == at && i.id() > id)
         });
     }
-    let limit = limit.clamp(1, MAX_PAGE);
-    let next = (items.len() > limit).then(|| items[limit - 1].cursor());
+    let more = items.len() > limit || stopped.is_some();
     items.truncate(limit);
+    let next = more.then(|| items.last().map(Item::cursor)).flatten();
     Ok(HistoryPage {
         catalog: catalog.clone(),
         items,
         next,
-        skipped,
+        skipped: checks.skipped + torn_reports,
     })
 }
 
 /// Every item since `since`, page by page (the local report's read).
 pub fn read_all(state_dir: &Path, catalog: &Catalog, since: f64) -> Result<HistoryPage, ReadError> {
-    let mut all = read_page(state_dir, catalog, since, None, usize::MAX)?;
+    let mut all = read_page(state_dir, catalog, since, None, MAX_PAGE)?;
     while let Some(next) = all.next.take() {
         let page = read_page(state_dir, catalog, since, Some(&next), MAX_PAGE)?;
         all.items.extend(page.items);
@@ -336,5 +374,58 @@ mod tests {
             (Some("shop"), Some("tier-1"))
         );
         assert_eq!(d.rto_seconds, Some(1.05));
+    }
+
+    #[test]
+    fn paging_over_many_days_of_checks_returns_each_item_once_in_order() {
+        use crate::backup::history::append;
+        use crate::backup::{CheckKind, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_790_000_000.0;
+        let mut want = Vec::new();
+        for day in 0..3 {
+            for i in 0..5 {
+                let started = t0 + f64::from(day) * 86_400.0 + f64::from(i) * 60.0;
+                let r = CheckRecord {
+                    id: format!("s-freshness-{started}"),
+                    source: "s".into(),
+                    kind: SourceKind::Files,
+                    service: None,
+                    tier: None,
+                    check: CheckKind::Freshness,
+                    status: Status::Healthy,
+                    started,
+                    duration_seconds: 0.1,
+                    summary: String::new(),
+                    error: None,
+                    age_seconds: None,
+                    rpo_seconds: None,
+                    restore_seconds: None,
+                    verify_seconds: None,
+                    rto_seconds: None,
+                    rto_exceeded: None,
+                    backup_id: None,
+                };
+                append(dir.path(), &r).unwrap();
+                want.push(r.id);
+            }
+        }
+        let cat = Catalog::default();
+        for limit in [1, 2, 4, 7, 100] {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let p = read_page(dir.path(), &cat, t0 + 60.0, after.as_deref(), limit).unwrap();
+                pages += 1;
+                seen.extend(p.items.iter().map(|i| i.id().to_owned()));
+                match p.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+                assert!(pages < 100, "paging does not end");
+            }
+            assert_eq!(seen, want[1..], "limit {limit}");
+        }
     }
 }
