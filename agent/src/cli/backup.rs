@@ -5,7 +5,8 @@
 //! Without `--check`, a source gets its freshness check, its integrity check when
 //! `integrity.enabled` (the default) and its restore test when `restore:` is configured and
 //! enabled; `--check` runs the named check even when its schedule is disabled. The same
-//! `--state-dir` as the agent is used, so a restic read-data rotation advances here too.
+//! `--state-dir` as the agent is used, so a restic read-data rotation advances here too, and
+//! every result is appended to its history (`backup::history`) for the posture report.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,7 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
         }
         out
     });
+    record(&results, &chosen, state_dir);
     let healthy = results.iter().all(|r| r.status != Status::Unhealthy);
     let text = match args.format {
         FormatArg::Json => {
@@ -150,6 +152,28 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Appends the results to the history the agent keeps too (`backup::history`); a failure
+/// is a warning on stderr, the report on stdout stands.
+fn record(
+    results: &[CheckResult],
+    sources: &[crate::backup::BackupSourceConfig],
+    state_dir: &Path,
+) {
+    for r in results {
+        let cfg = sources.iter().find(|s| s.name == r.source);
+        let rec = crate::backup::history::CheckRecord::of(
+            r,
+            cfg.and_then(|c| c.service.as_deref()),
+            cfg.and_then(|c| c.tier.as_deref()),
+        );
+        if let Some(rec) = rec
+            && let Err(e) = crate::backup::history::append(state_dir, &rec)
+        {
+            tracing::warn!(error = %e, "cannot record the check in the history");
+        }
     }
 }
 

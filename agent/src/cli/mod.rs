@@ -1,5 +1,5 @@
 //! The command line: `faultline run`, `status`, `collect --once`, `config validate|default`,
-//! and the `fault`, `backup`, `drill` and `gameday` subcommands.
+//! and the `fault`, `backup`, `drill`, `gameday` and `report` subcommands.
 //!
 //! Exit codes are part of the contract with users' scripts: 0 success, 1 a runtime failure,
 //! 2 a configuration or usage error, 3 refused or (`status`) no agent running.
@@ -20,6 +20,7 @@ mod backup;
 mod drill;
 mod fault;
 mod gameday;
+mod report;
 mod status;
 
 /// faultline watches a node and tests that it recovers: it exports host and container
@@ -109,6 +110,9 @@ pub enum Command {
     /// Game days: drills on many agents through their APIs (`gameday run GAMEDAY.yaml`).
     #[command(subcommand)]
     Gameday(gameday::GameDayCommand),
+    /// Reports over the history (`report posture`: DR posture by service, node or fleet).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// `faultline config …`
@@ -155,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Fault(cmd) => fault::run(cmd, &cli.state_dir, cli.log_format),
         Command::Drill(cmd) => drill::run(cmd, &cli.state_dir, cli.log_format),
         Command::Gameday(cmd) => gameday::run(cmd, cli.log_format),
+        Command::Report(cmd) => report::run(cmd, &cli.state_dir, cli.log_format),
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(l) => l,
