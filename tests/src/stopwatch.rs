@@ -119,8 +119,8 @@ impl Seen {
     }
 }
 
-/// A thread probing a service back to back (a pause of about 1 ms between attempts) until
-/// dropped, keeping every outage it saw.
+/// A thread probing a service back to back (a short pause between attempts, 1 ms unless
+/// told) until dropped, keeping every outage it saw.
 #[derive(Debug)]
 pub struct Stopwatch {
     seen: Arc<Mutex<Seen>>,
@@ -129,8 +129,14 @@ pub struct Stopwatch {
 }
 
 impl Stopwatch {
-    /// Starts probing with `probe` (true: the service answered).
-    pub fn start(mut probe: impl FnMut() -> bool + Send + 'static) -> Self {
+    /// Starts probing with `probe` (true: the service answered), about every millisecond.
+    pub fn start(probe: impl FnMut() -> bool + Send + 'static) -> Self {
+        Self::start_every(Duration::from_millis(1), probe)
+    }
+
+    /// Starts probing with `probe`, pausing `pause` between attempts: for a service where each
+    /// attempt costs (PostgreSQL forks a backend per connection).
+    pub fn start_every(pause: Duration, mut probe: impl FnMut() -> bool + Send + 'static) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (seen.clone(), stop.clone());
@@ -142,7 +148,7 @@ impl Stopwatch {
                 s.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record(Attempt { start, end, ok });
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(pause);
             }
         });
         Self {
