@@ -22,7 +22,8 @@ use faultline_tests::Agent;
 use faultline_tests::api::get_document;
 use faultline_tests::chaos::{Victim, state};
 use faultline_tests::drill::{
-    Supervised, api_call as http, drill_run, finished_drill, html_outline, junit_outline, poll_for,
+    Supervised, api_call as http, drill_run, finished_drill, html_outline, junit_outline,
+    kill_scenario, poll_for,
 };
 use faultline_tests::stopwatch::{Stopwatch, assert_rto_matches, unix_now};
 
@@ -61,14 +62,6 @@ fn junit_shape(outline: &serde_json::Value) -> Vec<String> {
 fn scenario_yaml(name: &str, listen: &str, pid: i32, extra: &str) -> String {
     format!(
         "name: {name}\nprobe_interval: 50ms\nmax_duration: 60s\nsteady_state:\n  - name: port\n    tcp: {{ address: \"{listen}\", timeout: 200ms }}\nfaults:\n  - at: 100ms\n    fault: {{ kind: process-pause, pid: {pid}, duration: 60s }}\nrecovery: {{ strategy: self-heal, consecutive: 2, timeout: 30s }}\nobjectives: {{ rto: 10s }}\n{extra}"
-    )
-}
-
-/// A drill that kills the supervised service at `addr` (pid `pid`): the outage lasts the
-/// supervisor's restart delay plus the service's start.
-fn kill_yaml(name: &str, addr: &str, pid: u32) -> String {
-    format!(
-        "name: {name}\nprobe_interval: 50ms\nmax_duration: 60s\nsteady_state:\n  - name: echo\n    tcp: {{ address: \"{addr}\", timeout: 200ms }}\nfaults:\n  - at: 100ms\n    fault: {{ kind: process-kill, pid: {pid}, duration: 1s }}\nrecovery: {{ strategy: self-heal, consecutive: 3, timeout: 30s }}\nobjectives: {{ rto: 10s }}\n"
     )
 }
 
@@ -284,7 +277,7 @@ async fn api_auth_abort_when_kill_switch_schedule_and_report_shapes() {
         "POST",
         "/v1/drills",
         Some(OPERATOR),
-        &serde_json::json!({ "inline": kill_yaml("outage-api", &svc_api.addr, svc_api.pid()) })
+        &serde_json::json!({ "inline": kill_scenario("outage-api", &svc_api.addr, svc_api.pid()) })
             .to_string(),
     );
     assert_eq!(st, 202, "{body}");
@@ -292,7 +285,7 @@ async fn api_auth_abort_when_kill_switch_schedule_and_report_shapes() {
     let kill_file = dir.path().join("outage-cli.yaml");
     std::fs::write(
         &kill_file,
-        kill_yaml("outage-cli", &svc_cli.addr, svc_cli.pid()),
+        kill_scenario("outage-cli", &svc_cli.addr, svc_cli.pid()),
     )
     .unwrap();
     let (cli_json, cli_junit, cli_html) = (
