@@ -11,7 +11,9 @@
 //! fails.
 //!
 //! Also here, for every game-day test: [`spawn_game`] and [`wait_game`], the real
-//! `faultline gameday run` as a child process.
+//! `faultline gameday run` as a child process; [`local_agents`], agents on this host's
+//! loopback for games without Docker; and [`StoppedSeen`], the test's own record from /proc
+//! of when the processes a game pauses were stopped.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -24,9 +24,15 @@
 //! and no agent has an active fault. A bad game-day file exits 2 naming file, line and
 //! field (no Docker needed).
 //!
-//! Safety: only this test's containers and network are touched (removed on drop, also on
-//! failure); all traffic goes to 127.0.0.1. Needs Docker; skips without it, fails under
-//! CI.
+//! Without Docker, on agents run on this host (`faultline run` on 127.0.0.1 ports, much
+//! cheaper than node containers): the runner's exit codes and verdicts — objectives met
+//! (exit 0) and missed (exit 1) — and each abort condition (`abort_when.verdicts`,
+//! `abort_when.unreachable`, `max_duration`, an `abort_when` probe), with every fault seen
+//! reverted in /proc; and a failed preflight that starts nothing.
+//!
+//! Safety: only this test's containers, network and processes are touched (removed on
+//! drop, also on failure); all traffic goes to 127.0.0.1. The container test needs Docker;
+//! it skips without it and fails under CI.
 
 // Test helpers outside `#[test]` functions fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -628,8 +634,8 @@ fn local_game(dir: &Path, stem: &str, agents: &[(&str, &str)], body: &str) -> st
 ///   60 s and the second stage never started (its victim never stopped);
 /// - **`abort_when.unreachable: true`**: the test SIGSTOPs u1's agent while its 3 s pause
 ///   holds and u2 holds a 60 s one: exit 1, `aborted` because u1 is unreachable; u2's victim
-///   resumed by the kill switch; once u1 is let go (SIGCONT) its agent reverts the expired
-///   pause at once;
+///   resumed by the kill switch; once u1 is let go (SIGCONT) its victim resumes within 10 s
+///   (the kill switch's request waiting in its socket, or the pause's own deadline);
 /// - **`max_duration: 2s`** against d1's 60 s pause: exit 1, `aborted` by max_duration, the
 ///   victim resumed no earlier than 2 s after the game began and long before 60 s.
 ///
@@ -786,6 +792,7 @@ async fn game_day_exit_codes_objectives_and_abort_conditions_on_local_agents() {
     });
     // Let u1 go: its pause expired while it was stopped, so it reverts it at once.
     kill(u1_pid, Signal::SIGCONT).unwrap();
+    let let_go = unix_now();
     let resumed_u1 = poll_for(Duration::from_secs(10), || {
         (state(v_u1.pid()) != Some('T')).then(unix_now)
     });
@@ -901,7 +908,7 @@ async fn game_day_exit_codes_objectives_and_abort_conditions_on_local_agents() {
         stopped_at - since,
         since_u1 - since,
         u2_to - since,
-        resumed_u1 - since
+        resumed_u1 - let_go
     );
 
     // max_duration: aborted after 2 s.
