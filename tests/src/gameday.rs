@@ -351,11 +351,14 @@ pub fn local_agents(n: usize, tokens: &Path) -> Vec<(crate::Agent, String)> {
     agents
 }
 
+/// Per pid: when it was first and last seen stopped (Unix seconds), if ever.
+type StopSpans = Vec<(i32, Option<(f64, f64)>)>;
+
 /// The test's own record of when each of some processes was seen stopped (state `T` in
 /// `/proc`), read every 5 ms on a thread until dropped.
 #[derive(Debug)]
 pub struct StoppedSeen {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(i32, Option<(f64, f64)>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<StopSpans>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -365,7 +368,7 @@ impl StoppedSeen {
     pub fn start(pids: &[i32]) -> Self {
         use std::sync::atomic::Ordering;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(
-            pids.iter().map(|p| (*p, None)).collect::<Vec<_>>(),
+            pids.iter().map(|p| (*p, None)).collect::<StopSpans>(),
         ));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, st) = (seen.clone(), stop.clone());

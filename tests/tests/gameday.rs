@@ -484,28 +484,10 @@ async fn an_abort_probe_pulls_every_kill_switch_and_a_failed_preflight_starts_no
     let service_addr = service.local_addr().unwrap();
     let guard = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let guard_addr = guard.local_addr().unwrap();
-    let mut agents = Vec::new();
-    let mut apis = Vec::new();
-    for _ in 0..2 {
-        let api = format!("127.0.0.1:{}", faultline_tests::backup::free_port());
-        agents.push(Agent::start(&format!(
-            "interval: 10s\nexport:\n  otlp:\n    enabled: false\napi:\n  enabled: true\n  listen: {api}\n  tokens_file: {}\n",
-            tokens.display()
-        )));
-        apis.push(api);
-    }
-    for (api, agent) in apis.iter().zip(&agents) {
-        assert!(
-            poll_for(Duration::from_secs(20), || (http(
-                api, "GET", "/healthz", None, ""
-            )
-            .0 == 200)
-                .then_some(()))
-            .is_some(),
-            "the API did not come up:\n{}",
-            agent.stderr()
-        );
-    }
+    let (_agents, apis): (Vec<Agent>, Vec<String>) =
+        faultline_tests::gameday::local_agents(2, &tokens)
+            .into_iter()
+            .unzip();
     let victims = [Victim::sleep(), Victim::sleep()];
     for (i, v) in victims.iter().enumerate() {
         std::fs::write(
