@@ -4,7 +4,7 @@
 //! PostgreSQL. Everything the report says is checked against the test's own evidence:
 //!
 //! - **the fault time and the RTO** against the test's own stopwatch: a thread doing a
-//!   PostgreSQL start-up handshake every 10 ms from outside (no psql), which brackets the
+//!   PostgreSQL start-up handshake every 20 ms from outside (no psql), which brackets the
 //!   moment the server stopped taking sessions and the moment the restored one took them
 //!   again (`faultline_tests::stopwatch`);
 //! - **the lost markers** against those the canary really wrote: the writer is the test's
@@ -19,13 +19,15 @@
 //! The backup the drill restores is complete before the fault, however slow the machine:
 //! `pg_basebackup` exited 0, `pg_verifybackup` checked the copy against its `backup_manifest`,
 //! and the tar archive is written under a name the backup source does not match and renamed
-//! into place (never half-written under the source's glob). Every canary write begun
-//! [`GATE`] or later after the drill started (the kill comes [`FAULT_AT`] after its steady
-//! state, so at least 1.5 s later) waits until the backup has been in place for [`AGE`], and
-//! faultline stops the writer, waiting for its last write, before the first fault lands: a
-//! slow backup delays the fault instead of racing it, and more than [`AGE`] separates the
-//! backup's point from the fault, so the tight RPO target below is missed however the timing
-//! falls.
+//! into place (never half-written under the source's glob). The test starts the backup once
+//! the writer has logged [`BEFORE_BACKUP`] markers, and every later write waits, before its
+//! insert, until the backup has been in place for [`AGE`]; faultline stops the writer, waiting
+//! for its last write, before the first fault lands ([`FAULT_AT`] after the writer's start).
+//! So a slow backup delays the fault instead of racing it, and more than [`AGE`] separates the
+//! backup's point from the fault: the tight RPO target below is missed however the timing
+//! falls. (Only markers so slow that the first [`BEFORE_BACKUP`] take the whole of
+//! [`FAULT_AT`] could let the fault come first; the restore then finds no backup and the
+//! drill fails saying so.)
 //!
 //! The JUnit file marks a tight RPO target as failed and (on a second drill, against the
 //! restored cluster) a loose one as passed.
@@ -42,12 +44,13 @@ use faultline_tests::backup::pg_accepts;
 use faultline_tests::drill::{PgCanary, drill_run, poll_for};
 use faultline_tests::stopwatch::{Downtime, EXIT_MARGIN, Stopwatch, distance, unix_now};
 
-/// The fault's offset in the drill's fault phase (sequence mode: the kill, then the `rm`).
-const FAULT_AT: &str = "3500ms";
-/// Canary writes begun this long after the drill started wait for the backup ([`AGE`]).
-const GATE: Duration = Duration::from_secs(2);
-/// How long the backup must have been in place before a gated write returns: longer than the
-/// tight RPO target (500 ms).
+/// The fault's offset in the drill's fault phase, which the canary writer starts with
+/// (sequence mode: the kill, then the `rm`).
+const FAULT_AT: &str = "3s";
+/// Markers logged before the test takes the backup; every later write waits for it ([`AGE`]).
+const BEFORE_BACKUP: usize = 3;
+/// How long the backup must have been in place before a waiting write goes on: longer than
+/// the tight RPO target (500 ms).
 const AGE: Duration = Duration::from_millis(600);
 
 fn available() -> bool {
@@ -88,13 +91,13 @@ struct Run {
     written: Vec<Written>,
 }
 
-/// The canary writer: a marker stamped at or after `gate_ms` first waits until `done` holds a
-/// time (ms) at least [`AGE`] old; then psql (the script's arguments) inserts it and, on
-/// success, its sequence, stamp and acknowledgement time go to `log`. (Waiting before the
+/// The canary writer: a marker after the first [`BEFORE_BACKUP`] first waits until `done`
+/// holds a time (ms) at least [`AGE`] old; then psql (the script's arguments) inserts it and,
+/// on success, its sequence, stamp and acknowledgement time go to `log`. (Waiting before the
 /// insert keeps every acknowledged write's latency its own.)
-fn writer_script(log: &Path, done: &Path, gate_ms: u64) -> String {
+fn writer_script(log: &Path, done: &Path) -> String {
     format!(
-        "if [ {{ts_ms}} -ge {gate_ms} ]; then\n\
+        "if [ {{seq}} -gt {BEFORE_BACKUP} ]; then\n\
          \x20 until [ -s '{done}' ] && [ $(( $(date +%s%3N) - $(cat '{done}') )) -ge {age} ]; do sleep 0.02; done\n\
          fi\n\
          \"$@\" >/dev/null || exit 1\n\
@@ -185,7 +188,7 @@ fn drill(pg: &PgCanary, n: u32, rpo_target: &str) -> Run {
     let mut writer = vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        writer_script(&log, &done, ((since + GATE.as_secs_f64()) * 1000.0) as u64),
+        writer_script(&log, &done),
         "canary-writer".to_owned(),
     ];
     writer.extend(pg.psql_argv(&format!("insert into {table} values ({{seq}}, {{ts_ms}})")));
@@ -215,8 +218,8 @@ fn drill(pg: &PgCanary, n: u32, rpo_target: &str) -> Run {
     );
     let state = dir.join("state");
     let addr: SocketAddr = format!("127.0.0.1:{}", pg.port).parse().unwrap();
-    // 10 ms between handshakes: each one costs the server a backend process.
-    let watch = Stopwatch::start_every(Duration::from_millis(10), move || {
+    // 20 ms between handshakes: each one costs the server a backend process.
+    let watch = Stopwatch::start_every(Duration::from_millis(20), move || {
         pg_accepts(&addr, Duration::from_millis(500))
     });
     let (f, j, js, c) = (file.clone(), json.clone(), junit.clone(), config.clone());
@@ -235,14 +238,9 @@ fn drill(pg: &PgCanary, n: u32, rpo_target: &str) -> Run {
             Duration::from_secs(240),
         )
     });
-    // Mid-way: once the canary has written a few markers, take the backup.
-    let wrote = poll_for(Duration::from_secs(30), || {
-        let rows: u64 = pg
-            .psql(&format!("select count(*) from {table}"))
-            .trim()
-            .parse()
-            .ok()?;
-        (rows >= 8).then_some(())
+    // Mid-way: once the canary has logged a few markers, take the backup.
+    let wrote = poll_for(Duration::from_secs(60), || {
+        (read_log(&log).len() >= BEFORE_BACKUP).then_some(())
     });
     if wrote.is_none() {
         let out = runner.join().unwrap();
