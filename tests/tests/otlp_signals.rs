@@ -141,9 +141,7 @@ async fn signals_end_to_end(transport: Transport) {
     let dumps = dir.path().join("dumps");
     std::fs::create_dir(&dumps).unwrap();
     std::fs::write(dumps.join("db-1.sql"), "select 1;\n").unwrap();
-    // The drill: a TCP steady state the test holds, a short pause of a `sleep`, a file canary.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = listener.local_addr().unwrap().to_string();
+    // The drill (below) has a file canary.
     let canary = dir.path().join("canary");
     let api = format!("127.0.0.1:{}", faultline_tests::backup::free_port());
     let tokens = write_tokens(dir.path());
@@ -524,7 +522,6 @@ async fn signals_end_to_end(transport: Transport) {
         );
     }
     assert!(requests.iter().all(|r| r.transport == transport));
-    drop(listener);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
