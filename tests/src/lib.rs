@@ -28,6 +28,9 @@
 //!   network for the multi-node game-day test.
 //! - [`soak`]: the soak's own readings of a running agent (fds, RSS, threads, helpers,
 //!   journal, qdiscs, nft tables, disk queue) and its CSV rows.
+//! - [`stopwatch`]: the test's own stopwatch of a service's outages (probed from outside about
+//!   every millisecond, each edge bracketed) and the check of a drill report's fault time,
+//!   recovery point and RTO against it.
 //! - [`eventually`]: wait for a condition with a deadline instead of sleeping.
 //! - [`python3`]: a Python script's output, for parsers from its standard library.
 //!
@@ -56,6 +59,7 @@ pub mod procfs;
 pub mod receiver;
 pub mod semconv;
 pub mod soak;
+pub mod stopwatch;
 
 pub use agent::{Agent, OtlpConfig, TlsFiles, agent_binary, run_cli, workspace_root};
 pub use receiver::{
