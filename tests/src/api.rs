@@ -117,9 +117,23 @@ pub fn replace_file(path: &Path, text: &str) {
 /// # Panics
 /// When the API does not come up within 30 s (the agent's stderr is in the message).
 pub fn start_agent(tokens: &Path, api_extra: &str, extra: &str) -> (Agent, String) {
+    start_agent_with(
+        "interval: 1s\nexport:\n  otlp:\n    enabled: false\n",
+        tokens,
+        api_extra,
+        extra,
+    )
+}
+
+/// [`start_agent`] whose config starts with `head` (e.g. an OTLP export section from
+/// [`crate::OtlpConfig::to_yaml`]) instead of one-second cycles with OTLP off.
+///
+/// # Panics
+/// As [`start_agent`].
+pub fn start_agent_with(head: &str, tokens: &Path, api_extra: &str, extra: &str) -> (Agent, String) {
     let addr = format!("127.0.0.1:{}", crate::backup::free_port());
     let agent = Agent::start(&format!(
-        "interval: 1s\nexport:\n  otlp:\n    enabled: false\n{}{api_extra}{extra}",
+        "{head}{}{api_extra}{extra}",
         crate::drill::api_section(&addr, tokens, &[])
     ));
     let up = crate::drill::poll_for(Duration::from_secs(30), || {
