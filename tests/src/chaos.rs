@@ -577,12 +577,12 @@ impl HelperWatch {
         }
     }
 
-    /// Fails (panics, or only reports while the test already panics) naming every stray
-    /// helper ([`HelperWatch::strays`]), after killing each (pid and start time checked).
-    pub fn check(&self, when: &str) {
+    /// Kills every stray helper ([`HelperWatch::strays`]; pid and start time checked) and
+    /// names them in the error.
+    pub fn settle(&self, when: &str) -> Result<(), String> {
         let strays = self.strays();
         if strays.is_empty() {
-            return;
+            return Ok(());
         }
         for h in &strays {
             if start_time(h.pid) == Some(h.start_time) {
@@ -590,14 +590,21 @@ impl HelperWatch {
             }
         }
         let names: Vec<String> = strays.iter().map(ToString::to_string).collect();
-        let msg = format!(
+        Err(format!(
             "stray faultline helper process(es) {when}, alive {HELPER_GRACE:?} after no fault held them (killed now): {}",
             names.join("; ")
-        );
-        if std::thread::panicking() {
-            eprintln!("{msg}");
-        } else {
-            panic!("{msg}");
+        ))
+    }
+
+    /// [`HelperWatch::settle`], failing the test on a stray (or only reporting it while the
+    /// test already panics).
+    pub fn check(&self, when: &str) {
+        if let Err(msg) = self.settle(when) {
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
         }
     }
 }

@@ -47,9 +47,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_tests::api::{OPERATOR, VIEWER, http, start_agent_with, write_tokens};
+use faultline_chaos::{Audit, ChaosConfig, Engine, Env, FaultSpec, Journal, Requester};
 use faultline_tests::chaos::{
-    Bg, Scratch, Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries,
-    require, running, state, wait_until,
+    Bg, HelperWatch, Scratch, Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries,
+    require, running, runtime, state, wait_until,
 };
 use faultline_tests::docker::{Container, docker_available};
 use faultline_tests::freezer::{self, ThawOnDrop};
@@ -666,4 +667,63 @@ async fn every_stateful_kind_reverts_at_its_deadline_and_on_sigterm_of_faultline
         assert_eq!((c.look)(f), Look::Clear, "{} after the agent's exit", c.kind);
     }
     receiver.stop().await;
+}
+
+/// The stray-helper scan every chaos fixture runs ([`HelperWatch`]), on a real engine's real
+/// helpers: a held fault's helper is not a stray; a helper no fault holds is named, fails the
+/// check and is killed; a reverted fault leaves none.
+#[test]
+fn the_helper_scan_names_and_kills_a_helper_no_fault_holds_and_passes_a_clean_revert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut watch = HelperWatch::new(dir.path());
+    let worker = watch.worker_command();
+    let engine = Engine::new(
+        ChaosConfig::default(),
+        Env::detect("/proc".into(), worker.clone()),
+        Journal::open(dir.path()).unwrap(),
+        Audit::default(),
+    );
+    let rt = runtime();
+    let spec: FaultSpec =
+        serde_json::from_str(r#"{"kind":"cpu-stress","workers":1,"load":5,"duration":"60s"}"#)
+            .unwrap();
+    let fault = rt.block_on(engine.inject(spec, Requester::cli())).unwrap();
+    let held = fault.record.helpers[0].pid;
+    assert_eq!(
+        watch.alive().iter().map(|h| h.pid).collect::<Vec<_>>(),
+        [held],
+        "the scan finds the engine's helper by its mark"
+    );
+    assert!(watch.strays().is_empty(), "a held fault's helper is no stray");
+
+    // A helper of this process that no fault holds: what a revert that forgot it leaves.
+    let mut stray = Command::new(&worker.program)
+        .args(&worker.args)
+        .args(["--parent", &std::process::id().to_string()])
+        .args(["cpu", "--workers", "1", "--load", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(stray.id()).unwrap();
+    assert!(wait_until(T, || watch.alive().iter().any(|h| h.pid == pid)));
+    let msg = watch
+        .settle("in this test")
+        .expect_err("the check must fail on a stray helper");
+    assert!(
+        msg.contains(&format!("pid {pid} ")) && !msg.contains(&format!("pid {held} ")),
+        "{msg}"
+    );
+    let status = stray.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the stray is killed"
+    );
+    assert!(running(held), "only the stray is killed");
+
+    // The fault reverted: its helper goes with it, and the scan (also run at the end of every
+    // chaos test) finds nothing.
+    rt.block_on(engine.abort(&fault.id, Requester::cli()))
+        .unwrap();
+    watch.check("after the revert");
 }
