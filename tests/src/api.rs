@@ -57,11 +57,17 @@ impl RawResponse {
 
 /// Sends `request` as is and reads the answer to the end, unparsed beyond the head.
 pub fn exchange(addr: &str, request: &str) -> std::io::Result<RawResponse> {
+    exchange_bytes(addr, request.as_bytes())
+}
+
+/// [`exchange`] for a request that need not be text (a binary body).
+pub fn exchange_bytes(addr: &str, request: &[u8]) -> std::io::Result<RawResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(request.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
+    s.write_all(request)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let out = String::from_utf8_lossy(&raw);
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let mut lines = head.split("\r\n");
     let status = lines
