@@ -144,9 +144,20 @@ fn segment() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An `{id}`: as faultline makes them, or not (upper case, too long, dots, escapes).
+fn id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9-]{1,12}",
+        "(process-pause|disk-fill|drill)-[0-9a-f]{8}",
+        "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,8}",
+        prop::sample::select(&["..", "%2e%2e", "ABC", "a_b", "%C3%A9"][..]).prop_map(str::to_owned),
+        "[a-z]{65}",
+    ]
+}
+
 /// A route of the table with its `{id}` filled in.
 fn table_route() -> impl Strategy<Value = (String, Vec<String>)> {
-    (prop::sample::select(ROUTES), segment()).prop_map(|((method, path), id)| {
+    (prop::sample::select(ROUTES), id()).prop_map(|((method, path), id)| {
         let segs = path
             .iter()
             .map(|s| if *s == "{id}" { id.clone() } else { (*s).to_owned() })
@@ -178,7 +189,7 @@ fn auth() -> impl Strategy<Value = Auth> {
     let scheme = prop::sample::select(&["Bearer", "bearer", "BEARER", "beaRer"][..]);
     prop_oneof![
         2 => Just(Auth::None),
-        3 => scheme.clone().prop_map(Auth::Operator),
+        4 => scheme.clone().prop_map(Auth::Operator),
         2 => scheme.prop_map(Auth::Viewer),
         2 => prop::sample::select(
             &[
