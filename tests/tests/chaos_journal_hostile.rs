@@ -16,7 +16,8 @@
 //! or mutated: owner alive, gone, or from another boot; a target's pid or start time changed;
 //! the exact identity of a bystander as its helper; its fill file pointed at a bystander file
 //! (or the fill file replaced by a symlink to one); its namespace named as the other one; the
-//! id of another entry in its own file; another kind, version or phase; or the bytes truncated,
+//! id of another entry in its own file (also beside that entry, its owner alive); another
+//! kind, version or phase; or the bytes truncated,
 //! flipped, replaced by random ones, emptied, or the file a symlink to a bystander file. Then
 //! recovery runs as an agent's start does (`force` off) or as `fault revert --all` (on).
 //!
@@ -109,6 +110,9 @@ enum Mutation {
 #[derive(Clone, Debug)]
 enum Gen {
     Entry(Base, Mutation),
+    /// The entry of the first, its owner alive, and the entry of the second in its own file
+    /// claiming the first's id.
+    Claim(Base, Base),
     Truncated(Base, usize),
     Flipped(Base, usize, u8),
     Garbage(Vec<u8>),
@@ -158,6 +162,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 fn gen_() -> impl Strategy<Value = Gen> {
     prop_oneof![
         6 => (base(), mutation()).prop_map(|(b, m)| Gen::Entry(b, m)),
+        1 => (base(), base()).prop_map(|(held, other)| Gen::Claim(held, other)),
         1 => (base(), any::<usize>()).prop_map(|(b, n)| Gen::Truncated(b, n)),
         1 => (base(), any::<usize>(), any::<u8>()).prop_map(|(b, n, x)| Gen::Flipped(b, n, x)),
         1 => prop::collection::vec(any::<u8>(), 0..200).prop_map(Gen::Garbage),
@@ -209,15 +214,11 @@ impl World {
         fs::write(fs.path().join(".faultline-fill-disk-fill-ffffffff"), "no one's").unwrap();
         let pair = NetnsPair::create("hostile");
         in_ns(&pair.b, &["add", "table", "inet", "keep"]);
-        let stopped = Victim::sleep();
-        kill(Pid::from_raw(stopped.pid()), Signal::SIGSTOP).unwrap();
-        assert!(wait_until(Duration::from_secs(5), || state(stopped.pid())
-            == Some('T')));
         let mut world = World {
             boot_id: procfs::boot_id(Path::new("/proc")),
             owned: Victim::sleep(),
             running: Victim::sleep(),
-            stopped,
+            stopped: Victim::sleep(),
             helpers: HelperWatch::new(fs.path()),
             fs,
             pair,
@@ -229,13 +230,12 @@ impl World {
         world
     }
 
-    /// Applies one fault of each kind through a real engine whose owner, a stand-in process,
-    /// then dies without reverting anything: the four journal entries, as written.
+    /// Applies one fault of each kind through a real engine, which then stops without
+    /// reverting anything: the four journal entries, as written, their owner then made a
+    /// process that has died (the test process, the engine's owner, cannot die).
     fn record_bases(&mut self) {
         let dir = tempfile::tempdir().unwrap();
-        let stand_in = Victim::sleep();
-        let mut env = Env::detect("/proc".into(), self.helpers.worker_command());
-        env.agent = procfs::identity(Path::new("/proc"), stand_in.pid(), &self.boot_id).unwrap();
+        let env = Env::detect("/proc".into(), self.helpers.worker_command());
         let engine = Engine::new(
             ChaosConfig {
                 disk_free_floor: "10%".parse().unwrap(),
@@ -277,13 +277,20 @@ impl World {
         }
         drop(engine);
         rt.shutdown_background();
+        let stand_in = Victim::sleep();
+        let dead = identity(stand_in.pid(), &self.boot_id);
         drop(stand_in);
+        for entry in self.bases.values_mut() {
+            entry["owner"] = dead.clone();
+        }
     }
 
-    /// Puts back what the legitimate entries own (the engine's effects), and the bystanders.
+    /// Puts back what the legitimate entries own (the engine's effects), and new bystander
+    /// processes (a failed case must not poison the next, nor its shrinking).
     fn restore(&mut self) {
         let _ = kill(Pid::from_raw(self.owned.pid()), Signal::SIGSTOP);
-        let _ = kill(Pid::from_raw(self.running.pid()), Signal::SIGCONT);
+        self.running = Victim::sleep();
+        self.stopped = Victim::sleep();
         let _ = kill(Pid::from_raw(self.stopped.pid()), Signal::SIGSTOP);
         let fill = self.fill_file();
         let _ = fs::remove_file(&fill);
@@ -419,6 +426,14 @@ impl World {
                         let fill = self.fill_file();
                         let _ = fs::remove_file(&fill);
                         std::os::unix::fs::symlink(self.fs.path().join("keep.txt"), &fill).unwrap();
+                    }
+                }
+                Gen::Claim(held, other) => {
+                    let live = self.mutated(*held, &Mutation::OwnerLive);
+                    files.insert(own(*held), (serde_json::to_vec_pretty(&live).unwrap(), true));
+                    if other != held {
+                        let claim = self.mutated(*other, &Mutation::IdOf(*held));
+                        files.insert(own(*other), (serde_json::to_vec_pretty(&claim).unwrap(), false));
                     }
                 }
                 Gen::Truncated(b, n) => {
