@@ -3,7 +3,7 @@
 //! and an agent with the API on a free loopback port.
 //!
 //! Not here: what the API must answer — that is asserted in `tests/drill_api.rs`,
-//! `tests/api_load.rs` and `tests/api_tokens.rs`.
+//! `tests/api_load.rs`, `tests/api_tokens.rs` and `tests/api_routing_props.rs`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

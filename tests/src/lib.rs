@@ -11,7 +11,8 @@
 //! - [`semconv`]: the semantic-conventions registry the conformance tests check against.
 //! - [`procfs`]: independent `/proc` readings to compare the agent's values with.
 //! - [`chaos`]: fault-injection fixtures: scratch state dirs, child processes and tmpfs
-//!   mounts owned by the test (removed on drop), independent /proc and statvfs readings.
+//!   mounts owned by the test (removed on drop), independent /proc and statvfs readings, and
+//!   the stray-helper scan every chaos fixture (and [`Agent`]) runs when it goes.
 //! - [`deploy`]: the shipped manifests read as JSON, the chart rendered, the agent image
 //!   built by `deploy/docker/build-local.sh`, and a guard for its containers.
 //! - [`dns`]: a DNS server of the test's own (dnsmasq on a loopback port) and free ports on
