@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use faultline_tests::api::{OPERATOR, VIEWER, exchange_bytes, http, start_agent};
 use faultline_tests::drill::write_tokens;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 /// `api.max_body_bytes` of the agent under test: small, so an oversized body is cheap.
 const MAX_BODY: usize = 1024;
@@ -356,18 +356,7 @@ async fn any_request_gets_the_route_tables_answer_never_a_5xx_and_auth_before_th
         &format!("  max_body_bytes: {MAX_BODY}\n  read_timeout: 300ms\n"),
         "chaos:\n  max_duration: 1ms\n",
     );
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let config = Config {
-        cases,
-        max_shrink_iters: 256,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (mut runner, cases) = faultline_tests::props::runner(256, 256);
     let seen = RefCell::new(BTreeMap::new());
     let result = runner.run(&request(), |req| check(&addr, &req, &mut seen.borrow_mut()));
     if let Err(e) = result {

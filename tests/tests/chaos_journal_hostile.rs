@@ -53,7 +53,7 @@ use faultline_tests::netns::{self, ADDR_B, NetnsPair};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 
 /// The four legitimate entries.
@@ -580,18 +580,7 @@ fn no_hostile_journal_entry_makes_recovery_touch_what_it_does_not_own() {
         return;
     }
     let world = std::cell::RefCell::new(World::new());
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let config = Config {
-        cases,
-        max_shrink_iters: 64,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (mut runner, cases) = faultline_tests::props::runner(32, 64);
     let result = runner.run(
         &(prop::collection::vec(gen_(), 1..5), any::<bool>()),
         |(gens, force)| run_case(&mut world.borrow_mut(), &gens, force),

@@ -112,7 +112,7 @@ struct Targets {
 impl Targets {
     fn new(root: bool, net: bool, tag: &str) -> Self {
         let pair = net.then(|| NetnsPair::create(tag));
-        let netem = pair.as_ref().is_some_and(netem_available);
+        let netem = pair.as_ref().is_some_and(netns::netem_available);
         let port = || -> SocketAddr {
             format!("127.0.0.1:{}", faultline_tests::backup::free_port())
                 .parse()
@@ -141,17 +141,6 @@ async fn workload(hint: &str) -> Container {
     let c = Container::run(hint, &[], &["--listen", "0.0.0.0:7000"]).await;
     c.wait_ready(Duration::from_secs(20)).await;
     c
-}
-
-/// Whether netem works here, tried by the test itself in its own namespace.
-fn netem_available(pair: &NetnsPair) -> bool {
-    let out = NetnsPair::exec(
-        &pair.b,
-        "tc",
-        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-    );
-    let _ = NetnsPair::exec(&pair.b, "tc", &["qdisc", "del", "dev", "lo", "root"]);
-    out.status.success()
 }
 
 /// `program args…` in namespace `ns`: its output, `None` when the look itself failed (so a
@@ -262,34 +251,29 @@ fn cases<'a>(t: &'a Targets, c: Option<&'a Containers>) -> Vec<Case<'a>> {
     }
     if let Some(pair) = &t.pair {
         let (a, b) = (pair.a.as_str(), pair.b.as_str());
-        out.push(Case {
-            kind: "rate-limit",
-            fields: json!({"netns": a, "dev": "veth-a", "rate": "1mbit"}),
-            look: Box::new(move |_| match in_ns(a, "tc", &["qdisc", "show"]) {
-                Some(q) => Look::of(q.contains("qdisc tbf")),
-                None => Look::Between,
-            }),
-            every: slow,
-        });
-        out.push(Case {
-            kind: "partition",
-            fields: json!({"netns": a, "dest": [format!("{ADDR_B}/32")], "port": [7030]}),
-            look: Box::new(move |_| match in_ns(a, "nft", &["list", "ruleset"]) {
-                Some(r) => Look::of(r.contains("faultline")),
-                None => Look::Between,
-            }),
-            every: slow,
-        });
+        let tc: Tool = ("tc", &["qdisc", "show"]);
+        out.push(netns_case(
+            "rate-limit",
+            json!({"netns": a, "dev": "veth-a", "rate": "1mbit"}),
+            a,
+            tc,
+            "qdisc tbf",
+        ));
+        out.push(netns_case(
+            "partition",
+            json!({"netns": a, "dest": [format!("{ADDR_B}/32")], "port": [7030]}),
+            a,
+            ("nft", &["list", "ruleset"]),
+            "faultline",
+        ));
         if t.netem {
-            out.push(Case {
-                kind: "netem",
-                fields: json!({"netns": b, "dev": "veth-b", "delay": "10ms"}),
-                look: Box::new(move |_| match in_ns(b, "tc", &["qdisc", "show"]) {
-                    Some(q) => Look::of(q.contains("qdisc netem")),
-                    None => Look::Between,
-                }),
-                every: slow,
-            });
+            out.push(netns_case(
+                "netem",
+                json!({"netns": b, "dev": "veth-b", "delay": "10ms"}),
+                b,
+                tc,
+                "qdisc netem",
+            ));
         }
     }
     if let Some(c) = c {
@@ -342,6 +326,28 @@ fn until_seen<R>(
             return None;
         }
         std::thread::sleep(case.every);
+    }
+}
+
+/// A program and its arguments, run in a namespace to look.
+type Tool = (&'static str, &'static [&'static str]);
+
+/// A kernel network fault in namespace `ns`: in effect while `tool` there shows `shows`.
+fn netns_case<'a>(
+    kind: &'static str,
+    fields: Value,
+    ns: &'a str,
+    (program, args): Tool,
+    shows: &'static str,
+) -> Case<'a> {
+    Case {
+        kind,
+        fields,
+        look: Box::new(move |_| match in_ns(ns, program, args) {
+            Some(out) => Look::of(out.contains(shows)),
+            None => Look::Between,
+        }),
+        every: Duration::from_millis(100),
     }
 }
 
