@@ -136,7 +136,12 @@ pub fn start_agent(tokens: &Path, api_extra: &str, extra: &str) -> (Agent, Strin
 ///
 /// # Panics
 /// As [`start_agent`].
-pub fn start_agent_with(head: &str, tokens: &Path, api_extra: &str, extra: &str) -> (Agent, String) {
+pub fn start_agent_with(
+    head: &str,
+    tokens: &Path,
+    api_extra: &str,
+    extra: &str,
+) -> (Agent, String) {
     let addr = format!("127.0.0.1:{}", crate::backup::free_port());
     let agent = Agent::start(&format!(
         "{head}{}{api_extra}{extra}",

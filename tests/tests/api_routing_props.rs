@@ -53,7 +53,10 @@ enum Body {
     /// Over `MAX_BODY`.
     TooLarge(usize),
     /// `Content-Length` says `declared`, fewer bytes come.
-    Unfinished { declared: usize, sent: Vec<u8> },
+    Unfinished {
+        declared: usize,
+        sent: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -160,7 +163,13 @@ fn table_route() -> impl Strategy<Value = (String, Vec<String>)> {
     (prop::sample::select(ROUTES), id()).prop_map(|((method, path), id)| {
         let segs = path
             .iter()
-            .map(|s| if *s == "{id}" { id.clone() } else { (*s).to_owned() })
+            .map(|s| {
+                if *s == "{id}" {
+                    id.clone()
+                } else {
+                    (*s).to_owned()
+                }
+            })
             .collect();
         (method.to_owned(), segs)
     })
@@ -369,7 +378,8 @@ async fn any_request_gets_the_route_tables_answer_never_a_5xx_and_auth_before_th
         assert!(seen.contains_key(&status), "no {status} among {seen:?}");
     }
     assert!(
-        seen.range(400..500).any(|(s, _)| ![401, 403, 404, 408, 413].contains(s)),
+        seen.range(400..500)
+            .any(|(s, _)| ![401, 403, 404, 408, 413].contains(s)),
         "no other client error (400, 422…) among {seen:?}"
     );
 

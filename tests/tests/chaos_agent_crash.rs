@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use faultline_tests::api::{OPERATOR, VIEWER, http, start_agent, write_tokens};
 use faultline_tests::chaos::{
-    Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries, require, running, state,
-    wait_until,
+    Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries, require, running,
+    state, wait_until,
 };
 use faultline_tests::docker::{Container, docker_available};
 use faultline_tests::freezer::{self, ThawOnDrop};
@@ -123,7 +123,9 @@ async fn faults_held_by_a_sigkilled_agent_are_reverted_within_1s_of_its_restart(
     };
     // Dropped before the container: a frozen task cannot die, `docker rm -f` would hang.
     let mut thaw = ThawOnDrop::default();
-    let cgroup = container.as_ref().map(|c| freezer::cgroup_of_container(&c.id));
+    let cgroup = container
+        .as_ref()
+        .map(|c| freezer::cgroup_of_container(&c.id));
     if let Some(cg) = &cgroup {
         thaw.add(cg);
     }

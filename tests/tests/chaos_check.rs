@@ -24,7 +24,8 @@ use faultline_chaos::{
     FaultSpec, Journal, Requester,
 };
 use faultline_tests::chaos::{
-    HelperWatch, Scratch, TestCgroup, Tmpfs, Victim, is_root, require, running, runtime, state, wait_until,
+    HelperWatch, Scratch, TestCgroup, Tmpfs, Victim, is_root, require, running, runtime, state,
+    wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -211,7 +211,11 @@ impl World {
         fs::write(fs.path().join("sub/keep.txt"), "precious too").unwrap();
         std::os::unix::fs::symlink("keep.txt", fs.path().join("link")).unwrap();
         std::os::unix::fs::symlink("sub", fs.path().join("subl")).unwrap();
-        fs::write(fs.path().join(".faultline-fill-disk-fill-ffffffff"), "no one's").unwrap();
+        fs::write(
+            fs.path().join(".faultline-fill-disk-fill-ffffffff"),
+            "no one's",
+        )
+        .unwrap();
         let pair = NetnsPair::create("hostile");
         in_ns(&pair.b, &["add", "table", "inet", "keep"]);
         let mut world = World {
@@ -324,7 +328,11 @@ impl World {
     }
 
     fn fill_file(&self) -> PathBuf {
-        PathBuf::from(self.bases[&Base::Fill]["record"]["state"]["file"].as_str().unwrap())
+        PathBuf::from(
+            self.bases[&Base::Fill]["record"]["state"]["file"]
+                .as_str()
+                .unwrap(),
+        )
     }
 
     fn table(&self) -> String {
@@ -376,10 +384,18 @@ impl World {
             Mutation::OwnerPid0 => set(&mut v, "/owner/pid", json!(0)),
             Mutation::OwnerOtherBoot => {
                 v["owner"] = identity(self.running.pid(), &self.boot_id);
-                set(&mut v, "/owner/boot_id", json!("00000000-0000-0000-0000-000000000000"));
+                set(
+                    &mut v,
+                    "/owner/boot_id",
+                    json!("00000000-0000-0000-0000-000000000000"),
+                );
             }
             Mutation::TargetPid(who) => {
-                set(&mut v, "/record/state/targets/0/pid", json!(self.pid_of(*who)));
+                set(
+                    &mut v,
+                    "/record/state/targets/0/pid",
+                    json!(self.pid_of(*who)),
+                );
             }
             Mutation::TargetStart => {
                 let start = v.pointer("/record/state/targets/0/start_time").cloned();
@@ -430,10 +446,16 @@ impl World {
                 }
                 Gen::Claim(held, other) => {
                     let live = self.mutated(*held, &Mutation::OwnerLive);
-                    files.insert(own(*held), (serde_json::to_vec_pretty(&live).unwrap(), true));
+                    files.insert(
+                        own(*held),
+                        (serde_json::to_vec_pretty(&live).unwrap(), true),
+                    );
                     if other != held {
                         let claim = self.mutated(*other, &Mutation::IdOf(*held));
-                        files.insert(own(*other), (serde_json::to_vec_pretty(&claim).unwrap(), false));
+                        files.insert(
+                            own(*other),
+                            (serde_json::to_vec_pretty(&claim).unwrap(), false),
+                        );
                     }
                 }
                 Gen::Truncated(b, n) => {
@@ -574,8 +596,10 @@ fn run_case(world: &mut World, gens: &[Gen], force: bool) -> Result<(), TestCase
 
 #[test]
 fn no_hostile_journal_entry_makes_recovery_touch_what_it_does_not_own() {
-    if !require(faultline_tests::chaos::is_root(), "root (tmpfs, namespaces)")
-        || !netns::require_kernel_tools()
+    if !require(
+        faultline_tests::chaos::is_root(),
+        "root (tmpfs, namespaces)",
+    ) || !netns::require_kernel_tools()
     {
         return;
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use faultline_chaos::{Audit, ChaosConfig, Engine, Env, FaultSpec, Journal, Requester};
 use faultline_tests::chaos::{
-    Bg, HelperWatch, Scratch, Tmpfs, Victim, helper_pids, is_root, require, running, runtime, state, wait_until,
+    Bg, HelperWatch, Scratch, Tmpfs, Victim, helper_pids, is_root, require, running, runtime,
+    state, wait_until,
 };
 use nix::sys::signal::Signal;
 

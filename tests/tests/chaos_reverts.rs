@@ -46,11 +46,11 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use faultline_tests::api::{OPERATOR, VIEWER, http, start_agent_with, write_tokens};
 use faultline_chaos::{Audit, ChaosConfig, Engine, Env, FaultSpec, Journal, Requester};
+use faultline_tests::api::{OPERATOR, VIEWER, http, start_agent_with, write_tokens};
 use faultline_tests::chaos::{
-    Bg, HelperWatch, Scratch, Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries,
-    require, running, runtime, state, wait_until,
+    Bg, HelperWatch, Scratch, Tmpfs, Victim, accepting, echo_server, helper_pids, is_root,
+    journal_entries, require, running, runtime, state, wait_until,
 };
 use faultline_tests::docker::{Container, docker_available};
 use faultline_tests::freezer::{self, ThawOnDrop};
@@ -239,13 +239,13 @@ fn cases<'a>(t: &'a Targets, c: Option<&'a Containers>) -> Vec<Case<'a>> {
         out.push(Case {
             kind: "disk-io",
             fields: json!({"path": path, "write_rate": "1MiB"}),
-            look: Box::new(move |f| {
-                match (own_file(fs, ".faultline-io-", f), helpers_look(f)) {
+            look: Box::new(
+                move |f| match (own_file(fs, ".faultline-io-", f), helpers_look(f)) {
                     (true, Look::Held) => Look::Held,
                     (false, Look::Clear) => Look::Clear,
                     _ => Look::Between,
-                }
-            }),
+                },
+            ),
             every: fast,
         });
     }
@@ -372,7 +372,10 @@ fn cli_args(case: &Case<'_>, duration: &str) -> Vec<String> {
             "toxics" => "--toxic".to_owned(),
             k => format!("--{}", k.replace('_', "-")),
         };
-        let values = value.as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
+        let values = value
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![value.clone()]);
         for v in &values {
             args.push(flag.clone());
             args.push(text(v));
@@ -577,7 +580,11 @@ async fn every_stateful_kind_reverts_at_its_deadline_and_on_sigterm_of_faultline
         let watchers: Vec<_> = api_cases
             .iter()
             .map(|c| s.spawn(move || through_api(api, c)))
-            .chain(cli_cases.iter().map(|c| s.spawn(move || through_cli(cli, c))))
+            .chain(
+                cli_cases
+                    .iter()
+                    .map(|c| s.spawn(move || through_cli(cli, c))),
+            )
             .collect();
         watchers.into_iter().map(|w| w.join().unwrap()).collect()
     });
@@ -589,7 +596,11 @@ async fn every_stateful_kind_reverts_at_its_deadline_and_on_sigterm_of_faultline
         cli.journal_entries()
     );
     let (status, listed) = http(&api, "GET", "/v1/faults", Some(VIEWER), "");
-    assert_eq!((status, listed.trim()), (200, "[]"), "the agent still lists faults");
+    assert_eq!(
+        (status, listed.trim()),
+        (200, "[]"),
+        "the agent still lists faults"
+    );
     for (t, before) in [&api_targets, &cli_targets]
         .iter()
         .filter_map(|t| t.fs.as_ref())
@@ -608,8 +619,13 @@ async fn every_stateful_kind_reverts_at_its_deadline_and_on_sigterm_of_faultline
         .iter()
         .map(|c| {
             let body = spec(c, HOLD);
-            let (status, answer) =
-                http(&api, "POST", "/v1/faults", Some(OPERATOR), &body.to_string());
+            let (status, answer) = http(
+                &api,
+                "POST",
+                "/v1/faults",
+                Some(OPERATOR),
+                &body.to_string(),
+            );
             assert_eq!(status, 201, "POST {body}: {answer}");
             serde_json::from_str(&answer).unwrap()
         })
@@ -670,7 +686,12 @@ async fn every_stateful_kind_reverts_at_its_deadline_and_on_sigterm_of_faultline
         journal_entries(&state_dir)
     );
     for (c, f) in api_cases.iter().zip(&held) {
-        assert_eq!((c.look)(f), Look::Clear, "{} after the agent's exit", c.kind);
+        assert_eq!(
+            (c.look)(f),
+            Look::Clear,
+            "{} after the agent's exit",
+            c.kind
+        );
     }
     receiver.stop().await;
 }
@@ -700,7 +721,10 @@ fn the_helper_scan_names_and_kills_a_helper_no_fault_holds_and_passes_a_clean_re
         [held],
         "the scan finds the engine's helper by its mark"
     );
-    assert!(watch.strays().is_empty(), "a held fault's helper is no stray");
+    assert!(
+        watch.strays().is_empty(),
+        "a held fault's helper is no stray"
+    );
 
     // A helper of this process that no fault holds: what a revert that forgot it leaves.
     let mut stray = Command::new(&worker.program)

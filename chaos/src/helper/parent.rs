@@ -248,13 +248,29 @@ mod tests {
     fn only_a_helpers_command_line_names_its_parent() {
         let line = |args: &[&str]| args.join("\0").into_bytes();
         assert_eq!(
-            worker_parent(&line(&["/usr/bin/faultline", "__chaos-worker", "--parent", "42", "cpu", ""])),
+            worker_parent(&line(&[
+                "/usr/bin/faultline",
+                "__chaos-worker",
+                "--parent",
+                "42",
+                "cpu",
+                ""
+            ])),
             Some(42)
         );
         assert_eq!(worker_parent(&line(&["sleep", "300", ""])), None);
-        assert_eq!(worker_parent(&line(&["faultline", "run", "--parent", "42"])), None);
-        assert_eq!(worker_parent(&line(&["x", "__chaos-worker", "--parent", "x"])), None);
-        assert_eq!(worker_parent(&line(&["x", "__chaos-worker", "cpu", "--parent", "7"])), None);
+        assert_eq!(
+            worker_parent(&line(&["faultline", "run", "--parent", "42"])),
+            None
+        );
+        assert_eq!(
+            worker_parent(&line(&["x", "__chaos-worker", "--parent", "x"])),
+            None
+        );
+        assert_eq!(
+            worker_parent(&line(&["x", "__chaos-worker", "cpu", "--parent", "7"])),
+            None
+        );
         assert_eq!(worker_parent(b""), None);
     }
 }
