@@ -30,7 +30,9 @@
 //! of a process as its pause target, or a namespace by its exact inode — a forged entry that
 //! matches a process or namespace in every recorded field is indistinguishable from a real
 //! one. A helper is different: only a faultline helper is ever ended (its command line says
-//! so), so a bystander's exact identity as a helper is generated.
+//! so), so a bystander's exact identity as a helper is generated. Nor a partition record
+//! naming a table that is not faultline's: revert deletes the table it names (a known gap,
+//! docs/SECURITY.md).
 //!
 //! Needs root (tmpfs, namespaces, nft); skips without it unless under CI. Cases:
 //! `PROPTEST_CASES` (default 32); the seed is fixed.
