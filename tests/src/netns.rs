@@ -196,12 +196,17 @@ pub fn in_netns_path<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
 /// network namespace of process `pid`; its output, whatever its exit status (see
 /// [`observe_in_netns_of`] for an observation that must succeed).
 pub fn exec_in_netns_of(pid: i32, program: &str, args: &[&str]) -> Output {
+    exec_in_netns_at(&of_pid(pid), program, args)
+}
+
+/// [`exec_in_netns_of`] for the namespace at `path` ([`named`], [`of_pid`]).
+pub fn exec_in_netns_at(path: &str, program: &str, args: &[&str]) -> Output {
     Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg(format!("--net={path}"))
         .arg(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("nsenter --net=/proc/{pid}/ns/net {program}: {e}"))
+        .unwrap_or_else(|e| panic!("nsenter --net={path} {program}: {e}"))
 }
 
 /// [`exec_in_netns_of`] for an observation the test relies on (`tc qdisc show`, `nft list
@@ -307,16 +312,22 @@ pub fn require_observation_tools() -> bool {
         && crate::chaos::require(tools, "nsenter, tc and nft (the test's own observations)")
 }
 
-/// Whether this kernel has `sch_netem`: the test's own `tc` adds one on `lo` of `pid`'s
-/// namespace (a container of the test's own) and takes it away again.
-pub fn netem_available_in(pid: i32) -> bool {
-    let added = exec_in_netns_of(
-        pid,
+/// Whether this kernel has `sch_netem`, tried by the test itself, independently of
+/// faultline: its own `tc` adds one on `lo` of the namespace at `path` ([`named`],
+/// [`of_pid`]: a namespace of the test's own) and takes it away again.
+pub fn netem_available_at(path: &str) -> bool {
+    let added = exec_in_netns_at(
+        path,
         "tc",
         &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
     )
     .status
     .success();
-    let _ = exec_in_netns_of(pid, "tc", &["qdisc", "del", "dev", "lo", "root"]);
+    let _ = exec_in_netns_at(path, "tc", &["qdisc", "del", "dev", "lo", "root"]);
     added
+}
+
+/// [`netem_available_at`] in the pair's namespace `b`.
+pub fn netem_available(pair: &NetnsPair) -> bool {
+    netem_available_at(&named(&pair.b))
 }

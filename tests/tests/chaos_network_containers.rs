@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use faultline_tests::chaos::{Bg, Scratch, wait_until};
 use faultline_tests::docker::{Container, Topology, docker_available, pid_of};
 use faultline_tests::netns::{
-    assert_8mbit_against, exec_in_netns_of, netem_available_in, nft_ruleset_of,
+    assert_8mbit_against, exec_in_netns_of, netem_available_at, nft_ruleset_of, of_pid,
     require_observation_tools, tc_tree_of,
 };
 use nix::sys::signal::Signal;
@@ -199,7 +199,7 @@ async fn netem_by_container_delays_or_is_refused_naming_sch_netem() {
         "--duration",
         "60s",
     ];
-    if !netem_available_in(t.peer_pid) {
+    if !netem_available_at(&of_pid(t.peer_pid)) {
         let out = s.run(&args);
         let err = text(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");

@@ -41,7 +41,8 @@ use faultline_tests::chaos::{Tmpfs, Victim, is_root, require, state, wait_until}
 use faultline_tests::deploy::{DockerRun, agent_image, deploy_dir, find_kind, yaml_docs};
 use faultline_tests::docker::{Container, Topology, docker_available};
 use faultline_tests::netns::{
-    assert_8mbit_against, netem_available_in, nft_ruleset_of, require_observation_tools, tc_tree_of,
+    assert_8mbit_against, netem_available_at, nft_ruleset_of, of_pid, require_observation_tools,
+    tc_tree_of,
 };
 use faultline_tests::{OtlpReceiver, Received};
 use serde_json::{Value, json};
@@ -727,7 +728,7 @@ async fn network_faults_from_the_image(agent: &DockerRun) {
         .expect("web → peer:7211 after revert");
 
     // netem: delay where the kernel has sch_netem, else refused naming it.
-    let netem_here = netem_available_in(t.peer_pid);
+    let netem_here = netem_available_at(&of_pid(t.peer_pid));
     let netem = inject_from(
         agent,
         &format!("netem --container {web} --delay 100ms --duration 60s"),
