@@ -158,20 +158,22 @@ async fn latency_toxic_median_round_trip_is_within_2ms_and_jitter_spreads_unifor
     let p3 = latency_proxy(up, Stream::Downstream, latency, jitter, &token).await;
     let mut j = round_trips(p3.local_addr(), 80).await;
     j.sort();
-    // Never earlier than latency - jitter; late outliers are the loaded machine's scheduling,
-    // so the upper bound is checked at the 95th percentile.
-    let (lo, p95) = (j[0], percentile(&j, 0.95));
+    // Never earlier than latency - jitter. A loaded machine only ever adds delay, and in
+    // bursts (a mean and standard deviation of 80 samples were pulled 5 ms off by a few
+    // 100 ms stalls at load 9 on 2 cores), so the shape is checked by order statistics:
+    // uniform on [20, 40] ms has median 30, p90 38 and interquartile range 10.
+    let (lo, p90) = (j[0], percentile(&j, 0.9));
     assert!(ms(lo) >= 19.5, "a jittered RTT below 20ms: {lo:?}");
-    assert!(ms(p95) <= 42.0, "95th percentile {p95:?} above 40ms + 2ms");
-    let mean = j.iter().map(|d| ms(*d)).sum::<f64>() / j.len() as f64;
-    let std = (j.iter().map(|d| (ms(*d) - mean).powi(2)).sum::<f64>() / j.len() as f64).sqrt();
+    assert!(ms(p90) <= 42.0, "90th percentile {p90:?} above 38ms + 4ms; all: {j:?}");
+    let median3 = ms(percentile(&j, 0.5));
     assert!(
-        (mean - 30.0).abs() < 2.5,
-        "jittered mean {mean:.2}ms not ~30ms"
+        (median3 - 30.0).abs() < 2.5,
+        "jittered median {median3:.2}ms not ~30ms; all: {j:?}"
     );
+    let iqr = ms(percentile(&j, 0.75)) - ms(percentile(&j, 0.25));
     assert!(
-        (3.5..=8.0).contains(&std),
-        "jitter std {std:.2}ms, expected ~5.8ms (uniform ±10ms)"
+        (6.0..=14.0).contains(&iqr),
+        "jitter interquartile range {iqr:.2}ms, expected ~10ms (uniform ±10ms); all: {j:?}"
     );
     let spread = ms(percentile(&j, 0.9)) - ms(percentile(&j, 0.1));
     assert!(
@@ -179,7 +181,7 @@ async fn latency_toxic_median_round_trip_is_within_2ms_and_jitter_spreads_unifor
         "p10..p90 spread {spread:.1}ms, expected ~16ms"
     );
     eprintln!(
-        "latency 30ms: median {median:?}; both: {median2:?}; jitter 10ms: mean {mean:.2}ms std {std:.2}ms spread {spread:.1}ms"
+        "latency 30ms: median {median:?}; both: {median2:?}; jitter 10ms: median {median3:.2}ms iqr {iqr:.2}ms spread {spread:.1}ms"
     );
     token.cancel();
 }
