@@ -343,8 +343,8 @@ impl RecoveryAction {
 pub struct RestoreAction {
     /// A source from the agent config's `backups:`.
     pub source: String,
-    /// Where the restored tree goes; an existing directory there is moved aside
-    /// (`<target>.faultline-old-<drill id>`), never deleted.
+    /// Where the restored tree goes (pgBackRest: the data directory itself); an existing
+    /// directory there is moved aside (`<target>.faultline-old-<drill id>`), never deleted.
     pub target: std::path::PathBuf,
     /// `latest` or a backup id.
     #[serde(default = "default_latest")]
