@@ -77,9 +77,15 @@ impl PgBackRest {
                 get.push(format!("--config={}", conf.display()));
             }
             get.push(format!("--pg1-path={}", target.display()));
-            get.push(format!("--stanza={}", c.stanza.as_deref().unwrap_or_default()));
+            get.push(format!(
+                "--stanza={}",
+                c.stanza.as_deref().unwrap_or_default()
+            ));
             get.push("archive-get %f \"%p\"".into());
-            cmd = cmd.arg(format!("--recovery-option=restore_command={}", get.join(" ")));
+            cmd = cmd.arg(format!(
+                "--recovery-option=restore_command={}",
+                get.join(" ")
+            ));
         }
         let cmd = cmd
             .arg(format!("--pg1-path={}", data.display()))
