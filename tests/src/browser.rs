@@ -1,13 +1,17 @@
-//! A report page as headless Chromium lays it out: screenshots at a given window width, and
-//! the page's own measurements read back through `--dump-dom`.
+//! A report page as headless Chromium lays it out at several window widths: a screenshot,
+//! and the page's own measurements read back through `--dump-dom`.
 //!
-//! [`measure`] loads a copy of the page with a small script appended to its body. The
-//! script runs after the layout (it asks for bounding boxes, which forces one), records
-//! every SVG `<text>` element's box relative to its `<svg>`'s box, the verdict badge, the
-//! page's visible text and any script error (a `window.onerror` listener registered before
-//! it runs, and its own exceptions), and writes that as JSON into a `<pre>` element, which
-//! `--dump-dom` prints. So a label cut off at the picture's edge is seen in the DOM, at
-//! each width, not guessed from pixels. The report itself is not changed.
+//! Both load a wrapper page holding one `<iframe>` per width (the report inside each lays
+//! itself out as in a window that wide), so one Chromium start serves every width. For
+//! [`measure`], the report in the frames is a copy with a small script appended to its
+//! body. The script runs after the layout (it asks for bounding boxes, which forces one),
+//! records every SVG `<text>` element's box relative to its `<svg>`'s box, the verdict
+//! badge, the page's visible text and any script error (a `window.onerror` listener
+//! registered before it runs, and its own exceptions), and writes that as JSON into a
+//! `<pre>` element; the wrapper collects the frames' JSON into its own DOM once they have
+//! loaded, which `--dump-dom` prints. So a label cut off at the picture's edge, or covering
+//! another, is seen in the DOM at each width, not guessed from pixels. The report itself is
+//! not changed.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,7 +54,7 @@ window.addEventListener("error", function (e) { window.__faultline_errors.push(S
 })();
 </script>"#;
 
-fn chromium_command(chromium: &Path, width: u32, profile: &Path) -> Command {
+fn chromium_command(chromium: &Path, window: (u32, u32), profile: &Path) -> Command {
     let mut c = Command::new(chromium);
     c.args([
         "--headless",
@@ -59,21 +63,61 @@ fn chromium_command(chromium: &Path, width: u32, profile: &Path) -> Command {
         "--hide-scrollbars",
         "--allow-file-access-from-files",
     ])
-    .arg(format!("--window-size={width},900"))
+    .arg(format!("--window-size={},{}", window.0, window.1))
     .arg(format!("--user-data-dir={}", profile.display()))
     .stdin(Stdio::null());
     c
 }
 
-/// Takes a screenshot of `html` at `width` × 900 px into `png`.
+/// Height of each frame: a laptop screen's worth of the page.
+const FRAME_HEIGHT: u32 = 900;
+
+/// Writes `page.html` (the report, with `script` appended to its body) and `frames.html`
+/// (one frame per width, stacked, then `collect` run once they have loaded) into `dir`;
+/// the wrapper's path and window size.
+fn frames(
+    html: &Path,
+    script: &str,
+    collect: &str,
+    dir: &Path,
+) -> (std::path::PathBuf, (u32, u32)) {
+    let page = std::fs::read_to_string(html).unwrap_or_else(|e| panic!("{}: {e}", html.display()));
+    let page = match page.rfind("</body>") {
+        Some(i) => format!("{}{script}{}", &page[..i], &page[i..]),
+        None => format!("{page}{script}"),
+    };
+    std::fs::write(dir.join("page.html"), page).unwrap_or_else(|e| panic!("page.html: {e}"));
+    let frames: String = WIDTHS
+        .iter()
+        .map(|w| {
+            format!(
+                "<iframe src=\"page.html\" width=\"{w}\" height=\"{FRAME_HEIGHT}\" \
+                 style=\"border:0;display:block;border-bottom:4px solid #444\"></iframe>"
+            )
+        })
+        .collect();
+    let wrapper = dir.join("frames.html");
+    std::fs::write(
+        &wrapper,
+        format!("<!DOCTYPE html><html><body style=\"margin:0\">{frames}{collect}</body></html>"),
+    )
+    .unwrap_or_else(|e| panic!("frames.html: {e}"));
+    let widest = WIDTHS.iter().copied().max().unwrap_or(1920);
+    let height = (FRAME_HEIGHT + 4) * u32::try_from(WIDTHS.len()).unwrap_or(3);
+    (wrapper, (widest, height))
+}
+
+/// One screenshot of `html` at every width of [`WIDTHS`], stacked top to bottom (widest
+/// window, each frame [`FRAME_HEIGHT`] px high), into `png`.
 ///
 /// # Panics
 /// When Chromium writes no screenshot.
-pub fn screenshot(chromium: &Path, html: &Path, png: &Path, width: u32) {
-    let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let out = chromium_command(chromium, width, profile.path())
+pub fn screenshot(chromium: &Path, html: &Path, png: &Path) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (wrapper, window) = frames(html, "", "", dir.path());
+    let out = chromium_command(chromium, window, &dir.path().join("profile"))
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", html.display()))
+        .arg(format!("file://{}", wrapper.display()))
         .output()
         .unwrap_or_else(|e| panic!("running chromium: {e}"));
     assert!(
@@ -84,36 +128,44 @@ pub fn screenshot(chromium: &Path, html: &Path, png: &Path, width: u32) {
     );
 }
 
-/// The page's measurements at `width` (see the module docs): `{"width", "scroll_width",
-/// "verdict", "text", "errors": [...], "svgs": [{"id", "left", "right", "width", "texts":
-/// [{"text", "left", "right", "top", "bottom", "width"}]}]}`, where a text's `left`,
-/// `right`, `top` and `bottom` are its distances inside its SVG's edges (negative: it
-/// sticks out).
+const COLLECT: &str = r#"<script>
+window.addEventListener("load", function () {
+  var out = [], frames = document.querySelectorAll("iframe");
+  for (var i = 0; i < frames.length; i++) {
+    var pre = frames[i].contentDocument && frames[i].contentDocument.getElementById("faultline-measurements");
+    out.push(pre ? JSON.parse(pre.textContent) : { errors: ["frame " + i + ": no measurements"], svgs: [] });
+  }
+  var all = document.createElement("pre");
+  all.id = "faultline-frames";
+  all.textContent = JSON.stringify(out);
+  document.body.appendChild(all);
+});
+</script>"#;
+
+/// The page's measurements at each width of [`WIDTHS`], in that order (see the module
+/// docs): `{"width", "scroll_width", "verdict", "text", "errors": [...], "svgs": [{"id",
+/// "left", "right", "width", "texts": [{"text", "left", "right", "top", "bottom", "width",
+/// "height"}]}]}`, where a text's `left`, `right`, `top` and `bottom` are its distances
+/// inside its SVG's edges (negative: it sticks out).
 ///
 /// # Panics
 /// When Chromium fails or the page wrote no measurements.
-pub fn measure(chromium: &Path, html: &Path, width: u32) -> serde_json::Value {
-    let page = std::fs::read_to_string(html).unwrap_or_else(|e| panic!("{}: {e}", html.display()));
+pub fn measure(chromium: &Path, html: &Path) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let copy = dir.path().join("measured.html");
-    let with_script = match page.rfind("</body>") {
-        Some(i) => format!("{}{MEASURE}{}", &page[..i], &page[i..]),
-        None => format!("{page}{MEASURE}"),
-    };
-    std::fs::write(&copy, with_script).unwrap_or_else(|e| panic!("{}: {e}", copy.display()));
-    let out = chromium_command(chromium, width, &dir.path().join("profile"))
+    let (wrapper, window) = frames(html, MEASURE, COLLECT, dir.path());
+    let out = chromium_command(chromium, window, &dir.path().join("profile"))
         .arg("--dump-dom")
-        .arg(format!("file://{}", copy.display()))
+        .arg(format!("file://{}", wrapper.display()))
         .output()
         .unwrap_or_else(|e| panic!("running chromium: {e}"));
     let dom = String::from_utf8_lossy(&out.stdout);
     let json = dom
-        .split("<pre id=\"faultline-measurements\">")
+        .split("<pre id=\"faultline-frames\">")
         .nth(1)
         .and_then(|rest| rest.split("</pre>").next())
         .unwrap_or_else(|| {
             panic!(
-                "{} at {width} px: no measurements in the DOM (stderr: {})",
+                "{}: no measurements in the DOM (stderr: {})",
                 html.display(),
                 String::from_utf8_lossy(&out.stderr)
             )
@@ -155,6 +207,20 @@ pub fn cut_labels(m: &serde_json::Value) -> Vec<String> {
     cut
 }
 
+/// A measurement as `faultline drill run`'s summary prints it (`RTO: 249.0 ms ± …` →
+/// `249.0 ms`), which is how the report page shows it too.
+///
+/// # Panics
+/// When the summary has no such line.
+pub fn figure_in_summary(summary: &str, name: &str) -> String {
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+        .and_then(|rest| rest.split(" ±").next())
+        .map(|f| f.trim_start_matches("≥ ").to_owned())
+        .unwrap_or_else(|| panic!("no {name} line in:\n{summary}"))
+}
+
 /// Pairs of SVG labels that cover each other (their boxes overlap by more than a pixel
 /// both ways), as `"<svg id>: <text> / <text>"`.
 pub fn overlapping_labels(m: &serde_json::Value) -> Vec<String> {
@@ -190,9 +256,9 @@ pub fn overlapping_labels(m: &serde_json::Value) -> Vec<String> {
 }
 
 /// Checks a report page at every width of [`WIDTHS`]: no script error, the picture inside
-/// the window, no SVG label cut off or covering another, the verdict badge saying `verdict`, and each of `texts`
-/// visible on the page. Screenshots go to `<png_prefix>-<width>.png`. Returns the
-/// measurements, one per width.
+/// the window, no SVG label cut off or covering another, the verdict badge saying
+/// `verdict`, and each of `texts` visible on the page. The screenshot (every width, stacked)
+/// goes to `png`. Returns the measurements, one per width.
 ///
 /// # Panics
 /// When a check fails; the message names the width and what was wrong.
@@ -201,11 +267,11 @@ pub fn check_report_page(
     html: &Path,
     verdict: &str,
     texts: &[&str],
-    png_prefix: &Path,
+    png: &Path,
 ) -> Vec<serde_json::Value> {
-    let mut all = Vec::new();
-    for width in WIDTHS {
-        let m = measure(chromium, html, width);
+    let all = measure(chromium, html);
+    assert_eq!(all.len(), WIDTHS.len(), "{}: {all:?}", html.display());
+    for (m, width) in all.iter().zip(WIDTHS) {
         let at = format!("{} at {width} px", html.display());
         assert_eq!(m["errors"], serde_json::json!([]), "{at}: script errors");
         assert_eq!(m["width"].as_u64(), Some(u64::from(width)), "{at}: {m}");
@@ -237,23 +303,15 @@ pub fn check_report_page(
                 svg["id"]
             );
         }
-        let cut = cut_labels(&m);
+        let cut = cut_labels(m);
         assert!(cut.is_empty(), "{at}: labels cut off:\n{}", cut.join("\n"));
-        let covered = overlapping_labels(&m);
+        let covered = overlapping_labels(m);
         assert!(
             covered.is_empty(),
             "{at}: labels cover each other:\n{}",
             covered.join("\n")
         );
-        let png = png_prefix.with_file_name(format!(
-            "{}-{width}.png",
-            png_prefix
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        screenshot(chromium, html, &png, width);
-        all.push(m);
     }
+    screenshot(chromium, html, png);
     all
 }

@@ -25,6 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use faultline_tests::backup::{PgCluster, free_port, which};
+use faultline_tests::browser::figure_in_summary;
 use faultline_tests::drill::{drill_run_with_env, poll_for};
 use faultline_tests::examples::{
     HttpServer, ListenWatch, OwnCanary, Redis, config_named_in, dead, example, postmaster_pid,
@@ -538,15 +539,10 @@ fn the_readme_first_drill_runs_as_written_and_its_html_report_reads_at_three_wid
         std::fs::read_to_string(&err_file).unwrap()
     );
     assert!(stdout.contains(": PASSED"), "{stdout}");
-    let figure = |name: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("no {name} line in:\n{stdout}"))
-            .to_owned()
-    };
-    let (rto, rpo) = (figure("RTO"), figure("RPO"));
-    assert!(rto.contains('±') && rpo.contains('±'), "{rto} / {rpo}");
+    let (rto, rpo) = (
+        figure_in_summary(&stdout, "RTO"),
+        figure_in_summary(&stdout, "RPO"),
+    );
     // Redis is gone with its supervisor.
     assert!(
         wait_until(Duration::from_millis(20), Duration::from_secs(5), || {
@@ -562,18 +558,18 @@ fn the_readme_first_drill_runs_as_written_and_its_html_report_reads_at_three_wid
         eprintln!("SKIPPED: the report's layout check (chromium is not installed)");
         return;
     };
-    // The figures as the page shows them: "RTO" and "RPO" cards with the measured values.
-    let rto_shown = rto.split(" (").next().unwrap().split(" ±").next().unwrap();
-    let rpo_shown = rpo.split(" (").next().unwrap().split(" ±").next().unwrap();
     let shots = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("FAULTLINE_KEEP_SCREENSHOTS").map(PathBuf::from);
-    let prefix = keep.as_deref().unwrap_or(shots.path()).join("first-drill");
+    let png = keep
+        .as_deref()
+        .unwrap_or(shots.path())
+        .join("first-drill.png");
     let pages = faultline_tests::browser::check_report_page(
         &chromium,
         &html,
         "PASSED",
-        &["RTO", "RPO", rto_shown, rpo_shown, "recovered (RTO"],
-        &prefix,
+        &["RTO", "RPO", &rto, &rpo, "recovered (RTO"],
+        &png,
     );
     eprintln!(
         "report.html read at {:?} px: {} labels in the timeline, none cut off",
