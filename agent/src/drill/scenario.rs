@@ -1,4 +1,7 @@
 //! The scenario file: one drill, in YAML (or JSON, which is YAML too), typed and strict.
+//! Its reference for users — every field, probe kind and recovery action, and how RTO, RPO
+//! and detection are measured — is docs/DRILLS.md; a test (`reference_tests`) checks that it
+//! names every field these types accept, and that the example below still parses.
 //!
 //! ```yaml
 //! name: web-restart                 # [A-Za-z0-9._-]
