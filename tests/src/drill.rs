@@ -390,25 +390,7 @@ impl PgCanary {
 
     /// psql argv running `sql` (for the canary writer and reader).
     pub fn psql_argv(&self, sql: &str) -> Vec<String> {
-        vec![
-            format!("{}/psql", crate::backup::PG_BIN),
-            "-X".into(),
-            "-A".into(),
-            "-t".into(),
-            "-q".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            self.port.to_string(),
-            "-U".into(),
-            "postgres".into(),
-            "-d".into(),
-            "postgres".into(),
-            "-c".into(),
-            sql.into(),
-        ]
+        crate::examples::psql_argv_at("127.0.0.1", self.port, sql)
     }
 
     /// Runs SQL; stdout.

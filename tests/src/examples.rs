@@ -254,39 +254,36 @@ fn resp_command(s: &mut TcpStream, args: &[&str]) -> Option<String> {
     }
 }
 
-/// `psql` as the test's user (root: the cluster trusts local connections) on the Unix
-/// socket in `socket_dir`: argv.
-pub fn psql_argv_at(socket_dir: &Path, port: u16, sql: &str) -> Vec<String> {
-    let mut argv: Vec<String> = [
+/// `psql` argv as the test's user (the test clusters trust local connections; `postgres`
+/// as the database user) to `host` — an address, or the directory of the Unix socket.
+pub fn psql_argv_at(host: &str, port: u16, sql: &str) -> Vec<String> {
+    [
+        &format!("{}/psql", crate::backup::PG_BIN),
         "-X",
         "-A",
         "-t",
         "-q",
         "-v",
         "ON_ERROR_STOP=1",
+        "-h",
+        host,
+        "-p",
+        &port.to_string(),
         "-U",
         "postgres",
         "-d",
         "postgres",
-        "-h",
+        "-c",
+        sql,
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect();
-    argv.insert(0, format!("{}/psql", crate::backup::PG_BIN));
-    argv.extend([
-        socket_dir.display().to_string(),
-        "-p".into(),
-        port.to_string(),
-        "-c".into(),
-        sql.into(),
-    ]);
-    argv
+    .collect()
 }
 
 /// Runs SQL on `pg` with [`psql_argv_at`]: stdout, or `None` when psql fails.
 pub fn psql(pg: &crate::backup::PgCluster, sql: &str) -> Option<String> {
-    let argv = psql_argv_at(pg.dir.path(), pg.port, sql);
+    let argv = psql_argv_at(&pg.dir.path().display().to_string(), pg.port, sql);
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
