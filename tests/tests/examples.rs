@@ -307,6 +307,10 @@ fn postgres_restore(dir: &Path) {
     // Back: the first moment the restored cluster answers as a primary, polled with psql.
     let mut last_try = died;
     let up = wait_until(Duration::from_millis(10), Duration::from_secs(200), || {
+        if runner.is_finished() && last_try > died {
+            // The drill is over and PostgreSQL does not answer: its output says why.
+            return true;
+        }
         let t = unix_now();
         let ok = psql(&pg, "select pg_is_in_recovery()").as_deref() == Some("f");
         if !ok {
@@ -317,6 +321,11 @@ fn postgres_restore(dir: &Path) {
     .expect("the restored cluster never answered as a primary");
     let out = runner.join().unwrap();
     let r = report_of(&out, &json);
+    assert_eq!(
+        psql(&pg, "select pg_is_in_recovery()").as_deref(),
+        Some("f"),
+        "the restored cluster does not answer as a primary"
+    );
     assert!(own.wait_stopped(Duration::from_secs(5)), "own canary");
     let (rto, rto_p) = measured(&r, "rto");
     eprintln!(

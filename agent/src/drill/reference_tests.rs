@@ -249,9 +249,16 @@ fn keys(
                         path.push(Seg::Key(k.to_owned()));
                         let here = dotted(path);
                         out.insert(here.clone());
-                        let has_fields = accepted.iter().any(|f| {
-                            f.strip_prefix(here.as_str())
-                                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("[]"))
+                        // Below it, or below its items (a list of probes is `probe`).
+                        path.push(Seg::Item);
+                        let items = dotted(path);
+                        path.pop();
+                        let has_fields = [&here, &items].iter().any(|p| {
+                            accepted.iter().any(|f| {
+                                f.strip_prefix(p.as_str()).is_some_and(|rest| {
+                                    rest.starts_with('.') || rest.starts_with("[]")
+                                })
+                            })
                         });
                         if has_fields || here.ends_with(".fault") {
                             keys(child, path, accepted, out);
@@ -288,6 +295,10 @@ fn every_field_the_example_drills_use_is_documented_and_accepted() {
         files += 1;
     }
     assert!(files >= 4, "examples/drills/ has {files} files");
+    assert!(
+        used.contains("probe.http.max_latency"),
+        "the walk reaches the probes: {used:?}"
+    );
     let undocumented: Vec<&String> = used
         .iter()
         .filter(|k| match k.strip_prefix("fault:") {
