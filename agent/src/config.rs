@@ -60,6 +60,8 @@ pub struct Config {
     pub api: crate::api::ApiConfig,
     /// Drill scenarios, on demand or on cron schedules (see `drill::schedule`).
     pub drills: Vec<crate::drill::schedule::DrillEntry>,
+    /// How long drill reports and backup-check records are kept (see `posture::retention`).
+    pub history: crate::posture::HistoryConfig,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             backups: Vec::new(),
             api: crate::api::ApiConfig::default(),
             drills: Vec::new(),
+            history: crate::posture::HistoryConfig::default(),
         }
     }
 }
@@ -248,6 +251,9 @@ fn validate(c: &Config, text: &str, file: &str) -> Result<(), ConfigError> {
         .validate()
         .map_err(|(field, e)| err(&format!("api.{field}"), e))?;
     crate::drill::schedule::load(&c.drills, text, file, &c.drill_known())?;
+    c.history
+        .validate()
+        .map_err(|(field, e)| err(&format!("history.{field}"), e))?;
     c.containers
         .validate()
         .map_err(|(field, e)| err(&format!("containers.{field}"), e))?;

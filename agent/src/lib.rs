@@ -6,7 +6,8 @@
 //! - [`cli`]: every subcommand;
 //! - [`runtime`]: the services of `faultline run`, wired and owned;
 //! - [`config`]: the configuration file, composed of the features' sections;
-//! - the features: [`api`], [`gameday`], [`drill`], [`backup`], `telemetry` (the agent's own
+//! - the features: [`api`], [`gameday`], [`posture`] (the DR posture report over the
+//!   history), [`drill`], [`backup`], `telemetry` (the agent's own
 //!   OTLP events, export settings and resource), [`collectors`], `faults` (the fault engine,
 //!   built and recovered in one place);
 //! - shared homes: `agent_client`, `outcome`, `state_file`, `stop`, [`timefmt`], [`yaml`].
@@ -25,6 +26,7 @@ pub mod drill;
 mod faults;
 pub mod gameday;
 mod outcome;
+pub mod posture;
 pub mod runtime;
 mod state_file;
 mod status;

@@ -33,6 +33,15 @@ pub enum ConfigError {
     },
 }
 
+/// Whether `s` is a label a user gives in a file (`service:`, `tier:`): 1–64 of
+/// `[A-Za-z0-9._-]`, so it is safe in metric attributes, report anchors and file names.
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// A serde_yaml error as a [`ConfigError`] at the offending value's own line and field.
 pub fn yaml_error(e: &serde_yaml_ng::Error, text: &str, file: &str) -> ConfigError {
     let line = e.location().map(|l| l.line()).unwrap_or(0);

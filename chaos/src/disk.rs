@@ -483,9 +483,14 @@ impl Fault for DiskIoSpec {
         let alive = helper::alive(&record.helpers, &ctx.env);
         Ok(if alive > 0 {
             Effect::in_effect(format!(
-                "helper {}ing {}/s",
-                state.direction,
-                ByteSize(state.rate)
+                "helper {} {}/s ({})",
+                if state.direction == "read" {
+                    "reading"
+                } else {
+                    "writing"
+                },
+                ByteSize(state.rate),
+                state.file.display()
             ))
         } else {
             Effect::not_in_effect("the I/O helper is not running")

@@ -16,9 +16,10 @@
 //!   write's rename fail with ENOENT. The age bound covers a writer in another pid
 //!   namespace, whose pid this process cannot look up.
 //! - An entry that does not parse (disk corruption, a hand edit, a spec kind this binary
-//!   does not know) is **reported, never trusted and never a panic**: it is renamed to
-//!   `<id>.json.corrupt` for a human, and any helper processes its JSON still names are
-//!   ended (pid + start time checked).
+//!   does not know), or that names another fault than its file's, is **reported, never
+//!   trusted and never a panic**: it is renamed to `<id>.json.corrupt` for a human, and any
+//!   helper processes its JSON still names are ended — those that are faultline helpers
+//!   (pid + start time and their command line checked) whose agent is gone.
 //!
 //! Why a file per fault and not an append log: removal is one unlink, there is no
 //! compaction, and a torn write can only damage the one fault being written.
@@ -270,10 +271,23 @@ impl Journal {
     }
 }
 
-/// Parses an entry file's bytes; pure.
+/// Parses an entry file's bytes; pure. An entry must be the file of the fault it names
+/// (`<id>.json`): one that names another fault is not trusted, since its revert would end by
+/// removing that other fault's entry.
 pub fn parse_entry(path: &Path, bytes: &[u8]) -> Result<JournalEntry, CorruptEntry> {
+    let file_of = |e: &JournalEntry| {
+        path.file_name().and_then(|n| n.to_str()) == Some(format!("{}.json", e.id).as_str())
+    };
     match serde_json::from_slice::<JournalEntry>(bytes) {
-        Ok(e) if e.version == JOURNAL_VERSION => Ok(e),
+        Ok(e) if e.version == JOURNAL_VERSION && file_of(&e) => Ok(e),
+        Ok(e) if e.version == JOURNAL_VERSION => Err(CorruptEntry {
+            path: path.to_path_buf(),
+            error: format!(
+                "the entry names fault {} but is not its file {}.json",
+                e.id, e.id
+            ),
+            helpers: e.record.helpers,
+        }),
         Ok(e) => Err(CorruptEntry {
             path: path.to_path_buf(),
             error: format!(
@@ -506,6 +520,19 @@ mod tests {
         assert_eq!(parse_writer_tag("x-1.json.42-7.tmp"), Some((42, 7)));
         assert_eq!(parse_writer_tag("x-1.json.tmp"), None);
         assert_eq!(parse_writer_tag("x-1.json.4x-7.tmp"), None);
+    }
+
+    #[test]
+    fn an_entry_in_another_faults_file_is_not_trusted() {
+        let e = entry("process-pause-00000004");
+        let bytes = serde_json::to_vec(&e).unwrap();
+        assert!(parse_entry(Path::new("/j/process-pause-00000004.json"), &bytes).is_ok());
+        let err = parse_entry(Path::new("/j/process-pause-00000005.json"), &bytes).unwrap_err();
+        assert!(
+            err.error.contains("names fault process-pause-00000004"),
+            "{}",
+            err.error
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - otherwise it is reverted from its record the way the engine reverts ([`revert_entry`]:
 //!   the kind's revert, leftover helpers, then the entry), audited as `Recover`; a failed
 //!   revert keeps the entry for the next attempt;
-//! - an entry that does not parse is never trusted: the helper processes its JSON still names
-//!   are ended and the file is moved aside ([`Journal::quarantine`]) for a human.
+//! - an entry that does not parse (or names another fault than its file's) is never trusted:
+//!   the helper processes its JSON still names are ended if they are faultline helpers whose
+//!   agent is gone ([`helper::end_orphans`]), and the file is moved aside
+//!   ([`Journal::quarantine`]) for a human.
 //!
 //! Blocking: runs at start-up and from the CLI, not on the async workers
 //! ([`crate::Engine::recover`] moves it to the blocking pool). Not here: the protocol that
@@ -170,7 +172,7 @@ pub fn recover_matching(
                 });
             }
             Err(corrupt) => {
-                let _ = helper::end_all(&corrupt.helpers, env);
+                let _ = helper::end_orphans(&corrupt.helpers, env);
                 let moved_to = journal
                     .quarantine(&corrupt)
                     .ok()

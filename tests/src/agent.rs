@@ -199,10 +199,13 @@ where
     }
 }
 
-/// A running `faultline run`. Dropping it kills the process.
+/// A running `faultline run`. Dropping it kills the process; its helper processes are checked
+/// for strays before and after ([`crate::chaos::HelperWatch`]).
 #[derive(Debug)]
 pub struct Agent {
     child: Child,
+    // Dropped (checked once more, the agent killed by now) before `dir`, whose journal it reads.
+    helpers: crate::chaos::HelperWatch,
     dir: TempDir,
 }
 
@@ -229,6 +232,7 @@ impl Agent {
         fs::write(&config, config_yaml).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         let state = dir.path().join("state");
         fs::create_dir(&state).unwrap_or_else(|e| panic!("{}: {e}", state.display()));
+        let helpers = crate::chaos::HelperWatch::new(&state);
         let open = |name: &str| {
             let path = dir.path().join(name);
             fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -240,12 +244,17 @@ impl Agent {
             .arg("--config")
             .arg(&config)
             .envs(env.iter().copied())
+            .env(crate::chaos::HELPER_MARK_VAR, helpers.mark())
             .stdout(open("stdout.log"))
             .stderr(open("stderr.log"));
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-        Self { child, dir }
+        Self {
+            child,
+            helpers,
+            dir,
+        }
     }
 
     /// The temporary directory holding config, state and logs.
@@ -279,6 +288,7 @@ impl Agent {
             .arg("run")
             .arg("--config")
             .arg(dir.join("faultline.yaml"))
+            .env(crate::chaos::HELPER_MARK_VAR, self.helpers.mark())
             .stdout(append("stdout.log"))
             .stderr(append("stderr.log"));
         self.child = cmd
@@ -354,6 +364,8 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(pid) = self.pid() {
+            // While it still runs: a helper it forgot to end would die with it unseen.
+            self.helpers.check("while the agent still ran");
             // Not yet reaped: kill it. `kill_on_drop` would too, but being explicit keeps the
             // guarantee visible here. ESRCH (already gone) is fine.
             let _ = signal::kill(pid, Signal::SIGKILL);

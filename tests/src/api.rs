@@ -3,7 +3,7 @@
 //! and an agent with the API on a free loopback port.
 //!
 //! Not here: what the API must answer — that is asserted in `tests/drill_api.rs`,
-//! `tests/api_load.rs` and `tests/api_tokens.rs`.
+//! `tests/api_load.rs`, `tests/api_tokens.rs` and `tests/api_routing_props.rs`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -57,11 +57,17 @@ impl RawResponse {
 
 /// Sends `request` as is and reads the answer to the end, unparsed beyond the head.
 pub fn exchange(addr: &str, request: &str) -> std::io::Result<RawResponse> {
+    exchange_bytes(addr, request.as_bytes())
+}
+
+/// [`exchange`] for a request that need not be text (a binary body).
+pub fn exchange_bytes(addr: &str, request: &[u8]) -> std::io::Result<RawResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(request.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
+    s.write_all(request)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let out = String::from_utf8_lossy(&raw);
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let mut lines = head.split("\r\n");
     let status = lines
@@ -117,9 +123,28 @@ pub fn replace_file(path: &Path, text: &str) {
 /// # Panics
 /// When the API does not come up within 30 s (the agent's stderr is in the message).
 pub fn start_agent(tokens: &Path, api_extra: &str, extra: &str) -> (Agent, String) {
+    start_agent_with(
+        "interval: 1s\nexport:\n  otlp:\n    enabled: false\n",
+        tokens,
+        api_extra,
+        extra,
+    )
+}
+
+/// [`start_agent`] whose config starts with `head` (e.g. an OTLP export section from
+/// [`crate::OtlpConfig::to_yaml`]) instead of one-second cycles with OTLP off.
+///
+/// # Panics
+/// As [`start_agent`].
+pub fn start_agent_with(
+    head: &str,
+    tokens: &Path,
+    api_extra: &str,
+    extra: &str,
+) -> (Agent, String) {
     let addr = format!("127.0.0.1:{}", crate::backup::free_port());
     let agent = Agent::start(&format!(
-        "interval: 1s\nexport:\n  otlp:\n    enabled: false\n{}{api_extra}{extra}",
+        "{head}{}{api_extra}{extra}",
         crate::drill::api_section(&addr, tokens, &[])
     ));
     let up = crate::drill::poll_for(Duration::from_secs(30), || {

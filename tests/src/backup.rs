@@ -527,3 +527,47 @@ pub async fn backup_check(config_yaml: &str, state_dir: &Path, extra: &[&str]) -
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Whether the PostgreSQL server at `addr` takes a session: a start-up handshake (protocol
+/// 3.0, user and database `postgres`, trust authentication) answered with ReadyForQuery
+/// within `timeout`. A server that is starting up, shutting down or recovering answers with
+/// an error instead, and a dead one refuses the connection. No process is spawned (psql costs
+/// tens of milliseconds a call), so a stopwatch can ask every millisecond.
+pub fn pg_accepts(addr: &std::net::SocketAddr, timeout: Duration) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(addr, timeout) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(timeout)).is_err() || s.set_nodelay(true).is_err() {
+        return false;
+    }
+    let params: &[u8] = b"user\0postgres\0database\0postgres\0\0";
+    let mut startup = Vec::with_capacity(8 + params.len());
+    startup.extend_from_slice(&u32::try_from(8 + params.len()).unwrap_or(0).to_be_bytes());
+    startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    startup.extend_from_slice(params);
+    if s.write_all(&startup).is_err() {
+        return false;
+    }
+    let ready = loop {
+        let mut head = [0u8; 5];
+        if s.read_exact(&mut head).is_err() {
+            break false;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        if s.read_exact(&mut body).is_err() {
+            break false;
+        }
+        match head[0] {
+            b'Z' => break true,
+            b'E' => break false,
+            // Authentication: 0 is AuthenticationOk; anything else asks for a password.
+            b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => break false,
+            _ => {}
+        }
+    };
+    // Terminate, so the server logs no "unexpected EOF".
+    let _ = s.write_all(&[b'X', 0, 0, 0, 4]);
+    ready
+}

@@ -3,12 +3,20 @@
 //! ([`Victim`], [`Bg`]), scratch directories with a config and a state dir ([`Scratch`]),
 //! and tmpfs mounts ([`Tmpfs`]). Observations are independent of faultline: `/proc/<pid>/stat`
 //! and `statvfs(2)` read directly.
+//!
+//! [`HelperWatch`] is the stray-helper scan every chaos test gets through its fixtures
+//! ([`Scratch`], [`crate::Agent`], and [`HelperWatch::worker_command`] for a test's own
+//! engine): when the fixture goes, also on failure, a helper process (`faultline
+//! __chaos-worker …`) of the faultline processes it started that is still alive and not held
+//! by a live fault fails the test, named, and is killed.
 #![allow(clippy::disallowed_methods)] // std::thread::sleep: synchronous polling in tests, no async runtime
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -177,8 +185,13 @@ impl Drop for Victim {
 
 /// A scratch directory with `faultline.yaml` (OTLP off, plus `extra_yaml`) and a `state`
 /// directory, removed on drop.
+///
+/// Every `faultline` process started through it carries its [`HelperWatch`] mark, so the
+/// helpers they start are checked for strays when the scratch dir goes.
 #[derive(Debug)]
 pub struct Scratch {
+    // Dropped (checked) before `dir`: the check reads the journal in it.
+    helpers: HelperWatch,
     dir: TempDir,
 }
 
@@ -200,7 +213,15 @@ impl Scratch {
         fs::write(dir.path().join("faultline.yaml"), config)
             .unwrap_or_else(|e| panic!("config: {e}"));
         fs::create_dir(dir.path().join("state")).unwrap_or_else(|e| panic!("state: {e}"));
-        Scratch { dir }
+        Scratch {
+            helpers: HelperWatch::new(&dir.path().join("state")),
+            dir,
+        }
+    }
+
+    /// The stray-helper scan of the processes started through this scratch dir.
+    pub fn helpers(&self) -> &HelperWatch {
+        &self.helpers
     }
 
     /// The directory.
@@ -229,6 +250,7 @@ impl Scratch {
         cmd.env_remove("FAULTLINE_CONFIG")
             .env_remove("FAULTLINE_STATE_DIR")
             .env_remove("RUST_LOG")
+            .env(HELPER_MARK_VAR, self.helpers.mark())
             .stdin(Stdio::null());
         cmd
     }
@@ -349,6 +371,11 @@ pub fn echo_server() -> std::net::SocketAddr {
     addr
 }
 
+/// Whether something accepts TCP connections at `addr` (within 200 ms).
+pub fn accepting(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
 /// Helper pids named in a journal entry.
 pub fn helper_pids(entry: &serde_json::Value) -> Vec<i32> {
     entry["record"]["helpers"]
@@ -360,6 +387,232 @@ pub fn helper_pids(entry: &serde_json::Value) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The environment variable that marks the `faultline` processes a fixture starts (its value
+/// is the fixture's [`HelperWatch::mark`]); their helpers inherit it with the rest of the
+/// environment, and keep it when they outlive their parent and are reparented.
+pub const HELPER_MARK_VAR: &str = "FAULTLINE_TEST_FIXTURE";
+
+/// How long a helper that no live fault holds may take to go before it counts as a stray:
+/// the time a helper of a killed process takes to receive its `PR_SET_PDEATHSIG` and exit
+/// (milliseconds), a revert in progress, or an inject between its helper's spawn and the
+/// journal write naming it — with a loaded machine's margin.
+const HELPER_GRACE: Duration = Duration::from_secs(2);
+
+/// The `--parent` pid of a chaos helper's command line (NUL-separated, as in
+/// `/proc/<pid>/cmdline`: `… __chaos-worker --parent <pid> …`); `None` for any other
+/// command line. Pure.
+pub fn helper_parent(cmdline: &[u8]) -> Option<i32> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if !args.contains(&faultline_chaos::WORKER_ARG.as_bytes()) {
+        return None;
+    }
+    args.windows(2)
+        .find(|w| w[0] == b"--parent")
+        .and_then(|w| std::str::from_utf8(w[1]).ok()?.parse().ok())
+}
+
+/// Every pid listed in `/proc` now.
+pub fn proc_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The start time (clock ticks after boot, field 22 of `/proc/<pid>/stat`) of a live process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    split_stat(&text)?.1.get(19)?.parse().ok()
+}
+
+/// A helper process found by [`HelperWatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Helper {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time, so that a reused pid is never killed in its place.
+    pub start_time: u64,
+    /// The faultline process that started it (`--parent`).
+    pub parent: i32,
+    /// Its command line, NULs as spaces.
+    pub cmdline: String,
+}
+
+impl std::fmt::Display for Helper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parent = if running(self.parent) {
+            "alive"
+        } else {
+            "gone"
+        };
+        write!(
+            f,
+            "pid {} (`{}`, parent {} {parent})",
+            self.pid,
+            self.cmdline.trim(),
+            self.parent
+        )
+    }
+}
+
+/// The stray-helper scan of one fixture: the helper processes (`faultline __chaos-worker …`,
+/// CPU and memory stress, disk I/O) that the `faultline` processes it started have started,
+/// found in `/proc` by the fixture's mark — [`HELPER_MARK_VAR`] in their environment, or, for
+/// a test's own engine, the program path of [`HelperWatch::worker_command`] in their command
+/// line — never by name, so another test's helpers are never counted or killed.
+///
+/// A helper is *held* while its parent runs and an entry of the fixture's journal names it
+/// (a fault still active). [`HelperWatch::check`] fails naming every other live helper that
+/// does not go within [`HELPER_GRACE`] — a revert that forgot its helper, a helper that
+/// outlived its parent — and kills it (pid and start time checked). It runs when the watch is
+/// dropped with its fixture, also when the test fails (then it reports without a second
+/// panic), and [`crate::Agent`] runs it once more before it kills its agent, since a helper
+/// the agent forgot dies with the agent and would go unseen afterwards.
+#[derive(Debug)]
+pub struct HelperWatch {
+    mark: String,
+    state_dir: PathBuf,
+    worker_dir: Option<TempDir>,
+}
+
+impl HelperWatch {
+    /// A watch over the helpers of processes whose journal is in `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        HelperWatch {
+            mark: format!(
+                "{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+            state_dir: state_dir.to_path_buf(),
+            worker_dir: None,
+        }
+    }
+
+    /// The value of [`HELPER_MARK_VAR`] for the processes this fixture starts.
+    pub fn mark(&self) -> &str {
+        &self.mark
+    }
+
+    /// How a test's own [`faultline_chaos::Engine`] (journaling in this watch's state dir)
+    /// starts helpers: the real binary's worker mode, through a symlink in a directory of this
+    /// watch's own, so the helpers' command lines name it (the test process's environment,
+    /// which they inherit, cannot carry a per-test mark).
+    ///
+    /// # Panics
+    /// When the directory or the symlink cannot be made.
+    pub fn worker_command(&mut self) -> faultline_chaos::WorkerCommand {
+        let dir = self.worker_dir.get_or_insert_with(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("faultline-helpers-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let link = dir.path().join("faultline");
+            std::os::unix::fs::symlink(crate::agent_binary(), &link)
+                .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+            dir
+        });
+        faultline_chaos::WorkerCommand {
+            program: dir.path().join("faultline"),
+            args: vec![faultline_chaos::WORKER_ARG.to_owned()],
+        }
+    }
+
+    /// Whether the process `pid` with command line `args` carries this watch's mark.
+    fn marked(&self, pid: i32, args: &[&[u8]]) -> bool {
+        if let (Some(dir), Some(program)) = (&self.worker_dir, args.first())
+            && Path::new(std::ffi::OsStr::from_bytes(program)).starts_with(dir.path())
+        {
+            return true;
+        }
+        let want = format!("{HELPER_MARK_VAR}={}", self.mark);
+        fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+    }
+
+    /// The live helpers carrying this watch's mark.
+    pub fn alive(&self) -> Vec<Helper> {
+        proc_pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let parent = helper_parent(&raw)?;
+                let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                if !self.marked(pid, &args) || !running(pid) {
+                    return None;
+                }
+                Some(Helper {
+                    pid,
+                    start_time: start_time(pid)?,
+                    parent,
+                    cmdline: String::from_utf8_lossy(&raw).replace('\0', " "),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `h` belongs to a fault still active: its parent runs and a journal entry names it.
+    fn held(&self, h: &Helper) -> bool {
+        running(h.parent)
+            && journal_entries(&self.state_dir)
+                .iter()
+                .flat_map(helper_pids)
+                .any(|p| p == h.pid)
+    }
+
+    /// The live helpers no active fault holds that did not go within [`HELPER_GRACE`].
+    pub fn strays(&self) -> Vec<Helper> {
+        let deadline = Instant::now() + HELPER_GRACE;
+        loop {
+            let strays: Vec<Helper> = self.alive().into_iter().filter(|h| !self.held(h)).collect();
+            if strays.is_empty() || Instant::now() >= deadline {
+                return strays;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills every stray helper ([`HelperWatch::strays`]; pid and start time checked) and
+    /// names them in the error.
+    pub fn settle(&self, when: &str) -> Result<(), String> {
+        let strays = self.strays();
+        if strays.is_empty() {
+            return Ok(());
+        }
+        for h in &strays {
+            if start_time(h.pid) == Some(h.start_time) {
+                let _ = kill(Pid::from_raw(h.pid), Signal::SIGKILL);
+            }
+        }
+        let names: Vec<String> = strays.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "stray faultline helper process(es) {when}, alive {HELPER_GRACE:?} after no fault held them (killed now): {}",
+            names.join("; ")
+        ))
+    }
+
+    /// [`HelperWatch::settle`], failing the test on a stray (or only reporting it while the
+    /// test already panics).
+    pub fn check(&self, when: &str) {
+        if let Err(msg) = self.settle(when) {
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+impl Drop for HelperWatch {
+    fn drop(&mut self) {
+        self.check("when the test's fixture was dropped");
+    }
 }
 
 /// A background `faultline` process; SIGKILLed and reaped on drop.

@@ -115,9 +115,10 @@ pub fn render_chart(out: &Path, values: &serde_json::Value) -> Vec<PathBuf> {
 }
 
 /// The agent image, built once per test process by `deploy/docker/build-local.sh` (a
-/// static binary in the tests' own profile, in the same target directory as the tests: the
-/// shipped release build with thin LTO took over 5 of CI's minutes and adds nothing the
-/// image tests look at).
+/// static binary in the tests' own profile, linked from the tests' own dependency builds: the
+/// shipped release build with thin LTO took over 5 of CI's minutes, a second build of every
+/// dependency for the target triple over 3, and neither adds anything the image tests look
+/// at).
 /// `FAULTLINE_IMAGE` names a prebuilt image instead (as `FAULTLINE_BIN` does for the binary).
 ///
 /// # Panics
@@ -128,6 +129,12 @@ pub fn agent_image() -> &'static str {
         if let Ok(image) = std::env::var("FAULTLINE_IMAGE") {
             return image;
         }
+        // The script links target/<profile>/faultline statically in place (dev profile: the
+        // suite's own dependency builds, no second build for the target triple). The suite's
+        // binary is built first, so no later build in this process relinks the file while
+        // the script copies it; tests here then run the static binary, which is the shipped
+        // form.
+        crate::agent_binary();
         let target_root = profile_dir()
             .parent()
             .map(Path::to_path_buf)

@@ -132,6 +132,16 @@ impl Supervised {
             wait_connect(&addr, Duration::from_secs(10)).is_some(),
             "the supervised server did not listen on {addr}"
         );
+        // The loop records the pid after spawning, which may be after the service listens.
+        assert!(
+            poll_for(Duration::from_secs(10), || s
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pid)
+            .is_some(),
+            "the restart loop did not record the service's pid"
+        );
         s
     }
 
@@ -600,4 +610,13 @@ print(json.dumps({"unbalanced": p.bad, "ids": p.ids, "title": p.title, "verdict"
 "#;
     let out = crate::python3(SCRIPT, &[], Some(html));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("html outline: {e}: {out}"))
+}
+
+/// A drill scenario that kills the [`Supervised`] service at `addr` (pid `pid`) 100 ms into
+/// its fault phase, probing it every 50 ms: a real outage of the supervisor's restart delay
+/// plus the service's start. Self-heal, 3 passing rounds in a row, RTO objective 10 s.
+pub fn kill_scenario(name: &str, addr: &str, pid: u32) -> String {
+    format!(
+        "name: {name}\nprobe_interval: 50ms\nmax_duration: 60s\nsteady_state:\n  - name: echo\n    tcp: {{ address: \"{addr}\", timeout: 200ms }}\nfaults:\n  - at: 100ms\n    fault: {{ kind: process-kill, pid: {pid}, duration: 1s }}\nrecovery: {{ strategy: self-heal, consecutive: 3, timeout: 30s }}\nobjectives: {{ rto: 10s }}\n"
+    )
 }

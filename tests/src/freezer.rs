@@ -16,6 +16,23 @@ use nix::sys::signal::Signal;
 
 use crate::chaos::{Bg, Scratch, wait_until};
 
+/// The freezer cgroup of Docker container `id`'s main process (`docker inspect` gives the pid).
+///
+/// # Panics
+/// When the container has no running main process or its cgroup cannot be read.
+pub fn cgroup_of_container(id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", id])
+        .output()
+        .unwrap_or_else(|e| panic!("docker inspect {id}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("docker inspect {id}: pid {text:?}: {e}"));
+    cgroup_of(pid).unwrap_or_else(|| panic!("no freezer cgroup for pid {pid} of {id}"))
+}
+
 /// The v1 freezer hierarchy's mount point on the test machines (and most hosts).
 const V1_ROOT: &str = "/sys/fs/cgroup/freezer";
 /// The unified hierarchy's mount point on a v2-only host.

@@ -11,7 +11,9 @@
 //! fails.
 //!
 //! Also here, for every game-day test: [`spawn_game`] and [`wait_game`], the real
-//! `faultline gameday run` as a child process.
+//! `faultline gameday run` as a child process; [`local_agents`], agents on this host's
+//! loopback for games without Docker; and [`StoppedSeen`], the test's own record from /proc
+//! of when the processes a game pauses were stopped.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -317,4 +319,96 @@ pub fn wait_game(mut child: std::process::Child, timeout: Duration) -> (i32, Str
         "the game did not end within {timeout:?}:\n{text}"
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// `n` agents on this host for game days without Docker: `faultline run` with the API on a
+/// free 127.0.0.1 port each, `tokens` as their tokens file, no export. Returns each agent
+/// and its API address once every one answers `/healthz`.
+///
+/// # Panics
+/// When an agent does not answer within 30 s.
+pub fn local_agents(n: usize, tokens: &Path) -> Vec<(crate::Agent, String)> {
+    let agents: Vec<(crate::Agent, String)> = (0..n)
+        .map(|_| {
+            let api = format!("127.0.0.1:{}", crate::backup::free_port());
+            let agent = crate::Agent::start(&format!(
+                "interval: 10s\nexport:\n  otlp:\n    enabled: false\n{}",
+                crate::drill::api_section(&api, tokens, &[])
+            ));
+            (agent, api)
+        })
+        .collect();
+    for (agent, api) in &agents {
+        let up = poll_for(Duration::from_secs(30), || {
+            (http(api, "GET", "/healthz", None, "").0 == 200).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the agent on {api} did not come up:\n{}",
+            agent.stderr()
+        );
+    }
+    agents
+}
+
+/// Per pid: when it was first and last seen stopped (Unix seconds), if ever.
+type StopSpans = Vec<(i32, Option<(f64, f64)>)>;
+
+/// The test's own record of when each of some processes was seen stopped (state `T` in
+/// `/proc`), read every 5 ms on a thread until dropped.
+#[derive(Debug)]
+pub struct StoppedSeen {
+    seen: std::sync::Arc<std::sync::Mutex<StopSpans>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoppedSeen {
+    /// Starts watching `pids`.
+    pub fn start(pids: &[i32]) -> Self {
+        use std::sync::atomic::Ordering;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(
+            pids.iter().map(|p| (*p, None)).collect::<StopSpans>(),
+        ));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let now = crate::stopwatch::unix_now();
+                for (pid, span) in s.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                    if crate::chaos::state(*pid) == Some('T') {
+                        let first = span.map_or(now, |(f, _)| f);
+                        *span = Some((first, now));
+                    }
+                }
+                // A dedicated thread polling /proc, not an async worker.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Self {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// When `pid` was first and last seen stopped (Unix seconds), if ever.
+    pub fn stopped(&self, pid: i32) -> Option<(f64, f64)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .and_then(|(_, span)| *span)
+    }
+}
+
+impl Drop for StoppedSeen {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

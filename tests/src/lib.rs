@@ -10,8 +10,10 @@
 //! - [`pki`]: a test CA issuing server and client certificates (rcgen).
 //! - [`semconv`]: the semantic-conventions registry the conformance tests check against.
 //! - [`procfs`]: independent `/proc` readings to compare the agent's values with.
+//! - [`props`]: the property tests' runner (fixed seed, `PROPTEST_CASES`).
 //! - [`chaos`]: fault-injection fixtures: scratch state dirs, child processes and tmpfs
-//!   mounts owned by the test (removed on drop), independent /proc and statvfs readings.
+//!   mounts owned by the test (removed on drop), independent /proc and statvfs readings, and
+//!   the stray-helper scan every chaos fixture (and [`Agent`]) runs when it goes.
 //! - [`deploy`]: the shipped manifests read as JSON, the chart rendered, the agent image
 //!   built by `deploy/docker/build-local.sh`, and a guard for its containers.
 //! - [`dns`]: a DNS server of the test's own (dnsmasq on a loopback port) and free ports on
@@ -32,6 +34,9 @@
 //!   network for the multi-node game-day test.
 //! - [`soak`]: the soak's own readings of a running agent (fds, RSS, threads, helpers,
 //!   journal, qdiscs, nft tables, disk queue) and its CSV rows.
+//! - [`stopwatch`]: the test's own stopwatch of a service's outages (probed from outside about
+//!   every millisecond, each edge bracketed) and the check of a drill report's fault time,
+//!   recovery point and RTO against it.
 //! - [`eventually`]: wait for a condition with a deadline instead of sleeping.
 //! - [`python3`]: a Python script's output, for parsers from its standard library.
 //!
@@ -59,9 +64,11 @@ pub mod netns;
 pub mod pki;
 pub mod podman;
 pub mod procfs;
+pub mod props;
 pub mod receiver;
 pub mod semconv;
 pub mod soak;
+pub mod stopwatch;
 
 pub use agent::{Agent, OtlpConfig, TlsFiles, agent_binary, run_cli, workspace_root};
 pub use receiver::{

@@ -163,3 +163,15 @@ pub fn observe_in_netns_of(pid: i32, program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Whether netem works here (sch_netem), tried by the test itself, independently of
+/// faultline, on `lo` in the pair's namespace `b`.
+pub fn netem_available(pair: &NetnsPair) -> bool {
+    let out = NetnsPair::exec(
+        &pair.b,
+        "tc",
+        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+    );
+    let _ = NetnsPair::exec(&pair.b, "tc", &["qdisc", "del", "dev", "lo", "root"]);
+    out.status.success()
+}

@@ -88,22 +88,15 @@ pub fn process(pid: i32) -> Option<(u64, u64, u64)> {
 /// Whether a command line (NUL-separated, as `/proc/<pid>/cmdline` has it) is a chaos helper
 /// (`… __chaos-worker … --parent <parent> …`) of `parent`. Pure.
 pub fn is_helper_of(cmdline: &[u8], parent: i32) -> bool {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let parent = parent.to_string();
-    args.contains(&faultline_chaos::WORKER_ARG.as_bytes())
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"--parent" && w[1] == parent.as_bytes())
+    crate::chaos::helper_parent(cmdline) == Some(parent)
 }
 
 /// Live helper processes of the agent `parent`, found by scanning every `/proc/<pid>/cmdline`
 /// (zombies have an empty one and do not count; an exited helper not yet reaped is the
 /// agent's business, a running one is a leak once its fault is over).
 pub fn helper_pids(parent: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    crate::chaos::proc_pids()
+        .into_iter()
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| is_helper_of(&raw, parent))
         })

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("wiring", &["runtime"]),
     ("configuration", &["config"]),
     ("remote control", &["api", "gameday", "status"]),
+    ("evidence", &["posture"]),
     ("drills", &["drill"]),
     ("backups", &["backup"]),
     ("telemetry", &["telemetry"]),

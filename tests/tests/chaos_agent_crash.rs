@@ -25,13 +25,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is the failure report
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faultline_tests::api::{OPERATOR, VIEWER, http, start_agent, write_tokens};
 use faultline_tests::chaos::{
-    Tmpfs, Victim, echo_server, helper_pids, is_root, journal_entries, require, running, state,
-    wait_until,
+    Tmpfs, Victim, accepting, echo_server, helper_pids, is_root, journal_entries, require, running,
+    state, wait_until,
 };
 use faultline_tests::docker::{Container, docker_available};
 use faultline_tests::freezer::{self, ThawOnDrop};
@@ -74,16 +73,6 @@ fn helpers_of(state_dir: &std::path::Path, id: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// The freezer cgroup of container `id`'s main process (`docker inspect` gives the pid).
-fn freezer_cgroup(id: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Pid}}", id])
-        .output()
-        .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    freezer::cgroup_of(pid).unwrap()
-}
-
 /// Resident memory of `pid` in bytes (`VmRSS`), 0 when it is gone.
 fn rss_bytes(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -111,11 +100,6 @@ fn has_file<'a>(fs: &'a Tmpfs, prefix: &'static str) -> Observer<'a> {
     Box::new(move || fs.files().iter().any(|f| f.starts_with(prefix)))
 }
 
-/// Whether something accepts TCP connections at `addr`.
-fn accepting(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
 // `Agent` and `Container` need a tokio runtime; the observations are plain blocking calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_held_by_a_sigkilled_agent_are_reverted_within_1s_of_its_restart() {
@@ -139,7 +123,9 @@ async fn faults_held_by_a_sigkilled_agent_are_reverted_within_1s_of_its_restart(
     };
     // Dropped before the container: a frozen task cannot die, `docker rm -f` would hang.
     let mut thaw = ThawOnDrop::default();
-    let cgroup = container.as_ref().map(|c| freezer_cgroup(&c.id));
+    let cgroup = container
+        .as_ref()
+        .map(|c| freezer::cgroup_of_container(&c.id));
     if let Some(cg) = &cgroup {
         thaw.add(cg);
     }

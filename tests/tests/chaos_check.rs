@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use faultline_chaos::{
     ActiveFault, Audit, AuditAction, AuditEvent, ChaosConfig, EffectState, Engine, Env, FaultError,
-    FaultSpec, Journal, Requester, WORKER_ARG, WorkerCommand,
+    FaultSpec, Journal, Requester,
 };
-use faultline_tests::agent_binary;
 use faultline_tests::chaos::{
-    Scratch, TestCgroup, Tmpfs, Victim, is_root, require, running, runtime, state, wait_until,
+    HelperWatch, Scratch, TestCgroup, Tmpfs, Victim, is_root, require, running, runtime, state,
+    wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -33,8 +33,10 @@ use tokio::sync::broadcast;
 
 const T: Duration = Duration::from_secs(10);
 
-/// An engine journaling in a temp dir, helpers from the real binary's worker mode.
+/// An engine journaling in a temp dir, helpers from the real binary's worker mode (checked
+/// for strays when the fixture goes).
 struct Fixture {
+    _helpers: HelperWatch,
     _dir: tempfile::TempDir,
     engine: Engine,
     audit: broadcast::Receiver<AuditEvent>,
@@ -43,10 +45,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let worker = WorkerCommand {
-            program: agent_binary(),
-            args: vec![WORKER_ARG.to_owned()],
-        };
+        let mut helpers = HelperWatch::new(dir.path());
+        let worker = helpers.worker_command();
         let engine = Engine::new(
             ChaosConfig {
                 disk_free_floor: "10%".parse().unwrap(),
@@ -58,6 +58,7 @@ impl Fixture {
         );
         let audit = engine.audit().subscribe();
         Fixture {
+            _helpers: helpers,
             _dir: dir,
             engine,
             audit,

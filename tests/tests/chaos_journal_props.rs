@@ -39,7 +39,7 @@ use faultline_chaos::{
 };
 use faultline_tests::chaos::{Tmpfs, Victim, is_root, require, state, wait_until};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 /// Faults this short expire during a sequence; long ones outlive it.
 const SHORT: &str = "150ms";
@@ -390,20 +390,9 @@ fn any_sequence_of_apply_crash_restart_revert_leaves_no_fault_behind() {
         applied: Cell::new(0),
         recovered: Cell::new(0),
     };
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
     // A fixed seed: the same sequences on every run, so the non-vacuity check below is
     // stable; PROPTEST_CASES explores further.
-    let config = Config {
-        cases,
-        max_shrink_iters: 64,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (mut runner, cases) = faultline_tests::props::runner(12, 64);
     let result = runner.run(&prop::collection::vec(op(), 1..10), |ops| {
         let r = run_case(&world, &ops);
         world.scrub();

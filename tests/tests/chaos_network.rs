@@ -762,7 +762,7 @@ fn netem_towards_a_port_is_applied_for_real_or_refused_without_leaving_anything(
         "--duration",
         "30s",
     ];
-    if netem_available(&pair) {
+    if netns::netem_available(&pair) {
         let _slow = listen_in_b(&pair, 7051);
         let _fast = listen_in_b(&pair, 7052);
         let mut bg = s.spawn("netem", &args);
@@ -813,17 +813,6 @@ fn assert_netem_refused(s: &Scratch, args: &[&str]) {
     assert!(s.journal_entries().is_empty(), "nothing may stay journaled");
 }
 
-/// Whether netem works, checked independently of faultline in the test's own namespace.
-fn netem_available(pair: &NetnsPair) -> bool {
-    let out = NetnsPair::exec(
-        &pair.b,
-        "tc",
-        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-    );
-    let _ = NetnsPair::exec(&pair.b, "tc", &["qdisc", "del", "dev", "lo", "root"]);
-    out.status.success()
-}
-
 #[test]
 fn netem_is_applied_for_real_or_refused_clearly_without_leaving_a_qdisc() {
     if !netns::require_kernel_tools() {
@@ -846,7 +835,7 @@ fn netem_is_applied_for_real_or_refused_clearly_without_leaving_a_qdisc() {
         "--duration",
         "30s",
     ];
-    if netem_available(&pair) {
+    if netns::netem_available(&pair) {
         // This kernel has sch_netem: the delay must show in a TCP handshake from a to b.
         let _l = listen_in_b(&pair, 7020);
         let mut bg = s.spawn("netem", &args);

@@ -8,12 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use faultline_chaos::{
-    Audit, ChaosConfig, Engine, Env, FaultSpec, Journal, Requester, WORKER_ARG, WorkerCommand,
-};
-use faultline_tests::agent_binary;
+use faultline_chaos::{Audit, ChaosConfig, Engine, Env, FaultSpec, Journal, Requester};
 use faultline_tests::chaos::{
-    Bg, Scratch, Tmpfs, Victim, helper_pids, is_root, require, running, runtime, state, wait_until,
+    Bg, HelperWatch, Scratch, Tmpfs, Victim, helper_pids, is_root, require, running, runtime,
+    state, wait_until,
 };
 use nix::sys::signal::Signal;
 
@@ -168,10 +166,8 @@ fn journal_revert_all_reverts_a_fault_held_by_a_dead_cli_and_is_idempotent() {
 #[test]
 fn kill_switch_reverts_every_local_fault_within_100ms() {
     let dir = tempfile::tempdir().unwrap();
-    let worker = WorkerCommand {
-        program: agent_binary(),
-        args: vec![WORKER_ARG.to_owned()],
-    };
+    let mut helpers = HelperWatch::new(dir.path());
+    let worker = helpers.worker_command();
     let env = Env::detect("/proc".into(), worker);
     let engine = Engine::new(
         ChaosConfig::default(),

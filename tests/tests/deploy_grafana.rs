@@ -89,7 +89,7 @@ fn dashboard_is_valid_json_with_host_container_backup_and_drill_panels() {
         .filter(|p| p["type"] == "row")
         .filter_map(|p| p["title"].as_str())
         .collect();
-    for row in ["Host", "Containers", "Backups", "Drills"] {
+    for row in ["Host", "Containers", "Backups", "Drills", "DR posture"] {
         assert!(rows.contains(&row), "no {row} row in {rows:?}");
     }
     let mut ids = BTreeSet::new();
@@ -102,6 +102,34 @@ fn dashboard_is_valid_json_with_host_container_backup_and_drill_panels() {
                 p["title"]
             );
         }
+    }
+}
+
+#[test]
+fn the_dr_posture_row_shows_compliance_without_re_deriving_it() {
+    let text = std::fs::read_to_string(deploy_dir().join("grafana/faultline.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let top = dash["panels"].as_array().unwrap();
+    let row = top
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "DR posture")
+        .expect("a DR posture row");
+    // The row's panels: those after it up to the next row.
+    let queried: BTreeSet<String> = top[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .flat_map(|t| metric_names(t["expr"].as_str().unwrap()))
+        .collect();
+    for m in [
+        "faultline_drill_objective_status",
+        "faultline_drill_objective_value_seconds",
+        "faultline_backup_restore_pass_rate_ratio",
+    ] {
+        assert!(
+            queried.contains(m),
+            "the DR posture row does not query {m}: {queried:?}"
+        );
     }
 }
 

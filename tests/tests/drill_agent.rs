@@ -192,10 +192,13 @@ async fn a_cli_drill_on_targets_busy_in_the_agent_is_refused_and_runs_nothing() 
     let agent = agent_with_api(&api, &tokens, &[]);
     let state_dir = agent.dir().join("state");
     let (busy, free) = (Victim::sleep(), Victim::sleep());
-    // The agent's drill holds `busy` paused for a minute.
+    // The agent's drill holds `busy` paused for a minute. Its probe (the test's listener) never
+    // fails, so with 2 passing rounds it would declare recovery and revert after ~100 ms, racing
+    // the CLI below; 600 rounds of 50 ms keep it in recovery, holding the pause, for 30 s.
     let agent_id = start_drill(
         &api,
-        &scenario_yaml("agent-side", &listen, busy.pid(), "60s"),
+        &scenario_yaml("agent-side", &listen, busy.pid(), "60s")
+            .replace("consecutive: 2,", "consecutive: 600,"),
     );
     assert!(
         poll_for(Duration::from_secs(10), || paused(busy.pid()).then_some(())).is_some(),

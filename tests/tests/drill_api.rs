@@ -3,7 +3,14 @@
 //! `abort_when` guard rail that aborts a drill mid-way with every fault reverted at once, the
 //! kill switch (`POST /v1/abort`), a scheduled drill, and the same report shape from a
 //! schedule, the API and the CLI — JSON, and JUnit and HTML served from the agent's history.
-//! Only the test's own `sleep` processes are paused.
+//!
+//! The API drill and the CLI drill measure a real outage: each kills a supervised echo
+//! service of its own (the test's restart loop brings it back 300 ms after it dies) while the
+//! test's own stopwatch probes it from outside every millisecond; each report's fault time,
+//! recovery point and RTO must agree with that stopwatch within the precision the report
+//! states. The two run at the same time, on different services.
+//!
+//! Only the test's own processes are paused (`sleep`) or killed (the echo services).
 
 // Test helpers outside `#[test]` functions fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -14,7 +21,11 @@ use std::time::{Duration, Instant};
 use faultline_tests::Agent;
 use faultline_tests::api::get_document;
 use faultline_tests::chaos::{Victim, state};
-use faultline_tests::drill::{api_call as http, drill_run, html_outline, junit_outline, poll_for};
+use faultline_tests::drill::{
+    Supervised, api_call as http, drill_run, finished_drill, html_outline, junit_outline,
+    kill_scenario, poll_for,
+};
+use faultline_tests::stopwatch::{Stopwatch, assert_rto_matches, unix_now};
 
 const OPERATOR: &str = "operator-token-0123456789";
 const VIEWER: &str = "viewer-token-0123456789ab";
@@ -52,6 +63,21 @@ fn scenario_yaml(name: &str, listen: &str, pid: i32, extra: &str) -> String {
     format!(
         "name: {name}\nprobe_interval: 50ms\nmax_duration: 60s\nsteady_state:\n  - name: port\n    tcp: {{ address: \"{listen}\", timeout: 200ms }}\nfaults:\n  - at: 100ms\n    fault: {{ kind: process-pause, pid: {pid}, duration: 60s }}\nrecovery: {{ strategy: self-heal, consecutive: 2, timeout: 30s }}\nobjectives: {{ rto: 10s }}\n{extra}"
     )
+}
+
+/// Checks a passed drill that killed a supervised service against the outage the test's
+/// stopwatch saw after `since`: the same service, the fault time, the recovery point, the RTO.
+fn assert_real_outage(what: &str, report: &serde_json::Value, watch: &Stopwatch, since: f64) {
+    assert_eq!(report["verdict"], "passed", "{what}: {report:#}");
+    assert_eq!(
+        report["rto"]["outage_observed"], true,
+        "{what}: no failing probe round: {report:#}"
+    );
+    let outage = watch
+        .outage_after(since, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{what}: the stopwatch saw no outage: {report:#}"));
+    let line = assert_rto_matches(report, &outage);
+    eprintln!("{what}: {line} ({} stopwatch attempts)", watch.attempts());
 }
 
 // `Agent` is a tokio child process; the rest of the test is plain blocking I/O.
@@ -237,7 +263,31 @@ async fn api_auth_abort_when_kill_switch_schedule_and_report_shapes() {
     .expect("no scheduled drill finished");
     assert_eq!(sched_report["verdict"], "passed", "{sched_report:#}");
 
-    // The CLI on the same scenario: the same report shape as the schedule's and the API's.
+    // Real outages: an API drill and a CLI drill at once, each killing its own supervised
+    // service while the test's stopwatch watches it. The CLI's report also has the same shape
+    // as the schedule's and the API's.
+    let (svc_api, svc_cli) = (
+        Supervised::start(Duration::from_millis(300)),
+        Supervised::start(Duration::from_millis(300)),
+    );
+    let (watch_api, watch_cli) = (Stopwatch::tcp(&svc_api.addr), Stopwatch::tcp(&svc_cli.addr));
+    let since = unix_now();
+    let (st, body) = http(
+        &api,
+        "POST",
+        "/v1/drills",
+        Some(OPERATOR),
+        &serde_json::json!({ "inline": kill_scenario("outage-api", &svc_api.addr, svc_api.pid()) })
+            .to_string(),
+    );
+    assert_eq!(st, 202, "{body}");
+    let outage_api_id = json(&body)["id"].as_str().unwrap().to_owned();
+    let kill_file = dir.path().join("outage-cli.yaml");
+    std::fs::write(
+        &kill_file,
+        kill_scenario("outage-cli", &svc_cli.addr, svc_cli.pid()),
+    )
+    .unwrap();
     let (cli_json, cli_junit, cli_html) = (
         dir.path().join("cli.json"),
         dir.path().join("cli.xml"),
@@ -245,7 +295,7 @@ async fn api_auth_abort_when_kill_switch_schedule_and_report_shapes() {
     );
     let out = drill_run(
         &dir.path().join("cli-state"),
-        &sched_file,
+        &kill_file,
         &[
             "--report-json",
             cli_json.to_str().unwrap(),
@@ -263,6 +313,10 @@ async fn api_auth_abort_when_kill_switch_schedule_and_report_shapes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cli_report = json(&std::fs::read_to_string(&cli_json).unwrap());
+    assert_real_outage("CLI drill", &cli_report, &watch_cli, since);
+    let outage_api = finished_drill(&api, VIEWER, &outage_api_id, Duration::from_secs(30));
+    assert_real_outage("API drill", &outage_api, &watch_api, since);
+    drop((watch_api, watch_cli, svc_api, svc_cli));
     for r in [&sched_report, &api_report] {
         assert_eq!(keys(r), keys(&cli_report));
     }

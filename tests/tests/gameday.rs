@@ -24,9 +24,15 @@
 //! and no agent has an active fault. A bad game-day file exits 2 naming file, line and
 //! field (no Docker needed).
 //!
-//! Safety: only this test's containers and network are touched (removed on drop, also on
-//! failure); all traffic goes to 127.0.0.1. Needs Docker; skips without it, fails under
-//! CI.
+//! Without Docker, on agents run on this host (`faultline run` on 127.0.0.1 ports, much
+//! cheaper than node containers): the runner's exit codes and verdicts — objectives met
+//! (exit 0) and missed (exit 1) — and each abort condition (`abort_when.verdicts`,
+//! `abort_when.unreachable`, `max_duration`, an `abort_when` probe), with every fault seen
+//! reverted in /proc; and a failed preflight that starts nothing.
+//!
+//! Safety: only this test's containers, network and processes are touched (removed on
+//! drop, also on failure); all traffic goes to 127.0.0.1. The container test needs Docker;
+//! it skips without it and fails under CI.
 
 // Test helpers outside `#[test]` functions fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -478,28 +484,10 @@ async fn an_abort_probe_pulls_every_kill_switch_and_a_failed_preflight_starts_no
     let service_addr = service.local_addr().unwrap();
     let guard = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let guard_addr = guard.local_addr().unwrap();
-    let mut agents = Vec::new();
-    let mut apis = Vec::new();
-    for _ in 0..2 {
-        let api = format!("127.0.0.1:{}", faultline_tests::backup::free_port());
-        agents.push(Agent::start(&format!(
-            "interval: 10s\nexport:\n  otlp:\n    enabled: false\napi:\n  enabled: true\n  listen: {api}\n  tokens_file: {}\n",
-            tokens.display()
-        )));
-        apis.push(api);
-    }
-    for (api, agent) in apis.iter().zip(&agents) {
-        assert!(
-            poll_for(Duration::from_secs(20), || (http(
-                api, "GET", "/healthz", None, ""
-            )
-            .0 == 200)
-                .then_some(()))
-            .is_some(),
-            "the API did not come up:\n{}",
-            agent.stderr()
-        );
-    }
+    let (_agents, apis): (Vec<Agent>, Vec<String>) =
+        faultline_tests::gameday::local_agents(2, &tokens)
+            .into_iter()
+            .unzip();
     let victims = [Victim::sleep(), Victim::sleep()];
     for (i, v) in victims.iter().enumerate() {
         std::fs::write(
@@ -586,4 +574,348 @@ async fn an_abort_probe_pulls_every_kill_switch_and_a_failed_preflight_starts_no
         "a drill started despite the failed preflight"
     );
     assert!(matches!(state(victims[0].pid()), Some('S' | 'R')));
+}
+
+/// A scenario pausing `pid` for `hold`; its steady state is "`pid` is not stopped", read from
+/// /proc, so the RTO is about the pause.
+fn pause_of(name: &str, pid: i32, hold: &str) -> String {
+    format!(
+        "name: {name}\nprobe_interval: 100ms\nmax_duration: 2m\nsteady_state:\n  - name: victim-runs\n    command: {{ run: [sh, -c, \"! grep -q '^State:.*stopped' /proc/{pid}/status\"], timeout: 2s }}\n\
+         faults:\n  - at: 100ms\n    fault: {{ kind: process-pause, pid: {pid}, duration: {hold} }}\n\
+         recovery: {{ strategy: self-heal, consecutive: 2, timeout: 2m }}\n"
+    )
+}
+
+/// The game file `<dir>/<stem>.yaml` on the named local agents, 100 ms polls, plus `body`.
+fn local_game(dir: &Path, stem: &str, agents: &[(&str, &str)], body: &str) -> std::path::PathBuf {
+    let mut text = format!("name: {stem}\nagents:\n");
+    for (name, api) in agents {
+        text.push_str(&format!(
+            "  - {{ name: {name}, url: \"http://{api}\", token_file: token }}\n"
+        ));
+    }
+    text.push_str("poll_interval: 100ms\n");
+    text.push_str(body);
+    let file = dir.join(format!("{stem}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The game runner's outcomes on agents run on this host (no Docker), five games at once,
+/// each on agents of its own (an abort pulls the kill switch of every agent of its game):
+///
+/// - **met**: two stages (a pause on m1, then a kill of a supervised service on m2), game
+///   objective RTO 10 s: exit 0, `passed`; the stages ran in order by the test's own
+///   evidence (the victim resumed before the service went down) and m2's RTO agrees with
+///   the test's stopwatch of the service;
+/// - **missed**: the same kind of kill on x1 (the drill's own objective met) against a game
+///   objective of 100 ms: exit 1, `failed`, the reason naming the objective and the agent;
+/// - **`abort_when.verdicts`**: p1's steady state fails (`steady-state-failed`) while p2
+///   holds a 60 s pause (p1's steady-state probe fails once it sees p2's victim stopped):
+///   exit 1, `aborted` by the verdict; p2's victim resumed long before
+///   60 s and the second stage never started (its victim never stopped);
+/// - **`abort_when.unreachable: true`**: the test SIGSTOPs u1's agent while its 3 s pause
+///   holds and u2 holds a 60 s one: exit 1, `aborted` because u1 is unreachable; u2's victim
+///   resumed by the kill switch; once u1 is let go (SIGCONT) its victim resumes within 10 s
+///   (the kill switch's request waiting in its socket, or the pause's own deadline);
+/// - **`max_duration: 2s`** against d1's 60 s pause: exit 1, `aborted` by max_duration, the
+///   victim resumed no earlier than 2 s after the game began and long before 60 s.
+///
+/// Every victim (the test's own `sleep`s) is read from /proc every 5 ms throughout; at the
+/// end none is stopped. Only the test's own processes are paused or killed; all traffic is
+/// to 127.0.0.1.
+// `Agent` is a tokio child process; the rest of the test is plain blocking I/O.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_day_exit_codes_objectives_and_abort_conditions_on_local_agents() {
+    use faultline_tests::chaos::{Victim, state};
+    use faultline_tests::drill::{Supervised, kill_scenario};
+    use faultline_tests::gameday::{StoppedSeen, local_agents};
+    use faultline_tests::stopwatch::{Stopwatch, assert_rto_matches, unix_now};
+    use nix::sys::signal::{Signal, kill};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("token"), format!("{TOKEN}\n")).unwrap();
+    let tokens = d.join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!("- {{name: gameday, role: operator, token: {TOKEN}}}\n"),
+    )
+    .unwrap();
+    let names = ["m1", "m2", "x1", "p1", "p2", "u1", "u2", "d1"];
+    let mut agents = local_agents(names.len(), &tokens);
+    let api = |n: &str| {
+        agents[names.iter().position(|x| *x == n).unwrap()]
+            .1
+            .clone()
+    };
+    let on = |ns: &[&'static str]| -> Vec<(&'static str, String)> {
+        ns.iter().map(|n| (*n, api(n))).collect()
+    };
+    let game = |stem: &str, ags: Vec<(&'static str, String)>, body: &str| {
+        let a: Vec<(&str, &str)> = ags.iter().map(|(n, u)| (*n, u.as_str())).collect();
+        local_game(d, stem, &a, body)
+    };
+
+    // The test's own processes: victims to pause, services to kill, and its watchers.
+    let (v_met, v_p1, v_p2, v_later, v_u1, v_u2, v_d1) = (
+        Victim::sleep(),
+        Victim::sleep(),
+        Victim::sleep(),
+        Victim::sleep(),
+        Victim::sleep(),
+        Victim::sleep(),
+        Victim::sleep(),
+    );
+    let victims = [&v_met, &v_p1, &v_p2, &v_later, &v_u1, &v_u2, &v_d1];
+    let seen = StoppedSeen::start(&victims.map(Victim::pid));
+    let (svc_met, svc_missed) = (
+        Supervised::start(Duration::from_millis(300)),
+        Supervised::start(Duration::from_millis(300)),
+    );
+    let (watch_met, watch_missed) = (
+        Stopwatch::tcp(&svc_met.addr),
+        Stopwatch::tcp(&svc_missed.addr),
+    );
+    for (file, text) in [
+        ("met-pause.yaml", pause_of("met-pause", v_met.pid(), "300ms")),
+        (
+            "met-kill.yaml",
+            kill_scenario("met-kill", &svc_met.addr, svc_met.pid()),
+        ),
+        (
+            "missed-kill.yaml",
+            kill_scenario("missed-kill", &svc_missed.addr, svc_missed.pid()),
+        ),
+        (
+            // The steady state fails, once p2's pause holds (so that the abort has a fault
+            // to revert): nothing is injected, and the victim named is never stopped.
+            "broken.yaml",
+            pause_of("broken", v_p1.pid(), "60s").replace(
+                &format!("! grep -q '^State:.*stopped' /proc/{}/status", v_p1.pid()),
+                &format!(
+                    "until grep -q '^State:.*stopped' /proc/{}/status; do sleep 0.02; done; false",
+                    v_p2.pid()
+                ),
+            ).replace("timeout: 2s", "timeout: 60s"),
+        ),
+        ("hold-p2.yaml", pause_of("hold-p2", v_p2.pid(), "60s")),
+        ("later.yaml", pause_of("later", v_later.pid(), "300ms")),
+        ("short-u1.yaml", pause_of("short-u1", v_u1.pid(), "3s")),
+        ("hold-u2.yaml", pause_of("hold-u2", v_u2.pid(), "60s")),
+        ("hold-d1.yaml", pause_of("hold-d1", v_d1.pid(), "60s")),
+    ] {
+        std::fs::write(d.join(file), text).unwrap();
+    }
+    let files = [
+        game(
+            "met",
+            on(&["m1", "m2"]),
+            "plan:\n  - name: pause-first\n    scenario_file: met-pause.yaml\n    agents: [m1]\n\
+             \x20 - name: kill-second\n    scenario_file: met-kill.yaml\n    agents: [m2]\n\
+             objectives: { rto: 10s }\n",
+        ),
+        game(
+            "missed",
+            on(&["x1"]),
+            "plan:\n  - name: kill\n    scenario_file: missed-kill.yaml\n    agents: [x1]\n\
+             objectives: { rto: 100ms }\n",
+        ),
+        game(
+            "verdicts",
+            on(&["p1", "p2"]),
+            "plan:\n  - name: first\n    parallel:\n\
+             \x20     - { scenario_file: broken.yaml, agents: [p1] }\n\
+             \x20     - { scenario_file: hold-p2.yaml, agents: [p2] }\n\
+             \x20 - name: second\n    scenario_file: later.yaml\n    agents: [p2]\n\
+             abort_when: { verdicts: [steady-state-failed] }\n",
+        ),
+        game(
+            "unreachable",
+            on(&["u1", "u2"]),
+            "request_timeout: 500ms\nunreachable_after: 1s\nplan:\n  - name: both\n    parallel:\n\
+             \x20     - { scenario_file: short-u1.yaml, agents: [u1] }\n\
+             \x20     - { scenario_file: hold-u2.yaml, agents: [u2] }\n\
+             abort_when: { unreachable: true }\n",
+        ),
+        game(
+            "max",
+            on(&["d1"]),
+            "max_duration: 2s\nplan:\n  - name: hold\n    scenario_file: hold-d1.yaml\n    agents: [d1]\n",
+        ),
+    ];
+    let since = unix_now();
+    let children: Vec<std::process::Child> = files.iter().map(|f| spawn_game(d, f)).collect();
+
+    // u1's agent stops answering (SIGSTOP) once its pause holds.
+    let u1 = names.iter().position(|n| *n == "u1").unwrap();
+    let u1_pid = agents[u1].0.pid().unwrap();
+    assert!(
+        poll_for(Duration::from_secs(30), || (state(v_u1.pid()) == Some('T'))
+            .then_some(()))
+        .is_some(),
+        "u1 never paused its victim"
+    );
+    kill(u1_pid, Signal::SIGSTOP).unwrap();
+    let stopped_at = unix_now();
+
+    let outcomes: Vec<(i32, String, Value)> = tokio::task::block_in_place(|| {
+        children
+            .into_iter()
+            .zip(&files)
+            .map(|(child, file)| {
+                let (code, out) = wait_game(child, Duration::from_secs(90));
+                let report = std::fs::read_to_string(file.with_extension("json"))
+                    .map(|t| json(&t))
+                    .unwrap_or_else(|e| panic!("{}: no report ({e}):\n{out}", file.display()));
+                (code, out, report)
+            })
+            .collect()
+    });
+    // Let u1 go: its pause expired while it was stopped, so it reverts it at once.
+    kill(u1_pid, Signal::SIGCONT).unwrap();
+    let let_go = unix_now();
+    let resumed_u1 = poll_for(Duration::from_secs(10), || {
+        (state(v_u1.pid()) != Some('T')).then(unix_now)
+    });
+    let [met, missed, verdicts, unreachable, max] = &outcomes[..] else {
+        unreachable!()
+    };
+    for (name, (code, out, r)) in ["met", "missed", "verdicts", "unreachable", "max"]
+        .iter()
+        .zip(&outcomes)
+    {
+        eprintln!(
+            "game {name}: exit {code}, {} — {}",
+            r["verdict"],
+            r["reason"].as_str().unwrap_or("")
+        );
+        if *name != "met" {
+            assert_eq!(*code, 1, "{name}:\n{out}");
+        }
+    }
+
+    // met: exit 0, both stages in order, m2's RTO on the test's stopwatch.
+    let (code, out, r) = met;
+    assert_eq!(*code, 0, "met:\n{out}");
+    assert_eq!(r["verdict"], "passed", "{r:#}");
+    assert_eq!(r["reason"], "2 drills passed on 2 agents", "{r:#}");
+    assert_eq!(run_of(r, "m1")["stage"], "pause-first");
+    assert_eq!(run_of(r, "m2")["stage"], "kill-second");
+    let (_, met_resumed) = seen
+        .stopped(v_met.pid())
+        .expect("m1 never paused its victim");
+    let outage = watch_met
+        .outage_after(since, Duration::from_secs(5))
+        .expect("the stopwatch saw no outage of m2's service");
+    assert!(
+        outage.first_down.end > met_resumed,
+        "stage kill-second began before stage pause-first's fault was over"
+    );
+    let m2 = &run_of(r, "m2")["report"];
+    eprintln!("met, m2: {}", assert_rto_matches(m2, &outage));
+    assert_eq!(r["objectives"][0]["met"], true, "{r:#}");
+
+    // missed: the drill passed its own objective; the game's 100 ms is missed.
+    let (_, out, r) = missed;
+    assert_eq!(r["verdict"], "failed", "{out}");
+    let x1 = run_of(r, "x1");
+    assert_eq!(x1["verdict"], "passed", "{x1:#}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("objective rto missed") && reason.contains("over the target: x1"),
+        "{reason}"
+    );
+    assert_eq!(r["objectives"][0]["met"], false, "{r:#}");
+    let outage = watch_missed
+        .outage_after(since, Duration::from_secs(5))
+        .expect("the stopwatch saw no outage of x1's service");
+    eprintln!("missed, x1: {}", assert_rto_matches(&x1["report"], &outage));
+
+    // abort_when.verdicts: p1's steady-state failure aborts; stage two never starts.
+    let (_, out, r) = verdicts;
+    assert_eq!(r["verdict"], "aborted", "{out}");
+    let by = r["aborted_by"].as_str().unwrap();
+    assert!(
+        by.contains("on p1 ended steady-state-failed (abort_when.verdicts)"),
+        "{by}"
+    );
+    assert_eq!(run_of(r, "p1")["verdict"], "steady-state-failed");
+    let later = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["stage"] == "second")
+        .unwrap();
+    assert_eq!(later["status"], "skipped", "{later:#}");
+    assert_eq!(later["error"], "not started: the game was aborted");
+    assert!(seen.stopped(v_p1.pid()).is_none(), "p1 paused its victim");
+    assert!(
+        seen.stopped(v_later.pid()).is_none(),
+        "stage second ran after the abort"
+    );
+    let (p2_from, p2_to) = seen
+        .stopped(v_p2.pid())
+        .expect("p2 never paused its victim");
+    assert!(
+        p2_to - p2_from < 30.0,
+        "p2's 60 s pause was not cut short by the kill switch"
+    );
+
+    // abort_when.unreachable: u1 stopped; u2's victim resumed by the kill switch.
+    let (_, out, r) = unreachable;
+    assert_eq!(r["verdict"], "aborted", "{out}");
+    assert_eq!(
+        r["aborted_by"], "agent u1 is unreachable (abort_when.unreachable)",
+        "{r:#}"
+    );
+    let u1_run = run_of(r, "u1");
+    assert_eq!(u1_run["status"], "unreachable", "{u1_run:#}");
+    let since_u1 = u1_run["unreachable_since"].as_f64().unwrap();
+    assert!(
+        since_u1 >= stopped_at - 0.2,
+        "u1 counted unreachable from {since_u1}, before the test stopped it at {stopped_at}"
+    );
+    let (u2_from, u2_to) = seen
+        .stopped(v_u2.pid())
+        .expect("u2 never paused its victim");
+    assert!(u2_to - u2_from < 30.0, "u2's 60 s pause was not cut short");
+    assert!(
+        u2_to >= stopped_at,
+        "u2's victim resumed before u1 was stopped"
+    );
+    let resumed_u1 = resumed_u1.expect("u1's victim stayed stopped after SIGCONT");
+    eprintln!(
+        "unreachable: u1 stopped at +{:.3} s, counted from +{:.3} s; u2's victim resumed at +{:.3} s; u1's victim {:.3} s after SIGCONT",
+        stopped_at - since,
+        since_u1 - since,
+        u2_to - since,
+        resumed_u1 - let_go
+    );
+
+    // max_duration: aborted after 2 s.
+    let (_, out, r) = max;
+    assert_eq!(r["verdict"], "aborted", "{out}");
+    assert_eq!(r["aborted_by"], "max_duration (2s) passed", "{r:#}");
+    assert_eq!(run_of(r, "d1")["verdict"], "aborted", "{r:#}");
+    let (_, d1_to) = seen
+        .stopped(v_d1.pid())
+        .expect("d1 never paused its victim");
+    assert!(
+        d1_to - since >= 2.0 && d1_to - since < 30.0,
+        "d1's victim resumed at +{:.3} s (max_duration 2 s, pause 60 s)",
+        d1_to - since
+    );
+
+    // The test's own evidence: no victim is left stopped; every agent lists no fault.
+    drop(seen);
+    for v in victims {
+        assert_ne!(state(v.pid()), Some('T'), "victim {} left stopped", v.pid());
+    }
+    for (name, (_, api)) in names.iter().zip(&agents) {
+        let (status, body) = http(api, "GET", "/v1/faults", Some(TOKEN), "");
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(json(&body), serde_json::json!([]), "faults left on {name}");
+    }
+    agents.clear();
 }

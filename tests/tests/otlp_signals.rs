@@ -14,12 +14,14 @@
 //!   tool's own words;
 //! - a drill run through the API gives one trace: a root span with the scenario, the measured
 //!   RTO and RPO and the verdict, children for each phase and the fault, all in one trace with
-//!   the right parents, and its timeline as log records in the same trace;
+//!   the right parents, and its timeline as log records in the same trace. The drill kills a
+//!   supervised echo service (a real outage: the test's restart loop brings it back 300 ms
+//!   later), and its RTO agrees with the test's own stopwatch of that service;
 //! - the first logs request is refused (UNAVAILABLE / 503) and its records arrive on retry;
 //! - every attribute outside `faultline.*` is a current semantic-conventions attribute with a
 //!   valid value (when the registry is present; required on CI).
 //!
-//! Only the test's own `sleep` processes are paused.
+//! Only the test's own processes are paused (`sleep`) or killed (the echo service).
 
 // Test helpers outside `#[test]` functions fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -28,11 +30,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use faultline_tests::chaos::{Scratch, Victim, state};
-use faultline_tests::drill::drill_run;
 use faultline_tests::drill::{
     OPERATOR_TOKEN as OPERATOR, VIEWER_TOKEN as VIEWER, api_call as http, api_section, poll_for,
     wait_listening, write_tokens,
 };
+use faultline_tests::drill::{Supervised, drill_run};
+use faultline_tests::stopwatch::{Stopwatch, assert_rto_matches, unix_now};
 use faultline_tests::{
     Agent, Behaviour, LogView, OtlpConfig, OtlpReceiver, Signal, SpanView, Transport, semconv,
 };
@@ -138,9 +141,7 @@ async fn signals_end_to_end(transport: Transport) {
     let dumps = dir.path().join("dumps");
     std::fs::create_dir(&dumps).unwrap();
     std::fs::write(dumps.join("db-1.sql"), "select 1;\n").unwrap();
-    // The drill: a TCP steady state the test holds, a short pause of a `sleep`, a file canary.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = listener.local_addr().unwrap().to_string();
+    // The drill (below) has a file canary.
     let canary = dir.path().join("canary");
     let api = format!("127.0.0.1:{}", faultline_tests::backup::free_port());
     let tokens = write_tokens(dir.path());
@@ -254,16 +255,21 @@ async fn signals_end_to_end(transport: Transport) {
         assert_semconv(&r.attributes, "API request record");
     }
 
-    // (c) A drill through the API: one trace, and its timeline in the same trace.
-    let drill_victim = Victim::sleep();
+    // (c) A drill through the API: one trace, and its timeline in the same trace. It kills a
+    // supervised service the test's stopwatch watches.
+    let drill_svc = Supervised::start(Duration::from_millis(300));
+    let drill_watch = Stopwatch::tcp(&drill_svc.addr);
+    let killed = drill_svc.pid();
+    let since = unix_now();
     let scenario = format!(
         "name: signals\nprobe_interval: 50ms\nmax_duration: 60s\n\
-         steady_state:\n  - name: port\n    tcp: {{ address: \"{listen}\", timeout: 200ms }}\n\
-         faults:\n  - at: 100ms\n    fault: {{ kind: process-pause, pid: {}, duration: 300ms }}\n\
+         steady_state:\n  - name: port\n    tcp: {{ address: \"{}\", timeout: 200ms }}\n\
+         faults:\n  - at: 100ms\n    fault: {{ kind: process-kill, pid: {}, duration: 1s }}\n\
          recovery: {{ strategy: self-heal, consecutive: 2, timeout: 30s }}\n\
          objectives: {{ rto: 10s, rpo: 10s }}\n\
          canary:\n  interval: 100ms\n  writer: {{ command: [sh, -c, \"echo {{seq}} {{ts_ms}} > {c}.tmp && mv {c}.tmp {c}\"] }}\n  reader: {{ command: [cat, \"{c}\"] }}\n",
-        drill_victim.pid(),
+        drill_svc.addr,
+        killed,
         c = canary.display(),
     );
     let (st, body) = http(
@@ -290,6 +296,10 @@ async fn signals_end_to_end(transport: Transport) {
     })
     .expect("the drill did not finish");
     assert_eq!(report["verdict"], "passed", "{report:#}");
+    let outage = drill_watch
+        .outage_after(since, Duration::from_secs(5))
+        .expect("the stopwatch saw no outage of the drill's service");
+    eprintln!("drill: {}", assert_rto_matches(&report, &outage));
     let of_drill = |s: &SpanView| s.attributes.get("faultline.drill.id") == Some(&drill);
     let spans: Vec<SpanView> = receiver
         .wait_for_spans(|s| s.iter().any(of_drill), WAIT)
@@ -349,7 +359,7 @@ async fn signals_end_to_end(transport: Transport) {
     for want in [
         "steady-state",
         "faults",
-        "fault process-pause",
+        "fault process-kill",
         "recovery",
         "verification",
     ] {
@@ -370,11 +380,9 @@ async fn signals_end_to_end(transport: Transport) {
     }
     let fault_span = spans
         .iter()
-        .find(|s| s.name == "fault process-pause")
+        .find(|s| s.name == "fault process-kill")
         .unwrap();
-    assert!(
-        fault_span.attributes["faultline.fault.targets"].contains(&drill_victim.pid().to_string())
-    );
+    assert!(fault_span.attributes["faultline.fault.targets"].contains(&killed.to_string()));
     let timeline: Vec<LogView> = receiver
         .wait_for_logs(
             |l| {
@@ -514,7 +522,6 @@ async fn signals_end_to_end(transport: Transport) {
         );
     }
     assert!(requests.iter().all(|r| r.transport == transport));
-    drop(listener);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,6 +156,12 @@ async fn status_shows_export_outage_fault_drill_and_backups_and_exits_3_without_
         ready.then_some(v)
     })
     .unwrap_or_else(|| panic!("no complete status:\n{}", agent.stderr()));
+    // Written to a pipe, the log is plain text: no terminal colour codes in a journal or file.
+    assert!(
+        !agent.stderr().contains('\x1b'),
+        "colour codes in a log that is not a terminal:\n{}",
+        agent.stderr()
+    );
     let asked = Instant::now();
     // The documented top-level form, and each part's fields.
     assert_eq!(

@@ -174,12 +174,13 @@ impl Tokens {
         found
     }
 
-    /// The identity for an `Authorization` header value (`Bearer <token>`).
+    /// The identity for an `Authorization` header value (`Bearer <token>`; the scheme in any
+    /// case, as RFC 9110 §11.1 has it).
     pub fn from_header(&self, value: Option<&str>) -> Option<Identity> {
-        let v = value?;
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))?;
+        let (scheme, token) = value?.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
         self.check(token.trim())
     }
 }
@@ -356,6 +357,15 @@ mod tests {
         );
         assert_eq!(t.from_header(Some("Bearer aaaaaaaaaaaaaaaaaaab")), None);
         assert_eq!(t.from_header(Some("Basic aaaaaaaaaaaaaaaaaaaa")), None);
+        for scheme in ["bearer", "BEARER", "beaRer"] {
+            assert!(
+                t.from_header(Some(&format!("{scheme} aaaaaaaaaaaaaaaaaaaa")))
+                    .is_some(),
+                "the scheme is case-insensitive: {scheme}"
+            );
+        }
+        assert_eq!(t.from_header(Some("Bearer")), None);
+        assert_eq!(t.from_header(Some("Bearerx aaaaaaaaaaaaaaaaaaaa")), None);
         assert_eq!(t.from_header(None), None);
         assert!(format!("{t:?}").contains("ci") && !format!("{t:?}").contains("aaaa"));
     }

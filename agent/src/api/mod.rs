@@ -16,6 +16,7 @@
 //! | GET | `/v1/faults` | viewer | active faults, each checked on the system now (`check`: in effect or not, audited) |
 //! | POST | `/v1/faults` | operator | inject a `FaultSpec` (JSON) through the agent's engine: 201 with the fault, 422 when a guard refuses, 409 when the check right after apply did not see it in effect (it was reverted; the body says why), 400 for a bad spec; `?dry_run=true` returns the plan and applies nothing |
 //! | DELETE | `/v1/faults/{id}` | operator | revert one fault now |
+//! | GET | `/v1/history?since=&after=&limit=` | viewer | the evidence the posture report reads: what the node is configured to prove and its drills and backup checks since `since` (Unix seconds, or a duration ago such as `90d`; default: all kept), oldest first, at most `limit` (default 500, at most 2000) per page; `next` is the `after` of the next page ([`crate::posture::history::HistoryPage`], docs/POSTURE.md) |
 //! | GET | `/v1/status` | viewer | how the agent is: what `faultline status --format json` prints ([`crate::status::Status`], docs/STATUS.md) |
 //!
 //! Authentication: `Authorization: Bearer <token>` against the tokens file ([`auth`]).
@@ -511,6 +512,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_queries_are_bounded_and_bad_ones_named() {
+        assert_eq!(
+            routes::history_query(None, 1000.0).unwrap(),
+            (0.0, None, 500)
+        );
+        let (since, after, limit) =
+            routes::history_query(Some("since=1d&after=5.000%7Cdrill-1&limit=20"), 100_000.0)
+                .unwrap();
+        assert_eq!(
+            (since, after.as_deref(), limit),
+            (13_600.0, Some("5.000|drill-1"), 20)
+        );
+        assert_eq!(
+            routes::history_query(Some("since=12.5"), 0.0).unwrap().0,
+            12.5
+        );
+        for bad in ["limit=0", "limit=2001", "since=soon", "sort=asc"] {
+            let e = routes::history_query(Some(bad), 0.0).unwrap_err();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+        }
+    }
 
     fn known() -> scenario::Known {
         scenario::Known {

@@ -66,6 +66,7 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
             .any(|kv| kv == "dry_run=true" || kv == "dry_run=1")
     });
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let req_query = req.uri().query().map(str::to_owned);
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => {
             return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
@@ -86,6 +87,7 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
             | (&Method::GET | &Method::POST, ["v1", "faults"])
             | (&Method::DELETE, ["v1", "faults", _])
             | (&Method::GET, ["v1", "status"])
+            | (&Method::GET, ["v1", "history"])
     );
     if !known_route {
         return error(StatusCode::NOT_FOUND, format!("no route {method} {path}"));
@@ -175,11 +177,82 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
     } else {
         Bytes::new()
     };
+    if let (&Method::GET, ["v1", "history"]) = (&method, segs.as_slice()) {
+        return history(state, req_query.as_deref()).await;
+    }
     let resp = route(state, &who, (&method, &segs, dry_run), &body).await;
     if mutating {
         audit(state, &who.name, (&method, &path), resp.status(), "");
     }
     resp
+}
+
+/// Items a history page holds unless `limit` says otherwise.
+const HISTORY_PAGE: usize = 500;
+
+/// The query of `GET /v1/history`: (since, after, limit), or the 400 message.
+pub(super) fn history_query(
+    query: Option<&str>,
+    now: f64,
+) -> Result<(f64, Option<String>, usize), String> {
+    let (mut since, mut after, mut limit) = (0.0, None, HISTORY_PAGE);
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let v = crate::posture::fleet::percent_decode(v);
+        match k {
+            "since" => {
+                since = match v.parse::<f64>() {
+                    Ok(t) if t.is_finite() => t,
+                    _ => match v.parse::<HumanDuration>() {
+                        Ok(d) => now - d.0.as_secs_f64(),
+                        Err(_) => {
+                            return Err(format!(
+                                "since={v:?}: give Unix seconds or a duration such as 90d"
+                            ));
+                        }
+                    },
+                }
+            }
+            "after" => after = Some(v),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=crate::posture::history::MAX_PAGE).contains(l))
+                    .ok_or_else(|| {
+                        format!(
+                            "limit={v:?}: give 1 to {}",
+                            crate::posture::history::MAX_PAGE
+                        )
+                    })?;
+            }
+            other => return Err(format!("unknown parameter {other:?}: since, after, limit")),
+        }
+    }
+    Ok((since, after, limit))
+}
+
+/// `GET /v1/history`: one page of the node's evidence, read on the blocking pool.
+pub(super) async fn history(state: &State, query: Option<&str>) -> Response<Full<Bytes>> {
+    let (since, after, limit) = match history_query(query, crate::backup::now_unix()) {
+        Ok(q) => q,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let svc = &state.svc;
+    let catalog = crate::posture::history::Catalog::new(svc.loaded(), svc.backups());
+    let dir = svc.state_dir().to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::posture::history::read_page(&dir, &catalog, since, after.as_deref(), limit)
+    })
+    .await;
+    match read {
+        Ok(Ok(page)) => json(StatusCode::OK, &page),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("history read did not finish: {e}"),
+        ),
+    }
 }
 
 #[derive(Deserialize)]

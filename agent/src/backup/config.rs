@@ -13,6 +13,8 @@
 //!     password_file: /etc/faultline/restic.pass   # or password_env: RESTIC_PASS
 //!     rpo: 26h                   # newest backup older than this → unhealthy
 //!     rto: 30m                   # optional restore-time target for the restore test
+//!     service: payments          # optional: results roll up by service in `report posture`
+//!     tier: tier-1               # optional: the service's tier, reported as written
 //!     max_shrink: 0.5            # flag when the newest is < 50 % of the previous one's size
 //!     freshness: { every: 5m, timeout: 2m }
 //!     integrity: { every: 24h, timeout: 1h, read_data_subsets: 7 }
@@ -107,6 +109,12 @@ pub struct BackupSourceConfig {
     /// Restore-time objective: a restore test (restore + verification) must finish within it.
     #[serde(default)]
     pub rto: Option<HumanDuration>,
+    /// The service this backup belongs to: results roll up by it in the posture report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The service's tier (`tier-1`, `gold`…): free text of `[A-Za-z0-9._-]`, reported as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Flag a size anomaly when the newest backup is smaller than the previous one by more
     /// than this share (0.5 = lost more than half).
     #[serde(default = "default_max_shrink")]
@@ -414,6 +422,13 @@ pub fn check_source(c: &BackupSourceConfig) -> Result<(), FieldError> {
                 c.name
             ),
         ));
+    }
+    for (field, v) in [("service", &c.service), ("tier", &c.tier)] {
+        if let Some(v) = v
+            && !crate::yaml::valid_label(v)
+        {
+            return Err(fe(field, format!("{v:?}: use 1-64 of [A-Za-z0-9._-]")));
+        }
     }
     if c.rpo.0.is_zero() {
         return Err(fe("rpo", "must be above zero"));

@@ -101,6 +101,12 @@ pub const RESTORE_VERIFY_DURATION: MetricDesc = MetricDesc::gauge(
     "s",
     "How long the last restore test's verification phase took.",
 );
+/// Restore tests passed over the window.
+pub const RESTORE_PASS_RATE: MetricDesc = MetricDesc::gauge(
+    "faultline.backup.restore.pass_rate",
+    "1",
+    "Share of the source's restore tests that passed within history.pass_rate_window (0 to 1); absent while none ran in it.",
+);
 /// Overall status.
 pub const STATUS: MetricDesc = MetricDesc::gauge(
     "faultline.backup.status",
@@ -124,6 +130,7 @@ pub const BACKUP_METRICS: &[&MetricDesc] = &[
     &RESTORE_TIME,
     &RESTORE_DURATION,
     &RESTORE_VERIFY_DURATION,
+    &RESTORE_PASS_RATE,
     &STATUS,
 ];
 
@@ -131,6 +138,10 @@ pub const BACKUP_METRICS: &[&MetricDesc] = &[
 #[derive(Debug, Default)]
 pub struct Latest {
     sources: BTreeMap<String, SourceLatest>,
+    /// Each source's restore tests within the window: (started, passed), oldest first.
+    restores: BTreeMap<String, Vec<(f64, bool)>>,
+    /// The pass rate's window, seconds (0: every test since the start).
+    window_seconds: f64,
 }
 
 #[derive(Debug)]
@@ -144,6 +155,25 @@ struct SourceLatest {
 pub type SharedLatest = Arc<Mutex<Latest>>;
 
 impl Latest {
+    /// Empty, with the restore pass rate taken over `window`.
+    pub fn with_window(window: std::time::Duration) -> Self {
+        Self {
+            window_seconds: window.as_secs_f64(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds restore tests from the history (those already known are not counted twice).
+    pub fn seed_restores(&mut self, records: &[super::history::CheckRecord]) {
+        for r in records.iter().filter(|r| r.check == CheckKind::Restore) {
+            let tests = self.restores.entry(r.source.clone()).or_default();
+            if !tests.iter().any(|(t, _)| *t == r.started) {
+                tests.push((r.started, r.status == Status::Healthy));
+            }
+            tests.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+    }
+
     /// Registers a source so its RPO is reported before any check finished.
     pub fn register(&mut self, name: &str, kind: SourceKind, rpo_seconds: f64) {
         self.sources.entry(name.to_owned()).or_insert(SourceLatest {
@@ -157,6 +187,11 @@ impl Latest {
     pub fn store(&mut self, r: CheckResult) {
         if r.status == Status::Skipped {
             return;
+        }
+        if r.check == CheckKind::Restore {
+            let tests = self.restores.entry(r.source.clone()).or_default();
+            tests.push((r.started, r.status == Status::Healthy));
+            tests.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         let s = self
             .sources
@@ -224,11 +259,34 @@ impl Latest {
                     }
                 }
             }
+            if let Some(rate) = self.restore_pass_rate(name, now) {
+                host.record(&RESTORE_PASS_RATE, attrs(), rate);
+            }
             if !s.checks.is_empty() {
                 let all = s.checks.values().all(|c| c.status == Status::Healthy);
                 host.record(&STATUS, attrs(), i64::from(all));
             }
         }
+    }
+}
+
+impl Latest {
+    /// Passed ÷ run among `source`'s restore tests started within the window before `now`.
+    pub fn restore_pass_rate(&self, source: &str, now: f64) -> Option<f64> {
+        let from = if self.window_seconds > 0.0 {
+            now - self.window_seconds
+        } else {
+            f64::NEG_INFINITY
+        };
+        let tests: Vec<bool> = self
+            .restores
+            .get(source)?
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|(_, ok)| *ok)
+            .collect();
+        (!tests.is_empty())
+            .then(|| tests.iter().filter(|ok| **ok).count() as f64 / tests.len() as f64)
     }
 }
 
@@ -312,6 +370,7 @@ mod tests {
         assert_eq!(get("faultline.backup.integrity.status"), Some(0.0));
         assert_eq!(get("faultline.backup.status"), Some(0.0));
         assert_eq!(get("faultline.backup.restore.status"), None);
+        assert_eq!(get("faultline.backup.restore.pass_rate"), None);
         for m in &b.resources[0].metrics {
             assert!(m.name.starts_with("faultline.backup."));
             for p in &m.points {
@@ -319,6 +378,80 @@ mod tests {
                 assert_eq!(keys, ["faultline.backup.source", "faultline.backup.kind"]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod pass_rate_tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_pass_rate_counts_the_window_only_and_seeds_from_the_history() {
+        let mut l = Latest::with_window(std::time::Duration::from_secs(100));
+        l.register("s", SourceKind::Restic, 60.0);
+        let rec = |t: f64, ok: bool| {
+            let mut r = crate::backup::history::CheckRecord {
+                id: format!("s-restore-{t}"),
+                source: "s".into(),
+                kind: SourceKind::Restic,
+                service: None,
+                tier: None,
+                check: CheckKind::Restore,
+                status: Status::Healthy,
+                started: t,
+                duration_seconds: 1.0,
+                summary: String::new(),
+                error: None,
+                age_seconds: None,
+                rpo_seconds: None,
+                restore_seconds: None,
+                verify_seconds: None,
+                rto_seconds: None,
+                rto_exceeded: None,
+                backup_id: None,
+            };
+            if !ok {
+                r.status = Status::Unhealthy;
+            }
+            r
+        };
+        let seeded = [rec(10.0, false), rec(150.0, true), rec(160.0, false)];
+        l.seed_restores(&seeded);
+        l.seed_restores(&seeded);
+        // At 200 the window is [100, 200]: the test at 10 is out.
+        assert_eq!(l.restore_pass_rate("s", 200.0), Some(0.5));
+        let mut live = CheckResult {
+            source: "s".into(),
+            kind: SourceKind::Restic,
+            check: CheckKind::Restore,
+            status: Status::Healthy,
+            summary: String::new(),
+            started: 190.0,
+            duration_seconds: 1.0,
+            error: None,
+            stderr: None,
+            inventory: None,
+            integrity: None,
+            restore: None,
+        };
+        l.store(live.clone());
+        live.status = Status::Skipped;
+        l.store(live);
+        let mut b = Batch::new(
+            0,
+            Arc::new(faultline_exporters::model::Resource::default()),
+            0,
+        );
+        l.record(&mut b, 200.0);
+        let rate = b
+            .host_metric("faultline.backup.restore.pass_rate")
+            .unwrap()
+            .points[0]
+            .value
+            .as_f64();
+        assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+        assert_eq!(l.restore_pass_rate("s", 1000.0), None);
+        assert_eq!(l.restore_pass_rate("other", 200.0), None);
     }
 }
 

@@ -18,7 +18,9 @@
 //! keeps the latest results for [`metrics::BackupCollector`], which records the
 //! `faultline.backup.*` metrics each cycle; each check also emits one log event
 //! ([`event::check_event`]): a tracing line and, with OTLP on, an OTLP log record.
-//! `faultline backup check` (in `crate::cli`) runs the checks once.
+//! Every check that ran is also appended to the history ([`history`]: compact records in
+//! day segments under `<state-dir>/history/backup/`), which the posture report reads.
+//! `faultline backup check` (in `crate::cli`) runs the checks once, and records them too.
 //!
 //! Not here: taking backups (the tools' own schedulers do that) and repairing repositories.
 
@@ -27,13 +29,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod borg;
 pub mod command;
 pub mod config;
 pub mod event;
 pub mod files;
+pub mod history;
 pub mod metrics;
 pub mod parse;
 pub mod pgbackrest;
@@ -50,7 +53,7 @@ use parse::ParseError;
 use tool::{Outcome, RunAs, RunError, ToolCommand, ToolOutput};
 
 /// The checks a source gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     /// Age of the newest backup against the RPO, plus inventory.
@@ -80,7 +83,7 @@ impl CheckKind {
 }
 
 /// A check's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Passed.

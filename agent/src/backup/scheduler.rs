@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::config::BackupSourceConfig;
-use super::event;
 use super::metrics::{BackupCollector, Latest, SharedLatest};
 use super::{CheckKind, Checker, Entry, now_unix};
+use super::{event, history};
 
 /// When each check of a source last ran (Unix seconds), by check name.
 type Schedule = BTreeMap<String, f64>;
@@ -63,11 +63,28 @@ async fn save_schedule(state_dir: &Path, source: &str, s: &Schedule) {
 pub fn spawn(
     sources: &[BackupSourceConfig],
     state_dir: &Path,
+    pass_rate_window: Duration,
     logs: Option<&LogHandle>,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> BackupCollector {
-    let latest: SharedLatest = Arc::new(Mutex::new(Latest::default()));
+    let latest: SharedLatest = Arc::new(Mutex::new(Latest::with_window(pass_rate_window)));
+    // The restore tests of the window before this start, from the history.
+    let (seed_latest, seed_dir) = (latest.clone(), state_dir.to_path_buf());
+    tracker.spawn(
+        async move {
+            let since = now_unix() - pass_rate_window.as_secs_f64();
+            match tokio::task::spawn_blocking(move || history::read_since(&seed_dir, since)).await {
+                Ok(Ok(read)) => seed_latest
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .seed_restores(&read.records),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the backup check history; the restore pass rate starts empty"),
+                Err(e) => tracing::warn!(error = %e, "history read did not finish"),
+            }
+        }
+        .instrument(tracing::info_span!("backup_history_seed")),
+    );
     {
         let mut l = latest
             .lock()
@@ -157,6 +174,23 @@ impl CheckTask {
         }
     }
 
+    /// Appends the result to the history on the blocking pool (one fsync; never on the
+    /// collection thread). A failure is logged: the check's result still counts.
+    async fn record(&self, result: &super::CheckResult) {
+        let cfg = &self.entry.cfg;
+        let Some(rec) =
+            history::CheckRecord::of(result, cfg.service.as_deref(), cfg.tier.as_deref())
+        else {
+            return;
+        };
+        let state_dir = self.state_dir.clone();
+        match tokio::task::spawn_blocking(move || history::append(&state_dir, &rec)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the check in the history"),
+            Err(e) => tracing::warn!(error = %e, "history write did not finish"),
+        }
+    }
+
     async fn run(self, cancel: CancellationToken) {
         let mut delay = self.first_delay().await;
         if !delay.is_zero() {
@@ -182,6 +216,7 @@ impl CheckTask {
                 r = self.checker.run(&self.entry, self.check) => r,
             };
             event::emit(&event::check_event(&result), &result, self.logs.as_ref());
+            self.record(&result).await;
             if self.heavy.is_some() {
                 let mut guard = self.sched.lock().await;
                 let s = guard.get_or_insert_with(Schedule::new);

@@ -5,7 +5,8 @@
 //! Without `--check`, a source gets its freshness check, its integrity check when
 //! `integrity.enabled` (the default) and its restore test when `restore:` is configured and
 //! enabled; `--check` runs the named check even when its schedule is disabled. The same
-//! `--state-dir` as the agent is used, so a restic read-data rotation advances here too.
+//! `--state-dir` as the agent is used, so a restic read-data rotation advances here too, and
+//! every result is appended to its history (`backup::history`) for the posture report.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,10 +77,7 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
     // Warnings (an unsaved rotation position, say) go to stderr; stdout is the report.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = crate::cli::stderr_logger(filter).try_init();
     let loaded = match config::load(args.config.as_deref()) {
         Ok(l) => l,
         Err(e) => return config_error(&e.to_string()),
@@ -133,6 +131,7 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
         }
         out
     });
+    record(&results, &chosen, state_dir);
     let healthy = results.iter().all(|r| r.status != Status::Unhealthy);
     let text = match args.format {
         FormatArg::Json => {
@@ -153,6 +152,28 @@ fn check(args: &CheckArgs, state_dir: &Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Appends the results to the history the agent keeps too (`backup::history`); a failure
+/// is a warning on stderr, the report on stdout stands.
+fn record(
+    results: &[CheckResult],
+    sources: &[crate::backup::BackupSourceConfig],
+    state_dir: &Path,
+) {
+    for r in results {
+        let cfg = sources.iter().find(|s| s.name == r.source);
+        let rec = crate::backup::history::CheckRecord::of(
+            r,
+            cfg.and_then(|c| c.service.as_deref()),
+            cfg.and_then(|c| c.tier.as_deref()),
+        );
+        if let Some(rec) = rec
+            && let Err(e) = crate::backup::history::append(state_dir, &rec)
+        {
+            tracing::warn!(error = %e, "cannot record the check in the history");
+        }
     }
 }
 

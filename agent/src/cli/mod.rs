@@ -1,5 +1,5 @@
 //! The command line: `faultline run`, `status`, `collect --once`, `config validate|default`,
-//! and the `fault`, `backup`, `drill` and `gameday` subcommands.
+//! and the `fault`, `backup`, `drill`, `gameday` and `report` subcommands.
 //!
 //! Exit codes are part of the contract with users' scripts: 0 success, 1 a runtime failure,
 //! 2 a configuration or usage error, 3 refused or (`status`) no agent running.
@@ -20,6 +20,7 @@ mod backup;
 mod drill;
 mod fault;
 mod gameday;
+mod report;
 mod status;
 
 /// faultline watches a node and tests that it recovers: it exports host and container
@@ -109,6 +110,9 @@ pub enum Command {
     /// Game days: drills on many agents through their APIs (`gameday run GAMEDAY.yaml`).
     #[command(subcommand)]
     Gameday(gameday::GameDayCommand),
+    /// Reports over the history (`report posture`: DR posture by service, node or fleet).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// `faultline config …`
@@ -155,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Fault(cmd) => fault::run(cmd, &cli.state_dir, cli.log_format),
         Command::Drill(cmd) => drill::run(cmd, &cli.state_dir, cli.log_format),
         Command::Gameday(cmd) => gameday::run(cmd, cli.log_format),
+        Command::Report(cmd) => report::run(cmd, &cli.state_dir, cli.log_format),
         Command::Run { config } => {
             let loaded = match config::load(config.as_deref()) {
                 Ok(l) => l,
@@ -207,15 +212,31 @@ pub(crate) fn init_logging(flag: Option<LogFormatArg>, cfg: &config::LoggingConf
         Some(LogFormatArg::Text) => false,
         None => cfg.format == LogFormat::Json,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = stderr_logger(filter);
     // A second initialisation (tests calling main twice) is harmless: keep the first.
     let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// A log formatter writing to stderr, with colour codes only when stderr is a terminal and
+/// `NO_COLOR` is unset: a journal, a file or a pipe gets plain text.
+pub(crate) fn stderr_logger(
+    filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+    fn() -> std::io::Stderr,
+> {
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
+        .with_ansi(colour)
 }
 
 fn collect_once(config: &config::Config, format: CollectFormat) -> ExitCode {

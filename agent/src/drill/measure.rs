@@ -3,8 +3,10 @@
 //!
 //! - **RTO** ([`rto`]): the start of the first passing probe round of `k` consecutive passing
 //!   rounds that start at or after the fault's apply time, minus the apply time. Precision:
-//!   the service came back somewhere between the previous (failing) round and the end of the
-//!   passing one, so the figure is good to one probe interval plus that probe's own latency.
+//!   the service came back somewhere between the start of the previous (failing) round and
+//!   the end of the passing one, so the figure is good to the time between those two rounds'
+//!   starts — one probe interval, or more where a loaded machine delayed the round — plus the
+//!   passing probe's own latency.
 //! - **Detection** ([`detection`]): the first failing round after apply, minus apply.
 //! - **RPO** ([`rpo`]): the fault time minus the timestamp of the newest marker that survived
 //!   recovery. Markers acknowledged before the fault and newer than the survivor are counted
@@ -34,7 +36,8 @@ pub struct RtoMeasure {
     pub seconds: f64,
     /// The recovery point: start of the first of the `k` passing rounds, Unix seconds.
     pub recovered_at: f64,
-    /// ± precision, seconds: probe interval + the recovering probe's latency.
+    /// ± precision, seconds: the time since the round before the recovering one started (the
+    /// probe interval, or more where that round came late) + the recovering probe's latency.
     pub precision_seconds: f64,
     /// Whether any round failed between apply and recovery (false: the outage, if any, was
     /// shorter than the probe interval).
@@ -52,12 +55,18 @@ pub fn rto(rounds: &[Round], fault_at: f64, k: usize, interval: f64) -> Option<R
         if r.ok {
             run += 1;
             if run == k {
-                let first = after[i + 1 - k];
+                let at = i + 1 - k;
+                let first = after[at];
+                // The round before the recovering one: the service was down (or the run would
+                // have started there) when it started. Without one, the nominal interval.
+                let gap = at
+                    .checked_sub(1)
+                    .map_or(interval, |p| first.at - after[p].at);
                 let outage_observed = failed_before;
                 return Some(RtoMeasure {
                     seconds: (first.at - fault_at).max(0.0),
                     recovered_at: first.at,
-                    precision_seconds: interval + first.latency,
+                    precision_seconds: gap.max(interval) + first.latency,
                     outage_observed,
                 });
             }
@@ -198,6 +207,19 @@ mod tests {
 
     const T: bool = true;
     const F: bool = false;
+
+    #[test]
+    fn a_late_round_before_recovery_widens_the_rto_precision() {
+        // Rounds every 0.1 s, but the one after the last failing round came 0.25 s late: the
+        // service came back somewhere in those 0.35 s.
+        let mut r = rounds(10.0, 0.1, &[T, F, F, T, T]);
+        for x in &mut r[3..] {
+            x.at += 0.25;
+        }
+        let m = rto(&r, 10.05, 2, 0.1).unwrap();
+        assert!((m.recovered_at - 10.55).abs() < 1e-9, "{m:?}");
+        assert!((m.precision_seconds - 0.352).abs() < 1e-9, "{m:?}");
+    }
 
     #[test]
     fn rto_is_the_first_of_k_passing_rounds_after_apply() {

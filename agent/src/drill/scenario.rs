@@ -6,6 +6,8 @@
 //! ```yaml
 //! name: web-restart                 # [A-Za-z0-9._-]
 //! description: the web tier restarts by itself after a crash
+//! service: web                      # optional: drills roll up by service in `report posture`
+//! tier: tier-1                      # optional: the service's tier, reported as written
 //! targets: [web]                    # lock names: no two drills on a shared target at once
 //! max_duration: 2m                  # the drill is aborted (every fault reverted) past this
 //! probe_interval: 100ms             # how often probes run during faults and recovery
@@ -68,6 +70,12 @@ pub struct Scenario {
     /// Free text for the report.
     #[serde(default)]
     pub description: String,
+    /// The service the scenario exercises: drills roll up by it in the posture report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The service's tier (`tier-1`, `gold`…), reported as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Lock names: two drills sharing one never run at once (the faults' resolved targets
     /// are added at run time).
     #[serde(default)]
@@ -552,6 +560,13 @@ fn check(s: &Scenario, known: &Known) -> Result<(), Problem> {
             "name",
             format!("{:?}: use 1-64 of [A-Za-z0-9._-]", s.name),
         ));
+    }
+    for (field, v) in [("service", &s.service), ("tier", &s.tier)] {
+        if let Some(v) = v
+            && !crate::yaml::valid_label(v)
+        {
+            return Err(at(field, format!("{v:?}: use 1-64 of [A-Za-z0-9._-]")));
+        }
     }
     if s.max_duration.0 < Duration::from_secs(1) {
         return Err(at("max_duration", "must be at least 1s"));

@@ -78,6 +78,8 @@ struct Inner {
     state_dir: PathBuf,
     known: Known,
     scenarios: BTreeMap<String, Scenario>,
+    /// The `drills:` entries as configured (schedules included).
+    loaded: Vec<Loaded>,
     running: Mutex<BTreeMap<String, Running>>,
     /// When each scheduled drill starts next (Unix seconds, jitter included), by name.
     next_runs: Mutex<BTreeMap<String, f64>>,
@@ -154,6 +156,7 @@ impl DrillService {
                 backups: Arc::new(parts.backups),
                 state_dir: parts.state_dir,
                 known: parts.known,
+                loaded: parts.drills.clone(),
                 scenarios: parts
                     .drills
                     .into_iter()
@@ -168,6 +171,7 @@ impl DrillService {
                 clock: Clock::new(),
             }),
         };
+        svc.seed_stats();
         for d in scheduled {
             let s = svc.clone();
             let name = d.name.clone();
@@ -218,6 +222,34 @@ impl DrillService {
     /// A configured scenario by its `drills:` name.
     pub fn scenario(&self, name: &str) -> Option<Scenario> {
         self.inner.scenarios.get(name).cloned()
+    }
+
+    /// Seeds the metrics' latest figures with the newest stored drill of each scenario, on
+    /// the blocking pool (owned by the service's tracker).
+    fn seed_stats(&self) {
+        let (history, stats) = (self.inner.history.clone(), self.inner.stats.clone());
+        self.inner.tracker.spawn_blocking(move || {
+            let Ok(list) = history.list() else { return };
+            let mut seen = std::collections::BTreeSet::new();
+            for s in list {
+                if !seen.insert(s.scenario.clone()) {
+                    continue;
+                }
+                if let Ok(Some(r)) = history.get(&s.id) {
+                    lock(&stats).seed(&r);
+                }
+            }
+        });
+    }
+
+    /// The configured `drills:` entries, schedules included.
+    pub fn loaded(&self) -> &[Loaded] {
+        &self.inner.loaded
+    }
+
+    /// The configured backup sources.
+    pub fn backups(&self) -> &[BackupSourceConfig] {
+        &self.inner.backups
     }
 
     /// The scheduled drill that starts next: its name and when (Unix seconds).

@@ -39,6 +39,11 @@ impl NodeClient {
         self.api.base()
     }
 
+    /// The API client under it (for calls other than a game's: the posture report's).
+    pub fn api(&self) -> &AgentClient {
+        &self.api
+    }
+
     /// Which node the agent is on (`GET /v1/info`).
     pub async fn info(&self) -> Result<AgentInfo, CallError> {
         self.api.call_json("GET", "/v1/info", None).await

@@ -425,6 +425,7 @@ pub async fn run(config: Config, state_dir: &Path, config_file: &str) -> anyhow:
         let backups = crate::backup::scheduler::spawn(
             &config.backups,
             state_dir,
+            config.history.pass_rate_window.0,
             signals.as_ref().map(|s| &s.logs),
             &cancel,
             &tracker,
@@ -456,6 +457,7 @@ pub async fn run(config: Config, state_dir: &Path, config_file: &str) -> anyhow:
         None
     };
 
+    spawn_retention(state_dir, &config.history, &cancel, &tracker);
     let (latest_tx, latest_rx) = watch::channel::<Option<Arc<Batch>>>(None);
     // Drills, the fault engine and the API (when configured), owned by the same token/tracker.
     drop(recovered);
@@ -583,6 +585,39 @@ pub async fn run(config: Config, state_dir: &Path, config_file: &str) -> anyhow:
 /// The cycle after which the start-up code's pages are handed back ([`residency`]):
 /// by then every collector, the exporter and its first sends have run.
 const RELEASE_STARTUP_PAGES_AFTER: u64 = 3;
+
+/// How often the history's retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// Applies `history:` retention at start and every [`RETENTION_EVERY`], on the blocking pool.
+fn spawn_retention(
+    state_dir: &Path,
+    cfg: &crate::posture::HistoryConfig,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let (dir, cfg, cancel) = (state_dir.to_path_buf(), cfg.clone(), cancel.clone());
+    tracker.spawn(
+        async move {
+            loop {
+                let (d, c) = (dir.clone(), cfg.clone());
+                let now = crate::backup::now_unix();
+                if let Err(e) = tokio::task::spawn_blocking(move || {
+                    crate::posture::retention::apply(&d, &c, now)
+                })
+                .await
+                {
+                    warn!(error = %e, "history retention did not finish");
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(RETENTION_EVERY) => {}
+                }
+            }
+        }
+        .instrument(tracing::info_span!("history_retention")),
+    );
+}
 
 fn release_startup_pages() {
     match residency::release_startup_pages() {

@@ -13,7 +13,7 @@
 pub mod child;
 mod parent;
 
-pub(crate) use parent::{alive, end_all, spawn};
+pub(crate) use parent::{alive, end_all, end_orphans, spawn};
 
 /// The line a helper prints on stdout once it is doing its job.
 const READY_LINE: &str = "faultline-worker-ready";

@@ -14,7 +14,12 @@
 //! ## Ending
 //! [`end`] sends SIGKILL after checking pid + start time (a reused pid is never touched)
 //! and reaps the child when this process started it; a helper left by a previous agent
-//! (reparented to init) is polled until it is gone.
+//! (reparented to init) is polled until it is gone. A process this one did not start is
+//! signalled only if its command line is a helper's (`… __chaos-worker --parent PID …`): a
+//! journal entry is outside input after a crash, and one naming another process's exact
+//! identity as its helper must not get it killed. [`end_orphans`], for the helpers an
+//! unreadable entry names, ends only helpers whose agent (`--parent`) is gone: a live agent
+//! ends its own.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -161,6 +166,12 @@ fn end(p: &ProcessIdentity, env: &Env) -> Result<(), FaultError> {
             .map(|_| ())
             .map_err(|e| FaultError::Helper(format!("cannot reap helper {p}: {e}")));
     }
+    if worker_parent(&raw_cmdline(env, p.pid)).is_none() {
+        if procfs::is_alive(&env.proc_root, p, &env.boot_id) {
+            tracing::warn!(helper = %p, "a journaled helper is not a faultline helper (its command line says otherwise): not signalled");
+        }
+        return Ok(());
+    }
     if !guard::signal_if_alive(p, Signal::SIGKILL, env)? {
         return Ok(());
     }
@@ -189,9 +200,77 @@ pub(crate) fn end_all(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultEr
     first.map_or(Ok(()), Err)
 }
 
+/// Ends the helpers of `list` whose agent is gone (an unreadable journal entry's: nothing
+/// says whose they are, so a helper whose agent still runs is left to that agent); the first
+/// error is returned after trying them all.
+pub(crate) fn end_orphans(list: &[ProcessIdentity], env: &Env) -> Result<(), FaultError> {
+    let orphans: Vec<ProcessIdentity> = list
+        .iter()
+        .filter(|p| {
+            worker_parent(&raw_cmdline(env, p.pid)).is_some_and(|parent| {
+                procfs::read_stat(&env.proc_root, parent)
+                    .is_none_or(|st| st.state == 'Z' || st.state == 'X')
+            })
+        })
+        .cloned()
+        .collect();
+    end_all(&orphans, env)
+}
+
+/// `/proc/<pid>/cmdline` as it is (NUL-separated); empty when unreadable.
+fn raw_cmdline(env: &Env, pid: i32) -> Vec<u8> {
+    std::fs::read(env.proc_root.join(pid.to_string()).join("cmdline")).unwrap_or_default()
+}
+
+/// The `--parent` pid of a helper's command line (`… __chaos-worker --parent PID …`,
+/// NUL-separated as in `/proc/<pid>/cmdline`); `None` for any other process. Pure.
+fn worker_parent(cmdline: &[u8]) -> Option<i32> {
+    let mut args = cmdline.split(|b| *b == 0);
+    args.by_ref().find(|a| *a == crate::WORKER_ARG.as_bytes())?;
+    match (args.next(), args.next()) {
+        (Some(b"--parent"), Some(pid)) => std::str::from_utf8(pid).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// How many of `list` are alive.
 pub(crate) fn alive(list: &[ProcessIdentity], env: &Env) -> usize {
     list.iter()
         .filter(|p| procfs::is_alive(&env.proc_root, p, &env.boot_id))
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_parent;
+
+    #[test]
+    fn only_a_helpers_command_line_names_its_parent() {
+        let line = |args: &[&str]| args.join("\0").into_bytes();
+        assert_eq!(
+            worker_parent(&line(&[
+                "/usr/bin/faultline",
+                "__chaos-worker",
+                "--parent",
+                "42",
+                "cpu",
+                ""
+            ])),
+            Some(42)
+        );
+        assert_eq!(worker_parent(&line(&["sleep", "300", ""])), None);
+        assert_eq!(
+            worker_parent(&line(&["faultline", "run", "--parent", "42"])),
+            None
+        );
+        assert_eq!(
+            worker_parent(&line(&["x", "__chaos-worker", "--parent", "x"])),
+            None
+        );
+        assert_eq!(
+            worker_parent(&line(&["x", "__chaos-worker", "cpu", "--parent", "7"])),
+            None
+        );
+        assert_eq!(worker_parent(b""), None);
+    }
 }
