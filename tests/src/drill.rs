@@ -68,14 +68,26 @@ impl Supervised {
     pub fn start(delay: Duration) -> Self {
         let port = crate::backup::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let bin = crate::docker::workload_binary();
+        let bin = crate::docker::workload_binary().display().to_string();
+        Self::start_command(vec![bin, "--listen".into(), addr.clone()], &addr, delay)
+    }
+
+    /// [`Supervised::start`] for any server: `argv` is (re)started `delay` after each exit,
+    /// and `addr` is where it accepts TCP connections once it is up.
+    ///
+    /// # Panics
+    /// When the server does not come up within 10 s.
+    pub fn start_command(argv: Vec<String>, addr: &str, delay: Duration) -> Self {
+        let addr = addr.to_owned();
         let state = Arc::new(Mutex::new(SupState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp, a) = (state.clone(), stop.clone(), addr.clone());
         let thread = std::thread::spawn(move || {
             let spawn = || -> Option<Child> {
-                Command::new(&bin)
-                    .args(["--listen", &a])
+                // Dies with the test even if it is killed outright (the spawning thread is
+                // this loop, which lives until the drop).
+                crate::ending_with_test(&argv[0])
+                    .args(&argv[1..])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .spawn()
@@ -118,7 +130,7 @@ impl Supervised {
         };
         assert!(
             wait_connect(&addr, Duration::from_secs(10)).is_some(),
-            "the workload did not listen on {addr}"
+            "the supervised server did not listen on {addr}"
         );
         // The loop records the pid after spawning, which may be after the service listens.
         assert!(
@@ -166,12 +178,27 @@ impl Drop for Supervised {
 /// # Panics
 /// When the binary cannot be run or does not finish in `timeout`.
 pub fn drill_run(state: &Path, scenario: &Path, extra: &[&str], timeout: Duration) -> Output {
+    drill_run_with_env(state, scenario, extra, &[], timeout)
+}
+
+/// [`drill_run`] with extra environment variables (the `${VAR}`s of a scenario file).
+///
+/// # Panics
+/// When the binary cannot be run or does not finish in `timeout`.
+pub fn drill_run_with_env(
+    state: &Path,
+    scenario: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Output {
     let mut child = Command::new(crate::agent_binary())
         .arg("--state-dir")
         .arg(state)
         .args(["drill", "run"])
         .arg(scenario)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         .stdin(Stdio::null())
@@ -373,25 +400,7 @@ impl PgCanary {
 
     /// psql argv running `sql` (for the canary writer and reader).
     pub fn psql_argv(&self, sql: &str) -> Vec<String> {
-        vec![
-            format!("{}/psql", crate::backup::PG_BIN),
-            "-X".into(),
-            "-A".into(),
-            "-t".into(),
-            "-q".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            self.port.to_string(),
-            "-U".into(),
-            "postgres".into(),
-            "-d".into(),
-            "postgres".into(),
-            "-c".into(),
-            sql.into(),
-        ]
+        crate::examples::psql_argv_at("127.0.0.1", self.port, sql)
     }
 
     /// Runs SQL; stdout.

@@ -25,6 +25,10 @@
 //! - [`backup`]: restic and borg repositories and a PostgreSQL cluster with a pgBackRest
 //!   stanza in temp dirs, and `faultline backup check --format json` runs.
 //! - [`drill`]: a self-healing service under a restart loop, `faultline drill run`, PNG checks.
+//! - [`examples`]: the real services the runnable examples drill (a supervised Redis, a
+//!   PostgreSQL with pgBackRest, an HTTP server) and the test's own canary and stopwatches.
+//! - [`browser`]: a report page in headless Chromium: screenshots at three widths, and the
+//!   page's own layout measurements (every SVG label inside its picture) through the DOM.
 //! - [`api`]: requests to the agent's HTTP API, tokens files, an agent with the API on.
 //! - [`gameday`]: node containers (agent + supervised echo service) on a private Docker
 //!   network for the multi-node game-day test.
@@ -46,12 +50,14 @@ use std::time::Duration;
 pub mod agent;
 pub mod api;
 pub mod backup;
+pub mod browser;
 pub mod chaos;
 pub mod containerd;
 pub mod deploy;
 pub mod dns;
 pub mod docker;
 pub mod drill;
+pub mod examples;
 pub mod freezer;
 pub mod gameday;
 pub mod netns;

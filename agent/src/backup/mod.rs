@@ -134,6 +134,24 @@ pub trait BackupSource: Send + Sync + std::fmt::Debug {
         snapshot: &'a Snapshot,
         into: &'a Path,
     ) -> BoxFuture<'a, Result<String, SourceError>>;
+    /// Where [`BackupSource::restore`] puts the restored tree inside `into`: `into` itself,
+    /// or pgBackRest's data directory `into/data`. A drill's restore into place moves this
+    /// onto its target.
+    fn restored_tree(&self, into: &Path) -> PathBuf {
+        into.to_path_buf()
+    }
+    /// [`BackupSource::restore`] into `into` for a tree that is then moved to `target` (a
+    /// drill's restore into place). pgBackRest names the data directory in the restored
+    /// cluster's `restore_command`, so it writes `target` there; other kinds restore as usual.
+    fn restore_for<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        snapshot: &'a Snapshot,
+        into: &'a Path,
+        _target: &'a Path,
+    ) -> BoxFuture<'a, Result<String, SourceError>> {
+        self.restore(ctx, snapshot, into)
+    }
     /// Kind-specific verification of a restored tree after the generic one (paths, manifest);
     /// returns what was verified. pgBackRest starts PostgreSQL on it here.
     fn verify_restored<'a>(

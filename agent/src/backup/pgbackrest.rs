@@ -51,6 +51,55 @@ impl PgBackRest {
         Ok(cmd)
     }
 
+    /// `pgbackrest restore` of `snapshot` into `into/data`; with `target`, the restored
+    /// cluster's `restore_command` fetches WAL for a data directory at `target` (where it is
+    /// moved before it starts) instead of at `into/data`.
+    async fn restore_at(
+        &self,
+        ctx: &Ctx,
+        snapshot: &Snapshot,
+        into: &Path,
+        target: Option<&Path>,
+    ) -> Result<String, SourceError> {
+        let data = self.restored_tree(into);
+        let mut cmd = self.base(ctx).await?;
+        if let Some(target) = target {
+            // What pgBackRest itself would write for a restore at `target`.
+            let c = &self.cfg;
+            let mut get = vec![
+                c.binary
+                    .as_deref()
+                    .unwrap_or(Path::new("pgbackrest"))
+                    .display()
+                    .to_string(),
+            ];
+            if let Some(conf) = &c.config {
+                get.push(format!("--config={}", conf.display()));
+            }
+            get.push(format!("--pg1-path={}", target.display()));
+            get.push(format!(
+                "--stanza={}",
+                c.stanza.as_deref().unwrap_or_default()
+            ));
+            get.push("archive-get %f \"%p\"".into());
+            cmd = cmd.arg(format!(
+                "--recovery-option=restore_command={}",
+                get.join(" ")
+            ));
+        }
+        let cmd = cmd
+            .arg(format!("--pg1-path={}", data.display()))
+            .arg(format!("--set={}", snapshot.id))
+            .args([
+                "--type=immediate",
+                "--target-action=pause",
+                "--archive-mode=off",
+                "restore",
+            ]);
+        let out = run_ok(&cmd, false).await?;
+        Ok(out.command)
+    }
+
     async fn info(&self, ctx: &Ctx) -> Result<parse::pgbackrest::StanzaInfo, SourceError> {
         let cmd = self.base(ctx).await?.args(["--output=json", "info"]);
         let out = run_ok(&cmd, false).await?;
@@ -128,22 +177,21 @@ impl BackupSource for PgBackRest {
         snapshot: &'a Snapshot,
         into: &'a Path,
     ) -> BoxFuture<'a, Result<String, SourceError>> {
-        Box::pin(async move {
-            let data = into.join("data");
-            let cmd = self
-                .base(ctx)
-                .await?
-                .arg(format!("--pg1-path={}", data.display()))
-                .arg(format!("--set={}", snapshot.id))
-                .args([
-                    "--type=immediate",
-                    "--target-action=pause",
-                    "--archive-mode=off",
-                    "restore",
-                ]);
-            let out = run_ok(&cmd, false).await?;
-            Ok(out.command)
-        })
+        Box::pin(async move { self.restore_at(ctx, snapshot, into, None).await })
+    }
+
+    fn restore_for<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        snapshot: &'a Snapshot,
+        into: &'a Path,
+        target: &'a Path,
+    ) -> BoxFuture<'a, Result<String, SourceError>> {
+        Box::pin(async move { self.restore_at(ctx, snapshot, into, Some(target)).await })
+    }
+
+    fn restored_tree(&self, into: &Path) -> std::path::PathBuf {
+        into.join("data")
     }
 
     fn verify_restored<'a>(
@@ -157,7 +205,7 @@ impl BackupSource for PgBackRest {
             };
             let run_as = resolve_user(self.cfg.user.as_deref()).await?;
             restore_check::verify_postgres(&restore_check::PgVerify {
-                data: into.join("data"),
+                data: self.restored_tree(into),
                 socket_dir: into.to_path_buf(),
                 bin_dir: self.cfg.pg_bin_dir.clone(),
                 run_as,

@@ -196,7 +196,9 @@ async fn attempt(
     Ok(())
 }
 
-async fn prepare_scratch(scratch: &Path, run_as: Option<RunAs>) -> Result<(), String> {
+/// Makes `scratch` private (0700) and hands it to the source's user, who writes the restored
+/// tree into it. Also a drill's staging directory for a restore into place.
+pub(crate) async fn prepare_scratch(scratch: &Path, run_as: Option<RunAs>) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     tokio::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o700))
         .await

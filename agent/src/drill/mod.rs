@@ -27,6 +27,8 @@ pub mod measure;
 pub mod metrics;
 pub mod probe;
 pub mod recovery;
+#[cfg(test)]
+mod reference_tests;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

@@ -3,11 +3,13 @@
 //! configured backup source into place.
 //!
 //! Restore into place: the backup is restored (by the backup module's
-//! [`crate::backup::BackupSource::restore`]) into a staging directory next to the target
+//! [`crate::backup::BackupSource::restore`], as the source's configured `user`, who is handed
+//! the directory) into a staging directory next to the target
 //! (`.<name>.faultline-restore-<drill>`, same filesystem), then an existing target is moved
 //! aside to `<target>.faultline-old-<drill>` (never deleted: it may be the only copy of
-//! something) and the staging directory is renamed onto the target. The backup's own point in
-//! time is returned for the backup RPO.
+//! something) and the restored tree (the staging directory, or pgBackRest's data directory
+//! in it: [`crate::backup::BackupSource::restored_tree`]) is renamed onto the target. The
+//! backup's own point in time is returned for the backup RPO.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -178,20 +180,38 @@ async fn restore(
         }
         Err(e) => return ActionOutcome::failed(format!("staging task failed: {e}")),
     }
-    if let Err(e) = source.restore(&ctx, &snap, &staging).await {
-        let s = staging.clone();
+    let remove_staging = |s: PathBuf| async move {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(s)).await;
+    };
+    // The source's tool runs as its configured user (pgBackRest as postgres): it writes
+    // into the staging directory.
+    let handed = match backup::resolve_user(cfg.user.as_deref()).await {
+        Ok(run_as) => backup::restore_check::prepare_scratch(&staging, run_as).await,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = handed {
+        remove_staging(staging).await;
+        return ActionOutcome::failed(format!("staging for {}: {e}", r.source));
+    }
+    if let Err(e) = source.restore_for(&ctx, &snap, &staging, &r.target).await {
+        remove_staging(staging).await;
         return ActionOutcome::failed(format!("restoring {} {}: {e}", r.source, snap.id));
     }
+    // The restored tree: the staging directory itself, or pgBackRest's data directory in it.
+    let tree = source.restored_tree(&staging);
     let target = r.target.clone();
     let moved = {
-        let (staging, aside, target) = (staging.clone(), aside.clone(), target.clone());
+        let (staging, tree, aside, target) =
+            (staging.clone(), tree.clone(), aside.clone(), target.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
             let had = target.symlink_metadata().is_ok();
             if had {
                 std::fs::rename(&target, &aside)?;
             }
-            std::fs::rename(&staging, &target)?;
+            std::fs::rename(&tree, &target)?;
+            if tree != staging {
+                std::fs::remove_dir_all(&staging)?;
+            }
             if let Some(parent) = target.parent()
                 && let Ok(dir) = std::fs::File::open(parent)
             {

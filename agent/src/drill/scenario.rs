@@ -1,4 +1,7 @@
 //! The scenario file: one drill, in YAML (or JSON, which is YAML too), typed and strict.
+//! Its reference for users — every field, probe kind and recovery action, and how RTO, RPO
+//! and detection are measured — is docs/DRILLS.md; a test (`reference_tests`) checks that it
+//! names every field these types accept, and that the example below still parses.
 //!
 //! ```yaml
 //! name: web-restart                 # [A-Za-z0-9._-]
@@ -351,8 +354,8 @@ impl RecoveryAction {
 pub struct RestoreAction {
     /// A source from the agent config's `backups:`.
     pub source: String,
-    /// Where the restored tree goes; an existing directory there is moved aside
-    /// (`<target>.faultline-old-<drill id>`), never deleted.
+    /// Where the restored tree goes (pgBackRest: the data directory itself); an existing
+    /// directory there is moved aside (`<target>.faultline-old-<drill id>`), never deleted.
     pub target: std::path::PathBuf,
     /// `latest` or a backup id.
     #[serde(default = "default_latest")]

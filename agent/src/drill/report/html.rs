@@ -126,15 +126,64 @@ pub fn body(r: &DrillReport) -> String {
     h
 }
 
+/// A label's estimated width: 6.5 px a character of the 11 px font, generous for the
+/// labels used here.
+fn label_width(text: &str) -> f64 {
+    text.chars().count() as f64 * 6.5
+}
+
 /// Where a label of `text` next to `x` goes, and its anchor: to the right of `x`, or to its
-/// left (anchored at its end) where it would run past the picture's right edge. The width
-/// is estimated at 6.5 px a character of the 11 px font, generous for the labels used here.
+/// left (anchored at its end) where it would run past the picture's right edge.
 fn label_at(x: f64, text: &str) -> (f64, &'static str) {
-    let width = text.chars().count() as f64 * 6.5;
-    if x + 3.0 + width > W - 2.0 {
+    if x + 3.0 + label_width(text) > W - 2.0 {
         (x - 3.0, "end")
     } else {
         (x + 3.0, "start")
+    }
+}
+
+/// The labels of the vertical lines, placed so that none covers another: each goes to the
+/// right of its line, else to its left, on the first of its rows where it overlaps no label
+/// placed before it (on the first row, as [`label_at`] says, when none is free).
+#[derive(Default)]
+struct Labels {
+    /// Placed: (row's y, left, right).
+    placed: Vec<(f64, f64, f64)>,
+}
+
+impl Labels {
+    /// (x, anchor, y) for `text` next to `x`, on one of `rows`.
+    fn place(&mut self, x: f64, text: &str, rows: &[f64]) -> (f64, &'static str, f64) {
+        let w = label_width(text);
+        let free = |placed: &[(f64, f64, f64)], y: f64, a: f64, b: f64| {
+            a >= 2.0
+                && b <= W - 2.0
+                && placed
+                    .iter()
+                    .all(|&(py, pa, pb)| py != y || b + 4.0 <= pa || a >= pb + 4.0)
+        };
+        let spot = rows
+            .iter()
+            .flat_map(|&y| [(x + 3.0, "start", y), (x - 3.0, "end", y)])
+            .find(|&(at, anchor, y)| {
+                let (a, b) = if anchor == "start" {
+                    (at, at + w)
+                } else {
+                    (at - w, at)
+                };
+                free(&self.placed, y, a, b)
+            })
+            .unwrap_or_else(|| {
+                let (at, anchor) = label_at(x, text);
+                (at, anchor, rows.first().copied().unwrap_or(14.0))
+            });
+        let (a, b) = if spot.1 == "start" {
+            (spot.0, spot.0 + w)
+        } else {
+            (spot.0 - w, spot.0)
+        };
+        self.placed.push((spot.2, a, b));
+        spot
     }
 }
 
@@ -239,17 +288,17 @@ fn svg(h: &mut String, r: &DrillReport) {
             lane_y(3) + 28.0
         );
     }
-    let vline = |h: &mut String, t: f64, color: &str, dash: &str, label: &str, row: f64| {
-        let at = label_at(x(t), label);
+    // Above the lanes: two rows of labels; below them, one above the time axis.
+    let (top, bottom) = ([13.0, 25.0], [height - 24.0]);
+    let mut labels = Labels::default();
+    let mut vline = |h: &mut String, t: f64, color: &str, dash: &str, label: &str, row: f64| {
+        let (at, anchor, y) = labels.place(x(t), label, if row > 0.0 { &bottom } else { &top });
         let _ = writeln!(
             h,
             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"20\" y2=\"{1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\
-             <text x=\"{2:.1}\" y=\"{3}\" fill=\"{color}\" text-anchor=\"{4}\">{label}</text>",
+             <text x=\"{at:.1}\" y=\"{y}\" fill=\"{color}\" text-anchor=\"{anchor}\">{label}</text>",
             x(t),
             lane_y(4) - 6.0,
-            at.0,
-            if row > 0.0 { height - 24.0 } else { 14.0 },
-            at.1,
         );
     };
     if let Some(f) = r.fault_at {
@@ -314,9 +363,11 @@ pub(crate) fn axis_and_close(
     let ticks = 10;
     for i in 0..=ticks {
         let t = t0 + span * f64::from(i) / f64::from(ticks);
+        // The last label ends at its tick: centred, it would run past the right edge.
+        let anchor = if i == ticks { "end" } else { "middle" };
         let _ = writeln!(
             h,
-            "<text x=\"{:.1}\" y=\"{}\" fill=\"#57606a\" text-anchor=\"middle\">+{}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" fill=\"#57606a\" text-anchor=\"{anchor}\">+{}</text>",
             x(t),
             height - 8.0,
             secs(t - t0)
@@ -327,6 +378,20 @@ pub(crate) fn axis_and_close(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn line_labels_never_cover_each_other() {
+        let mut l = super::Labels::default();
+        let rows = [13.0, 25.0];
+        let fault = l.place(700.0, "fault", &rows);
+        assert_eq!(fault, (703.0, "start", 13.0));
+        // Just left of it: to the left of its own line, on the same row.
+        let rec = l.place(690.0, "recovered (RTO 249.0 ms)", &rows);
+        assert_eq!(rec, (687.0, "end", 13.0));
+        // Between them: the second row.
+        let third = l.place(695.0, "RTO", &rows);
+        assert_eq!(third.2, 25.0);
+    }
+
     #[test]
     fn a_label_at_the_right_edge_is_drawn_to_the_left_of_its_line() {
         assert_eq!(super::label_at(500.0, "RTO"), (503.0, "start"));
