@@ -164,7 +164,10 @@ async fn latency_toxic_median_round_trip_is_within_2ms_and_jitter_spreads_unifor
     // uniform on [20, 40] ms has median 30, p90 38 and interquartile range 10.
     let (lo, p90) = (j[0], percentile(&j, 0.9));
     assert!(ms(lo) >= 19.5, "a jittered RTT below 20ms: {lo:?}");
-    assert!(ms(p90) <= 42.0, "90th percentile {p90:?} above 38ms + 4ms; all: {j:?}");
+    assert!(
+        ms(p90) <= 42.0,
+        "90th percentile {p90:?} above 38ms + 4ms; all: {j:?}"
+    );
     let median3 = ms(percentile(&j, 0.5));
     assert!(
         (median3 - 30.0).abs() < 2.5,
