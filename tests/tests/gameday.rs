@@ -346,6 +346,33 @@ fn gameday_measures_every_node_reports_an_unreachable_one_and_ctrl_c_pulls_every
     assert!(page.contains("id=\"game-timeline\"") && page.contains("class=\"unreachable\""));
     match chromium() {
         Some(c) => {
+            // The page as Chromium lays it out at each width, read back through the DOM: no
+            // script error, the game's verdict and the unreachable node shown, no timeline label
+            // cut off or covering another.
+            for (m, width) in faultline_tests::browser::measure(&c, &html)
+                .iter()
+                .zip(faultline_tests::browser::WIDTHS)
+            {
+                assert_eq!(
+                    m["errors"],
+                    serde_json::json!([]),
+                    "{width} px: script errors"
+                );
+                let text = m["text"].as_str().unwrap_or_default();
+                for shown in ["FAILED", "node1", "node2", "node3", "unreachable", "RTO"] {
+                    assert!(
+                        text.contains(shown),
+                        "{width} px: no {shown:?} on the page:\n{text}"
+                    );
+                }
+                let cut = faultline_tests::browser::cut_labels(m);
+                assert!(cut.is_empty(), "{width} px: labels cut off: {cut:?}");
+                let covered = faultline_tests::browser::overlapping_labels(m);
+                assert!(
+                    covered.is_empty(),
+                    "{width} px: labels cover each other: {covered:?}"
+                );
+            }
             let png = dir.path().join("game.png");
             screenshot(&c, &html, &png);
             let (w, h, distinct, other) = png_stats(&png);
