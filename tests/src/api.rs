@@ -142,11 +142,28 @@ pub fn start_agent_with(
     api_extra: &str,
     extra: &str,
 ) -> (Agent, String) {
+    start_agent_with_env(head, tokens, api_extra, extra, &[])
+}
+
+/// [`start_agent_with`], the agent's environment extended by `env`.
+///
+/// # Panics
+/// As [`start_agent`].
+pub fn start_agent_with_env(
+    head: &str,
+    tokens: &Path,
+    api_extra: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Agent, String) {
     let addr = format!("127.0.0.1:{}", crate::backup::free_port());
-    let agent = Agent::start(&format!(
-        "{head}{}{api_extra}{extra}",
-        crate::drill::api_section(&addr, tokens, &[])
-    ));
+    let agent = Agent::start_with_env(
+        &format!(
+            "{head}{}{api_extra}{extra}",
+            crate::drill::api_section(&addr, tokens, &[])
+        ),
+        env,
+    );
     let up = crate::drill::poll_for(Duration::from_secs(30), || {
         try_http(&addr, "GET", "/healthz", None, "")
             .ok()

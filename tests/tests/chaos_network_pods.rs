@@ -426,12 +426,15 @@ async fn sigkilled_agent_restarts_and_reverts_every_namespace(
         "{}",
         agent.stderr()
     );
-    let log = agent.stderr();
-    assert_eq!(
-        log.matches("fault recovered: reverted").count(),
-        2,
-        "both faults, the removed pod's namespace counted as reverted: {log}"
+    // The agent logs each recovered fault after it has emptied the journal: wait for both.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            agent.stderr().matches("fault recovered: reverted").count() == 2
+        }),
+        "both faults, the removed pod's namespace counted as reverted: {}",
+        agent.stderr()
     );
+    let log = agent.stderr();
     assert!(
         log.contains(&format!("the netns of pod {}/api-0", p.ns)) && log.contains("is gone"),
         "the removed pod's namespace is reported: {log}"
