@@ -25,6 +25,34 @@ use super::{CheckKind, CheckResult, SourceKind, Status};
 /// The longest summary or error kept in a record (the check's log event has the rest).
 const TEXT_LIMIT: usize = 400;
 
+#[cfg(test)]
+impl CheckRecord {
+    /// Tests' base record: a healthy `check` of the files source `source` that started at
+    /// `started` (Unix seconds), took 0.1 s and measured nothing; tests change what they need.
+    pub(crate) fn test_record(source: &str, check: CheckKind, started: f64) -> Self {
+        Self {
+            id: format!("{source}-{}-{started}", check.as_str()),
+            source: source.into(),
+            kind: SourceKind::Files,
+            service: None,
+            tier: None,
+            check,
+            status: Status::Healthy,
+            started,
+            duration_seconds: 0.1,
+            summary: String::new(),
+            error: None,
+            age_seconds: None,
+            rpo_seconds: None,
+            restore_seconds: None,
+            verify_seconds: None,
+            rto_seconds: None,
+            rto_exceeded: None,
+            backup_id: None,
+        }
+    }
+}
+
 /// One check that ran, as the history keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {

@@ -391,24 +391,9 @@ mod pass_rate_tests {
         l.register("s", SourceKind::Restic, 60.0);
         let rec = |t: f64, ok: bool| {
             let mut r = crate::backup::history::CheckRecord {
-                id: format!("s-restore-{t}"),
-                source: "s".into(),
                 kind: SourceKind::Restic,
-                service: None,
-                tier: None,
-                check: CheckKind::Restore,
-                status: Status::Healthy,
-                started: t,
                 duration_seconds: 1.0,
-                summary: String::new(),
-                error: None,
-                age_seconds: None,
-                rpo_seconds: None,
-                restore_seconds: None,
-                verify_seconds: None,
-                rto_seconds: None,
-                rto_exceeded: None,
-                backup_id: None,
+                ..crate::backup::history::CheckRecord::test_record("s", CheckKind::Restore, t)
             };
             if !ok {
                 r.status = Status::Unhealthy;

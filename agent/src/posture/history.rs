@@ -378,34 +378,15 @@ mod tests {
 
     #[test]
     fn paging_over_many_days_of_checks_returns_each_item_once_in_order() {
+        use crate::backup::CheckKind;
         use crate::backup::history::append;
-        use crate::backup::{CheckKind, Status};
         let dir = tempfile::tempdir().unwrap();
         let t0 = 1_790_000_000.0;
         let mut want = Vec::new();
         for day in 0..3 {
             for i in 0..5 {
                 let started = t0 + f64::from(day) * 86_400.0 + f64::from(i) * 60.0;
-                let r = CheckRecord {
-                    id: format!("s-freshness-{started}"),
-                    source: "s".into(),
-                    kind: SourceKind::Files,
-                    service: None,
-                    tier: None,
-                    check: CheckKind::Freshness,
-                    status: Status::Healthy,
-                    started,
-                    duration_seconds: 0.1,
-                    summary: String::new(),
-                    error: None,
-                    age_seconds: None,
-                    rpo_seconds: None,
-                    restore_seconds: None,
-                    verify_seconds: None,
-                    rto_seconds: None,
-                    rto_exceeded: None,
-                    backup_id: None,
-                };
+                let r = CheckRecord::test_record("s", CheckKind::Freshness, started);
                 append(dir.path(), &r).unwrap();
                 want.push(r.id);
             }

@@ -182,29 +182,13 @@ pub fn apply(state_dir: &Path, cfg: &HistoryConfig, now: f64) -> Pruned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::CheckKind;
     use crate::backup::history::{CheckRecord, append};
-    use crate::backup::{CheckKind, SourceKind, Status};
 
     fn check(t: f64) -> CheckRecord {
         CheckRecord {
-            id: format!("s-freshness-{t}"),
-            source: "s".into(),
-            kind: SourceKind::Files,
-            service: None,
-            tier: None,
-            check: CheckKind::Freshness,
-            status: Status::Healthy,
-            started: t,
-            duration_seconds: 0.1,
             summary: "x".repeat(300),
-            error: None,
-            age_seconds: None,
-            rpo_seconds: None,
-            restore_seconds: None,
-            verify_seconds: None,
-            rto_seconds: None,
-            rto_exceeded: None,
-            backup_id: None,
+            ..CheckRecord::test_record("s", CheckKind::Freshness, t)
         }
     }
 
