@@ -944,7 +944,10 @@ def main() -> None:
             "/tmp/venv/bin/pip install opentelemetry-proto, then run this script with "
             "/tmp/venv/bin/python)"
         )
-    run(args)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: what this run started is stopped and removed") from None
 
 
 if __name__ == "__main__":
