@@ -89,7 +89,7 @@ impl ContainerCollector {
             w.wait_initial(metadata::INITIAL_SYNC_WAIT);
         }
         self.cycle += 1;
-        self.hierarchy.walk(&mut self.found)?;
+        self.walk()?;
         if let Some(w) = &mut self.oom_watch {
             w.apply_events(&mut self.tracked, |t| &mut t.oom);
         }
@@ -97,6 +97,23 @@ impl ContainerCollector {
             self.net.begin_cycle(&ctx.roots.proc);
         }
         Ok(())
+    }
+
+    /// Lists the containers again when a cgroup directory may have appeared or gone since the
+    /// last walk (`walk_watch`); otherwise the last walk's list stands.
+    fn walk(&mut self) -> Result<(), CollectError> {
+        use cgroup::walk_watch::Plan;
+        match self.walk_watch.plan() {
+            Plan::Keep => Ok(()),
+            Plan::Walk => self.hierarchy.walk(&mut self.found),
+            Plan::WalkArmed(inotify) => {
+                // On an error the set is incomplete: walk again next cycle.
+                let complete = self.hierarchy.walk_watched(&mut self.found, Some(&inotify));
+                self.walk_watch
+                    .walked(matches!(complete, Ok(true)).then_some(inotify));
+                complete.map(|_| ())
+            }
+        }
     }
 
     /// One container found by the walk, named by `sources`: tracked, read and recorded.

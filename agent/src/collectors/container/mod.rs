@@ -97,6 +97,8 @@ pub struct ContainerCollector {
     pressure: bool,
     tracked: HashMap<String, Tracked>,
     found: Vec<Found>,
+    /// Change notification for the walk: `found` is kept while no cgroup directory changed.
+    walk_watch: cgroup::walk_watch::WalkWatch,
     sample: Sample,
     buf: cgroup::ReadBuf,
     /// The network namespaces read this cycle, each once whatever number of containers
@@ -164,6 +166,7 @@ impl ContainerCollector {
             pressure: cfg.pressure,
             tracked: HashMap::new(),
             found: Vec::new(),
+            walk_watch: cgroup::walk_watch::WalkWatch::default(),
             sample: Sample::default(),
             buf: cgroup::ReadBuf::default(),
             net: NamespaceReads::default(),

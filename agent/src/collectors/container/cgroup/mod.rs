@@ -6,7 +6,8 @@
 //!   root and a cgroup2 mount is at `unified/`; *v1* when only v1 controllers are there. A v1
 //!   controller directory may be shared (`cpu,cpuacct`); it is found through its name or a
 //!   comma-joined name.
-//! - **Walking** ([`Hierarchy::walk`], every cycle): one directory walk of the hierarchy that
+//! - **Walking** ([`Hierarchy::walk`], in the cycles after a cgroup directory appeared or went
+//!   away, see [`walk_watch`]): one directory walk of the hierarchy that
 //!   holds the containers (v2: the root; v1/hybrid: the `memory` controller, else
 //!   `cpuacct`, `pids`, `name=systemd`). A directory whose path [`super::paths::recognise`]s
 //!   as a container is reported and not descended into; directory types come from `readdir`,
@@ -39,6 +40,7 @@ mod parse;
 mod read;
 #[cfg(test)]
 mod tests;
+pub mod walk_watch;
 
 pub use crate::collectors::file::ReadBuf;
 pub(crate) use files::read_path;
@@ -313,21 +315,55 @@ impl Hierarchy {
 
     /// Lists every container cgroup into `out` (cleared first).
     pub fn walk(&self, out: &mut Vec<Found>) -> Result<(), CollectError> {
+        self.walk_watched(out, None).map(|_| ())
+    }
+
+    /// [`Hierarchy::walk`], adding a watch in `inotify` on every directory listed (see
+    /// [`walk_watch`]); true when every one holds a watch.
+    pub fn walk_watched(
+        &self,
+        out: &mut Vec<Found>,
+        inotify: Option<&nix::sys::inotify::Inotify>,
+    ) -> Result<bool, CollectError> {
         out.clear();
         let Some(root) = self.walk_root() else {
-            return Ok(());
+            return Ok(inotify.is_some());
         };
         let mut rel = String::new();
-        walk_dir(root, &mut rel, 0, out).map_err(|source| CollectError::Read {
+        let mut watching = Watching {
+            inotify,
+            complete: inotify.is_some(),
+        };
+        walk_dir(root, &mut rel, 0, out, &mut watching).map_err(|source| CollectError::Read {
             path: root.to_path_buf(),
             source,
-        })
+        })?;
+        Ok(watching.complete)
     }
 }
 
-fn walk_dir(dir: &Path, rel: &mut String, depth: usize, out: &mut Vec<Found>) -> io::Result<()> {
+/// The watches a walk sets, and whether each directory got one.
+struct Watching<'a> {
+    inotify: Option<&'a nix::sys::inotify::Inotify>,
+    complete: bool,
+}
+
+fn walk_dir(
+    dir: &Path,
+    rel: &mut String,
+    depth: usize,
+    out: &mut Vec<Found>,
+    w: &mut Watching<'_>,
+) -> io::Result<()> {
     if depth > MAX_DEPTH {
         return Ok(());
+    }
+    if let Some(inotify) = w.inotify
+        && walk_watch::watch(inotify, dir).is_err()
+    {
+        // One directory without a watch: the set is incomplete, walk every cycle.
+        w.inotify = None;
+        w.complete = false;
     }
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -355,7 +391,7 @@ fn walk_dir(dir: &Path, rel: &mut String, depth: usize, out: &mut Vec<Found>) ->
                 path,
             });
         } else {
-            walk_dir(&entry.path(), rel, depth + 1, out)?;
+            walk_dir(&entry.path(), rel, depth + 1, out, w)?;
         }
         rel.truncate(len);
     }
