@@ -49,17 +49,18 @@ figure the table uses; the tick-based one is printed alongside as a cross-check.
   less than 3 s before the end, possibly still arriving, is left out). An export, scrape or
   packet that cannot be decoded, or none at all, stops the run with an error.
 
+faultline runs with its default configuration (every collector, the container collector
+included, the persistent queue) but for the interval and the export endpoint;
+--without-container-collector turns its container collector off (the like-for-like comparison,
+neither node_exporter nor collectd's host plugins having a per-container view).
 --containers N first starts N idle containers of the project's own workload image
-(`FROM scratch` around the static tests/workload binary; nothing is pulled), turns faultline's
-container collector on (unless --without-container-collector: the like-for-like comparison on
-a host running containers, neither node_exporter nor collectd's host plugins having a
-per-container view), and removes exactly those containers afterwards (by a label unique to the
+(`FROM scratch` around the static tests/workload binary; nothing is pulled), and removes exactly those containers afterwards (by a label unique to the
 run; also on Ctrl-C, SIGTERM and errors).
 
 Usage: benches/compare.py [--duration 60] [--interval 10] [--containers 100]
 Needs: Linux, python3 with opentelemetry-proto (python3 -m pip install opentelemetry-proto),
 prometheus-node-exporter and collectd-core (apt-get install prometheus-node-exporter
-collectd-core), cargo (builds target/release/faultline unless --faultline names a binary),
+collectd-core), cargo (builds the shipped binary with deploy/build-binary.sh unless --faultline names one),
 and for --containers a running Docker engine.
 """
 
@@ -527,12 +528,16 @@ def cgroup_v1_cpuacct() -> bool:
 
 
 def build_faultline() -> Path:
-    subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "-p", "faultline-agent", "--bin", "faultline"],
+    """The binary the image and the systemd install ship (deploy/build-binary.sh: static, not
+    position-independent, hot code laid out together; ADR 0022)."""
+    out = subprocess.run(
+        [str(ROOT / "deploy" / "build-binary.sh")],
         cwd=ROOT,
         check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    return ROOT / "target" / "release" / "faultline"
+    return ROOT / out.stdout.strip().splitlines()[-1]
 
 
 def build_workload_image() -> None:
@@ -676,7 +681,10 @@ def run(args: argparse.Namespace) -> None:
                 raise SystemExit(error)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    containers_on = bool(args.containers) and not args.without_container_collector
+    # faultline's defaults: the container collector is on (it walks the cgroup hierarchy and
+    # follows Docker/CRI whether or not containers run); --without-container-collector turns
+    # it off. collectd's cgroups plugin only joins when containers are started.
+    containers_on = not args.without_container_collector
     try:
         if args.containers:
             build_workload_image()
@@ -686,7 +694,7 @@ def run(args: argparse.Namespace) -> None:
         sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
         threading.Thread(target=sink.serve_forever, daemon=True).start()
         receiver = CollectdReceiver(args.interval)
-        cgroups = containers_on and cgroup_v1_cpuacct()
+        cgroups = bool(args.containers) and containers_on and cgroup_v1_cpuacct()
         plugins = collectd_plugins(not args.without_scans, cgroups)
         collectd_conf = collectd_config(tmp_path, args.interval, receiver.port, plugins)
         (tmp_path / "collectd.conf").write_text(collectd_conf)
@@ -815,6 +823,8 @@ def report(
         return f"{r['samples']:.0f}" if lo == hi else f"{r['samples']:.1f} ({lo}–{hi})"
 
     notes = f", {args.containers} containers running" if args.containers else ""
+    if not args.without_container_collector:
+        notes += ", faultline's container collector on (its default)"
     if args.without_container_collector:
         notes += ", faultline's container collector off"
     if args.memory_queue:
@@ -918,10 +928,10 @@ def main() -> None:
     p.add_argument(
         "--without-container-collector",
         action="store_true",
-        help="with --containers: keep faultline's container collector (and collectd's cgroups "
+        help="keep faultline's container collector (and with --containers collectd's cgroups "
         "plugin) off (host metrics only, like node_exporter's defaults)",
     )
-    p.add_argument("--faultline", help="faultline binary (default: build target/release/faultline)")
+    p.add_argument("--faultline", help="faultline binary (default: the shipped binary, built by deploy/build-binary.sh)")
     p.add_argument("--node-exporter", default="/usr/bin/prometheus-node-exporter")
     p.add_argument("--collectd", default=shutil.which("collectd") or "/usr/sbin/collectd")
     args = p.parse_args()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the faultline image without pulling anything: the static binary comes from the
-# local Rust toolchain, the image is FROM scratch (deploy/docker/Dockerfile.local).
+# local Rust toolchain (deploy/build-binary.sh), the image is FROM scratch (deploy/docker/Dockerfile.local).
 #
 #   deploy/docker/build-local.sh [TAG]        # default tag: faultline:<crate version>
 #
@@ -12,25 +12,10 @@ cd "$(dirname "$0")/../.."
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 tag=${1:-faultline:${version}}
-profile=${PROFILE:-release}
-triple="$(uname -m)-unknown-linux-gnu"
-target_dir=${CARGO_TARGET_DIR:-target}
 ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
-echo "== building the static faultline binary ($profile, $triple)" >&2
-if [ "$profile" = dev ]; then
-  # The test suite's profile: only the final link is static (`cargo rustc` passes the flag to
-  # the binary alone), so the dependencies the suite already built are reused instead of
-  # every one being built again for the target triple (minutes of CI). The result replaces
-  # target/debug/faultline until the next plain build relinks it.
-  cargo rustc --locked --profile dev -p faultline-agent --bin faultline \
-    -- -C target-feature=+crt-static >&2
-  bin="$target_dir/debug/faultline"
-else
-  RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --locked --profile "$profile" -p faultline-agent --bin faultline --target "$triple" >&2
-  bin="$target_dir/$triple/$profile/faultline"
-fi
+# The shipped binary (static, not position-independent, hot code laid out together: ADR 0022).
+bin=$(deploy/build-binary.sh | tail -n1)
 # A FROM scratch image has no dynamic loader: refuse a binary that needs one.
 if readelf -l "$bin" 2>/dev/null | grep -q 'Requesting program interpreter'; then
   echo "error: $bin is dynamically linked; the image needs a static binary" >&2
