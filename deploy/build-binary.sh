@@ -33,6 +33,13 @@ if cc -fuse-ld=gold -Wl,--version 2>/dev/null | grep -q 'GNU gold'; then
 else
   echo "warning: no ld.gold (Debian: binutils): built without the hot-code layout, which leaves ~2 MiB more of the binary resident" >&2
 fi
+# The ordering file is an argument to the linker, which cargo does not track: a newer file than
+# the last binary relinks it (through the binary crate's own source).
+last="$target_dir/$triple/$profile/faultline"
+[ "$profile" = dev ] && last="$target_dir/debug/faultline"
+if [ -e "$last" ] && [ agent/hot-sections.txt -nt "$last" ]; then
+  touch agent/src/main.rs
+fi
 echo "== building the shipped faultline binary ($profile, $triple, static)" >&2
 if [ "$profile" = dev ]; then
   # shellcheck disable=SC2086 # the flags are words
