@@ -1,8 +1,10 @@
 //! The one client of a faultline agent's HTTP API, used by `faultline fault …` when an agent
 //! runs (through its API instead of in-process) and by the game-day runner (one client per
-//! node). Every call carries the bearer token, opens a fresh connection (no pooled
-//! connection to a node that went away: [`faultline_exporters::https`] with no idle pool) and
-//! gives up after the call timeout.
+//! node). Every call carries the bearer token and gives up after the call timeout. The fault
+//! CLI's client ([`AgentClient::new`]) opens a fresh connection per call; the game day's
+//! ([`AgentClient::kept_alive`]) keeps one open between its polls (HTTP keep-alive:
+//! docs/adr/0023), since a new TCP and TLS connection every second to each of a hundred
+//! agents costs them and the runner more than the polls themselves.
 //!
 //! Errors separate "the agent did not answer" ([`CallError::Unreachable`]: connect, TLS,
 //! timeout) from "the agent answered no" ([`CallError::Status`]): a game day counts only the
@@ -148,6 +150,31 @@ impl AgentClient {
         timeouts: Timeouts,
     ) -> Self {
         let client = https::fresh_client(roots, timeouts.connect);
+        Self::with_client(name, base, token, client, timeouts)
+    }
+
+    /// As [`Self::new`], but the connection stays open between calls and is reused
+    /// ([`https::kept_alive_client`]): for a caller that calls the same agent every second.
+    /// A call that times out does not pass its connection on, so an agent that stopped
+    /// answering is still seen as such at the next call.
+    pub fn kept_alive(
+        name: impl Into<String>,
+        base: impl Into<String>,
+        token: impl Into<String>,
+        roots: rustls::RootCertStore,
+        timeouts: Timeouts,
+    ) -> Self {
+        let client = https::kept_alive_client(roots, timeouts.connect);
+        Self::with_client(name, base, token, client, timeouts)
+    }
+
+    fn with_client(
+        name: impl Into<String>,
+        base: impl Into<String>,
+        token: impl Into<String>,
+        client: HttpsClient<Full<Bytes>>,
+        timeouts: Timeouts,
+    ) -> Self {
         Self {
             name: name.into(),
             base: base.into(),

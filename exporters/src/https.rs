@@ -112,10 +112,39 @@ pub fn tls_config_with_roots(
 
 /// A client that opens a fresh connection per request (no idle pool: every call sees the
 /// server as it is now), trusting exactly `roots`, giving up connecting after
-/// `connect_timeout` — the drill probes' and the agent-API client's. Should rustls ever refuse
+/// `connect_timeout` — the drill probes' and the fault CLI's. Should rustls ever refuse
 /// its defaults with the ring provider, the client fails every https call with a TLS error
 /// rather than the process.
 pub fn fresh_client<B>(roots: rustls::RootCertStore, connect_timeout: Duration) -> HttpsClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    with_roots(roots, connect_timeout, true)
+}
+
+/// As [`fresh_client`], but a connection stays open between requests (HTTP keep-alive) and
+/// the next request to the same server reuses it: for a caller that calls the same server
+/// again and again (a game day polling every agent every second), where a new TCP and TLS
+/// connection per call costs both ends more than the call itself. A connection the server
+/// closed while idle is not reused; a request abandoned mid-way (a timeout) does not hand
+/// its connection to the next one.
+pub fn kept_alive_client<B>(
+    roots: rustls::RootCertStore,
+    connect_timeout: Duration,
+) -> HttpsClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    with_roots(roots, connect_timeout, false)
+}
+
+fn with_roots<B>(
+    roots: rustls::RootCertStore,
+    connect_timeout: Duration,
+    no_idle_pool: bool,
+) -> HttpsClient<B>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -129,7 +158,7 @@ where
         tls,
         ConnectOptions {
             connect_timeout: Some(connect_timeout),
-            no_idle_pool: true,
+            no_idle_pool,
             nodelay: true,
         },
     )

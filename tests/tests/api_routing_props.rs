@@ -84,7 +84,7 @@ fn route(method: &str, segs: &[&str]) -> Route {
         ("GET", ["healthz" | "readyz"]) => Route::Health,
         ("GET", ["v1", "info" | "drills" | "faults" | "status"])
         | ("GET", ["v1", "drills", _])
-        | ("GET", ["v1", "drills", _, "junit" | "html"]) => Route::Viewer,
+        | ("GET", ["v1", "drills", _, "junit" | "html" | "progress"]) => Route::Viewer,
         ("POST", ["v1", "drills" | "faults" | "abort"])
         | ("POST", ["v1", "drills", _, "abort"])
         | ("DELETE", ["v1", "faults", _]) => Route::Operator,
@@ -103,6 +103,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("GET", &["v1", "drills", "{id}"]),
     ("GET", &["v1", "drills", "{id}", "junit"]),
     ("GET", &["v1", "drills", "{id}", "html"]),
+    ("GET", &["v1", "drills", "{id}", "progress"]),
     ("POST", &["v1", "drills", "{id}", "abort"]),
     ("POST", &["v1", "abort"]),
     ("GET", &["v1", "faults"]),
@@ -112,7 +113,7 @@ const ROUTES: &[(&str, &[&str])] = &[
 
 const WORDS: &[&str] = &[
     "v1", "v2", "faults", "drills", "abort", "info", "status", "healthz", "readyz", "junit",
-    "html", "..", ".", "%2e%2e", "%2F", "V1", "FAULTS",
+    "html", "progress", "..", ".", "%2e%2e", "%2F", "V1", "FAULTS",
 ];
 
 /// Bodies that parse, or nearly: none of them may apply anything.

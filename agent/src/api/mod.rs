@@ -9,6 +9,7 @@
 //! | GET | `/v1/drills` | viewer | running drills and the history |
 //! | POST | `/v1/drills` | operator | start: `{"scenario": NAME}` (from `drills:`) or `{"inline": SCENARIO}` (object or YAML text), or a YAML body |
 //! | GET | `/v1/drills/{id}` | viewer | the report (live while running) |
+//! | GET | `/v1/drills/{id}/progress` | viewer | how far it is, in the same few bytes however long it runs: `{"id", "verdict", "phase", "events", "rounds"}` ([`crate::drill::report::Progress`]; game days poll this and read the report when `events` or the verdict change) |
 //! | GET | `/v1/drills/{id}/junit` | viewer | the same report as JUnit XML (`application/xml`), one test case per objective |
 //! | GET | `/v1/drills/{id}/html` | viewer | the same report as the self-contained HTML timeline page (`text/html`) |
 //! | POST | `/v1/drills/{id}/abort` | operator | abort one drill (its faults are reverted) |

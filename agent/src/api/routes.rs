@@ -81,7 +81,10 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Response<Fu
         (&Method::GET, ["v1", "info"])
             | (&Method::GET | &Method::POST, ["v1", "drills"])
             | (&Method::GET, ["v1", "drills", _])
-            | (&Method::GET, ["v1", "drills", _, "junit" | "html"])
+            | (
+                &Method::GET,
+                ["v1", "drills", _, "junit" | "html" | "progress"]
+            )
             | (&Method::POST, ["v1", "drills", _, "abort"])
             | (&Method::POST, ["v1", "abort"])
             | (&Method::GET | &Method::POST, ["v1", "faults"])
@@ -281,6 +284,10 @@ pub(super) async fn route(
         (&Method::GET, ["v1", "drills"]) => json(StatusCode::OK, &svc.list().await),
         (&Method::GET, ["v1", "drills", id]) => match svc.get(id).await {
             Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::NOT_FOUND, format!("no drill {id}")),
+        },
+        (&Method::GET, ["v1", "drills", id, "progress"]) => match svc.progress(id).await {
+            Some(p) => json(StatusCode::OK, &p),
             None => error(StatusCode::NOT_FOUND, format!("no drill {id}")),
         },
         (&Method::GET, ["v1", "drills", id, format @ ("junit" | "html")]) => {

@@ -167,23 +167,45 @@ async fn play(game: &plan::GameDay) -> Result<GameReport, Refused> {
     Ok(report)
 }
 
-/// Writes the JSON and HTML renderings where asked.
+/// Writes the JSON and HTML renderings where asked, and logs their sizes and how long each
+/// took (`game-day reports written`). The JSON goes to the file as it is serialised: a game
+/// of a hundred agents' long drills makes tens of MiB of it, which need not sit in memory
+/// beside the report.
 pub fn write_reports(
     r: &GameReport,
     json: Option<&Path>,
     html: Option<&Path>,
 ) -> Result<(), String> {
-    let write = |p: &Path, text: String| {
-        std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
-    };
+    use std::io::Write as _;
+    let cannot = |p: &Path, e: &dyn std::fmt::Display| format!("cannot write {}: {e}", p.display());
+    let (mut json_bytes, mut json_ms, mut html_bytes, mut html_ms) = (0u64, 0.0, 0usize, 0.0);
     if let Some(p) = json {
-        write(
-            p,
-            serde_json::to_string_pretty(r).map_err(|e| format!("JSON: {e}"))?,
-        )?;
+        let t = std::time::Instant::now();
+        let file = std::fs::File::create(p).map_err(|e| cannot(p, &e))?;
+        let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
+        serde_json::to_writer_pretty(&mut out, r).map_err(|e| cannot(p, &e))?;
+        let file = out.into_inner().map_err(|e| cannot(p, &e.error()))?;
+        json_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        json_ms = t.elapsed().as_secs_f64() * 1e3;
     }
     if let Some(p) = html {
-        write(p, report::html(r))?;
+        let t = std::time::Instant::now();
+        let page = report::html(r);
+        html_bytes = page.len();
+        std::fs::File::create(p)
+            .and_then(|mut f| f.write_all(page.as_bytes()))
+            .map_err(|e| cannot(p, &e))?;
+        html_ms = t.elapsed().as_secs_f64() * 1e3;
+    }
+    if json.is_some() || html.is_some() {
+        tracing::info!(
+            json_bytes,
+            json_ms,
+            html_bytes,
+            html_ms,
+            runs = r.runs.len(),
+            "game-day reports written"
+        );
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use super::execute::{self, Live, RunCtx};
 use super::history::History;
 use super::metrics::SharedStats;
 use super::probe::{Clock, MetricSource};
-use super::report::{DrillReport, Summary, otlp};
+use super::report::{DrillReport, Progress, Summary, otlp};
 use super::scenario::{Known, Scenario};
 use super::schedule::{self, Loaded};
 use crate::backup::BackupSourceConfig;
@@ -408,6 +408,11 @@ impl DrillService {
         if live.is_some() {
             return live;
         }
+        self.stored(id).await
+    }
+
+    /// A drill's report from the history, read on the blocking pool.
+    async fn stored(&self, id: &str) -> Option<DrillReport> {
         let history = self.inner.history.clone();
         let id = id.to_owned();
         tokio::task::spawn_blocking(move || history.get(&id))
@@ -415,6 +420,18 @@ impl DrillService {
             .ok()
             .and_then(Result::ok)
             .flatten()
+    }
+
+    /// How far one drill is: counted on its live record while it runs, else from the
+    /// history (read once, when it has ended).
+    pub async fn progress(&self, id: &str) -> Option<Progress> {
+        let live = lock(&self.inner.running)
+            .get(id)
+            .map(|r| execute::live_progress(id, &r.live));
+        if live.is_some() {
+            return live;
+        }
+        self.stored(id).await.map(|r| Progress::of(&r))
     }
 
     /// Aborts one running drill; false when it is not running.

@@ -1,6 +1,7 @@
 //! The game-day runner's calls to one node's agent, over the one agent-API client
-//! ([`crate::agent_client`]): ask which node it is on, check it answers, start a drill, read
-//! its report, pull the kill switch. Each call gives up after the game's `request_timeout`.
+//! ([`crate::agent_client`], one kept-alive connection per agent): ask which node it is on,
+//! check it answers, start a drill, read how far it is and its report, pull the kill switch.
+//! Each call gives up after the game's `request_timeout`.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use super::plan::{Agent, ScenarioRef};
 pub use crate::agent_client::CallError;
 use crate::agent_client::{self, AgentClient, Timeouts};
 use crate::api::AgentInfo;
-use crate::drill::report::DrillReport;
+use crate::drill::report::{DrillReport, Progress};
 
 /// A client for one node's agent.
 #[derive(Clone, Debug)]
@@ -25,7 +26,7 @@ impl NodeClient {
             call: timeout,
         };
         Ok(Self {
-            api: AgentClient::new(agent.name, agent.url, agent.token, roots, timeouts),
+            api: AgentClient::kept_alive(agent.name, agent.url, agent.token, roots, timeouts),
         })
     }
 
@@ -83,6 +84,14 @@ impl NodeClient {
     pub async fn drill(&self, id: &str) -> Result<DrillReport, CallError> {
         self.api
             .call_json("GET", &format!("/v1/drills/{id}"), None)
+            .await
+    }
+
+    /// How far the drill is (`GET /v1/drills/{id}/progress`): a few bytes, however long the
+    /// drill has run. An agent older than the route answers 404 ([`CallError::Status`]).
+    pub async fn progress(&self, id: &str) -> Result<Progress, CallError> {
+        self.api
+            .call_json("GET", &format!("/v1/drills/{id}/progress"), None)
             .await
     }
 

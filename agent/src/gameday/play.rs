@@ -1,6 +1,7 @@
 //! The game engine: runs the plan's stages one after the other, each stage's drills
 //! together (one per agent), through the agents' APIs; follows each drill by polling its
-//! report every `poll_interval`; declares an agent `unreachable` once it has answered nothing
+//! progress every `poll_interval` and reading its whole report when there is news
+//! ([`Follow`]); declares an agent `unreachable` once it has answered nothing
 //! for `unreachable_after` (its run ends there, the others go on; the agent's own fault
 //! deadlines and journal still revert what it applied); and aborts the game — the kill
 //! switch (`POST /v1/abort`) of every agent, then the aborted drills' final reports — on
@@ -12,15 +13,24 @@
 //!
 //! ```text
 //! preflight (GET /v1/drills on every agent; one failing: nothing starts)
-//!   └─ stage 1 ── run(agent a) ─┐   POST /v1/drills → id; GET /v1/drills/{id} every
-//!               └ run(agent b) ─┤   poll_interval until a final verdict, or unreachable
+//!   └─ stage 1 ── run(agent a) ─┐   POST /v1/drills → id; GET /v1/drills/{id}/progress every
+//!               └ run(agent b) ─┤   poll_interval, GET /v1/drills/{id} when its events or
+//!                               │   verdict changed; until a final verdict, or unreachable
 //!   └─ stage 2 …                ┘
 //! watchers: abort_when probes (every poll_interval), max_duration, the caller's token
 //! abort: cancel every run → POST /v1/abort on every agent → read the drills' final reports
 //! ```
 //!
 //! Everything runs as futures of the one task that calls [`run`]: nothing is spawned, so
-//! nothing can outlive the game.
+//! nothing can outlive the game. Each agent's calls go over one kept-alive connection
+//! ([`NodeClient`]).
+//!
+//! Why progress and not the report at every poll (docs/adr/0023): a running drill's report
+//! grows by every probe round, so reading it every second costs the agent (building and
+//! serialising it) and the runner (parsing it) in proportion to how long the drill has run,
+//! times the number of agents; the progress is the same few bytes throughout. The report
+//! read at the last news still holds every phase, fault and recovery event up to then, so a
+//! run whose agent became unreachable keeps the evidence it had.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +48,7 @@ use super::report::{
     judge,
 };
 use crate::drill::probe::{self, Clock};
-use crate::drill::report::Verdict;
+use crate::drill::report::{DrillReport, Progress, Verdict};
 
 /// How long the final reports of aborted drills are waited for after the kill switch.
 const AFTER_ABORT: Duration = Duration::from_secs(15);
@@ -364,16 +374,18 @@ async fn one_run(c: &NodeClient, sc: &ScenarioRef, shared: &Shared, r: &mut RunR
     );
     r.drill_id = Some(id.clone());
     r.status = RunStatus::Running;
+    let mut follow = Follow::default();
     loop {
         if sleep_or_abort(shared, shared.poll).await {
             return;
         }
         let got = tokio::select! {
             () = shared.abort.cancelled() => return,
-            g = c.drill(&id) => g,
+            g = follow.poll(c, &id) => g,
         };
         match got {
-            Ok(rep) => {
+            Ok(None) => shared.answered(&agent),
+            Ok(Some(rep)) => {
                 shared.answered(&agent);
                 let verdict = rep.verdict;
                 r.set_report(rep);
@@ -408,6 +420,38 @@ async fn one_run(c: &NodeClient, sc: &ScenarioRef, shared: &Shared, r: &mut RunR
                 }
             }
         }
+    }
+}
+
+/// How one drill is read back: its progress at every poll and its whole report only when
+/// there is news — the first time, when the number of (non-routine) events changed, when
+/// the verdict is final. From an agent older than the progress route (404), the whole
+/// report every time.
+#[derive(Debug, Default)]
+struct Follow {
+    /// The agent answered 404 to the progress route: read the whole report instead.
+    reports_only: bool,
+    /// `events` of the last report read.
+    seen: Option<usize>,
+}
+
+impl Follow {
+    /// One poll: `Ok(Some(report))` when there was news, `Ok(None)` when the drill runs on
+    /// with nothing new.
+    async fn poll(&mut self, c: &NodeClient, id: &str) -> Result<Option<DrillReport>, CallError> {
+        if !self.reports_only {
+            match c.progress(id).await {
+                Ok(p) if p.verdict == Verdict::Running && self.seen == Some(p.events) => {
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(CallError::Status { status: 404, .. }) => self.reports_only = true,
+                Err(e) => return Err(e),
+            }
+        }
+        let rep = c.drill(id).await?;
+        self.seen = Some(Progress::of(&rep).events);
+        Ok(Some(rep))
     }
 }
 
@@ -509,8 +553,9 @@ async fn finish_aborted(
                 let c = clients.get(r.agent.as_str()).copied()?;
                 let id = r.drill_id.clone()?;
                 Some(async move {
+                    let mut follow = Follow::default();
                     while Instant::now() < deadline {
-                        if let Ok(rep) = c.drill(&id).await
+                        if let Ok(Some(rep)) = follow.poll(c, &id).await
                             && rep.verdict != Verdict::Running
                         {
                             let v = rep.verdict;
@@ -536,3 +581,6 @@ async fn finish_aborted(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests;

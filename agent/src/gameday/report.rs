@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::drill::report::junit::escape;
-use crate::drill::report::{DrillReport, EventKind, ObjectiveResult, Verdict, html, secs};
+use crate::drill::report::{DrillReport, ObjectiveResult, Verdict, html, secs};
 
 /// The outcome of an agent no step chose.
 pub const NOT_SELECTED: &str = "not-selected";
@@ -493,11 +493,7 @@ impl GameReport {
     pub fn merge_drill_events(&mut self) {
         for x in &self.runs {
             let Some(rep) = &x.report else { continue };
-            for e in rep
-                .timeline
-                .iter()
-                .filter(|e| !matches!(e.kind, EventKind::Probe | EventKind::Marker))
-            {
+            for e in rep.timeline.iter().filter(|e| !e.kind.is_routine()) {
                 let kind = serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

@@ -53,7 +53,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use live::Live;
-pub use snapshot::live_report;
+pub use snapshot::{live_progress, live_report};
 
 use super::measure::Survivor;
 use super::probe::{self, Clock, MetricSource, Outcome, Probe};

@@ -9,7 +9,9 @@ use super::live::{Live, LiveState};
 use super::verify::ReadBack;
 use super::{Drill, Ended};
 use crate::drill::measure::{self, RpoMeasure, RtoMeasure};
-use crate::drill::report::{DrillReport, ObjectiveResult, Phase, REPORT_VERSION, Verdict};
+use crate::drill::report::{
+    DrillReport, ObjectiveResult, Phase, Progress, REPORT_VERSION, Verdict,
+};
 use crate::drill::scenario::{Canary, Scenario};
 use faultline_chaos::units::HumanDuration;
 
@@ -37,6 +39,19 @@ pub fn live_report(
     now: f64,
 ) -> DrillReport {
     snapshot(id, sc, requester, live, started, now, None)
+}
+
+/// How far a running drill is (verdict `running`), for the API's progress route: counted
+/// under the live record's lock, nothing copied, whatever the drill's length.
+pub fn live_progress(id: &str, live: &Live) -> Progress {
+    let s = live.lock();
+    Progress {
+        id: id.to_owned(),
+        verdict: Verdict::Running,
+        phase: s.phase.clone(),
+        events: s.timeline.iter().filter(|e| !e.kind.is_routine()).count(),
+        rounds: s.rounds.len(),
+    }
 }
 
 fn snapshot(
@@ -362,6 +377,48 @@ mod tests {
             v(measured(false, false), &met),
             (Verdict::Failed, "no 3 passing probe rounds".into()),
             "no recovery is the reason, before verification"
+        );
+    }
+
+    #[test]
+    fn progress_counts_the_news_and_stays_small_however_long_a_drill_runs() {
+        use super::super::tests::outcome_at;
+        let sc = scenario("faults:\n  - command: [\"true\"]\n");
+        let (live, clock) = (Live::default(), crate::drill::probe::Clock::new());
+        let probe_for = |n: u32| {
+            for i in 0..n {
+                live.outcome(
+                    &outcome_at("up", true, f64::from(i), 0.001),
+                    EventKind::Probe,
+                );
+            }
+            live.lock()
+                .rounds
+                .extend(rounds(&vec![(0.0, true); n as usize]));
+        };
+        let t = live.begin(&clock, "faults");
+        probe_for(10);
+        let p = live_progress("d", &live);
+        assert_eq!(
+            (p.verdict, p.phase.as_str(), p.events, p.rounds),
+            (Verdict::Running, "faults", 1, 10)
+        );
+        let small = serde_json::to_vec(&p).unwrap().len();
+        live.end(&clock, "faults", t, true, "");
+        probe_for(5000);
+        let p = live_progress("d", &live);
+        assert_eq!(
+            (p.events, p.rounds),
+            (2, 5010),
+            "probe outcomes are no news"
+        );
+        assert_eq!(serde_json::to_vec(&p).unwrap().len(), small + 2);
+        let requester = Requester::Api { token: "t".into() };
+        let report = live_report("d", &sc, &requester, &live, 0.0, 1.0);
+        assert_eq!(
+            Progress::of(&report),
+            p,
+            "the report's own count is the live one"
         );
     }
 

@@ -105,6 +105,15 @@ pub enum EventKind {
     Abort,
 }
 
+impl EventKind {
+    /// A probe's outcome or a canary marker: the events a drill records every round or
+    /// marker interval. The others (phases, faults, recovery, aborts…) are the news a game
+    /// day's timeline and [`Progress::events`] count.
+    pub fn is_routine(self) -> bool {
+        matches!(self, EventKind::Probe | EventKind::Marker)
+    }
+}
+
 /// One timeline event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -305,6 +314,38 @@ pub fn secs(v: f64) -> String {
         format!("{:.1} ms", v * 1000.0)
     } else {
         format!("{v:.3} s")
+    }
+}
+
+/// How far a drill has got, in a few fields and the same few bytes however long it runs:
+/// what `GET /v1/drills/{id}/progress` answers. A caller following many drills (a game day)
+/// reads the whole report only when there is news — `events` changed or the verdict is
+/// final — instead of at every poll (docs/adr/0023).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Drill id.
+    pub id: String,
+    /// `running` until the drill ends, then its verdict.
+    pub verdict: Verdict,
+    /// The phase it is in (while running) or ended in; empty before the first.
+    pub phase: String,
+    /// Timeline events so far that are not routine ([`EventKind::is_routine`]): phases,
+    /// faults applied and reverted, recovery, aborts.
+    pub events: usize,
+    /// Probe rounds so far.
+    pub rounds: usize,
+}
+
+impl Progress {
+    /// The progress of a finished drill, from its report.
+    pub fn of(r: &DrillReport) -> Self {
+        Self {
+            id: r.id.clone(),
+            verdict: r.verdict,
+            phase: r.phases.last().map(|p| p.name.clone()).unwrap_or_default(),
+            events: r.timeline.iter().filter(|e| !e.kind.is_routine()).count(),
+            rounds: r.rounds.len(),
+        }
     }
 }
 
