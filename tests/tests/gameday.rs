@@ -571,6 +571,30 @@ async fn an_abort_probe_pulls_every_kill_switch_and_a_failed_preflight_starts_no
     for a in ["a", "b"] {
         assert_eq!(run_of(&report, a)["verdict"], "aborted", "{report:#}");
     }
+    // The progress the runner followed each drill by: the agent's own answer agrees with
+    // the report it kept (the news counted, the rounds).
+    for (a, api) in ["a", "b"].iter().zip(&apis) {
+        let run = run_of(&report, a);
+        let (status, body) = http(
+            api,
+            "GET",
+            &format!("/v1/drills/{}/progress", run["drill_id"].as_str().unwrap()),
+            Some(TOKEN),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let progress = json(&body);
+        let kept = &run["report"];
+        let news = kept["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| !matches!(e["kind"].as_str(), Some("probe" | "marker")))
+            .count();
+        assert_eq!(progress["verdict"], "aborted", "{progress:#}");
+        assert_eq!(progress["events"], news, "{progress:#}");
+        assert_eq!(progress["rounds"], kept["rounds"].as_array().unwrap().len());
+    }
     for api in &apis {
         let (_, body) = http(api, "GET", "/v1/faults", Some(TOKEN), "");
         assert_eq!(json(&body), serde_json::json!([]), "faults left on {api}");
