@@ -12,9 +12,13 @@
 //! before). `FAULTLINE_BENCH_TREES=v1/1000` measures only the trees whose name contains that
 //! text, so that each tree's memory is measured in a fresh process. Figures go to docs/PERFORMANCE.md with the date and the command.
 //!
-//! The trees are regular files in a temporary directory: reading them costs the system calls
-//! but not the kernel's work of producing cgroup files (`memory.stat` is the expensive one on
-//! a real cgroupfs), so real hosts cost somewhat more per container.
+//! The synthetic trees are regular files in a temporary directory: reading them costs the
+//! system calls but not the kernel's work of producing cgroup files (`memory.stat` is the
+//! expensive one on a real cgroupfs, and every open allocates a `seq_file`), so real hosts
+//! cost more per container. The **real** trees (`FAULTLINE_BENCH_TREES=real/1000`, also
+//! `real/10` and `real/100`; only when asked for by name, as they need root) are real cgroups
+//! with a sleeping process each, made and removed by the bench itself (`real.rs` says how),
+//! read with the collector's roots at the real `/proc`, `/sys` and `/`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A benchmark that cannot build its tree has nothing to measure.
 
@@ -274,14 +278,43 @@ fn v1_tree(root: &Path, n: usize) {
     }
 }
 
+#[path = "containers/real.rs"]
+mod real;
+
+/// What a tree is made of; dropping it removes it.
+#[allow(dead_code)] // Held for its `Drop`.
+enum Made {
+    Synthetic(tempfile::TempDir),
+    Real(real::RealTree),
+}
+
 struct Setup {
-    _dir: tempfile::TempDir,
+    _made: Made,
     ctx: Context,
-    root: PathBuf,
-    n: usize,
+    hierarchy: Hierarchy,
+    ids: Vec<String>,
 }
 
 fn setup(layout: &str, n: usize) -> Setup {
+    if layout == "real" {
+        let tree = match real::RealTree::create(n, id, uid) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        return Setup {
+            ctx: Context {
+                roots: Roots {
+                    proc: PathBuf::from("/proc"),
+                    sys: PathBuf::from("/sys"),
+                    rootfs: PathBuf::from("/"),
+                },
+                boot_time_unix_nanos: 1,
+            },
+            hierarchy: tree.hierarchy().clone(),
+            ids: tree.ids().to_vec(),
+            _made: Made::Real(tree),
+        };
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     match layout {
@@ -294,13 +327,13 @@ fn setup(layout: &str, n: usize) -> Setup {
         rootfs: root.clone(),
     };
     Setup {
-        _dir: dir,
         ctx: Context {
             roots,
             boot_time_unix_nanos: 1,
         },
-        root,
-        n,
+        hierarchy: Hierarchy::detect(&root.join("sys/fs/cgroup")).unwrap(),
+        ids: (0..n).map(id).collect(),
+        _made: Made::Synthetic(dir),
     }
 }
 
@@ -321,12 +354,12 @@ fn host() -> Arc<Resource> {
 }
 
 fn collector(s: &Setup) -> ContainerCollector {
-    let h = Hierarchy::detect(&s.root.join("sys/fs/cgroup")).unwrap();
+    let h = s.hierarchy.clone();
     let cache = Arc::new(MetadataCache::default());
     // Every container named, as with a reachable runtime.
-    for i in 0..s.n {
+    for (i, id) in s.ids.iter().enumerate() {
         cache.docker_upsert(
-            id(i),
+            id.clone(),
             ContainerMeta {
                 name: Some(format!("app-{i}")),
                 image_name: Some("registry.example/team/app".into()),
@@ -367,15 +400,26 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
-/// The trees to measure: all, or those whose name contains `FAULTLINE_BENCH_TREES` (for
-/// example `v1/1000`), so that one tree's memory can be measured in a process of its own.
+/// The trees to measure: all synthetic ones, or those whose name contains
+/// `FAULTLINE_BENCH_TREES` (for example `v1/1000`), so that one tree's memory can be measured
+/// in a process of its own. A real tree only when the variable names it (`real/1000`).
 fn wanted(name: &str) -> bool {
-    std::env::var("FAULTLINE_BENCH_TREES").map_or(true, |f| name.contains(f.as_str()))
+    match std::env::var("FAULTLINE_BENCH_TREES") {
+        Ok(f) => name.contains(f.as_str()),
+        Err(_) => !name.starts_with("real"),
+    }
 }
 
 fn containers(c: &mut Criterion) {
     let host = host();
-    for layout in ["v2", "v1"] {
+    if ["real/10", "real/100", "real/1000"]
+        .iter()
+        .any(|t| wanted(t))
+    {
+        // Before any other thread starts: a Ctrl-C then removes the real tree too.
+        real::guard_signals();
+    }
+    for layout in ["v2", "v1", "real"] {
         for n in [10usize, 100, 1000] {
             if !wanted(&format!("{layout}/{n}")) {
                 continue;
