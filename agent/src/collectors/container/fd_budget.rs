@@ -33,13 +33,14 @@ pub fn raise_open_file_limit() {
 
 /// How many descriptors containers may keep open ([`fd_budget`]), and how many the tracked
 /// containers are charged for now: each new container keeps everything
-/// ([`cgroup::Keep::All`]) while that fits, else its unified directory alone, else nothing.
+/// ([`cgroup::Keep::All`], with `keep_files_open`) while that fits, else its directories
+/// ([`cgroup::Keep::Dirs`]), else nothing.
 #[derive(Debug)]
 pub(super) struct FdBudget {
     pub(super) budget: usize,
     pub(super) charged: usize,
     /// `containers.keep_files_open`: whether a container may keep its control files open
-    /// ([`cgroup::Keep::All`]) or at most its unified directory.
+    /// ([`cgroup::Keep::All`]) or at most its directories.
     pub(super) keep_files: bool,
 }
 
@@ -55,18 +56,19 @@ impl FdBudget {
 
     /// What a container first seen now may keep open, and the descriptors that charges to
     /// the budget: everything (with `keep_files_open`) while the budget has room for it,
-    /// else (v2, hybrid) its unified directory, else nothing.
+    /// else its directories (one per hierarchy), else nothing.
     pub(super) fn keep_for_new(
         &self,
         hierarchy: &Hierarchy,
         pressure: bool,
     ) -> (cgroup::Keep, usize) {
         let all = hierarchy.kept_fds_per_container(pressure);
+        let dirs = hierarchy.kept_dirs_per_container();
         let left = self.budget.saturating_sub(self.charged);
         if self.keep_files && all <= left {
             (cgroup::Keep::All, all)
-        } else if left >= 1 && hierarchy.unified.is_some() {
-            (cgroup::Keep::Dir, 1)
+        } else if dirs >= 1 && dirs <= left {
+            (cgroup::Keep::Dirs, dirs)
         } else {
             (cgroup::Keep::Nothing, 0)
         }

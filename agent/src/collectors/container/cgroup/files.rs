@@ -41,45 +41,62 @@ pub(super) mod slot {
     pub const COUNT: usize = 12;
 }
 
+/// Slots of [`KeptFds`]'s directories: each hierarchy directory of a container, opened once
+/// (`O_PATH`) and kept between cycles, so that a control file is opened with a one-component
+/// lookup instead of a walk down the container's deep path. With `cpu,cpuacct` co-mounted the
+/// two are one directory, kept in [`dir::CPUACCT`].
+pub(super) mod dir {
+    pub const UNIFIED: usize = 0;
+    pub const CPU: usize = 1;
+    pub const CPUACCT: usize = 2;
+    pub const MEMORY: usize = 3;
+    pub const BLKIO: usize = 4;
+    pub const PIDS: usize = 5;
+    pub const COUNT: usize = 6;
+}
+
 /// What a container keeps open between cycles (see [`KeptFds`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
-    /// Nothing: every file is opened and closed each cycle.
+    /// Nothing: every directory and file is opened and closed each cycle.
     Nothing,
-    /// The unified directory only (`O_PATH`): files are opened with a one-component lookup.
-    Dir,
-    /// The unified directory and every control file read every cycle.
+    /// Its hierarchy directories (`O_PATH`): files are opened with a one-component lookup.
+    Dirs,
+    /// Its directories and every control file read every cycle.
     All,
 }
 
-/// A container's descriptors kept between cycles: its unified-hierarchy directory (`O_PATH`,
-/// v2 and hybrid), so that a file is opened with a one-component lookup instead of a walk
-/// down the container's deep path, and the control files read every cycle, so that a cycle
-/// reads each with one `pread` from offset 0 instead of `openat` + `read` + `close`.
+/// A container's descriptors kept between cycles: its directory in each hierarchy (`O_PATH`:
+/// the unified one on v2, each controller's on v1, both on hybrid), so that a file is opened
+/// with a one-component lookup instead of a walk down the container's deep path, and the
+/// control files read every cycle, so that a cycle reads each with one `pread` from offset 0
+/// instead of `openat` + `read` + `close`.
 ///
 /// cgroupfs generates a control file's content on each read from offset 0 of the same open
 /// file (it is a `seq_file`: a read at offset 0 starts over), on v1 and v2 alike, so a kept
 /// descriptor reports as fresh a figure as a new one. A file or cgroup removed while its
 /// descriptor is kept reads as `ENODEV`: the descriptor is dropped and the name looked up
 /// again in the same read (so a re-created file, for example a controller enabled again, is
-/// found), and a gone cgroup is [`ReadOutcome::Gone`](super::ReadOutcome::Gone) as before.
+/// found), and a gone cgroup is [`ReadOutcome::Gone`](super::ReadOutcome::Gone) as before
+/// (a file opened in a kept directory of a removed cgroup is not found).
 /// A directory removed and created again under the same name is a new container to the walk
 /// (another inode), with a `KeptFds` of its own. Everything is closed when the container's
 /// state is dropped.
 ///
-/// Cost, per container that keeps everything ([`Hierarchy::kept_fds_per_container`]): v2
-/// 10 descriptors (directory + 9 files; 7 without pressure), v1 8, hybrid 12 (8 without
-/// pressure). An
-/// `O_PATH` descriptor holds no buffer in the kernel, but an open and read cgroup file keeps
-/// its `seq_file` page: about 4.4 KiB of kernel memory per kept file, charged to the agent's
-/// memory cgroup (measured on this project's VM: 4 436 B per descriptor of `memory.stat`).
+/// Cost, per container ([`Hierarchy::kept_dirs_per_container`],
+/// [`Hierarchy::kept_fds_per_container`]): the directories, 1 on v2, up to 5 on v1 (4 with
+/// `cpu,cpuacct` co-mounted), up to 6 on hybrid; with [`Keep::All`] also the files, v2 9
+/// (6 without pressure), v1 8, hybrid 11 (8 without pressure). An `O_PATH` descriptor holds
+/// no buffer in the kernel, but an open and read cgroup file keeps its `seq_file` page: about
+/// 4.4 KiB of kernel memory per kept file, charged to the agent's memory cgroup (measured on
+/// this project's VM: 4 436 B per descriptor of `memory.stat`).
 ///
 /// Kept only as far as the collector's descriptor budget allows (see `ContainerCollector`);
-/// a container beyond it keeps its directory only, or nothing.
+/// a container beyond it keeps its directories only, or nothing.
 #[derive(Debug)]
 pub struct KeptFds {
     keep: Keep,
-    dir: Option<Dir>,
+    dirs: [Option<Dir>; dir::COUNT],
     files: [Option<std::fs::File>; slot::COUNT],
 }
 
@@ -94,7 +111,7 @@ impl KeptFds {
     pub fn new(keep: Keep) -> Self {
         Self {
             keep,
-            dir: None,
+            dirs: Default::default(),
             files: Default::default(),
         }
     }
@@ -106,37 +123,34 @@ impl KeptFds {
 
     /// How many descriptors are held open now.
     pub fn open_count(&self) -> usize {
-        usize::from(self.dir.is_some()) + self.files.iter().flatten().count()
+        self.dirs.iter().flatten().count() + self.files.iter().flatten().count()
     }
 
-    /// The files of a v1 controller directory (`root` + `rel`), which is opened only if a
-    /// file has no kept descriptor.
-    pub(super) fn files<'a>(&'a mut self, root: Option<&'a Path>, rel: &'a str) -> Files<'a> {
+    /// The files of the container's directory in hierarchy (or v1 controller) `root`, kept in
+    /// directory slot `dir` ([`dir`]); the directory is opened only if a file has no kept
+    /// descriptor, and kept for the next cycle unless this container keeps nothing (see
+    /// [`KeptFds::end_read`]).
+    pub(super) fn files<'a>(
+        &'a mut self,
+        dir: usize,
+        root: Option<&'a Path>,
+        rel: &'a str,
+    ) -> Files<'a> {
         Files {
             root,
             rel,
-            dir: None,
+            dir: &mut self.dirs[dir],
+            tried: false,
             kept: &mut self.files,
             keep_files: self.keep == Keep::All,
         }
     }
 
-    /// The files of the container's unified directory, with the directory kept from the last
-    /// cycle if there is one; hand it back with [`KeptFds::put_back`].
-    pub(super) fn unified<'a>(&'a mut self, root: &'a Path, rel: &'a str) -> Files<'a> {
-        Files {
-            root: Some(root),
-            rel,
-            dir: self.dir.take().map(Some),
-            kept: &mut self.files,
-            keep_files: self.keep == Keep::All,
-        }
-    }
-
-    /// Keeps the unified directory for the next cycle if this container keeps it.
-    pub(super) fn put_back(&mut self, dir: Option<Dir>) {
-        if self.keep != Keep::Nothing {
-            self.dir = dir;
+    /// At the end of a read: closes the directories opened for it if this container keeps
+    /// nothing.
+    pub(super) fn end_read(&mut self) {
+        if self.keep == Keep::Nothing {
+            self.dirs = Default::default();
         }
     }
 }
@@ -147,8 +161,11 @@ pub(super) struct Files<'a> {
     /// The hierarchy (or v1 controller) root; `None` when it is not mounted.
     root: Option<&'a Path>,
     rel: &'a str,
-    /// `None`: not opened yet; `Some(None)`: absent.
-    dir: Option<Option<Dir>>,
+    /// The directory, kept from the last cycle or opened in this read.
+    dir: &'a mut Option<Dir>,
+    /// Whether this read has looked the directory up (so that an absent one is looked up
+    /// once per read).
+    tried: bool,
     kept: &'a mut [Option<std::fs::File>; slot::COUNT],
     keep_files: bool,
 }
@@ -156,18 +173,14 @@ pub(super) struct Files<'a> {
 impl Files<'_> {
     /// The directory, opened now if it was not; `None` when it does not exist.
     fn dir(&mut self) -> Result<Option<&Dir>, CollectError> {
-        if self.dir.is_none() {
-            self.dir = Some(match self.root {
+        if self.dir.is_none() && !self.tried {
+            self.tried = true;
+            *self.dir = match self.root {
                 Some(r) => Dir::open(r.join(self.rel))?,
                 None => None,
-            });
+            };
         }
-        Ok(self.dir.as_ref().and_then(Option::as_ref))
-    }
-
-    /// The directory, if it was opened, for [`KeptFds::put_back`].
-    pub(super) fn into_dir(self) -> Option<Dir> {
-        self.dir.flatten()
+        Ok(self.dir.as_ref())
     }
 
     pub(super) fn path(&self, name: &str) -> PathBuf {
@@ -343,18 +356,43 @@ pub(crate) fn read_path(path: &Path, buf: &mut ReadBuf) -> Result<bool, CollectE
 }
 
 impl Hierarchy {
+    /// The distinct directories a container has in this hierarchy (each a [`dir`] slot):
+    /// v2 the unified one; v1 each mounted controller's (`cpu,cpuacct` co-mounted: one);
+    /// hybrid both.
+    pub(super) fn dir_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        let v1 = matches!(self.layout, Layout::V1 | Layout::Hybrid);
+        let co_mounted = self.v1.cpu == self.v1.cpuacct;
+        [
+            (dir::UNIFIED, self.unified.is_some()),
+            (dir::CPU, v1 && self.v1.cpu.is_some() && !co_mounted),
+            (dir::CPUACCT, v1 && self.v1.cpuacct.is_some()),
+            (dir::MEMORY, v1 && self.v1.memory.is_some()),
+            (dir::BLKIO, v1 && self.v1.blkio.is_some()),
+            (dir::PIDS, v1 && self.v1.pids.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(slot, has)| has.then_some(slot))
+    }
+
+    /// Directories one container keeps open with [`Keep::Dirs`], at most: v2 1, v1 one per
+    /// mounted controller it reads (5; 4 with `cpu,cpuacct` co-mounted), hybrid those and
+    /// the unified one. See [`KeptFds`].
+    pub fn kept_dirs_per_container(&self) -> usize {
+        self.dir_slots().count()
+    }
+
     /// Descriptors one container keeps open with [`Keep::All`], at most (fewer where a file
-    /// is absent): v2 its directory and 9 files (6 without pressure), v1 8 files, hybrid
-    /// both (12; 8 without pressure). See [`KeptFds`].
+    /// is absent): its directories and the files read every cycle, v2 6 (9 with pressure),
+    /// v1 8, hybrid 8 (11 with pressure). See [`KeptFds`].
     pub fn kept_fds_per_container(&self, pressure: bool) -> usize {
         let psi = if pressure { slot::PRESSURE.len() } else { 0 };
-        match self.layout {
-            Layout::V2 => 1 + 6 + psi,
+        let files = match self.layout {
+            Layout::V2 => 6 + psi,
             // cpuacct.usage and .stat, cpu.stat, memory.usage_in_bytes, .stat and
             // .oom_control, one of the two blkio files, pids.current.
             Layout::V1 => 8,
-            Layout::Hybrid if pressure => 8 + 1 + psi,
-            Layout::Hybrid => 8,
-        }
+            Layout::Hybrid => 8 + psi,
+        };
+        self.kept_dirs_per_container() + files
     }
 }

@@ -6,7 +6,7 @@ use crate::collectors::file::ReadBuf;
 use crate::collectors::host::pressure::parse_pressure;
 use crate::collectors::{CollectError, parse_error};
 
-use super::files::{Dir, Files, slot};
+use super::files::{Dir, Files, dir, slot};
 use super::parse::{
     parse_blkio_into, parse_cfs_quota, parse_cpu_max, parse_cpu_stat_v1, parse_cpu_stat_v2,
     parse_cpuacct_stat, parse_first_pid, parse_io_stat_into, parse_limit, parse_memory_stat,
@@ -36,32 +36,28 @@ impl Hierarchy {
         *out = Sample::default();
         out.io = io;
         out.io.clear();
-        match self.layout {
+        let outcome = match self.layout {
             Layout::V2 => {
                 let Some(u) = &self.unified else {
                     return Ok(ReadOutcome::Gone);
                 };
-                let mut files = kept.unified(u, rel);
-                let outcome = read_v2(&mut files, buf, out, what)?;
-                let dir = files.into_dir();
-                if matches!(outcome, ReadOutcome::Read) {
-                    kept.put_back(dir);
-                }
-                Ok(outcome)
+                read_v2(&mut kept.files(dir::UNIFIED, Some(u), rel), buf, out, what)
             }
             Layout::V1 | Layout::Hybrid => {
-                let outcome = read_v1(&self.v1, rel, kept, buf, out, limits, pid)?;
-                if let (ReadOutcome::Read, Some(u), true) = (&outcome, &self.unified, pressure) {
+                let outcome = read_v1(&self.v1, rel, kept, buf, out, limits, pid);
+                if let (Ok(ReadOutcome::Read), Some(u), true) = (&outcome, &self.unified, pressure)
+                {
                     // Hybrid: the unified hierarchy has no controllers but keeps per-cgroup
                     // pressure files where the runtime created the cgroup there too.
-                    let mut files = kept.unified(u, rel);
-                    read_pressure(&mut files, buf, out)?;
-                    let dir = files.into_dir();
-                    kept.put_back(dir);
+                    read_pressure(&mut kept.files(dir::UNIFIED, Some(u), rel), buf, out)
+                        .map(|()| ReadOutcome::Read)
+                } else {
+                    outcome
                 }
-                Ok(outcome)
             }
-        }
+        };
+        kept.end_read();
+        outcome
     }
 
     /// The first process of a container (`cgroup.procs`), read on its own when the one the
@@ -189,7 +185,7 @@ fn read_v1(
     // With `cpu,cpuacct` co-mounted both names lead to the same directory: one `Files`.
     let co_mounted = v1.cpu == v1.cpuacct;
     {
-        let mut acct = kept.files(v1.cpuacct.as_deref(), rel);
+        let mut acct = kept.files(dir::CPUACCT, v1.cpuacct.as_deref(), rel);
         if let Some(total) =
             acct.parse(Some(slot::CPUACCT_USAGE), "cpuacct.usage", buf, parse_u64)?
         {
@@ -216,10 +212,15 @@ fn read_v1(
         }
     }
     if !co_mounted {
-        read_v1_cpu(&mut kept.files(v1.cpu.as_deref(), rel), buf, out, limits)?;
+        read_v1_cpu(
+            &mut kept.files(dir::CPU, v1.cpu.as_deref(), rel),
+            buf,
+            out,
+            limits,
+        )?;
     }
     {
-        let mut d = kept.files(v1.memory.as_deref(), rel);
+        let mut d = kept.files(dir::MEMORY, v1.memory.as_deref(), rel);
         if let Some(usage) = d.parse(
             Some(slot::MEMORY_USAGE),
             "memory.usage_in_bytes",
@@ -260,7 +261,7 @@ fn read_v1(
         }
     }
     {
-        let mut d = kept.files(v1.blkio.as_deref(), rel);
+        let mut d = kept.files(dir::BLKIO, v1.blkio.as_deref(), rel);
         let mut v = std::mem::take(&mut out.io);
         v.clear();
         let found = d
@@ -284,7 +285,7 @@ fn read_v1(
         out.io = v;
     }
     {
-        let mut d = kept.files(v1.pids.as_deref(), rel);
+        let mut d = kept.files(dir::PIDS, v1.pids.as_deref(), rel);
         out.pids_current = d.parse(Some(slot::V1_PIDS_CURRENT), "pids.current", buf, parse_u64)?;
         any |= out.pids_current.is_some();
         if limits {
