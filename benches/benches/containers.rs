@@ -297,7 +297,8 @@ struct Setup {
 
 fn setup(layout: &str, n: usize) -> Setup {
     if layout == "real" {
-        let tree = match real::RealTree::create(n, id, uid) {
+        let busy = std::env::var("FAULTLINE_BENCH_BUSY").is_ok_and(|v| v == "1");
+        let tree = match real::RealTree::create(busy, n, id, uid) {
             Ok(t) => t,
             Err(e) => panic!("{e}"),
         };
@@ -372,10 +373,14 @@ fn collector(s: &Setup) -> ContainerCollector {
     // As `faultline run` does when it starts the container collector.
     faultline_agent::collectors::container::raise_open_file_limit();
     // `FAULTLINE_BENCH_KEEP_FILES=1`: measure `containers.keep_files_open: true`.
-    let cfg = ContainerConfig {
+    let mut cfg = ContainerConfig {
         keep_files_open: std::env::var("FAULTLINE_BENCH_KEEP_FILES").is_ok_and(|v| v == "1"),
         ..ContainerConfig::default()
     };
+    // `FAULTLINE_BENCH_KEPT_MEMORY=<size>`: another `containers.kept_files_memory`.
+    if let Ok(v) = std::env::var("FAULTLINE_BENCH_KEPT_MEMORY") {
+        cfg.kept_files_memory = v.parse().unwrap();
+    }
     ContainerCollector::with_cache(h, host(), cache, &cfg)
 }
 

@@ -14,7 +14,9 @@
 //!   directory's `cgroup.subtree_control`; processes only in the leaves.
 //! - **Processes.** Two containers per pod, as a pause container and an application: the
 //!   pod's first process starts in a network namespace of its own (`unshare -n`) with `lo`
-//!   and an `eth0`, the second joins it (`nsenter --net`). `eth0` is one end of a veth pair
+//!   and an `eth0`, the second joins it (`nsenter --net`). Both sleep; with
+//!   `FAULTLINE_BENCH_BUSY=1` the second is a `bash` loop that wakes every second (its CPU
+//!   time moves every cycle, so the files the collector reads only after a move are read). `eth0` is one end of a veth pair
 //!   whose other end lives in one extra namespace of the bench's (a "node" namespace held by
 //!   a sleeper outside the tree), as a pod's peer lives in the host's — so the host's own
 //!   `/proc/net/dev` is not touched. Each process is `sleep infinity` with the parent-death
@@ -170,9 +172,11 @@ impl RealTree {
         &self.ids
     }
 
-    /// Makes the tree: `n` containers (two per pod), each with a sleeping process. On any
-    /// failure, what was made so far is removed before the error returns.
+    /// Makes the tree: `n` containers (two per pod), each with a sleeping process, or with
+    /// `busy` the second of each pod an application that wakes every second. On any failure,
+    /// what was made so far is removed before the error returns.
     pub fn create(
+        busy: bool,
         n: usize,
         id: impl Fn(usize) -> String,
         uid: impl Fn(usize) -> String,
@@ -252,6 +256,16 @@ impl RealTree {
                             "ip link add eth0 type veth peer name p{i} netns {node} && ip link set lo up && ip link set eth0 up && echo ready && exec sleep infinity"
                         ),
                     ]);
+                } else if busy {
+                    // An application that wakes every second (`read` times out on a pipe
+                    // nobody writes to): its CPU time moves every cycle.
+                    cmd.args([
+                        "nsenter",
+                        &format!("--net=/proc/{}/ns/net", pids[i - 1]),
+                        "bash",
+                        "-c",
+                        "echo ready; while :; do read -t 1; done",
+                    ]);
                 } else {
                     cmd.args([
                         "nsenter",
@@ -261,8 +275,9 @@ impl RealTree {
                         "echo ready && exec sleep infinity",
                     ]);
                 }
+                let app = busy && !first;
                 let mut child = cmd
-                    .stdin(Stdio::null())
+                    .stdin(if app { Stdio::piped() } else { Stdio::null() })
                     .stdout(Stdio::piped())
                     .spawn()
                     .map_err(|e| fail(format!("cannot start setpriv/unshare/nsenter: {e}")))?;
