@@ -25,13 +25,20 @@
 //!   (its cached CPU limit), else only with the limits: without a quota the kernel runs no
 //!   bandwidth timer for the cgroup and its throttling figures stand still. A quota set
 //!   between two limit reads is seen, like the CPU limit itself, at the next one.
-//! - **v1 `cpuacct.stat` and the blkio file** (the user/system split, block I/O bytes): read
-//!   unless `cpuacct.usage`, read first, shows no CPU time used since they were read, and with
-//!   the limits. The split is sampled at the scheduler tick from the container's running
-//!   tasks, and v1 counts a container's block I/O when its own tasks submit it (v1 has no
-//!   writeback attribution: buffered writeback is the root's): neither moves while none of
-//!   its tasks runs. (v2's `io.stat` does count writeback done for the container by kernel
-//!   threads, so it is read every cycle.)
+//! - **`pids.current`, and v1 `cpuacct.stat` and the blkio file** (tasks, the user/system
+//!   split, block I/O bytes): read unless the total CPU time (`cpu.stat`, `cpuacct.usage`,
+//!   read first) shows none used since they were read, and with the limits. The split is
+//!   sampled at the scheduler tick from the container's running tasks; v1 counts a
+//!   container's block I/O when its own tasks submit it (v1 has no writeback attribution:
+//!   buffered writeback is the root's); a task is counted when a task of the container forks
+//!   it and uncounted when it is reaped after running its exit: none of these moves while
+//!   none of its tasks runs. (v2's `io.stat` does count writeback done for the container by
+//!   kernel threads, so it is read every cycle.) Two moves of the task count can come without
+//!   the container's CPU time: a task reaped by a parent outside the container (the runtime's
+//!   shim reaps its main process and `exec`'d ones) after the cycle that saw its exit, and a
+//!   task moved in from outside (`exec`) before it first runs; both leave the count one off
+//!   until the container next runs or the backstop, and both are windows of a few
+//!   milliseconds around a cycle's read.
 //! - **Pressure files** (`cpu`, `memory`, `io`, each on its own): read unless the host's
 //!   `some` stall total for that resource (`/proc/pressure/<resource>`, read once per cycle)
 //!   is what it was when the container's file was last read, and with the limits. The kernel
@@ -117,16 +124,19 @@ pub(super) struct Memo {
     oom_v1: Option<(u64, Option<u64>)>,
     /// v1 `cpu.stat`: its throttling figures.
     throttling: Option<Option<Throttling>>,
-    /// v1 `cpuacct.stat` and blkio: what they said, and the CPU total they were read at.
+    /// `pids.current` (and v1 `cpuacct.stat` and blkio): what they said, and the CPU total
+    /// they were read at.
     idle: Option<IdleAt>,
     /// Each pressure file: the host's `some` total before it was read, and what it said.
     pressure: [Option<(u64, Option<Pressure>)>; 3],
 }
 
-/// v1 `cpuacct.stat` and blkio figures as last read.
+/// The figures read only after CPU time was used, as last read: the task count, and on v1
+/// the user/system split and block I/O.
 #[derive(Debug, Clone, Default)]
 struct IdleAt {
     cpu_total_ns: u64,
+    pids_current: Option<u64>,
     user_ns: Option<u64>,
     system_ns: Option<u64>,
     io: Vec<IoDevice>,
@@ -223,21 +233,27 @@ impl Memo {
             self.memory_stat = None;
             self.oom_v1 = None;
         }
-        if !v1 {
-            return;
-        }
         if s.cpu_total_ns.is_none() {
             self.idle = None;
         } else if s.idle_skipped {
             if let Some(i) = &self.idle {
-                (s.cpu_user_ns, s.cpu_system_ns) = (i.user_ns, i.system_ns);
-                s.io.clone_from(&i.io);
+                s.pids_current = i.pids_current;
+                if v1 {
+                    (s.cpu_user_ns, s.cpu_system_ns) = (i.user_ns, i.system_ns);
+                    s.io.clone_from(&i.io);
+                }
             }
         } else if let Some(total) = s.cpu_total_ns {
             let i = self.idle.get_or_insert_with(IdleAt::default);
             i.cpu_total_ns = total;
-            (i.user_ns, i.system_ns) = (s.cpu_user_ns, s.cpu_system_ns);
-            i.io.clone_from(&s.io);
+            i.pids_current = s.pids_current;
+            if v1 {
+                (i.user_ns, i.system_ns) = (s.cpu_user_ns, s.cpu_system_ns);
+                i.io.clone_from(&s.io);
+            }
+        }
+        if !v1 {
+            return;
         }
         if s.memory.is_some() {
             if reads.oom_events {
@@ -426,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn v1_split_and_block_io_are_read_only_after_cpu_time_was_used() {
+    fn tasks_and_v1_split_and_block_io_are_read_only_after_cpu_time_was_used() {
         let mut m = Memo::default();
         assert_eq!(m.idle_unless(false), None, "never read");
         let dev = IoDevice {
@@ -439,6 +455,7 @@ mod tests {
             cpu_user_ns: Some(60),
             cpu_system_ns: Some(40),
             io: vec![dev],
+            pids_current: Some(3),
             ..sample(1, 100, Some((0, 0)))
         };
         m.after_read(
@@ -466,6 +483,36 @@ mod tests {
         );
         assert_eq!((s.cpu_user_ns, s.cpu_system_ns), (Some(60), Some(40)));
         assert_eq!(s.io, vec![dev]);
+        assert_eq!(s.pids_current, Some(3));
+        // On v2 only the task count is skipped (cpu.stat and io.stat are always read).
+        let mut v2 = Memo::default();
+        let mut s = Sample {
+            pids_current: Some(5),
+            io: vec![dev],
+            ..sample(1, 100, Some((0, 0)))
+        };
+        v2.after_read(
+            &mut s,
+            reads(true, true, MemoryStatDue::Always),
+            false,
+            &ooms(None),
+        );
+        assert_eq!(v2.idle_unless(false), Some(100));
+        let mut s = Sample {
+            idle_skipped: true,
+            cpu_user_ns: Some(1),
+            ..sample(1, 100, Some((0, 0)))
+        };
+        v2.after_read(
+            &mut s,
+            reads(true, true, MemoryStatDue::Always),
+            false,
+            &ooms(None),
+        );
+        assert_eq!(
+            (s.pids_current, s.cpu_user_ns, s.io.len()),
+            (Some(5), Some(1), 0)
+        );
         // Read after CPU time was used: the new figures and total are kept.
         let mut s = Sample {
             cpu_user_ns: Some(90),

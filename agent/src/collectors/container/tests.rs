@@ -1094,8 +1094,14 @@ fn v1_costly_files_are_read_only_when_their_figures_may_have_moved_and_kept_in_b
             &[("system.device", "vda"), ("disk.io.direction", "write")],
         )
     };
+    std::fs::write(f.file_of(A, "pids.current"), "9\n").unwrap();
     let user_before = user(&b);
     let b = cycle(&mut f);
+    assert_eq!(
+        figure(&b, A, "container.pids.count"),
+        3.0,
+        "no CPU time used: pids.current skipped"
+    );
     assert_eq!(
         user(&b),
         user_before,
@@ -1133,6 +1139,11 @@ fn v1_costly_files_are_read_only_when_their_figures_may_have_moved_and_kept_in_b
         "host count moved"
     );
     assert_eq!(written(&b), 20_971_520.0, "CPU time used: blkio read");
+    assert_eq!(
+        figure(&b, A, "container.pids.count"),
+        9.0,
+        "CPU time used: pids.current read"
+    );
     // 6 s in all; the new split (500:500 ticks) would give 3 s each, but user time never
     // goes back: 4 s user, 2 s system. The old split (400:100) would have given 1.2 s.
     assert_eq!(

@@ -168,9 +168,9 @@ pub struct Sample {
     /// `memory.stat` was not read ([`Reads::memory_stat`] said its figures stand): the
     /// memory figures' `inactive_file` and `rss` are to be filled in from the last read.
     pub memory_stat_skipped: bool,
-    /// v1: `cpuacct.stat` and the blkio file were not read, no CPU time having been used
-    /// since they were ([`Reads::unless_cpu_total`]): the user and system times and `io`
-    /// are to be filled in from the last read.
+    /// No CPU time was used since [`Reads::unless_cpu_total`]: `pids.current` was not read,
+    /// nor on v1 `cpuacct.stat` and the blkio file; the task count, and on v1 the user and
+    /// system times and `io`, are to be filled in from the last read.
     pub idle_skipped: bool,
 }
 
@@ -250,10 +250,10 @@ pub struct Reads {
     pub throttling: bool,
     /// Whether `memory.stat` is read.
     pub memory_stat: MemoryStatDue,
-    /// v1: skip `cpuacct.stat` (the user/system split) and the blkio file when
-    /// `cpuacct.usage` reads this total CPU time, the one they were last read at: no task of
-    /// the container has run since, and only its tasks' running moves the tick-sampled split
-    /// and (cgroup v1 has no writeback attribution) its block I/O figures. `None`: read them.
+    /// Skip `pids.current`, and on v1 `cpuacct.stat` (the user/system split) and the blkio
+    /// file, when the total CPU time (`cpu.stat`, `cpuacct.usage`, read first) is this one,
+    /// the one they were last read at: no task of the container has run since (see the
+    /// container collector's `memo` for why none of them moved). `None`: read them.
     pub unless_cpu_total: Option<u64>,
 }
 

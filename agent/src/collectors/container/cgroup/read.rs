@@ -133,6 +133,7 @@ fn read_v2(
     out.cpu_user_ns = Some(user);
     out.cpu_system_ns = Some(system);
     out.throttling = throttling;
+    out.idle_skipped = what.unless_cpu_total == Some(total);
     if limits {
         out.cpu_limit = d.parse(None, "cpu.max", buf, parse_cpu_max)?.flatten();
     }
@@ -177,7 +178,9 @@ fn read_v2(
         io.clear();
     }
     out.io = io;
-    out.pids_current = d.parse(Some(slot::PIDS_CURRENT), "pids.current", buf, parse_u64)?;
+    if !out.idle_skipped {
+        out.pids_current = d.parse(Some(slot::PIDS_CURRENT), "pids.current", buf, parse_u64)?;
+    }
     if limits {
         out.pids_limit = d.parse(None, "pids.max", buf, parse_limit)?.flatten();
     }
@@ -323,8 +326,11 @@ fn read_v1(
     }
     {
         let mut d = kept.files(budget, dir::PIDS, v1.pids.as_deref(), rel);
-        out.pids_current = d.parse(Some(slot::V1_PIDS_CURRENT), "pids.current", buf, parse_u64)?;
-        any |= out.pids_current.is_some();
+        if !out.idle_skipped {
+            out.pids_current =
+                d.parse(Some(slot::V1_PIDS_CURRENT), "pids.current", buf, parse_u64)?;
+            any |= out.pids_current.is_some();
+        }
         if limits {
             out.pids_limit = d.parse(None, "pids.max", buf, parse_limit)?.flatten();
         }
