@@ -19,6 +19,14 @@
 //! `real/10` and `real/100`; only when asked for by name, as they need root) are real cgroups
 //! with a sleeping process each, made and removed by the bench itself (`real.rs` says how),
 //! read with the collector's roots at the real `/proc`, `/sys` and `/`.
+//!
+//! Settings, each an environment variable: `FAULTLINE_BENCH_KEEP_FILES=1`
+//! (`containers.keep_files_open: true`), `FAULTLINE_BENCH_KEPT_MEMORY=<size>`
+//! (`containers.kept_files_memory`), `FAULTLINE_BENCH_BUSY=1` (real trees: the second
+//! container of each pod wakes twice a second), `FAULTLINE_BENCH_INTERVAL_MS=<ms>` (a pause
+//! before each of the 50 cycles whose CPU time is measured: with busy containers, 1000 makes
+//! every cycle see them move, as the agent's 10 s cycles would; back to back, cycles of
+//! 50 ms see a container waking twice a second move in one cycle of ten).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A benchmark that cannot build its tree has nothing to measure.
 
@@ -446,8 +454,18 @@ fn containers(c: &mut Criterion) {
             drop(batch);
             // CPU per cycle.
             let cycles = 50;
+            // `FAULTLINE_BENCH_INTERVAL_MS=<ms>`: that long between the measured cycles (the
+            // sleep uses no CPU of this thread), so that the containers' own activity between
+            // two cycles is as between two of the agent's, not a back-to-back cycle's worth.
+            let pause = std::env::var("FAULTLINE_BENCH_INTERVAL_MS")
+                .ok()
+                .map(|ms| std::time::Duration::from_millis(ms.parse().unwrap()));
             let t0 = thread_cpu_ns();
             for _ in 0..cycles {
+                if let Some(p) = pause {
+                    #[allow(clippy::disallowed_methods)] // The bench's own thread, no runtime.
+                    std::thread::sleep(p);
+                }
                 std::hint::black_box(cycle(&mut col, &s.ctx, &host));
             }
             let cpu_ms = (thread_cpu_ns() - t0) as f64 / cycles as f64 / 1e6;

@@ -15,8 +15,8 @@
 //! - **Processes.** Two containers per pod, as a pause container and an application: the
 //!   pod's first process starts in a network namespace of its own (`unshare -n`) with `lo`
 //!   and an `eth0`, the second joins it (`nsenter --net`). Both sleep; with
-//!   `FAULTLINE_BENCH_BUSY=1` the second is a `bash` loop that wakes every second (its CPU
-//!   time moves every cycle, so the files the collector reads only after a move are read). `eth0` is one end of a veth pair
+//!   `FAULTLINE_BENCH_BUSY=1` the second is a `bash` loop that wakes twice a second (its CPU
+//!   time moves, so the files the collector reads only after a move are read). `eth0` is one end of a veth pair
 //!   whose other end lives in one extra namespace of the bench's (a "node" namespace held by
 //!   a sleeper outside the tree), as a pod's peer lives in the host's — so the host's own
 //!   `/proc/net/dev` is not touched. Each process is `sleep infinity` with the parent-death
@@ -173,7 +173,7 @@ impl RealTree {
     }
 
     /// Makes the tree: `n` containers (two per pod), each with a sleeping process, or with
-    /// `busy` the second of each pod an application that wakes every second. On any failure,
+    /// `busy` the second of each pod an application that wakes twice a second. On any failure,
     /// what was made so far is removed before the error returns.
     pub fn create(
         busy: bool,
@@ -257,14 +257,15 @@ impl RealTree {
                         ),
                     ]);
                 } else if busy {
-                    // An application that wakes every second (`read` times out on a pipe
-                    // nobody writes to): its CPU time moves every cycle.
+                    // An application that wakes twice a second (`read` times out on a pipe
+                    // nobody writes to): its CPU time moves between any two cycles a second
+                    // or more apart.
                     cmd.args([
                         "nsenter",
                         &format!("--net=/proc/{}/ns/net", pids[i - 1]),
                         "bash",
                         "-c",
-                        "echo ready; while :; do read -t 1; done",
+                        "echo ready; while :; do read -t 0.5; done",
                     ]);
                 } else {
                     cmd.args([
