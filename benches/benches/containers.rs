@@ -398,7 +398,7 @@ fn cycle(c: &mut ContainerCollector, ctx: &Context, host: &Arc<Resource>) -> Bat
     b
 }
 
-/// Nanoseconds this thread has run on a CPU.
+/// This process's resident set, bytes.
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: u64 = s
@@ -411,6 +411,30 @@ fn rss_bytes() -> u64 {
         .parse()
         .unwrap();
     kb * 1024
+}
+
+/// Kernel memory charged to this process's memory cgroup, bytes, where the kernel says:
+/// v1 `memory.kmem.usage_in_bytes`, v2 the `kernel` line of `memory.stat`. Kept cgroup files
+/// hold theirs there (a `seq_file` page each); so does anything else in the same cgroup.
+fn kmem_bytes() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            let f = format!("/sys/fs/cgroup/memory{path}/memory.kmem.usage_in_bytes");
+            return std::fs::read_to_string(f).ok()?.trim().parse().ok();
+        }
+        if controllers.is_empty()
+            && let Ok(stat) = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.stat"))
+        {
+            return stat
+                .lines()
+                .find_map(|l| l.strip_prefix("kernel "))
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    None
 }
 
 /// The trees to measure: all synthetic ones, or those whose name contains
@@ -439,7 +463,7 @@ fn containers(c: &mut Criterion) {
             }
             let s = setup(layout, n);
             // Memory the collector adds: its state plus one batch.
-            let rss0 = rss_bytes();
+            let (rss0, kmem0) = (rss_bytes(), kmem_bytes());
             let mut col = collector(&s);
             let mut last = None;
             for _ in 0..3 {
@@ -447,7 +471,14 @@ fn containers(c: &mut Criterion) {
                 drop(last.take());
                 last = Some(cycle(&mut col, &s.ctx, &host));
             }
-            let rss1 = rss_bytes();
+            let (rss1, kmem1) = (rss_bytes(), kmem_bytes());
+            let kmem = match (kmem0, kmem1) {
+                (Some(a), Some(b)) => format!(
+                    ", {:+.1} MiB kernel memory (the memory cgroup's)",
+                    (b as f64 - a as f64) / (1024.0 * 1024.0)
+                ),
+                _ => String::new(),
+            };
             let batch = last.unwrap();
             assert_eq!(batch.resources.len(), n + 1, "every container reported");
             let points = batch.point_count();
@@ -470,7 +501,7 @@ fn containers(c: &mut Criterion) {
             }
             let cpu_ms = (thread_cpu_ns() - t0) as f64 / cycles as f64 / 1e6;
             println!(
-                "containers/{layout}/{n}: {cpu_ms:.2} ms CPU per cycle, {points} points, +{:.1} MiB RSS (collector state + one batch)",
+                "containers/{layout}/{n}: {cpu_ms:.2} ms CPU per cycle, {points} points, +{:.1} MiB RSS (collector state + one batch){kmem}",
                 rss1.saturating_sub(rss0) as f64 / (1024.0 * 1024.0)
             );
             c.bench_function(&format!("containers/{layout}/{n}"), |b| {

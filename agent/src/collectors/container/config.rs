@@ -51,8 +51,9 @@ pub struct ContainerConfig {
     /// the agent's memory cgroup). The files read in cycle after cycle are kept while this
     /// allows, the first containers' first; `0` keeps none. Default 8 MiB, about 1 800 files.
     pub kept_files_memory: ByteSize,
-    /// Keep every control file read every cycle open, whatever `kept_files_memory` says (up to
-    /// 11 files per container: ~48 MiB of kernel memory at 1000 containers). Off by default.
+    /// Keep every control file read in cycle after cycle open, whatever `kept_files_memory`
+    /// says (up to 11 files per container: ~48 MiB of kernel memory at 1000 containers whose
+    /// figures all move every cycle). Off by default.
     pub keep_files_open: bool,
 }
 

@@ -46,6 +46,5 @@ pub(super) fn budget(cfg: &ContainerConfig) -> KeepBudget {
         fds_used: 0,
         files,
         files_used: 0,
-        eager: cfg.keep_files_open,
     }
 }

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 
-use crate::collectors::file::{ReadBuf, read_at_start, read_to_end};
+use crate::collectors::file::{ReadBuf, read_at_start, read_records_to_end};
 use crate::collectors::{CollectError, parse_error};
 
 use super::{Hierarchy, Layout};
@@ -84,9 +84,9 @@ pub(super) const RELEASE_AFTER_SKIPS: u8 = 3;
 /// is kept if it was read in the container's previous read too (every cycle's files are,
 /// from their second read; files read only now and then, with the limits or only while they
 /// may have moved, are not) and both budgets have room, and a kept file is closed again after
-/// [`RELEASE_AFTER_SKIPS`] reads that skipped it, giving its room back. With `eager`
-/// (`containers.keep_files_open: true`) every file read every cycle is kept from its first
-/// read, whatever its kernel memory.
+/// [`RELEASE_AFTER_SKIPS`] reads that skipped it, giving its room back. With
+/// `containers.keep_files_open: true` the files' budget is unbounded (the descriptors' is
+/// not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepBudget {
     /// Descriptors containers may keep.
@@ -97,8 +97,6 @@ pub struct KeepBudget {
     pub files: usize,
     /// Files kept now.
     pub files_used: usize,
-    /// Keep files from their first read, whatever their kernel memory.
-    pub eager: bool,
 }
 
 impl KeepBudget {
@@ -109,7 +107,6 @@ impl KeepBudget {
             fds_used: 0,
             files: 0,
             files_used: 0,
-            eager: false,
         }
     }
 
@@ -128,7 +125,7 @@ impl KeepBudget {
 
     /// Takes room for one more kept file, read in the previous read too (`hot`).
     fn take_file(&mut self, hot: bool) -> bool {
-        let ok = (self.eager || hot) && self.fds_used < self.fds && self.files_used < self.files;
+        let ok = hot && self.fds_used < self.fds && self.files_used < self.files;
         if ok {
             self.fds_used += 1;
             self.files_used += 1;
@@ -425,9 +422,14 @@ impl Dir {
 }
 
 /// Reads the whole file at `path` into `buf` (cleared first), to the end of file: for
-/// iterating `seq_file`s such as `/proc/<pid>/net/dev`, which return at most a page per read;
+/// iterating `seq_file`s such as `/proc/<pid>/net/dev`, which return at most a page per read,
+/// whose records are each shorter than `max_record` bytes (see [`read_records_to_end`]);
 /// `Ok(false)` when it (or its process, `ESRCH`) does not exist.
-pub(crate) fn read_path(path: &Path, buf: &mut ReadBuf) -> Result<bool, CollectError> {
+pub(crate) fn read_path(
+    path: &Path,
+    buf: &mut ReadBuf,
+    max_record: usize,
+) -> Result<bool, CollectError> {
     let fd = match openat(
         AT_FDCWD,
         path,
@@ -443,9 +445,11 @@ pub(crate) fn read_path(path: &Path, buf: &mut ReadBuf) -> Result<bool, CollectE
             });
         }
     };
-    read_to_end(&std::fs::File::from(fd), buf).map_err(|source| CollectError::Read {
-        path: path.to_path_buf(),
-        source,
+    read_records_to_end(&std::fs::File::from(fd), buf, max_record).map_err(|source| {
+        CollectError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

@@ -268,15 +268,4 @@ fn a_file_is_kept_from_its_second_read_in_a_row_within_the_budget_and_closed_onc
         read_files(&mut kept, &mut none, dir.path(), &both);
     }
     assert_eq!(kept.open_count(), 0, "no directory kept either (not asked)");
-    // Eager (`keep_files_open`): kept from the first read.
-    let mut eager = KeepBudget {
-        fds: 10,
-        files: usize::MAX,
-        eager: true,
-        ..KeepBudget::none()
-    };
-    let mut kept = KeptFds::new(false);
-    read_files(&mut kept, &mut eager, dir.path(), &both);
-    assert_eq!(kept.kept_files(), 2);
-    assert_eq!(eager.files_used, 2);
 }
