@@ -220,6 +220,7 @@ impl ContainerCollector {
     /// `Ok(None)` when the cgroup is gone.
     fn read(&mut self, t: &mut Tracked, rel: &str) -> Result<Option<Reads>, CollectError> {
         let read_limits = t.limits_due(self.cycle);
+        let backstop = t.backstop_due(self.cycle);
         // The pid whose network namespace is read comes from `cgroup.procs` with the
         // limits, or when none is known (new container, or its process went away):
         // one file less per container and cycle.
@@ -236,10 +237,10 @@ impl ContainerCollector {
                 read_limits,
             ),
             (Some(_), None) => true,
-            (None, _) => t.memo.oom_v1_due(self.counters.now.ooms, read_limits),
+            (None, _) => t.memo.oom_v1_due(self.counters.now.ooms, backstop),
         };
         let pressure = if self.pressure {
-            t.memo.pressure_due(&self.counters.now, read_limits)
+            t.memo.pressure_due(&self.counters.now, backstop)
         } else {
             [false; 3]
         };
@@ -248,9 +249,9 @@ impl ContainerCollector {
             limits: read_limits,
             pid: read_pid,
             oom_events: oom_due,
-            throttling: t.memo.throttling_due(t.has_cpu_quota(), read_limits),
+            throttling: t.memo.throttling_due(t.has_cpu_quota(), backstop),
             memory_stat: t.memo.memory_stat_due(read_limits),
-            unless_cpu_total: t.memo.idle_unless(read_limits),
+            unless_cpu_total: t.memo.idle_unless(backstop),
         };
         match self.hierarchy.read(
             rel,

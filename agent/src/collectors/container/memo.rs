@@ -1,7 +1,10 @@
 //! The figures of a container's costlier control files that a cycle may take from the last
 //! read instead of reading the file again, and what decides that the file is due ([`Memo`]).
 //! Every metric is still recorded every cycle; a skipped file's figures are its last read's,
-//! and a file is skipped only where nothing that moves its figures has happened since:
+//! and a file is skipped only where nothing that moves its figures has happened since. Each
+//! is also read as a backstop in case a move went unseen: `memory.stat` with the limits
+//! (every [`super::LIMITS_EVERY`] cycles), the others, whose skips rest on the kernel's own
+//! accounting, every [`super::BACKSTOP_EVERY`].
 //!
 //! - **`memory.stat`** (inactive file cache and RSS, for the working set, RSS and available
 //!   memory): read unless the container's memory usage and its total CPU time are both what
@@ -10,24 +13,24 @@
 //!   a container that did neither has the same `anon` pages and the same file pages. What can
 //!   still move without either is the split of its file cache between the active and inactive
 //!   lists by the kernel's own aging (reclaim driven from outside the container moving pages
-//!   to the inactive list): that is caught by reading the file with the limits as a backstop,
-//!   at least every [`super::LIMITS_EVERY`] cycles. On a node most containers of which idle
+//!   to the inactive list): that is caught by reading the file with the limits. On a node
+//!   most containers of which idle
 //!   (a Kubernetes pod's pause container never runs), this reads the file for the busy ones.
 //!   It is the costliest control file: the kernel formats some 40 lines per read (v1 twice as
 //!   many, with `total_*` hierarchical sums).
 //! - **v1 `memory.oom_control`** (OOM kills): read only after the host's count of OOM kills
-//!   (`oom_kill` in `/proc/vmstat`, read once per cycle) moved since the file's last read, and
-//!   with the limits as a backstop. The kernel counts every OOM kill there and in the victim's
+//!   (`oom_kill` in `/proc/vmstat`, read once per cycle) moved since the file's last read.
+//!   The kernel counts every OOM kill there and in the victim's
 //!   memory cgroup in the same function (`__oom_kill_process`), so a host count that did not
 //!   move means no container's did. Where `/proc/vmstat` has no `oom_kill` (or cannot be read)
 //!   the file is read every cycle. (cgroup v2 has change notification instead: `oom_watch`.)
 //! - **v1 `cpu.stat`** (CFS throttling): read every cycle while the container has a CPU quota
-//!   (its cached CPU limit), else only with the limits: without a quota the kernel runs no
-//!   bandwidth timer for the cgroup and its throttling figures stand still. A quota set
-//!   between two limit reads is seen, like the CPU limit itself, at the next one.
+//!   (its cached CPU limit), else not: without a quota the kernel runs no bandwidth timer for
+//!   the cgroup and its throttling figures stand still. A quota set between two limit reads
+//!   is seen, like the CPU limit itself, at the next one.
 //! - **`pids.current`, and v1 `cpuacct.stat` and the blkio file** (tasks, the user/system
 //!   split, block I/O bytes): read unless the total CPU time (`cpu.stat`, `cpuacct.usage`,
-//!   read first) shows none used since they were read, and with the limits. The split is
+//!   read first) shows none used since they were read. The split is
 //!   sampled at the scheduler tick from the container's running tasks; v1 counts a
 //!   container's block I/O when its own tasks submit it (v1 has no writeback attribution:
 //!   buffered writeback is the root's); a task is counted when a task of the container forks
@@ -41,7 +44,7 @@
 //!   milliseconds around a cycle's read.
 //! - **Pressure files** (`cpu`, `memory`, `io`, each on its own): read unless the host's
 //!   `some` stall total for that resource (`/proc/pressure/<resource>`, read once per cycle)
-//!   is what it was when the container's file was last read, and with the limits. The kernel
+//!   is what it was when the container's file was last read. The kernel
 //!   accounts every stalled task in its cgroup and each ancestor up to the system-wide group,
 //!   so no stall anywhere means none in any container (`full` implies `some`). Only the
 //!   host's microsecond rounding can hide a container's sub-microsecond-per-CPU share of a
@@ -172,8 +175,8 @@ impl Memo {
         }
     }
 
-    /// Whether v1's `cpu.stat` is read this cycle: while a quota is set (`quota`), and with
-    /// the limits (`backstop`).
+    /// Whether v1's `cpu.stat` is read this cycle: while a quota is set (`quota`), and as a
+    /// backstop.
     pub(super) fn throttling_due(&self, quota: bool, backstop: bool) -> bool {
         quota || backstop || self.throttling.is_none()
     }
@@ -262,7 +265,7 @@ impl Memo {
                 s.oom_kills = kills;
             }
         }
-        if reads.throttling || reads.limits {
+        if reads.throttling {
             self.throttling = Some(s.throttling);
         } else if let Some(t) = self.throttling {
             s.throttling = t;

@@ -77,7 +77,7 @@ pub use descriptors::{
 };
 pub use fd_budget::raise_open_file_limit;
 pub use resource::build_resource;
-pub use tracked::LIMITS_EVERY;
+pub use tracked::{BACKSTOP_EVERY, LIMITS_EVERY};
 
 /// Why the container collector could not start.
 #[derive(Debug, thiserror::Error)]

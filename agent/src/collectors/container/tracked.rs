@@ -25,6 +25,13 @@ use super::resource::Sources;
 /// `LIMITS_EVERY`. The files [`Memo`] skips are read with them as a backstop.
 pub const LIMITS_EVERY: u64 = 6;
 
+/// The files the collector reads only after something says their figures moved (`memo`:
+/// the OOM count on v1, throttling, the user/system split, block I/O on v1, tasks, pressure)
+/// are read anyway in one limits cycle of this many (five minutes at the default 10 s), in
+/// each container's own phase, in case a move went unseen. `memory.stat`, whose skip rests
+/// on a likelihood rather than the kernel's accounting, is read with every limits read.
+pub const BACKSTOP_EVERY: u64 = 5 * LIMITS_EVERY;
+
 /// Per-container state kept between cycles.
 #[derive(Debug)]
 pub(super) struct Tracked {
@@ -120,6 +127,12 @@ impl Tracked {
         })
     }
 
+    /// Whether the files `memo` skips are read whatever says they did not move, in `cycle`
+    /// (see [`BACKSTOP_EVERY`]).
+    pub(super) fn backstop_due(&self, cycle: u64) -> bool {
+        self.limits_due(cycle) && cycle.wrapping_add(self.ino).is_multiple_of(BACKSTOP_EVERY)
+    }
+
     /// Whether the container had a CPU quota at the last read of its limits.
     pub(super) fn has_cpu_quota(&self) -> bool {
         self.limits.is_some_and(|(_, cpu, ..)| cpu.is_some())
@@ -202,6 +215,36 @@ mod tests {
             phases.len() as u64,
             LIMITS_EVERY,
             "containers started together spread their reads over the period"
+        );
+    }
+
+    #[test]
+    fn the_backstop_comes_every_period_in_a_limits_cycle_of_each_containers_own_phase() {
+        let mut phases = std::collections::HashSet::new();
+        for ino in 77..77 + BACKSTOP_EVERY {
+            let mut t = tracked(ino);
+            let mut backstops = Vec::new();
+            for cycle in 1..=4 * BACKSTOP_EVERY {
+                let limits = t.limits_due(cycle);
+                if t.backstop_due(cycle) {
+                    assert!(limits, "a backstop is a limits cycle");
+                    backstops.push(cycle);
+                }
+                if limits {
+                    t.cache_limits(&mut Sample::default(), cycle, true);
+                }
+            }
+            assert!(
+                backstops.windows(2).all(|w| w[1] - w[0] == BACKSTOP_EVERY),
+                "{backstops:?}"
+            );
+            assert!(backstops.len() >= 3, "{backstops:?}");
+            phases.insert(backstops[1] % BACKSTOP_EVERY);
+        }
+        assert_eq!(
+            phases.len() as u64,
+            BACKSTOP_EVERY,
+            "spread over the period"
         );
     }
 

@@ -246,7 +246,7 @@ pub struct Reads {
     /// reads only when it may have changed (see `oom_watch`, `memo`).
     pub oom_events: bool,
     /// v1 `cpu.stat` (CFS throttling), which the collector reads only while a CPU quota is
-    /// set, and with the limits (v2's `cpu.stat` holds the usage too and is always read).
+    /// set, and as a backstop (v2's `cpu.stat` holds the usage too and is always read).
     pub throttling: bool,
     /// Whether `memory.stat` is read.
     pub memory_stat: MemoryStatDue,

@@ -355,7 +355,7 @@ fn read_v1_cpu(
     what: Reads,
 ) -> Result<(), CollectError> {
     let limits = what.limits;
-    if what.throttling || limits {
+    if what.throttling {
         out.throttling = d.parse(Some(slot::V1_CPU_STAT), "cpu.stat", buf, parse_cpu_stat_v1)?;
     }
     if limits
