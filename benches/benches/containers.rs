@@ -12,9 +12,21 @@
 //! before). `FAULTLINE_BENCH_TREES=v1/1000` measures only the trees whose name contains that
 //! text, so that each tree's memory is measured in a fresh process. Figures go to docs/PERFORMANCE.md with the date and the command.
 //!
-//! The trees are regular files in a temporary directory: reading them costs the system calls
-//! but not the kernel's work of producing cgroup files (`memory.stat` is the expensive one on
-//! a real cgroupfs), so real hosts cost somewhat more per container.
+//! The synthetic trees are regular files in a temporary directory: reading them costs the
+//! system calls but not the kernel's work of producing cgroup files (`memory.stat` is the
+//! expensive one on a real cgroupfs, and every open allocates a `seq_file`), so real hosts
+//! cost more per container. The **real** trees (`FAULTLINE_BENCH_TREES=real/1000`, also
+//! `real/10` and `real/100`; only when asked for by name, as they need root) are real cgroups
+//! with a sleeping process each, made and removed by the bench itself (`real.rs` says how),
+//! read with the collector's roots at the real `/proc`, `/sys` and `/`.
+//!
+//! Settings, each an environment variable: `FAULTLINE_BENCH_KEEP_FILES=1`
+//! (`containers.keep_files_open: true`), `FAULTLINE_BENCH_KEPT_MEMORY=<size>`
+//! (`containers.kept_files_memory`), `FAULTLINE_BENCH_BUSY=1` (real trees: the second
+//! container of each pod wakes twice a second), `FAULTLINE_BENCH_INTERVAL_MS=<ms>` (a pause
+//! before each of the 50 cycles whose CPU time is measured: with busy containers, 1000 makes
+//! every cycle see them move, as the agent's 10 s cycles would; back to back, cycles of
+//! 50 ms see a container waking twice a second move in one cycle of ten).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A benchmark that cannot build its tree has nothing to measure.
 
@@ -274,14 +286,44 @@ fn v1_tree(root: &Path, n: usize) {
     }
 }
 
+#[path = "containers/real.rs"]
+mod real;
+
+/// What a tree is made of; dropping it removes it.
+#[allow(dead_code)] // Held for its `Drop`.
+enum Made {
+    Synthetic(tempfile::TempDir),
+    Real(real::RealTree),
+}
+
 struct Setup {
-    _dir: tempfile::TempDir,
+    _made: Made,
     ctx: Context,
-    root: PathBuf,
-    n: usize,
+    hierarchy: Hierarchy,
+    ids: Vec<String>,
 }
 
 fn setup(layout: &str, n: usize) -> Setup {
+    if layout == "real" {
+        let busy = std::env::var("FAULTLINE_BENCH_BUSY").is_ok_and(|v| v == "1");
+        let tree = match real::RealTree::create(busy, n, id, uid) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        return Setup {
+            ctx: Context {
+                roots: Roots {
+                    proc: PathBuf::from("/proc"),
+                    sys: PathBuf::from("/sys"),
+                    rootfs: PathBuf::from("/"),
+                },
+                boot_time_unix_nanos: 1,
+            },
+            hierarchy: tree.hierarchy().clone(),
+            ids: tree.ids().to_vec(),
+            _made: Made::Real(tree),
+        };
+    }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     match layout {
@@ -294,13 +336,13 @@ fn setup(layout: &str, n: usize) -> Setup {
         rootfs: root.clone(),
     };
     Setup {
-        _dir: dir,
         ctx: Context {
             roots,
             boot_time_unix_nanos: 1,
         },
-        root,
-        n,
+        hierarchy: Hierarchy::detect(&root.join("sys/fs/cgroup")).unwrap(),
+        ids: (0..n).map(id).collect(),
+        _made: Made::Synthetic(dir),
     }
 }
 
@@ -321,12 +363,12 @@ fn host() -> Arc<Resource> {
 }
 
 fn collector(s: &Setup) -> ContainerCollector {
-    let h = Hierarchy::detect(&s.root.join("sys/fs/cgroup")).unwrap();
+    let h = s.hierarchy.clone();
     let cache = Arc::new(MetadataCache::default());
     // Every container named, as with a reachable runtime.
-    for i in 0..s.n {
+    for (i, id) in s.ids.iter().enumerate() {
         cache.docker_upsert(
-            id(i),
+            id.clone(),
             ContainerMeta {
                 name: Some(format!("app-{i}")),
                 image_name: Some("registry.example/team/app".into()),
@@ -339,10 +381,14 @@ fn collector(s: &Setup) -> ContainerCollector {
     // As `faultline run` does when it starts the container collector.
     faultline_agent::collectors::container::raise_open_file_limit();
     // `FAULTLINE_BENCH_KEEP_FILES=1`: measure `containers.keep_files_open: true`.
-    let cfg = ContainerConfig {
+    let mut cfg = ContainerConfig {
         keep_files_open: std::env::var("FAULTLINE_BENCH_KEEP_FILES").is_ok_and(|v| v == "1"),
         ..ContainerConfig::default()
     };
+    // `FAULTLINE_BENCH_KEPT_MEMORY=<size>`: another `containers.kept_files_memory`.
+    if let Ok(v) = std::env::var("FAULTLINE_BENCH_KEPT_MEMORY") {
+        cfg.kept_files_memory = v.parse().unwrap();
+    }
     ContainerCollector::with_cache(h, host(), cache, &cfg)
 }
 
@@ -352,7 +398,7 @@ fn cycle(c: &mut ContainerCollector, ctx: &Context, host: &Arc<Resource>) -> Bat
     b
 }
 
-/// Nanoseconds this thread has run on a CPU.
+/// This process's resident set, bytes.
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: u64 = s
@@ -367,22 +413,57 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
-/// The trees to measure: all, or those whose name contains `FAULTLINE_BENCH_TREES` (for
-/// example `v1/1000`), so that one tree's memory can be measured in a process of its own.
+/// Kernel memory charged to this process's memory cgroup, bytes, where the kernel says:
+/// v1 `memory.kmem.usage_in_bytes`, v2 the `kernel` line of `memory.stat`. Kept cgroup files
+/// hold theirs there (a `seq_file` page each); so does anything else in the same cgroup.
+fn kmem_bytes() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            let f = format!("/sys/fs/cgroup/memory{path}/memory.kmem.usage_in_bytes");
+            return std::fs::read_to_string(f).ok()?.trim().parse().ok();
+        }
+        if controllers.is_empty()
+            && let Ok(stat) = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.stat"))
+        {
+            return stat
+                .lines()
+                .find_map(|l| l.strip_prefix("kernel "))
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    None
+}
+
+/// The trees to measure: all synthetic ones, or those whose name contains
+/// `FAULTLINE_BENCH_TREES` (for example `v1/1000`), so that one tree's memory can be measured
+/// in a process of its own. A real tree only when the variable names it (`real/1000`).
 fn wanted(name: &str) -> bool {
-    std::env::var("FAULTLINE_BENCH_TREES").map_or(true, |f| name.contains(f.as_str()))
+    match std::env::var("FAULTLINE_BENCH_TREES") {
+        Ok(f) => name.contains(f.as_str()),
+        Err(_) => !name.starts_with("real"),
+    }
 }
 
 fn containers(c: &mut Criterion) {
     let host = host();
-    for layout in ["v2", "v1"] {
+    if ["real/10", "real/100", "real/1000"]
+        .iter()
+        .any(|t| wanted(t))
+    {
+        // Before any other thread starts: a Ctrl-C then removes the real tree too.
+        real::guard_signals();
+    }
+    for layout in ["v2", "v1", "real"] {
         for n in [10usize, 100, 1000] {
             if !wanted(&format!("{layout}/{n}")) {
                 continue;
             }
             let s = setup(layout, n);
             // Memory the collector adds: its state plus one batch.
-            let rss0 = rss_bytes();
+            let (rss0, kmem0) = (rss_bytes(), kmem_bytes());
             let mut col = collector(&s);
             let mut last = None;
             for _ in 0..3 {
@@ -390,20 +471,37 @@ fn containers(c: &mut Criterion) {
                 drop(last.take());
                 last = Some(cycle(&mut col, &s.ctx, &host));
             }
-            let rss1 = rss_bytes();
+            let (rss1, kmem1) = (rss_bytes(), kmem_bytes());
+            let kmem = match (kmem0, kmem1) {
+                (Some(a), Some(b)) => format!(
+                    ", {:+.1} MiB kernel memory (the memory cgroup's)",
+                    (b as f64 - a as f64) / (1024.0 * 1024.0)
+                ),
+                _ => String::new(),
+            };
             let batch = last.unwrap();
             assert_eq!(batch.resources.len(), n + 1, "every container reported");
             let points = batch.point_count();
             drop(batch);
             // CPU per cycle.
             let cycles = 50;
+            // `FAULTLINE_BENCH_INTERVAL_MS=<ms>`: that long between the measured cycles (the
+            // sleep uses no CPU of this thread), so that the containers' own activity between
+            // two cycles is as between two of the agent's, not a back-to-back cycle's worth.
+            let pause = std::env::var("FAULTLINE_BENCH_INTERVAL_MS")
+                .ok()
+                .map(|ms| std::time::Duration::from_millis(ms.parse().unwrap()));
             let t0 = thread_cpu_ns();
             for _ in 0..cycles {
+                if let Some(p) = pause {
+                    #[allow(clippy::disallowed_methods)] // The bench's own thread, no runtime.
+                    std::thread::sleep(p);
+                }
                 std::hint::black_box(cycle(&mut col, &s.ctx, &host));
             }
             let cpu_ms = (thread_cpu_ns() - t0) as f64 / cycles as f64 / 1e6;
             println!(
-                "containers/{layout}/{n}: {cpu_ms:.2} ms CPU per cycle, {points} points, +{:.1} MiB RSS (collector state + one batch)",
+                "containers/{layout}/{n}: {cpu_ms:.2} ms CPU per cycle, {points} points, +{:.1} MiB RSS (collector state + one batch){kmem}",
                 rss1.saturating_sub(rss0) as f64 / (1024.0 * 1024.0)
             );
             c.bench_function(&format!("containers/{layout}/{n}"), |b| {

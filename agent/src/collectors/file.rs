@@ -51,7 +51,7 @@ impl ReadBuf {
 /// Not for iterating `seq_file`s (`/proc/diskstats`, `/proc/net/dev`, `/proc/cpuinfo`), which
 /// return at most a page per read: [`KeptFile`] reads those to the end.
 pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
-    read_from_zero(f, buf, true)
+    read_from_zero(f, buf, READ_CHUNK)
 }
 
 /// Reads an open file from offset 0 to its end into `buf`, with `pread`: like
@@ -59,10 +59,30 @@ pub(crate) fn read_at_start(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
 /// returns at most a page per read), only an empty one; `Ok(false)` on `ENODEV` or `ESRCH`
 /// (the process went away).
 pub(crate) fn read_to_end(f: &File, buf: &mut ReadBuf) -> io::Result<bool> {
-    read_from_zero(f, buf, false)
+    read_from_zero(f, buf, 1)
 }
 
-fn read_from_zero(f: &File, buf: &mut ReadBuf, short_is_end: bool) -> io::Result<bool> {
+/// Reads an iterating `seq_file` whose records are each shorter than `max_record` bytes
+/// (`/proc/<pid>/net/dev`: a line per interface) from offset 0 to its end into `buf`, as
+/// [`read_to_end`] does but without the last, empty read where the content is shorter than
+/// a page. The kernel fills a read of such a file with records until the next one would not
+/// fit its buffer of at least a page (`seq_read_iter`), so a read that returns fewer than
+/// [`MIN_SEQ_BUF`] − `max_record` bytes can only have stopped at the end. `Ok(false)` on
+/// `ENODEV` or `ESRCH` (the process went away).
+pub(crate) fn read_records_to_end(
+    f: &File,
+    buf: &mut ReadBuf,
+    max_record: usize,
+) -> io::Result<bool> {
+    read_from_zero(f, buf, MIN_SEQ_BUF.saturating_sub(max_record).max(1))
+}
+
+/// The smallest buffer the kernel gives a `seq_file`: a page, at least 4 KiB.
+const MIN_SEQ_BUF: usize = 4096;
+
+/// Reads from offset 0 until a read returns fewer than `end_below` bytes (1: until an empty
+/// one; [`READ_CHUNK`] + 1: until a short one).
+fn read_from_zero(f: &File, buf: &mut ReadBuf, end_below: usize) -> io::Result<bool> {
     buf.len = 0;
     loop {
         let len = buf.len;
@@ -72,7 +92,7 @@ fn read_from_zero(f: &File, buf: &mut ReadBuf, short_is_end: bool) -> io::Result
         match f.read_at(&mut buf.bytes[len..len + READ_CHUNK], len as u64) {
             Ok(n) => {
                 buf.len = len + n;
-                if n == 0 || (short_is_end && n < READ_CHUNK) {
+                if n < end_below.min(READ_CHUNK + 1) || n == 0 {
                     return Ok(true);
                 }
             }
@@ -218,6 +238,33 @@ mod tests {
         let file = File::open(path).unwrap();
         assert!(read_to_end(&file, &mut buf).unwrap());
         assert!(buf.as_bytes().len() > 2 * 4096, "read_to_end stopped early");
+    }
+
+    #[test]
+    fn an_iterating_file_of_short_records_is_read_to_its_end_in_one_read_when_short() {
+        // /proc/self/maps: an iterating seq_file of lines well under 1 KiB, longer than a page
+        // in a test binary. Mappings may change meanwhile: lengths, not texts, are compared.
+        let path = Path::new("/proc/self/maps");
+        let fresh = std::fs::read_to_string(path).unwrap();
+        assert!(fresh.len() > 4096, "the test needs a file of over a page");
+        let mut buf = ReadBuf::default();
+        let file = File::open(path).unwrap();
+        assert!(read_records_to_end(&file, &mut buf, 1024).unwrap());
+        let text = std::str::from_utf8(buf.as_bytes()).unwrap();
+        assert!(
+            text.len() > 4096,
+            "{} bytes: stopped at the first page",
+            text.len()
+        );
+        assert!(text.ends_with('\n') && text.lines().count() > 10);
+        // Shorter than a page: the whole of it.
+        let dev = File::open("/proc/self/net/dev").unwrap();
+        assert!(read_records_to_end(&dev, &mut buf, 1024).unwrap());
+        let whole = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+        assert_eq!(
+            std::str::from_utf8(buf.as_bytes()).unwrap().lines().count(),
+            whole.lines().count()
+        );
     }
 
     #[test]

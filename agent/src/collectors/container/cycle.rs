@@ -96,6 +96,7 @@ impl ContainerCollector {
         if self.network {
             self.net.begin_cycle(&ctx.roots.proc);
         }
+        self.counters.refresh(&ctx.roots.proc);
         Ok(())
     }
 
@@ -161,16 +162,15 @@ impl ContainerCollector {
         if let Some(mut old) = tracked.remove(&f.rel) {
             old.release(&mut self.fds, self.oom_watch.as_mut());
         }
-        let (keep, charge) = self.fds.keep_for_new(&self.hierarchy, self.pressure);
+        let (keep_dirs, charge) = self.fds.dirs_for_new(&self.hierarchy);
         let start = self
             .hierarchy
             .walk_root()
             .and_then(|r| cgroup::dir_time_unix_nanos(&r.join(&f.rel)).ok())
             .unwrap_or(now);
-        self.fds.charged += charge;
         tracked.insert(
             f.rel.clone(),
-            Tracked::new(f, start, keep, charge, self.cycle),
+            Tracked::new(f, start, keep_dirs, charge, self.cycle),
         );
     }
 
@@ -215,17 +215,20 @@ impl ContainerCollector {
     }
 
     /// Reads the container's control files into `self.sample`: the limits and `cgroup.procs`
-    /// only when due (else the kept ones), `memory.events` only when it may have changed.
-    /// Returns what was read; `Ok(None)` when the cgroup is gone.
+    /// only when due (else the kept ones), the OOM count and the costlier files (`memo`) only
+    /// when they may have changed (else their last figures). Returns what was read;
+    /// `Ok(None)` when the cgroup is gone.
     fn read(&mut self, t: &mut Tracked, rel: &str) -> Result<Option<Reads>, CollectError> {
         let read_limits = t.limits_due(self.cycle);
+        let backstop = t.backstop_due(self.cycle);
         // The pid whose network namespace is read comes from `cgroup.procs` with the
         // limits, or when none is known (new container, or its process went away):
         // one file less per container and cycle.
         let known_pid = t.netns.map(|(pid, _)| pid);
         let read_pid = self.network && (read_limits || known_pid.is_none());
-        // `memory.events` (cgroup v2) only when it may have changed, with the limits
-        // as a backstop; v1's `memory.oom_control` every cycle.
+        // The OOM count only when it may have changed, with the limits as a backstop:
+        // `memory.events` (cgroup v2) after a change notification, v1's
+        // `memory.oom_control` after the host's count moved.
         let oom_due = match (&mut self.oom_watch, self.hierarchy.walk_root()) {
             (Some(w), Some(root)) => w.before_read(
                 &mut t.oom,
@@ -233,18 +236,31 @@ impl ContainerCollector {
                 rel,
                 read_limits,
             ),
-            _ => true,
+            (Some(_), None) => true,
+            (None, _) => t.memo.oom_v1_due(self.counters.now.ooms, backstop),
+        };
+        let pressure = if self.pressure {
+            t.memo.pressure_due(&self.counters.now, backstop)
+        } else {
+            [false; 3]
         };
         let reads = Reads {
-            pressure: self.pressure,
+            pressure,
             limits: read_limits,
             pid: read_pid,
             oom_events: oom_due,
+            throttling: t.memo.throttling_due(t.has_cpu_quota(), backstop),
+            memory_stat: t.memo.memory_stat_due(read_limits),
+            unless_cpu_total: t.memo.idle_unless(backstop),
         };
-        match self
-            .hierarchy
-            .read(rel, &mut t.fds, &mut self.buf, &mut self.sample, reads)?
-        {
+        match self.hierarchy.read(
+            rel,
+            &mut t.fds,
+            &mut self.fds,
+            &mut self.buf,
+            &mut self.sample,
+            reads,
+        )? {
             ReadOutcome::Read => {}
             ReadOutcome::Gone => return Ok(None),
         }
@@ -256,6 +272,9 @@ impl ContainerCollector {
             self.sample.oom_kills =
                 w.after_read(&mut t.oom, memory, oom_due, self.sample.oom_kills);
         }
+        let v1 = self.oom_watch.is_none();
+        t.memo
+            .after_read(&mut self.sample, reads, v1, &self.counters.now);
         t.cache_limits(&mut self.sample, self.cycle, read_limits);
         t.split_cpu(&mut self.sample);
         Ok(Some(reads))

@@ -1,9 +1,9 @@
-//! How many file descriptors containers may keep open between cycles (their cgroup
-//! directories and control files, [`cgroup::KeptFds`]), and what each new container may keep
-//! within that budget. The budget follows the process's open-file limit, which
-//! [`raise_open_file_limit`] raises at start.
+//! What containers may keep open between cycles ([`cgroup::KeepBudget`]): descriptors, from
+//! the process's open-file limit, which [`raise_open_file_limit`] raises at start, and the
+//! kernel memory of kept control files, from `containers.kept_files_memory`.
 
-use super::cgroup::{self, Hierarchy};
+use super::ContainerConfig;
+use super::cgroup::{self, KeepBudget};
 
 /// Open-file descriptors left to the rest of the agent (sockets, the disk queue, backup
 /// tools, API connections) when container descriptors are kept open.
@@ -19,8 +19,9 @@ fn fd_budget() -> usize {
 }
 
 /// Raises the soft open-file limit to the hard one, as the Go runtime does for node_exporter
-/// and cAdvisor: a node with 1000 containers needs a descriptor per kept container directory,
-/// and the usual soft limit is 1024. Failing leaves the limit, and the budget follows it.
+/// and cAdvisor: a node with 1000 containers needs descriptors for the kept container
+/// directories, and the usual soft limit is 1024. Failing leaves the limit, and the budget
+/// follows it.
 pub fn raise_open_file_limit() {
     use nix::sys::resource::{Resource as Limit, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Limit::RLIMIT_NOFILE)
@@ -31,44 +32,19 @@ pub fn raise_open_file_limit() {
     }
 }
 
-/// How many descriptors containers may keep open ([`fd_budget`]), and how many the tracked
-/// containers are charged for now: each new container keeps everything
-/// ([`cgroup::Keep::All`]) while that fits, else its unified directory alone, else nothing.
-#[derive(Debug)]
-pub(super) struct FdBudget {
-    pub(super) budget: usize,
-    pub(super) charged: usize,
-    /// `containers.keep_files_open`: whether a container may keep its control files open
-    /// ([`cgroup::Keep::All`]) or at most its unified directory.
-    pub(super) keep_files: bool,
-}
-
-impl FdBudget {
-    /// The budget the open-file limit allows now, nothing charged yet.
-    pub(super) fn new(keep_files: bool) -> Self {
-        Self {
-            budget: fd_budget(),
-            charged: 0,
-            keep_files,
-        }
-    }
-
-    /// What a container first seen now may keep open, and the descriptors that charges to
-    /// the budget: everything (with `keep_files_open`) while the budget has room for it,
-    /// else (v2, hybrid) its unified directory, else nothing.
-    pub(super) fn keep_for_new(
-        &self,
-        hierarchy: &Hierarchy,
-        pressure: bool,
-    ) -> (cgroup::Keep, usize) {
-        let all = hierarchy.kept_fds_per_container(pressure);
-        let left = self.budget.saturating_sub(self.charged);
-        if self.keep_files && all <= left {
-            (cgroup::Keep::All, all)
-        } else if left >= 1 && hierarchy.unified.is_some() {
-            (cgroup::Keep::Dir, 1)
-        } else {
-            (cgroup::Keep::Nothing, 0)
-        }
+/// The budget for `cfg` under the open-file limit of now: descriptors as [`fd_budget`]
+/// allows; files as `kept_files_memory` allows at [`cgroup::kept_file_bytes`] each, or
+/// without a memory bound with `keep_files_open`.
+pub(super) fn budget(cfg: &ContainerConfig) -> KeepBudget {
+    let files = if cfg.keep_files_open {
+        usize::MAX
+    } else {
+        usize::try_from(cfg.kept_files_memory.0 / cgroup::kept_file_bytes()).unwrap_or(usize::MAX)
+    };
+    KeepBudget {
+        fds: fd_budget(),
+        fds_used: 0,
+        files,
+        files_used: 0,
     }
 }

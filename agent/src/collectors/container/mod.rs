@@ -31,7 +31,8 @@
 //! derive.
 //!
 //! Where the parts are: `cycle.rs` the steps of a cycle; `tracked.rs` the state kept per
-//! container; `resource.rs` its resource; `record.rs` its points, per metric family, of the
+//! container; `memo.rs` the figures of the costlier files a cycle may skip, and when it may;
+//! `resource.rs` its resource; `record.rs` its points, per metric family, of the
 //! metrics in `descriptors.rs`; `fd_budget.rs` the descriptors containers may keep open;
 //! `config.rs` the configuration. The submodules below read the cgroup tree, the network
 //! namespaces, `memory.events` changes and the metadata sources.
@@ -43,7 +44,6 @@ use faultline_exporters::model::Resource;
 
 use super::Roots;
 use cgroup::{Found, Hierarchy, Sample};
-use fd_budget::FdBudget;
 use metadata::{MetadataCache, MetadataWorker};
 use network::NamespaceReads;
 use tracked::Tracked;
@@ -61,6 +61,7 @@ mod config;
 mod cycle;
 mod descriptors;
 mod fd_budget;
+mod memo;
 mod record;
 mod resource;
 #[cfg(test)]
@@ -76,7 +77,7 @@ pub use descriptors::{
 };
 pub use fd_budget::raise_open_file_limit;
 pub use resource::build_resource;
-pub use tracked::LIMITS_EVERY;
+pub use tracked::{BACKSTOP_EVERY, LIMITS_EVERY};
 
 /// Why the container collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +107,13 @@ pub struct ContainerCollector {
     net: NamespaceReads,
     /// Change notification for `memory.events`, on cgroup v2 only.
     oom_watch: Option<oom_watch::OomWatch>,
+    /// The host's counters that tell which costlier files may have moved (see `memo`).
+    counters: memo::HostCounters,
     devices: HashMap<(u32, u32), String>,
     cycle: u64,
     logged_missing: bool,
-    /// The descriptors containers may keep open between cycles, and what the tracked ones
-    /// are charged for.
-    fds: FdBudget,
+    /// What containers may keep open between cycles, and what the tracked ones hold.
+    fds: cgroup::KeepBudget,
 }
 
 impl ContainerCollector {
@@ -156,7 +158,10 @@ impl ContainerCollector {
         worker: Option<MetadataWorker>,
         cfg: &ContainerConfig,
     ) -> Self {
-        let oom_watch = (hierarchy.layout == cgroup::Layout::V2).then(oom_watch::OomWatch::new);
+        let v2 = hierarchy.layout == cgroup::Layout::V2;
+        let oom_watch = v2.then(oom_watch::OomWatch::new);
+        let host_counters =
+            memo::HostCounters::new(!v2, cfg.pressure && hierarchy.unified.is_some());
         Self {
             hierarchy,
             host,
@@ -171,10 +176,11 @@ impl ContainerCollector {
             buf: cgroup::ReadBuf::default(),
             net: NamespaceReads::default(),
             oom_watch,
+            counters: host_counters,
             devices: HashMap::new(),
             cycle: 0,
             logged_missing: false,
-            fds: FdBudget::new(cfg.keep_files_open),
+            fds: fd_budget::budget(cfg),
         }
     }
 

@@ -23,6 +23,10 @@ use crate::collectors::{CollectError, parse_error};
 
 use super::cgroup::{ReadBuf, read_path};
 
+/// A `/proc/<pid>/net/dev` line is shorter than this: an interface name of at most 15 bytes
+/// and 16 counters of at most 20 digits, with their spaces (about 360 bytes).
+const NET_DEV_MAX_LINE: usize = 1024;
+
 /// Reads container network counters; keeps its buffers between cycles.
 #[derive(Debug, Default)]
 pub struct NetReader {
@@ -93,7 +97,7 @@ impl NetReader {
         out: &mut Vec<IfaceBytes>,
     ) -> Result<bool, CollectError> {
         self.set_path(proc, pid, "net/dev");
-        if !read_path(&self.path, &mut self.buf)? {
+        if !read_path(&self.path, &mut self.buf, NET_DEV_MAX_LINE)? {
             return Ok(false);
         }
         let text = std::str::from_utf8(self.buf.as_bytes())

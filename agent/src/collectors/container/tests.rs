@@ -904,6 +904,9 @@ fn memory_events_is_read_again_only_after_it_changed_or_as_a_backstop_with_the_l
     // filesystem: every removal below keeps a hard link to the watched file, so that no
     // watch ends on its own and only the collector's own handling is tested.
     let mut f = Fixture::new("cgroup-v2");
+    // No kept files: a removed fixture file stays readable through a kept descriptor, where
+    // kernfs answers `ENODEV` (the kept descriptors' own test covers that path).
+    f.collector.fds.files = 0;
     let keep = tempfile::tempdir_in(&f.root).unwrap();
     let events = f.file_of(A, "memory.events");
     let dir_a = events.parent().unwrap().to_path_buf();
@@ -935,17 +938,34 @@ fn memory_events_is_read_again_only_after_it_changed_or_as_a_backstop_with_the_l
     std::fs::write(&events, text(first + 3)).unwrap();
     assert_eq!(ooms(&cycle(&mut f)), Some((first + 3) as f64));
     // A new file put in place without an event on the watched one: not read until the
-    // limits are due again (cycle 1 + LIMITS_EVERY), then read as a backstop.
+    // limits are due again (in the container's phase, at most LIMITS_EVERY cycles after the
+    // last read), then read as a backstop.
     std::fs::hard_link(&events, keep.path().join("a-old")).unwrap();
     std::fs::write(dir_a.join("events.new"), text(first + 50)).unwrap();
     std::fs::rename(dir_a.join("events.new"), &events).unwrap();
-    for c in 3..=LIMITS_EVERY {
+    let limits_due_next = |f: &Fixture| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == A)
+            .unwrap();
+        t.limits_due(f.collector.cycle + 1)
+    };
+    let mut skipped = 0;
+    while !limits_due_next(&f) {
+        skipped += 1;
+        assert!(
+            skipped < LIMITS_EVERY,
+            "the limits are due within the period"
+        );
         assert_eq!(
             ooms(&cycle(&mut f)),
             Some((first + 3) as f64),
-            "cycle {c}: not due"
+            "cycle {}: not due",
+            f.collector.cycle
         );
-        assert_eq!(watched(&f), (true, false), "cycle {c}");
+        assert_eq!(watched(&f), (true, false), "cycle {}", f.collector.cycle);
     }
     let b = cycle(&mut f);
     assert_eq!(ooms(&b), Some((first + 50) as f64), "read with the limits");
@@ -984,6 +1004,317 @@ fn memory_events_is_read_again_only_after_it_changed_or_as_a_backstop_with_the_l
     let b = cycle(&mut f);
     assert!(resource(&b, B).is_none());
     assert_eq!(held(&f), before - 1);
+}
+
+/// Rewrites `key`'s value in a `key value` control file of container `id`.
+fn set_key(f: &Fixture, id: &str, file: &str, key: &str, value: u64) {
+    let path = f.file_of(id, file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut found = false;
+    let text: String = text
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((k, _)) if k == key => {
+                found = true;
+                format!("{k} {value}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert!(found, "{key} in {}", path.display());
+    std::fs::write(&path, text).unwrap();
+}
+
+#[test]
+fn v1_costly_files_are_read_only_when_their_figures_may_have_moved_and_kept_in_between() {
+    let mut f = Fixture::new("cgroup-v1");
+    let vmstat = f.root.join("proc/vmstat");
+    std::fs::write(&vmstat, "pgfault 10\noom_kill 5\n").unwrap();
+    let mut at = T0;
+    let mut cycle = |f: &mut Fixture| {
+        let (b, r) = f.cycle(at);
+        r.unwrap();
+        at += 10_000_000_000;
+        b
+    };
+    let limits_due_next = |f: &Fixture, id: &str| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == id)
+            .unwrap();
+        t.limits_due(f.collector.cycle + 1)
+    };
+    // Until the next cycle reads neither container's limits (the backstop of every skip).
+    let to_a_quiet_cycle = |f: &mut Fixture, cycle: &mut dyn FnMut(&mut Fixture) -> Batch| {
+        while limits_due_next(f, A) || limits_due_next(f, C) {
+            cycle(f);
+        }
+    };
+    let figure = |b: &Batch, id: &str, name: &str| value(resource(b, id).unwrap(), name, &[]);
+    let b = cycle(&mut f);
+    assert_eq!(figure(&b, A, "container.memory.rss"), 67_108_864.0);
+    assert_eq!(figure(&b, A, "container.memory.oom_kills"), 1.0);
+    assert_eq!(
+        figure(&b, A, "container.cpu.throttling_data.throttled_periods"),
+        7.0
+    );
+    assert_eq!(
+        figure(&b, C, "container.cpu.throttling_data.throttled_periods"),
+        0.0
+    );
+    to_a_quiet_cycle(&mut f, &mut cycle);
+    // The files change, but nothing that moves them did: A used no CPU time and its usage
+    // stands, the host counted no OOM kill, C has no CPU quota. Only A's throttling (it has
+    // a quota) is read; the rest is as last read, every metric still recorded.
+    set_key(&f, A, "memory.stat", "total_rss", 1_000);
+    set_key(&f, A, "memory.oom_control", "oom_kill", 9);
+    set_key(&f, A, "cpu.stat", "nr_throttled", 8);
+    set_key(&f, C, "cpu.stat", "nr_throttled", 3);
+    set_key(&f, A, "cpuacct.stat", "system", 500);
+    let blkio = f.file_of(A, "blkio.throttle.io_service_bytes_recursive");
+    let blkio_text = std::fs::read_to_string(&blkio).unwrap();
+    std::fs::write(
+        &blkio,
+        blkio_text.replace("Write 10485760", "Write 20971520"),
+    )
+    .unwrap();
+    let user = |b: &Batch| {
+        value(
+            resource(b, A).unwrap(),
+            "container.cpu.time",
+            &[("cpu.mode", "user")],
+        )
+    };
+    let written = |b: &Batch| {
+        value(
+            resource(b, A).unwrap(),
+            "container.disk.io",
+            &[("system.device", "vda"), ("disk.io.direction", "write")],
+        )
+    };
+    std::fs::write(f.file_of(A, "pids.current"), "9\n").unwrap();
+    let user_before = user(&b);
+    let b = cycle(&mut f);
+    assert_eq!(
+        figure(&b, A, "container.pids.count"),
+        3.0,
+        "no CPU time used: pids.current skipped"
+    );
+    assert_eq!(
+        user(&b),
+        user_before,
+        "no CPU time used: cpuacct.stat skipped"
+    );
+    assert_eq!(written(&b), 10_485_760.0, "no CPU time used: blkio skipped");
+    assert_eq!(
+        figure(&b, A, "container.memory.rss"),
+        67_108_864.0,
+        "memory.stat skipped"
+    );
+    assert_eq!(
+        figure(&b, A, "container.memory.oom_kills"),
+        1.0,
+        "oom_control skipped"
+    );
+    assert_eq!(
+        figure(&b, A, "container.cpu.throttling_data.throttled_periods"),
+        8.0,
+        "a quota: cpu.stat read"
+    );
+    assert_eq!(
+        figure(&b, C, "container.cpu.throttling_data.throttled_periods"),
+        0.0,
+        "no quota: cpu.stat skipped"
+    );
+    // An OOM kill on the host: the count is read. CPU time used: memory.stat is read.
+    to_a_quiet_cycle(&mut f, &mut cycle);
+    std::fs::write(&vmstat, "pgfault 10\noom_kill 6\n").unwrap();
+    add_user_cpu(&f, A, 1);
+    let b = cycle(&mut f);
+    assert_eq!(
+        figure(&b, A, "container.memory.oom_kills"),
+        9.0,
+        "host count moved"
+    );
+    assert_eq!(written(&b), 20_971_520.0, "CPU time used: blkio read");
+    assert_eq!(
+        figure(&b, A, "container.pids.count"),
+        9.0,
+        "CPU time used: pids.current read"
+    );
+    // 6 s in all; the new split (500:500 ticks) would give 3 s each, but user time never
+    // goes back: 4 s user, 2 s system. The old split (400:100) would have given 1.2 s.
+    assert_eq!(
+        value(
+            resource(&b, A).unwrap(),
+            "container.cpu.time",
+            &[("cpu.mode", "system")]
+        ),
+        2.0,
+        "CPU time used: cpuacct.stat read"
+    );
+    assert_eq!(
+        figure(&b, A, "container.memory.rss"),
+        1_000.0,
+        "CPU time moved"
+    );
+    // Usage moved alone: memory.stat is read.
+    to_a_quiet_cycle(&mut f, &mut cycle);
+    set_key(&f, A, "memory.stat", "total_rss", 2_000);
+    std::fs::write(f.file_of(A, "memory.usage_in_bytes"), "70004096\n").unwrap();
+    let b = cycle(&mut f);
+    assert_eq!(
+        figure(&b, A, "container.memory.rss"),
+        2_000.0,
+        "usage moved"
+    );
+    // Nothing moved, but a backstop is due: memory.stat is read with the limits, the files
+    // whose skip rests on the kernel's accounting at the rarer backstop.
+    let due_next = |f: &Fixture, id: &str, backstop: bool| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == id)
+            .unwrap();
+        let next = f.collector.cycle + 1;
+        if backstop {
+            t.backstop_due(next)
+        } else {
+            t.limits_due(next)
+        }
+    };
+    // Each case: the file changes right after a cycle of its kind, is not read until the
+    // next one (within the period), and is read then.
+    type Case<'a> = (&'a str, bool, &'a str, &'a str, u64, &'a str);
+    let cases: [Case; 3] = [
+        (
+            A,
+            false,
+            "memory.stat",
+            "total_rss",
+            3_000,
+            "container.memory.rss",
+        ),
+        (
+            A,
+            true,
+            "memory.oom_control",
+            "oom_kill",
+            10,
+            "container.memory.oom_kills",
+        ),
+        (
+            C,
+            true,
+            "cpu.stat",
+            "nr_throttled",
+            4,
+            "container.cpu.throttling_data.throttled_periods",
+        ),
+    ];
+    for (id, backstop, file, key, new, metric) in cases {
+        let what = format!("{file} of {id}");
+        let mut b = cycle(&mut f);
+        while due_next(&f, id, backstop) {
+            b = cycle(&mut f);
+        }
+        let old = figure(&b, id, metric);
+        assert_ne!(old, new as f64, "{what}");
+        set_key(&f, id, file, key, new);
+        let mut cycles = 0;
+        while !due_next(&f, id, backstop) {
+            assert_eq!(figure(&cycle(&mut f), id, metric), old, "{what}: not yet");
+            cycles += 1;
+            assert!(cycles <= BACKSTOP_EVERY, "{what}: due within its period");
+        }
+        assert_eq!(
+            figure(&cycle(&mut f), id, metric),
+            new as f64,
+            "{what}: read when due"
+        );
+    }
+    // Without the host's count, the OOM count is read every cycle.
+    std::fs::remove_file(&vmstat).unwrap();
+    to_a_quiet_cycle(&mut f, &mut cycle);
+    set_key(&f, A, "memory.oom_control", "oom_kill", 11);
+    let b = cycle(&mut f);
+    assert_eq!(
+        figure(&b, A, "container.memory.oom_kills"),
+        11.0,
+        "no host count"
+    );
+}
+
+#[test]
+fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved() {
+    let mut f = Fixture::new("cgroup-hybrid");
+    let host = f.root.join("proc/pressure");
+    std::fs::create_dir_all(&host).unwrap();
+    let line = |total: u64| {
+        format!(
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
+        )
+    };
+    for r in ["cpu", "memory", "io"] {
+        std::fs::write(host.join(r), line(1_000)).unwrap();
+    }
+    let mut at = T0;
+    let mut cycle = |f: &mut Fixture| {
+        let (b, r) = f.cycle(at);
+        r.unwrap();
+        at += 10_000_000_000;
+        b
+    };
+    let limits_due_next = |f: &Fixture| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == A)
+            .unwrap();
+        t.limits_due(f.collector.cycle + 1)
+    };
+    let stall = |b: &Batch, r: &str, kind: &str| {
+        value(
+            resource(b, A).unwrap(),
+            "container.linux.pressure.stall_time",
+            &[
+                ("system.linux.pressure.resource", r),
+                ("system.linux.pressure.kind", kind),
+            ],
+        )
+    };
+    let b = cycle(&mut f);
+    assert!((stall(&b, "memory", "some") - 0.0012).abs() < 1e-9);
+    while limits_due_next(&f) {
+        cycle(&mut f);
+    }
+    // The container's file moves, the host's total does not (as the kernel never shows):
+    // not read, its last figures recorded.
+    let file = f.file_of(A, "memory.pressure");
+    std::fs::write(&file, line(5_000_000)).unwrap();
+    let b = cycle(&mut f);
+    assert!(
+        (stall(&b, "memory", "some") - 0.0012).abs() < 1e-9,
+        "skipped"
+    );
+    assert!(
+        (stall(&b, "memory", "full") - 0.0008).abs() < 1e-9,
+        "skipped"
+    );
+    // A memory stall somewhere on the host: read.
+    while limits_due_next(&f) {
+        cycle(&mut f);
+    }
+    std::fs::write(host.join("memory"), line(1_001)).unwrap();
+    let b = cycle(&mut f);
+    assert_eq!(stall(&b, "memory", "some"), 5.0, "the host's total moved");
+    assert_eq!(stall(&b, "memory", "full"), 5.0);
+    // The other resources' files were not touched: read or not, the same figures.
+    assert!((stall(&b, "cpu", "some") - 0.332412).abs() < 1e-9);
 }
 
 #[test]
@@ -1053,17 +1384,38 @@ fn shared_namespace_case(dies: &str) {
 fn kept_descriptors_stay_within_the_budget_read_fresh_figures_and_close_with_their_container() {
     let open =
         |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds.open_count()).sum() };
-    let charged =
-        |c: &ContainerCollector| -> usize { c.tracked.values().map(|t| t.fds_charged).sum() };
-    for (name, keep_files, budget) in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"]
+    let held = |c: &ContainerCollector| -> (usize, usize) {
+        let files: usize = c.tracked.values().map(|t| t.fds.kept_files()).sum();
+        let dirs: usize = c.tracked.values().map(|t| t.fds_charged).sum();
+        (dirs + files, files)
+    };
+    // The budget's books: what it says is held is what the containers hold, within it.
+    let check = |c: &ContainerCollector, what: &str| {
+        let (fds, files) = held(c);
+        assert_eq!((c.fds.fds_used, c.fds.files_used), (fds, files), "{what}");
+        assert!(c.fds.fds_used <= c.fds.fds, "{what}");
+        assert!(c.fds.files_used <= c.fds.files, "{what}");
+        assert!(open(c) <= c.fds.fds_used, "{what}: {} open", open(c));
+        let per = c.hierarchy.kept_fds_per_container(true);
+        for t in c.tracked.values() {
+            assert!(t.fds.open_count() <= per, "{what}");
+            if !t.fds.keeps_dirs() {
+                assert_eq!(t.fds.open_count(), t.fds.kept_files(), "{what}");
+            }
+        }
+    };
+    for (name, fds, files) in ["cgroup-v2", "cgroup-v1", "cgroup-hybrid"]
         .into_iter()
-        .flat_map(|n| [false, true].map(|k| (n, k)))
-        .flat_map(|(n, k)| [0, 1, usize::MAX].map(|b| (n, k, b)))
+        .flat_map(|n| [0, 7, usize::MAX].map(|d| (n, d)))
+        .flat_map(|(n, d)| [0, 3, usize::MAX].map(|f| (n, d, f)))
     {
-        let what = format!("{name}, keep_files_open {keep_files}, budget {budget}");
+        let what = format!("{name}, {fds} descriptors, {files} files");
         let mut f = Fixture::new(name);
-        f.collector.fds.budget = budget;
-        f.collector.fds.keep_files = keep_files;
+        f.collector.fds = cgroup::KeepBudget {
+            fds,
+            files,
+            ..cgroup::KeepBudget::none()
+        };
         let (b, r) = f.cycle(T0);
         r.unwrap();
         let cpu0 = value(
@@ -1071,27 +1423,14 @@ fn kept_descriptors_stay_within_the_budget_read_fresh_figures_and_close_with_the
             "container.cpu.time",
             &[("cpu.mode", "user")],
         );
-        let c = &f.collector;
-        assert_eq!(c.fds.charged, charged(c), "{what}");
-        assert!(c.fds.charged <= budget, "{what}: {} charged", c.fds.charged);
-        assert!(open(c) <= c.fds.charged, "{what}: {} open", open(c));
-        let per = c.hierarchy.kept_fds_per_container(true);
-        for t in c.tracked.values() {
-            assert!(t.fds.open_count() <= per, "{what}");
-            match t.fds.keep() {
-                cgroup::Keep::All => assert!(t.fds.open_count() > 1, "{what}"),
-                cgroup::Keep::Dir => assert!(t.fds.open_count() <= 1, "{what}"),
-                cgroup::Keep::Nothing => assert_eq!(t.fds.open_count(), 0, "{what}"),
-            }
-        }
-        if budget == usize::MAX {
-            assert!(
-                c.tracked
-                    .values()
-                    .all(|t| (t.fds.keep() == cgroup::Keep::All) == keep_files),
-                "{what}"
-            );
-        }
+        check(&f.collector, &what);
+        let kept_after =
+            |c: &ContainerCollector| c.tracked.values().all(|t| t.fds.kept_files() > 0);
+        let unbounded = fds == usize::MAX && files == usize::MAX;
+        assert!(
+            !kept_after(&f.collector),
+            "{what}: files are kept from their second read in a row"
+        );
         // A kept descriptor reads the file as it is now.
         add_user_cpu(&f, A, 5);
         let (b, r) = f.cycle(T0 + 10_000_000_000);
@@ -1102,18 +1441,45 @@ fn kept_descriptors_stay_within_the_budget_read_fresh_figures_and_close_with_the
             &[("cpu.mode", "user")],
         );
         assert!(cpu1 > cpu0 + 4.0, "{what}: {cpu0} then {cpu1}");
+        check(&f.collector, &what);
+        assert_eq!(kept_after(&f.collector), unbounded, "{what}");
+        if files == 3 {
+            let used = f.collector.fds.files_used;
+            assert!(used <= 3, "{what}");
+            if fds == usize::MAX {
+                assert_eq!(used, 3, "{what}: the file budget is the bound");
+            }
+        }
+        add_user_cpu(&f, A, 5);
+        let (b, r) = f.cycle(T0 + 20_000_000_000);
+        r.unwrap();
+        let cpu2 = value(
+            resource(&b, A).unwrap(),
+            "container.cpu.time",
+            &[("cpu.mode", "user")],
+        );
+        assert!(cpu2 > cpu1 + 4.0, "{what}: {cpu1} then {cpu2}");
         // Removed while its descriptors are held open: no stale series, nothing kept.
         for d in f.dirs_of(A) {
             std::fs::remove_dir_all(d).unwrap();
         }
-        let (b, _) = f.cycle(T0 + 20_000_000_000);
-        assert!(resource(&b, A).is_none(), "{what}");
         let (b, _) = f.cycle(T0 + 30_000_000_000);
+        assert!(resource(&b, A).is_none(), "{what}");
+        let (b, _) = f.cycle(T0 + 40_000_000_000);
         assert!(resource(&b, A).is_none(), "{what}");
         let c = &f.collector;
         assert!(!c.tracked.keys().any(|k| k.contains(A)), "{what}");
-        assert_eq!(c.fds.charged, charged(c), "{what}");
-        assert!(open(c) <= c.fds.charged, "{what}");
+        check(c, &what);
+        // Every container gone: the whole budget is back.
+        for id in [B, C, CRIO, PODMAN] {
+            for d in f.dirs_of(id) {
+                std::fs::remove_dir_all(d).unwrap();
+            }
+        }
+        let _ = f.cycle(T0 + 50_000_000_000);
+        let c = &f.collector;
+        assert_eq!(c.tracked_count(), 0, "{what}");
+        assert_eq!((c.fds.fds_used, c.fds.files_used), (0, 0), "{what}");
     }
 }
 

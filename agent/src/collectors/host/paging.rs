@@ -96,6 +96,9 @@ pub struct VmStat {
     pub pgpgin: Option<u64>,
     /// `pgpgout`.
     pub pgpgout: Option<u64>,
+    /// `oom_kill`: processes the OOM killer has killed since boot, memory cgroup OOMs
+    /// included (the container collector reads a v1 container's count only after this moved).
+    pub oom_kill: Option<u64>,
 }
 
 /// Parses `/proc/vmstat` (`name value` lines).
@@ -109,6 +112,7 @@ pub fn parse_vmstat(text: &str) -> Result<VmStat, String> {
             "pswpout" => &mut v.pswpout,
             "pgpgin" => &mut v.pgpgin,
             "pgpgout" => &mut v.pgpgout,
+            "oom_kill" => &mut v.oom_kill,
             _ => continue,
         };
         *slot = Some(parse_u64_field(val.trim(), k)?);
@@ -225,6 +229,7 @@ mod tests {
         let v = parse_vmstat(&read("real", "proc/vmstat")).unwrap();
         assert!(v.pgfault.unwrap() >= v.pgmajfault.unwrap());
         assert!(v.pswpin.is_some() && v.pgpgout.is_some());
+        assert_eq!(v.oom_kill, Some(0));
         assert!(parse_vmstat("pgfault x\n").is_err());
     }
 

@@ -44,7 +44,7 @@ pub mod walk_watch;
 
 pub use crate::collectors::file::ReadBuf;
 pub(crate) use files::read_path;
-pub use files::{Keep, KeptFds};
+pub use files::{KeepBudget, KeptFds, kept_file_bytes};
 pub use parse::{
     adjust_cputime, parse_blkio, parse_blkio_into, parse_cfs_quota, parse_cpu_max,
     parse_cpu_stat_v1, parse_cpu_stat_v2, parse_cpuacct_stat, parse_first_pid, parse_io_stat,
@@ -165,6 +165,13 @@ pub struct Sample {
     pub pressure: [Option<Pressure>; 3],
     /// One process in the cgroup (for its network namespace).
     pub pid: Option<u32>,
+    /// `memory.stat` was not read ([`Reads::memory_stat`] said its figures stand): the
+    /// memory figures' `inactive_file` and `rss` are to be filled in from the last read.
+    pub memory_stat_skipped: bool,
+    /// No CPU time was used since [`Reads::unless_cpu_total`]: `pids.current` was not read,
+    /// nor on v1 `cpuacct.stat` and the blkio file; the task count, and on v1 the user and
+    /// system times and `io`, are to be filled in from the last read.
+    pub idle_skipped: bool,
 }
 
 /// CFS bandwidth figures.
@@ -227,17 +234,57 @@ pub enum ReadOutcome {
 /// Which of a container's optional files [`Hierarchy::read`] reads this cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reads {
-    /// The PSI files (`cpu.pressure`, `memory.pressure`, `io.pressure`).
-    pub pressure: bool,
+    /// The PSI files (`cpu.pressure`, `memory.pressure`, `io.pressure`), each.
+    pub pressure: [bool; 3],
     /// The limit files (CPU quota, memory and task limits), which the collector refreshes
     /// only every few cycles.
     pub limits: bool,
     /// `cgroup.procs`, for the process whose network namespace is read; the collector
     /// keeps the pid between refreshes (see `ContainerCollector`).
     pub pid: bool,
-    /// `memory.events` (v2), which the collector reads only when it may have changed (see
-    /// `oom_watch`); v1's `memory.oom_control` is read whatever this says.
+    /// The OOM-kill count: v2 `memory.events`, v1 `memory.oom_control`, which the collector
+    /// reads only when it may have changed (see `oom_watch`, `memo`).
     pub oom_events: bool,
+    /// v1 `cpu.stat` (CFS throttling), which the collector reads only while a CPU quota is
+    /// set, and as a backstop (v2's `cpu.stat` holds the usage too and is always read).
+    pub throttling: bool,
+    /// Whether `memory.stat` is read.
+    pub memory_stat: MemoryStatDue,
+    /// Skip `pids.current`, and on v1 `cpuacct.stat` (the user/system split) and the blkio
+    /// file, when the total CPU time (`cpu.stat`, `cpuacct.usage`, read first) is this one,
+    /// the one they were last read at: no task of the container has run since (see the
+    /// container collector's `memo` for why none of them moved). `None`: read them.
+    pub unless_cpu_total: Option<u64>,
+}
+
+/// Whether a read takes `memory.stat`, the costliest control file (the kernel formats some 40
+/// lines per read, twice as many on v1, from hierarchical sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryStatDue {
+    /// Read it.
+    Always,
+    /// Read it unless the container's memory usage and total CPU time are these: the figures
+    /// of its last read. A container that used no CPU time and whose usage did not move has
+    /// neither faulted, allocated, freed nor touched a page of its own since.
+    UnlessUnchanged {
+        /// `memory.current` / `memory.usage_in_bytes` at the last read.
+        usage: u64,
+        /// Total CPU time at the last read, nanoseconds.
+        cpu_total_ns: u64,
+    },
+}
+
+impl MemoryStatDue {
+    /// Whether `memory.stat` is read, now that usage and CPU time are known.
+    pub fn wants(self, usage: u64, cpu_total_ns: Option<u64>) -> bool {
+        match self {
+            Self::Always => true,
+            Self::UnlessUnchanged {
+                usage: u,
+                cpu_total_ns: c,
+            } => usage != u || cpu_total_ns != Some(c),
+        }
+    }
 }
 
 /// Finds a v1 controller directory: `root/<name>`, or a directory whose name lists it among

@@ -181,3 +181,91 @@ fn detection_refuses_a_directory_without_cgroups() {
         .to_string();
     assert!(e.contains("cannot read the cgroup root"), "{e}");
 }
+
+/// One read of the container directory `c` under `root`, of the files named with their
+/// slots, as `Hierarchy::read` makes it; returns what each said.
+fn read_files(
+    kept: &mut KeptFds,
+    budget: &mut KeepBudget,
+    root: &std::path::Path,
+    names: &[(usize, &str)],
+) -> Vec<String> {
+    let mut buf = ReadBuf::default();
+    kept.begin_read();
+    let mut out = Vec::new();
+    {
+        let mut files = kept.files(budget, files::dir::UNIFIED, Some(root), "c");
+        for (slot, name) in names {
+            let text = files
+                .parse(Some(*slot), name, &mut buf, |t| Ok(t.to_owned()))
+                .unwrap()
+                .unwrap();
+            out.push(text);
+        }
+    }
+    kept.end_read(budget);
+    out
+}
+
+#[test]
+fn a_file_is_kept_from_its_second_read_in_a_row_within_the_budget_and_closed_once_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    std::fs::write(c.join("a"), "1").unwrap();
+    std::fs::write(c.join("b"), "2").unwrap();
+    let both = [(0, "a"), (1, "b")];
+    let mut budget = KeepBudget {
+        fds: 10,
+        files: 1,
+        ..KeepBudget::none()
+    };
+    let mut kept = KeptFds::new(true);
+    read_files(&mut kept, &mut budget, dir.path(), &both);
+    assert_eq!(
+        (kept.open_count(), kept.kept_files()),
+        (1, 0),
+        "the directory only: no file read twice in a row yet"
+    );
+    read_files(&mut kept, &mut budget, dir.path(), &both);
+    assert_eq!(kept.kept_files(), 1, "both hot, room for one");
+    assert_eq!((budget.files_used, budget.fds_used), (1, 1));
+    // Through the kept descriptor, the file as it is now.
+    std::fs::write(c.join("a"), "3").unwrap();
+    std::fs::write(c.join("b"), "4").unwrap();
+    assert_eq!(
+        read_files(&mut kept, &mut budget, dir.path(), &both),
+        ["3", "4"]
+    );
+    // `a` (the one kept) goes unread: closed after RELEASE_AFTER_SKIPS reads, its room back,
+    // which `b`, read all along, then takes.
+    for _ in 1..files::RELEASE_AFTER_SKIPS {
+        read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
+        assert_eq!(budget.files_used, 1, "still held");
+    }
+    read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
+    read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
+    assert_eq!(
+        (kept.kept_files(), budget.files_used),
+        (1, 1),
+        "b kept in a's place"
+    );
+    std::fs::write(c.join("b"), "5").unwrap();
+    assert_eq!(
+        read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]),
+        ["5"]
+    );
+    // Released with the container: the budget is whole again.
+    kept.release(&mut budget);
+    assert_eq!((budget.files_used, budget.fds_used), (0, 0));
+    // No memory budget: nothing kept, however hot.
+    let mut none = KeepBudget {
+        fds: 10,
+        ..KeepBudget::none()
+    };
+    let mut kept = KeptFds::new(false);
+    for _ in 0..3 {
+        read_files(&mut kept, &mut none, dir.path(), &both);
+    }
+    assert_eq!(kept.open_count(), 0, "no directory kept either (not asked)");
+}
