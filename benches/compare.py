@@ -89,6 +89,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from procstat import cpu_clock, stat_cpu, status_kib  # noqa: E402 (benches/procstat.py)
+
 try:  # The OpenTelemetry project's generated classes; main() says what to install.
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
@@ -100,7 +102,6 @@ except Exception as e:  # ImportError, or a protobuf runtime too old for the gen
 
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 IMAGE = "faultline-bench-workload:latest"
 # Cycles counted as start-up, excluded from "CPU per cycle" and "samples per cycle" and shown
 # as their own row: the agent's first cycles do one-off work (the first process and
@@ -127,29 +128,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_clock(pid: int) -> float:
-    """The process's CPU time in seconds (CPUCLOCK_SCHED of the thread group)."""
-    return time.clock_gettime((~pid << 3) | 2)
-
-
-def stat_cpu(pid: int) -> float:
-    """utime + stime from /proc/<pid>/stat, in seconds (tick resolution)."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of the line; `rest` starts at field 3.
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    return out
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -73,6 +73,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from procstat import cpu_clock, status_kib  # noqa: E402 (benches/procstat.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "gameday-bench-operator-token-0123456789"
 PR_SET_PDEATHSIG = 1
@@ -88,21 +90,6 @@ def die_with_parent(sig: int):
         _libc.prctl(PR_SET_PDEATHSIG, sig)
 
     return pre
-
-
-def cpu_clock(pid: int) -> float:
-    """The process's CPU time in seconds (CPUCLOCK_SCHED of the whole thread group)."""
-    return time.clock_gettime((~pid << 3) | 2)
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    return out
 
 
 def free_port(addr: str) -> int:
