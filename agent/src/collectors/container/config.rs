@@ -49,7 +49,7 @@ pub struct ContainerConfig {
     /// (each read with one `pread` instead of an open, a read and a close): an open cgroup
     /// file that has been read holds a page of kernel memory (measured 4.4 KiB, charged to
     /// the agent's memory cgroup). The files read in cycle after cycle are kept while this
-    /// allows, the first containers' first; `0` keeps none. Default 8 MiB, about 1 800 files.
+    /// allows, the first containers' first; `0` keeps none. Default 16 MiB, about 3 700 files.
     pub kept_files_memory: ByteSize,
     /// Keep every control file read in cycle after cycle open, whatever `kept_files_memory`
     /// says (up to 11 files per container: ~48 MiB of kernel memory at 1000 containers whose
@@ -58,7 +58,7 @@ pub struct ContainerConfig {
 }
 
 /// `containers.kept_files_memory` by default.
-pub const DEFAULT_KEPT_FILES_MEMORY: ByteSize = ByteSize(8 << 20);
+pub const DEFAULT_KEPT_FILES_MEMORY: ByteSize = ByteSize(16 << 20);
 
 impl Default for ContainerConfig {
     fn default() -> Self {

@@ -4,10 +4,13 @@
 //! How a cycle goes ([`ContainerCollector::collect`]):
 //! 1. walk the cgroup hierarchy detected at start ([`cgroup::Hierarchy`]) and recognise
 //!    container directories by their path shape ([`paths::recognise`]);
-//! 2. for each container, read its control files (about a dozen small reads, each a `pread`
-//!    on a descriptor kept open while the container lives, [`cgroup::KeptFds`], within a
-//!    budget of descriptors; no `/proc` listing) and, for network bytes,
-//!    `/proc/<pid>/net/dev` of one of its processes ([`network`]);
+//! 2. for each container, read its control files: those whose figures may have moved since
+//!    their last read (`memo`: the costlier ones are skipped, their last figures recorded,
+//!    while nothing says they moved), each opened in the container's directory kept open
+//!    ([`cgroup::KeptFds`]) or read with one `pread` on a descriptor kept open while it is
+//!    read cycle after cycle, within a budget of descriptors and kernel memory; no `/proc`
+//!    listing; and, for network bytes, `/proc/<pid>/net/dev` of one of its processes
+//!    ([`network`]);
 //! 3. record into its own resource: `batch.add_resource(resource, container_start)`. The
 //!    `Arc<Resource>` is cached per container and rebuilt only when its metadata changed.
 //!

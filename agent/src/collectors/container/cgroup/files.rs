@@ -195,6 +195,12 @@ impl KeptFds {
         self.dirs.iter().flatten().count() + self.kept_files()
     }
 
+    /// Whether the file of `slot` is held open now.
+    #[cfg(test)]
+    pub(super) fn keeps(&self, slot: usize) -> bool {
+        self.files[slot].is_some()
+    }
+
     /// How many files are held open now.
     pub fn kept_files(&self) -> usize {
         self.files.iter().flatten().count()

@@ -229,6 +229,7 @@ fn a_file_is_kept_from_its_second_read_in_a_row_within_the_budget_and_closed_onc
     );
     read_files(&mut kept, &mut budget, dir.path(), &both);
     assert_eq!(kept.kept_files(), 1, "both hot, room for one");
+    assert!(kept.keeps(0), "the first read first");
     assert_eq!((budget.files_used, budget.fds_used), (1, 1));
     // Through the kept descriptor, the file as it is now.
     std::fs::write(c.join("a"), "3").unwrap();
@@ -241,15 +242,14 @@ fn a_file_is_kept_from_its_second_read_in_a_row_within_the_budget_and_closed_onc
     // which `b`, read all along, then takes.
     for _ in 1..files::RELEASE_AFTER_SKIPS {
         read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
-        assert_eq!(budget.files_used, 1, "still held");
+        assert!(kept.keeps(0) && budget.files_used == 1, "still held");
     }
     read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
+    assert!(!kept.keeps(0), "closed");
+    assert_eq!(budget.files_used, 0, "its room back");
     read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]);
-    assert_eq!(
-        (kept.kept_files(), budget.files_used),
-        (1, 1),
-        "b kept in a's place"
-    );
+    assert!(kept.keeps(1), "b kept in a's place");
+    assert_eq!((kept.kept_files(), budget.files_used), (1, 1));
     std::fs::write(c.join("b"), "5").unwrap();
     assert_eq!(
         read_files(&mut kept, &mut budget, dir.path(), &[(1, "b")]),
