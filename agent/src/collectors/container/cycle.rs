@@ -163,11 +163,13 @@ impl ContainerCollector {
             old.release(&mut self.fds, self.oom_watch.as_mut());
         }
         let (keep_dirs, charge) = self.fds.dirs_for_new(&self.hierarchy);
+        // Never after the cycle's time: a container created between the cycle's timestamp and
+        // the walk would otherwise start after its first points (OTLP requires start ≤ time).
         let start = self
             .hierarchy
             .walk_root()
             .and_then(|r| cgroup::dir_time_unix_nanos(&r.join(&f.rel)).ok())
-            .unwrap_or(now);
+            .map_or(now, |t| t.min(now));
         tracked.insert(
             f.rel.clone(),
             Tracked::new(f, start, keep_dirs, charge, self.cycle),

@@ -1550,3 +1550,30 @@ fn no_cgroup_hierarchy_means_no_collector() {
     .unwrap();
     assert!(c.is_none());
 }
+
+#[test]
+fn a_container_created_after_the_cycles_time_starts_no_later_than_its_first_points() {
+    // The fixture's directories were made just now, after this cycle's time (2023): as a
+    // container created between a cycle's timestamp and its walk.
+    let mut f = Fixture::new("cgroup-v2");
+    let (b, _) = f.cycle(1_700_000_000_000_000_000);
+    let mut cumulative = 0;
+    for r in &b.resources {
+        for m in &r.metrics {
+            for p in &m.points {
+                assert!(
+                    p.start_unix_nanos <= b.time_unix_nanos,
+                    "{}: start {} after the point's time {}",
+                    m.name,
+                    p.start_unix_nanos,
+                    b.time_unix_nanos
+                );
+                cumulative += usize::from(p.start_unix_nanos != 0);
+            }
+        }
+    }
+    assert!(
+        cumulative > 0,
+        "the fixture's containers have cumulative points"
+    );
+}
