@@ -96,7 +96,13 @@ impl ContainerCollector {
         if self.network {
             self.net.begin_cycle(&ctx.roots.proc);
         }
-        self.counters.refresh(&ctx.roots.proc);
+        // The host's counters gate the containers' reads: none to read, nothing to gate (a
+        // host without containers pays no extra read per cycle).
+        if self.found.is_empty() {
+            self.counters.now = Default::default();
+        } else {
+            self.counters.refresh(&ctx.roots.proc);
+        }
         Ok(())
     }
 

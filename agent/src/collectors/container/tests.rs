@@ -1254,6 +1254,28 @@ fn v1_costly_files_are_read_only_when_their_figures_may_have_moved_and_kept_in_b
 }
 
 #[test]
+fn the_hosts_counters_are_read_only_while_there_are_containers_to_gate() {
+    let mut f = Fixture::new("cgroup-v1");
+    std::fs::write(f.root.join("proc/vmstat"), "oom_kill 5\n").unwrap();
+    let (_, r) = f.cycle(T0);
+    r.unwrap();
+    assert_eq!(f.collector.counters.now.ooms, Some(5));
+    for id in [A, C, PODMAN] {
+        for d in f.dirs_of(id) {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+    let (b, r) = f.cycle(T0 + 10_000_000_000);
+    r.unwrap();
+    assert_eq!(b.resources.len(), 1, "the host alone");
+    assert_eq!(
+        f.collector.counters.now,
+        memo::HostCounts::default(),
+        "no container: /proc/vmstat not read"
+    );
+}
+
+#[test]
 fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved() {
     let mut f = Fixture::new("cgroup-hybrid");
     let host = f.root.join("proc/pressure");
