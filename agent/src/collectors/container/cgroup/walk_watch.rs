@@ -40,14 +40,22 @@ const MASK: AddWatchFlags = AddWatchFlags::IN_CREATE
     .union(AddWatchFlags::IN_ONLYDIR);
 
 /// The watches of the last full walk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WalkWatch {
     /// Every directory of the last full walk holds a watch in this instance.
     armed: Option<Inotify>,
     /// Cycles since the last walk that tried to set watches.
     since_attempt: u64,
-    /// A walk has tried to set watches.
-    attempted: bool,
+}
+
+impl Default for WalkWatch {
+    /// Due to try at once: the first cycle's walk sets the watches.
+    fn default() -> Self {
+        Self {
+            armed: None,
+            since_attempt: FULL_WALK_EVERY,
+        }
+    }
 }
 
 /// How this cycle's walk goes.
@@ -70,10 +78,9 @@ impl WalkWatch {
             return Plan::Keep;
         }
         self.armed = None;
-        if !armed && self.attempted && self.since_attempt < FULL_WALK_EVERY {
+        if !armed && self.since_attempt < FULL_WALK_EVERY {
             return Plan::Walk;
         }
-        self.attempted = true;
         self.since_attempt = 0;
         match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
             Ok(i) => Plan::WalkArmed(i),
