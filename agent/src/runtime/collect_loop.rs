@@ -1,10 +1,12 @@
 //! The collection loop on a thread of its own, which owns its timer.
 //!
-//! A cycle is synchronous file reading, encoding and (with the persistent queue) a write to
-//! the disk queue, so it must not run on the async thread. The thread sleeps until its next
-//! deadline in [`mpsc::Receiver::recv_timeout`], which also delivers the stop request: one
-//! wake-up per cycle, and the async thread is woken only by the export queue's notify (ADR
-//! 0013 gives the measurement against a tokio interval and the blocking pool).
+//! A cycle is synchronous file reading, encoding, (with the persistent queue) a write to the
+//! disk queue and, on a plain-HTTP endpoint with nothing else queued, the export itself
+//! (blocking, at most half an interval: ADR 0025), so it must not run on the async thread. The
+//! thread sleeps until its next deadline in [`mpsc::Receiver::recv_timeout`], which also
+//! delivers the stop request: one wake-up per cycle, and the async thread is woken only by the
+//! export queue's notify when something is left for it (ADR 0013 gives the measurement against
+//! a tokio interval and the blocking pool).
 //!
 //! Missed deadlines are not caught up: a cycle that overran starts the next interval from its
 //! end (as tokio's `MissedTickBehavior::Delay` does).
@@ -64,7 +66,7 @@ impl CollectLoop {
                     stop_rx.recv_timeout(next.saturating_duration_since(Instant::now()))
                 {
                     cycles += 1;
-                    run_cycle(&mut cycle, &mut lens, &outputs);
+                    run_cycle(&mut cycle, &mut lens, &outputs, interval / 2);
                     if cycles == RELEASE_STARTUP_PAGES_AFTER {
                         release_startup_pages();
                     }
@@ -129,19 +131,23 @@ fn next_deadline(previous: Instant, interval: Duration, now: Instant) -> Instant
     if next < now { now + interval } else { next }
 }
 
-/// One cycle: collect, encode and queue for export, publish. `lens` is the encoder's scratch
-/// table (the payload itself is allocated at its exact size by the encoder).
-fn run_cycle(cycle: &mut Cycle, lens: &mut Vec<usize>, outputs: &Outputs) {
+/// One cycle: collect, encode, queue for export (and send at once when nothing else waits,
+/// waiting at most `send_budget` for the answer: [`ExportHandle::submit_and_send`]), publish.
+/// `lens` is the encoder's scratch table (the payload itself is allocated at its exact size
+/// by the encoder).
+fn run_cycle(cycle: &mut Cycle, lens: &mut Vec<usize>, outputs: &Outputs, send_budget: Duration) {
     let batch = cycle.collect(outputs.export.as_ref().map(|e| &**e.stats()));
     if let Some(export) = &outputs.export {
         // Straight to protobuf bytes; the buffer goes to the queue, so it is new each cycle.
-        // Queuing may write the batch to the disk queue: this thread is the place for that.
+        // Queuing may write the batch to the disk queue and send it: this thread is the place
+        // for that.
         let mut payload = Vec::new();
         otlp::encode_batch_into(&batch, env!("CARGO_PKG_VERSION"), &mut payload, lens);
-        export.submit_encoded(
+        export.submit_and_send(
             bytes::Bytes::from(payload),
             batch.point_count(),
             batch.time_unix_nanos,
+            send_budget,
         );
     }
     outputs.latest.send_replace(Some(Arc::new(batch)));

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use bytes::Bytes;
 use prost::Message;
 
+use super::direct::{Answer, DirectHttp};
 use super::disk_queue::{DiskQueue, HEADER_LEN, RecordRef, Stored};
 use super::encode::point_count;
 use super::transport::{SendError, SendOk, Transport};
@@ -184,6 +185,22 @@ struct Front {
     id: u64,
     points: usize,
     payload: Bytes,
+    /// What the backend answered to the collection thread's direct attempt, to be acted on
+    /// instead of sending again.
+    answered: Option<Result<SendOk, SendError>>,
+}
+
+/// Where a batch stands with the collection thread's direct send ([`super::direct`]).
+#[derive(Debug, Default)]
+enum Direct {
+    /// Not being sent directly: the sender's to send.
+    #[default]
+    Idle,
+    /// The collection thread is sending it: the sender leaves it alone.
+    InFlight,
+    /// The backend answered the direct attempt with something other than "accepted": the
+    /// sender acts on this answer (logs, backoff, drop) without sending again.
+    Answered(Result<SendOk, SendError>),
 }
 
 /// One queued batch.
@@ -199,6 +216,7 @@ struct Entry {
     payload: Option<Bytes>,
     /// Where it is stored, when it was written to the disk queue.
     disk: Option<RecordRef>,
+    direct: Direct,
 }
 
 #[derive(Debug)]
@@ -354,13 +372,21 @@ impl State {
     /// tried.
     fn front(&mut self, stats: &ExportStats) -> Option<Front> {
         loop {
-            let e = self.entries.front()?;
+            let e = self.entries.front_mut()?;
+            if matches!(e.direct, Direct::InFlight) {
+                return None;
+            }
+            let answered = match std::mem::take(&mut e.direct) {
+                Direct::Answered(a) => Some(a),
+                Direct::Idle | Direct::InFlight => None,
+            };
             let (id, points) = (e.id, e.points);
             if let Some(payload) = &e.payload {
                 return Some(Front {
                     id,
                     points,
                     payload: payload.clone(),
+                    answered,
                 });
             }
             let read = match (e.disk, self.disk.as_ref()) {
@@ -378,6 +404,7 @@ impl State {
                         id,
                         points,
                         payload: Bytes::from(b),
+                        answered,
                     });
                 }
                 Err(reason) => {
@@ -430,6 +457,21 @@ impl State {
     fn front_in_memory(&self) -> bool {
         self.entries.front().is_none_or(|e| e.payload.is_some())
     }
+
+    /// Whether the oldest batch is being sent by the collection thread.
+    fn front_in_flight(&self) -> bool {
+        self.entries
+            .front()
+            .is_some_and(|e| matches!(e.direct, Direct::InFlight))
+    }
+
+    /// Hands batch `id` back to the sender after a direct attempt, with the backend's answer
+    /// when there was one.
+    fn hand_over(&mut self, id: u64, answered: Option<Result<SendOk, SendError>>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+            e.direct = answered.map_or(Direct::Idle, Direct::Answered);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -444,7 +486,26 @@ struct Shared {
     /// Whether there is a disk queue: its operations that do file I/O run on the blocking
     /// pool (taking or dropping a batch still in memory is done inline, see `Sender::front`).
     persistent: bool,
+    /// The collection thread's sender for a plain-HTTP endpoint ([`super::direct`]).
+    direct: Option<Mutex<DirectSender>>,
+    /// The current outage, for logging it quietly ([`repeat`]).
+    outage: Mutex<Repeated>,
+    /// Points accepted since the last recovery line, for the next one.
+    sent_in_outage: AtomicU64,
 }
+
+/// The direct sender and how long it rests.
+#[derive(Debug)]
+struct DirectSender {
+    http: DirectHttp,
+    /// Submits left before the next direct attempt: after an attempt without an answer (the
+    /// backend unreachable or slower than the cycle allows) the sender keeps the batches for a
+    /// while, with its own timeout and backoff.
+    resting: u32,
+}
+
+/// Submits without a direct attempt after one that got no answer.
+const DIRECT_REST: u32 = 30;
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -477,6 +538,83 @@ impl Shared {
             .queued_batches
             .store(len as u64, Ordering::Relaxed);
     }
+
+    fn lock_outage(&self) -> std::sync::MutexGuard<'_, Repeated> {
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A retryable failure: per-attempt detail at debug; the first of an outage in full, then
+    /// a summary a minute ([`repeat`]).
+    fn failed(&self, reason: &str, delay: Duration) {
+        let stats = &self.stats;
+        stats.failing_attempts.fetch_add(1, Ordering::Relaxed);
+        stats.set_last_error(Some(reason.to_owned()));
+        let backlog = self.backlog();
+        debug!(endpoint = %stats.endpoint, error = %reason, retry_in = %repeat::human(delay), queued = backlog.batches, "export attempt failed");
+        let report = self.lock_outage().failed();
+        let oldest = backlog
+            .oldest_age(crate::model::now_unix_nanos())
+            .map_or_else(|| "unknown".to_owned(), repeat::human);
+        match report {
+            Failure::First => warn!(
+                "cannot export metrics to {endpoint}: {reason}. Collection goes on and the data \
+                 is kept in {place} until the backend answers (retrying, next in {retry}; a \
+                 summary follows at most once a minute). To send elsewhere, set \
+                 export.otlp.endpoint in the config or OTEL_EXPORTER_OTLP_ENDPOINT; to stop \
+                 exporting, export.otlp.enabled: false.",
+                endpoint = stats.endpoint,
+                place = backlog.place(),
+                retry = repeat::human(delay),
+            ),
+            Failure::Summary { attempts, lasting } => warn!(
+                "export to {endpoint} still failing after {lasting}: {attempts} attempts, \
+                 {batches} batches ({bytes}) waiting in {place}, oldest {oldest} old; \
+                 last error: {reason}",
+                endpoint = stats.endpoint,
+                lasting = repeat::human(lasting),
+                batches = backlog.batches,
+                bytes = repeat::human_bytes(backlog.bytes),
+                place = backlog.place(),
+            ),
+            Failure::Quiet => {}
+        }
+    }
+
+    /// The backend accepted a batch: the export is healthy.
+    fn accepted(&self) {
+        let stats = &self.stats;
+        stats
+            .last_success_unix_nanos
+            .store(crate::model::now_unix_nanos(), Ordering::Relaxed);
+        stats.failing_attempts.store(0, Ordering::Relaxed);
+        stats.set_last_error(None);
+    }
+
+    /// After an accepted batch of `points`: when it ended an outage, the backlog it left is
+    /// sent before one INFO line says so.
+    fn after_recovery(&self, points: u64) {
+        let mut outage = self.lock_outage();
+        if !outage.failing() {
+            return;
+        }
+        let sent = self.sent_in_outage.fetch_add(points, Ordering::Relaxed) + points;
+        let batches = self.stats.queued_batches.load(Ordering::Relaxed);
+        if batches > 0 {
+            return;
+        }
+        if let Some(r) = outage.succeeded() {
+            self.sent_in_outage.store(0, Ordering::Relaxed);
+            info!(
+                "export to {endpoint} recovered after {lasted} ({attempts} failed attempts); \
+                 the backlog is sent: {sent} points",
+                endpoint = self.stats.endpoint,
+                lasted = repeat::human(r.lasted),
+                attempts = r.attempts,
+            );
+        }
+    }
 }
 
 /// Producer side of the export pipeline: cheap to clone.
@@ -502,21 +640,106 @@ impl ExportHandle {
     /// `points` data points, stamped `time_unix_nano` (for the logs). The disk copy and every
     /// send use these bytes as they are.
     pub fn submit_encoded(&self, payload: Bytes, points: usize, time_unix_nano: u64) {
+        self.queue(payload, points, time_unix_nano, false);
+        self.shared.notify.notify_one();
+    }
+
+    /// [`Self::submit_encoded`], and then, when this batch is the only one queued and the
+    /// endpoint is plain `http://`, sends it on this thread at once and waits for the answer,
+    /// for at most `budget` ([`super::direct`]): the async sender is woken only when something
+    /// is left for it (a refusal, no answer, a backlog). Blocks: call it from the collection
+    /// thread, never on an async worker.
+    pub fn submit_and_send(
+        &self,
+        payload: Bytes,
+        points: usize,
+        time_unix_nano: u64,
+        budget: Duration,
+    ) {
+        match self.queue(payload, points, time_unix_nano, true) {
+            Some((id, payload)) => self.send_direct(id, &payload, points, budget),
+            None => self.shared.notify.notify_one(),
+        }
+    }
+
+    /// Sends the claimed batch `id` directly and settles it: removed when accepted, else handed
+    /// to the sender with the answer (or without one, and the direct sender rests).
+    fn send_direct(&self, id: u64, payload: &[u8], points: usize, budget: Duration) {
+        let answer = {
+            let Some(direct) = &self.shared.direct else {
+                return;
+            };
+            let mut d = direct
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let answer = d.http.send(payload, budget);
+            if matches!(answer, Answer::None(_)) {
+                d.resting = DIRECT_REST;
+            }
+            answer
+        };
+        let stats = &self.shared.stats;
+        match answer {
+            Answer::Verdict(Ok(SendOk::Accepted)) => {
+                self.shared.accepted();
+                stats
+                    .sent_points
+                    .fetch_add(points as u64, Ordering::Relaxed);
+                let len = {
+                    let mut st = self.shared.lock();
+                    st.forget_front(id);
+                    st.entries.len()
+                };
+                self.shared.set_len(len);
+                self.shared.after_recovery(points as u64);
+                if len > 0 {
+                    self.shared.notify.notify_one();
+                }
+            }
+            Answer::Verdict(answered) => {
+                self.shared.lock().hand_over(id, Some(answered));
+                self.shared.notify.notify_one();
+            }
+            Answer::None(why) => {
+                debug!(error = %why, "direct export got no answer; the sender takes the batch over");
+                self.shared.lock().hand_over(id, None);
+                self.shared.notify.notify_one();
+            }
+        }
+    }
+
+    /// Queues a batch; with `claim`, marks it for a direct send when it is the only one queued
+    /// and the direct sender is ready, and returns its id and bytes. Does not notify.
+    fn queue(
+        &self,
+        payload: Bytes,
+        points: usize,
+        time_unix_nano: u64,
+        claim: bool,
+    ) -> Option<(u64, Bytes)> {
         let mut dropped = Dropped::default();
-        let len = {
+        let claim = claim && self.direct_ready();
+        let (len, claimed) = {
             let mut st = self.shared.lock();
             let disk = st.persist(&payload, points, time_unix_nano, &mut dropped);
             let id = st.next_id;
             st.next_id += 1;
+            let claimed = (claim && st.entries.is_empty()).then(|| (id, payload.clone()));
             st.entries.push_back(Entry {
                 id,
                 points,
                 time_unix_nano: (time_unix_nano > 0).then_some(time_unix_nano),
                 payload: Some(payload),
                 disk,
+                direct: if claimed.is_some() {
+                    Direct::InFlight
+                } else {
+                    Direct::Idle
+                },
             });
             st.trim_memory(self.shared.max_batches, &mut dropped);
-            st.entries.len()
+            (st.entries.len(), claimed)
         };
         self.shared.set_len(len);
         let mut overflow = self
@@ -558,7 +781,23 @@ impl ExportHandle {
             }
         }
         drop(overflow);
-        self.shared.notify.notify_one();
+        claimed
+    }
+
+    /// Whether a direct send may be tried now (a plain-HTTP endpoint, not resting); counts a
+    /// resting submit down.
+    fn direct_ready(&self) -> bool {
+        let Some(direct) = &self.shared.direct else {
+            return false;
+        };
+        let mut d = direct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if d.resting > 0 {
+            d.resting -= 1;
+            return false;
+        }
+        true
     }
 
     /// Batches waiting now.
@@ -583,10 +822,6 @@ pub struct Sender {
     shared: Arc<Shared>,
     transport: Transport,
     retry: RetrySettings,
-    /// The current outage, for logging it quietly ([`repeat`]).
-    outage: Mutex<Repeated>,
-    /// Points accepted since the last recovery line, for the next one.
-    sent_in_outage: AtomicU64,
 }
 
 /// Creates an in-memory pipeline: the handle for producers and the sender to run as a task.
@@ -636,6 +871,7 @@ fn build(
             time_unix_nano: None,
             payload: None,
             disk: Some(r),
+            direct: Direct::Idle,
         })
         .collect();
     stats
@@ -654,6 +890,13 @@ fn build(
         overflow: Mutex::new(Repeated::default()),
         stats,
         persistent,
+        direct: match &transport {
+            Transport::Http(t) => DirectHttp::for_transport(t)
+                .map(|http| Mutex::new(DirectSender { http, resting: 0 })),
+            Transport::Grpc(_) => None,
+        },
+        outage: Mutex::new(Repeated::default()),
+        sent_in_outage: AtomicU64::new(0),
     });
     (
         ExportHandle {
@@ -663,8 +906,6 @@ fn build(
             shared,
             transport,
             retry,
-            outage: Mutex::new(Repeated::default()),
-            sent_in_outage: AtomicU64::new(0),
         },
     )
 }
@@ -787,17 +1028,22 @@ impl Sender {
 
     async fn attempt(&self, item: &Front, backoff: &mut Backoff) -> Attempt {
         let stats = &self.shared.stats;
-        stats.attempts.fetch_add(1, Ordering::Relaxed);
         let (id, points) = (&item.id, item.points as u64);
-        let sent = self.transport.send(&item.payload).await;
+        let sent = match &item.answered {
+            Some(answered) => answered.clone(),
+            None => {
+                stats.attempts.fetch_add(1, Ordering::Relaxed);
+                self.transport.send(&item.payload).await
+            }
+        };
         if sent.is_ok() {
-            self.accepted();
+            self.shared.accepted();
         }
         match sent {
             Ok(SendOk::Accepted) => {
                 stats.sent_points.fetch_add(points, Ordering::Relaxed);
                 self.pop_if_front(*id).await;
-                self.after_recovery(points);
+                self.shared.after_recovery(points);
                 backoff.reset();
                 Attempt::Done
             }
@@ -826,86 +1072,9 @@ impl Sender {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
                 self.sync_queue().await;
-                self.failed(&reason, delay);
+                self.shared.failed(&reason, delay);
                 Attempt::RetryAfter(delay)
             }
-        }
-    }
-
-    fn lock_outage(&self) -> std::sync::MutexGuard<'_, Repeated> {
-        self.outage
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A retryable failure: per-attempt detail at debug; the first of an outage in full, then
-    /// a summary a minute ([`repeat`]).
-    fn failed(&self, reason: &str, delay: Duration) {
-        let stats = &self.shared.stats;
-        stats.failing_attempts.fetch_add(1, Ordering::Relaxed);
-        stats.set_last_error(Some(reason.to_owned()));
-        let backlog = self.shared.backlog();
-        debug!(endpoint = %stats.endpoint, error = %reason, retry_in = %repeat::human(delay), queued = backlog.batches, "export attempt failed");
-        let report = self.lock_outage().failed();
-        let oldest = backlog
-            .oldest_age(crate::model::now_unix_nanos())
-            .map_or_else(|| "unknown".to_owned(), repeat::human);
-        match report {
-            Failure::First => warn!(
-                "cannot export metrics to {endpoint}: {reason}. Collection goes on and the data \
-                 is kept in {place} until the backend answers (retrying, next in {retry}; a \
-                 summary follows at most once a minute). To send elsewhere, set \
-                 export.otlp.endpoint in the config or OTEL_EXPORTER_OTLP_ENDPOINT; to stop \
-                 exporting, export.otlp.enabled: false.",
-                endpoint = stats.endpoint,
-                place = backlog.place(),
-                retry = repeat::human(delay),
-            ),
-            Failure::Summary { attempts, lasting } => warn!(
-                "export to {endpoint} still failing after {lasting}: {attempts} attempts, \
-                 {batches} batches ({bytes}) waiting in {place}, oldest {oldest} old; \
-                 last error: {reason}",
-                endpoint = stats.endpoint,
-                lasting = repeat::human(lasting),
-                batches = backlog.batches,
-                bytes = repeat::human_bytes(backlog.bytes),
-                place = backlog.place(),
-            ),
-            Failure::Quiet => {}
-        }
-    }
-
-    /// The backend accepted a batch: the export is healthy.
-    fn accepted(&self) {
-        let stats = &self.shared.stats;
-        stats
-            .last_success_unix_nanos
-            .store(crate::model::now_unix_nanos(), Ordering::Relaxed);
-        stats.failing_attempts.store(0, Ordering::Relaxed);
-        stats.set_last_error(None);
-    }
-
-    /// After an accepted batch of `points`: when it ended an outage, the backlog it left is
-    /// sent before one INFO line says so.
-    fn after_recovery(&self, points: u64) {
-        let mut outage = self.lock_outage();
-        if !outage.failing() {
-            return;
-        }
-        let sent = self.sent_in_outage.fetch_add(points, Ordering::Relaxed) + points;
-        let batches = self.shared.stats.queued_batches.load(Ordering::Relaxed);
-        if batches > 0 {
-            return;
-        }
-        if let Some(r) = outage.succeeded() {
-            self.sent_in_outage.store(0, Ordering::Relaxed);
-            info!(
-                "export to {endpoint} recovered after {lasted} ({attempts} failed attempts); \
-                 the backlog is sent: {sent} points",
-                endpoint = self.shared.stats.endpoint,
-                lasted = repeat::human(r.lasted),
-                attempts = r.attempts,
-            );
         }
     }
 
@@ -917,8 +1086,14 @@ impl Sender {
             if now >= deadline {
                 break;
             }
-            let Ok(Some(item)) = tokio::time::timeout(deadline - now, self.front()).await else {
-                break;
+            let item = match tokio::time::timeout(deadline - now, self.front()).await {
+                Ok(Some(item)) => item,
+                // The collection thread is sending the oldest batch: its answer is awaited.
+                Ok(None) if self.shared.lock().front_in_flight() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                _ => break,
             };
             let now = Instant::now();
             match tokio::time::timeout(
@@ -986,6 +1161,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::test_server;
     use crate::otlp::transport::{Compression, Protocol, TlsMaterial, TransportSettings};
 
     fn req(n: usize) -> ExportMetricsServiceRequest {
@@ -1298,6 +1474,146 @@ mod tests {
         let (h, _s) = on_disk(dir.path(), 1 << 20, &stats);
         assert_eq!(h.queued(), 3);
         assert_eq!(front_ts(&h), Some(11));
+    }
+
+    /// A disk pipeline whose endpoint is `url` (plain HTTP: the direct path applies).
+    fn on_disk_to(
+        dir: &std::path::Path,
+        url: &str,
+        stats: &Arc<ExportStats>,
+    ) -> (ExportHandle, Sender) {
+        let transport = Transport::new(TransportSettings {
+            url: url.into(),
+            protocol: Protocol::HttpProtobuf,
+            headers: vec![],
+            compression: Compression::None,
+            timeout: Duration::from_secs(5),
+            tls: TlsMaterial::default(),
+        })
+        .unwrap();
+        let opened = DiskQueue::open(dir, 1 << 20).unwrap();
+        pipeline_on_disk(
+            transport,
+            RetrySettings::default(),
+            10,
+            opened,
+            stats.clone(),
+        )
+    }
+
+    const BUDGET: Duration = Duration::from_secs(5);
+
+    fn encoded(points: usize, ts: u64) -> Bytes {
+        Bytes::from(req_at(points, ts).encode_to_vec())
+    }
+
+    #[test]
+    fn a_lone_batch_is_sent_by_the_submitting_thread_without_the_sender() {
+        let (url, seen, server) =
+            test_server::server(vec![test_server::Reply::Keep(test_server::ok_empty())]);
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        // The sender task is never run: only the submitting thread can deliver the batch.
+        let (h, _s) = on_disk_to(dir.path(), &url, &stats);
+        let payload = encoded(3, 7);
+        h.submit_and_send(payload.clone(), 3, 7, BUDGET);
+        assert_eq!(seen.try_recv().unwrap().body, payload);
+        assert_eq!(h.queued(), 0);
+        assert_eq!(stats.sent_points.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.attempts.load(Ordering::Relaxed), 1);
+        assert!(stats.last_success_unix_nanos.load(Ordering::Relaxed) > 0);
+        drop((h, _s));
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refusal_answered_to_the_submitting_thread_is_acted_on_without_sending_again() {
+        let (url, seen, server) = test_server::server(vec![test_server::Reply::Keep(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad".to_vec(),
+        )]);
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk_to(dir.path(), &url, &stats);
+        h.submit_and_send(encoded(3, 7), 3, 7, BUDGET);
+        assert_eq!(h.queued(), 1, "the refused batch waits for the sender");
+        let item = s.front().await.unwrap();
+        assert!(
+            matches!(item.answered, Some(Err(SendError::Permanent { .. }))),
+            "{item:?}"
+        );
+        let mut backoff = Backoff::new(RetrySettings::default());
+        assert!(matches!(
+            s.attempt(&item, &mut backoff).await,
+            Attempt::Done
+        ));
+        assert_eq!(h.queued(), 0);
+        assert_eq!(stats.dropped_points.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.attempts.load(Ordering::Relaxed), 1);
+        assert_eq!(seen.try_iter().count(), 1, "the backend was asked once");
+        drop((h, s));
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_in_flight_is_not_the_senders_until_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        let (id, _) = h
+            .queue(encoded(2, 1), 2, 1, true)
+            .expect("claimed: the only batch");
+        assert!(
+            s.front().await.is_none(),
+            "the sender must not send a batch in flight"
+        );
+        h.shared.lock().hand_over(id, None);
+        assert_eq!(s.front().await.map(|f| f.id), Some(id));
+    }
+
+    #[test]
+    fn a_batch_queued_behind_another_is_not_sent_directly() {
+        let (url, seen, _server) =
+            test_server::server(vec![test_server::Reply::Keep(test_server::ok_empty())]);
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        let (h, _s) = on_disk_to(dir.path(), &url, &stats);
+        h.submit(req_at(2, 1));
+        h.submit_and_send(encoded(2, 2), 2, 2, BUDGET);
+        assert_eq!(h.queued(), 2);
+        assert!(
+            seen.try_recv().is_err(),
+            "the backlog goes first, in order, by the sender"
+        );
+        // The server thread waits on for its one request; the test process ends it.
+    }
+
+    #[tokio::test]
+    async fn a_batch_behind_another_and_one_without_an_answer_are_the_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(ExportStats::default());
+        // Port 9 refuses: the direct attempt gets no answer.
+        let (h, s) = on_disk(dir.path(), 1 << 20, &stats);
+        h.submit_and_send(encoded(2, 1), 2, 1, BUDGET);
+        let item = s.front().await.unwrap();
+        assert!(
+            item.answered.is_none(),
+            "no verdict: the sender sends it again itself"
+        );
+        let resting = |h: &ExportHandle| h.shared.direct.as_ref().unwrap().lock().unwrap().resting;
+        assert_eq!(resting(&h), DIRECT_REST);
+        // Queued behind the first: not sent directly (and the rest counts down).
+        h.submit_and_send(encoded(2, 2), 2, 2, BUDGET);
+        assert_eq!(resting(&h), DIRECT_REST - 1);
+        assert_eq!(h.queued(), 2);
+        assert_eq!(stats.attempts.load(Ordering::Relaxed), 1);
+        let in_flight = h
+            .shared
+            .lock()
+            .entries
+            .iter()
+            .filter(|e| !matches!(e.direct, Direct::Idle))
+            .count();
+        assert_eq!(in_flight, 0);
     }
 
     #[tokio::test]

@@ -489,6 +489,26 @@ impl HttpTransport {
         })
     }
 
+    /// The metrics URL.
+    pub(crate) fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+
+    /// The configured extra headers.
+    pub(crate) fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
+    /// The body compression.
+    pub(crate) fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The per-request timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn send(&self, payload: &Bytes) -> Result<SendOk, SendError> {
         let mut body = payload.clone();
         let mut builder = Request::post(self.uri.clone())

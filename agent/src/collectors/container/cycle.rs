@@ -94,7 +94,7 @@ impl ContainerCollector {
             w.apply_events(&mut self.tracked, |t| &mut t.oom);
         }
         if self.network {
-            self.net.begin_cycle(&ctx.roots.proc);
+            self.net.begin_cycle();
         }
         // The host's counters gate the containers' reads: none to read, nothing to gate (a
         // host without containers pays no extra read per cycle).

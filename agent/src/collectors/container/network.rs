@@ -30,7 +30,10 @@ const NET_DEV_MAX_LINE: usize = 1024;
 /// Reads container network counters; keeps its buffers between cycles.
 #[derive(Debug, Default)]
 pub struct NetReader {
-    host_netns: Option<PathBuf>,
+    /// The host's namespace link, read at the first lookup of a cycle (`None`: not yet read
+    /// this cycle; `Some(None)`: unreadable), so that a cycle without a new process reads it
+    /// not at all.
+    host_netns: Option<Option<PathBuf>>,
     buf: ReadBuf,
     path: PathBuf,
 }
@@ -62,16 +65,20 @@ pub struct IfaceBytes {
 }
 
 impl NetReader {
-    /// Once per cycle: remembers the host's network namespace (that of PID 1 under `proc`).
-    pub fn begin_cycle(&mut self, proc: &Path) {
-        self.host_netns = std::fs::read_link(proc.join("1/ns/net")).ok();
+    /// Once per cycle: forgets the host's network namespace (that of PID 1 under `proc`), to be
+    /// read again by the cycle's first [`Self::netns`].
+    pub fn begin_cycle(&mut self) {
+        self.host_netns = None;
     }
 
     /// Which network namespace `pid` is in. A container's namespace does not change while its
     /// process lives, so the collector asks once per process.
     pub fn netns(&mut self, proc: &Path, pid: u32) -> NetNs {
         self.set_path(proc, pid, "ns/net");
-        match (&self.host_netns, std::fs::read_link(&self.path)) {
+        let host = self
+            .host_netns
+            .get_or_insert_with(|| std::fs::read_link(proc.join("1/ns/net")).ok());
+        match (&*host, std::fs::read_link(&self.path)) {
             (Some(host), Ok(ns)) if &ns == host => NetNs::Host,
             (_, Ok(ns)) => NetNs::Own(ns.to_str().and_then(parse_ns_inode)),
             _ => NetNs::Own(None),
@@ -123,9 +130,9 @@ pub(super) struct NamespaceReads {
 }
 
 impl NamespaceReads {
-    /// Once per cycle: forgets the last cycle's reads and remembers the host's namespace.
-    pub(super) fn begin_cycle(&mut self, proc: &Path) {
-        self.reader.begin_cycle(proc);
+    /// Once per cycle: forgets the last cycle's reads and the host's namespace.
+    pub(super) fn begin_cycle(&mut self) {
+        self.reader.begin_cycle();
         self.read.clear();
         self.by_ns.clear();
     }
@@ -246,7 +253,7 @@ mod tests {
         )
         .unwrap();
         let mut r = NetReader::default();
-        r.begin_cycle(proc);
+        r.begin_cycle();
         let mut out = Vec::new();
         assert!(r.read(proc, 42, &mut out).unwrap());
         assert_eq!(

@@ -253,6 +253,10 @@ impl FilesystemCollector {
             self.seen.insert(m.dev_id.to_owned());
             let target = ctx.roots.host_path(&m.mountpoint);
             let mountpoint = m.mountpoint.into_owned();
+            // A later mount at the same point hides the earlier one (the table lists mounts in
+            // the order they were made): its figures are not readable by path, and statvfs
+            // would report the top one's twice.
+            self.mounts.retain(|r| r.mountpoint != mountpoint);
             let base = Attributes::of([
                 ("system.device", m.source.into_owned().into()),
                 ("system.filesystem.mountpoint", mountpoint.clone().into()),
