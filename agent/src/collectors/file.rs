@@ -242,8 +242,19 @@ mod tests {
 
     #[test]
     fn an_iterating_file_of_short_records_is_read_to_its_end_in_one_read_when_short() {
-        // /proc/self/maps: an iterating seq_file of lines well under 1 KiB, longer than a page
-        // in a test binary. Mappings may change meanwhile: lengths, not texts, are compared.
+        // /proc/self/maps: an iterating seq_file of lines well under 1 KiB. Threads waiting
+        // here add two mappings each (stack and guard page), so that it is longer than a page
+        // whatever the test binary maps itself. Mappings may change meanwhile: lengths, not
+        // texts, are compared.
+        let release = std::sync::Arc::new(std::sync::Barrier::new(41));
+        let waiting: Vec<_> = (0..40)
+            .map(|_| {
+                let release = release.clone();
+                std::thread::spawn(move || {
+                    release.wait();
+                })
+            })
+            .collect();
         let path = Path::new("/proc/self/maps");
         let fresh = std::fs::read_to_string(path).unwrap();
         assert!(fresh.len() > 4096, "the test needs a file of over a page");
@@ -257,6 +268,10 @@ mod tests {
             text.len()
         );
         assert!(text.ends_with('\n') && text.lines().count() > 10);
+        release.wait();
+        for t in waiting {
+            t.join().unwrap();
+        }
         // Shorter than a page: the whole of it.
         let dev = File::open("/proc/self/net/dev").unwrap();
         assert!(read_records_to_end(&dev, &mut buf, 1024).unwrap());

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use faultline_exporters::model::{Attributes, Batch, MetricDesc};
+use faultline_exporters::model::{AttrValue, Attributes, Batch, MetricDesc, Text};
 
 use super::device_starts::DeviceStarts;
 use super::{NameFilter, parse_u64_field};
@@ -170,10 +170,12 @@ impl Collector for DiskCollector {
             if !self.filter.allows(d.name) {
                 continue;
             }
-            let dev = || Attributes::of([("system.device", d.name.to_owned().into())]);
+            // One copy of the name, shared by the device's points.
+            let name = AttrValue::from(Text::shared(d.name));
+            let dev = || Attributes::of([("system.device", name.clone())]);
             let rw = |dir: &'static str| {
                 Attributes::of([
-                    ("system.device", d.name.to_owned().into()),
+                    ("system.device", name.clone()),
                     ("disk.io.direction", dir.into()),
                 ])
             };
