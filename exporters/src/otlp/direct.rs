@@ -15,7 +15,8 @@
 //! chunked, or until the server closes.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
@@ -157,7 +158,7 @@ impl DirectHttp {
 
     fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in self.authority.to_socket_addrs()? {
+        for addr in resolve(&self.authority, deadline)? {
             let left = left(deadline)?;
             match TcpStream::connect_timeout(&addr, left) {
                 Ok(c) => {
@@ -233,6 +234,28 @@ impl DirectHttp {
         .map_err(|e| Failed::Other(format!("reading the response body: {e}")))?;
         Ok((classify_http(status, retry_after, &body), keep))
     }
+}
+
+/// The addresses of `authority` (`host:port`). A name is resolved on a thread of its own, so
+/// that a slow resolver holds the collection thread no longer than `deadline` (the lookup
+/// then finishes in the background and is dropped). Only a new connection resolves.
+fn resolve(authority: &str, deadline: Instant) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = authority.to_owned();
+    std::thread::Builder::new()
+        .name("faultline-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(Iterator::collect));
+        })?;
+    rx.recv_timeout(left(deadline)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("resolving {authority} timed out"),
+        )
+    })?
 }
 
 /// Time left before `deadline`, or a timeout error.

@@ -29,7 +29,15 @@ pub(crate) struct Seen {
 /// A loopback HTTP/1.1 server that answers requests with `replies` in order, one connection
 /// at a time, and reports each request it read.
 pub(crate) fn server(replies: Vec<Reply>) -> (String, mpsc::Receiver<Seen>, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    server_on("127.0.0.1:0", replies)
+}
+
+/// [`server`] listening on `addr` (`[::1]:0` for IPv6).
+pub(crate) fn server_on(
+    addr: &str,
+    replies: Vec<Reply>,
+) -> (String, mpsc::Receiver<Seen>, JoinHandle<()>) {
+    let listener = TcpListener::bind(addr).unwrap();
     let url = format!("http://{}/v1/metrics", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {

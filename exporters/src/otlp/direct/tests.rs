@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 
 use super::*;
-use crate::otlp::test_server::{Reply, ok_empty, server};
+use crate::otlp::test_server::{Reply, ok_empty, server, server_on};
 use crate::otlp::transport::{Protocol, TlsMaterial, Transport, TransportSettings};
 
 fn direct(url: &str, headers: Vec<(String, String)>) -> DirectHttp {
@@ -251,4 +251,32 @@ fn response_heads_parse_into_their_framing() {
     assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
     assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+}
+
+#[test]
+fn a_named_host_is_resolved_and_reached() {
+    let (url, seen, t) = server(vec![Reply::Keep(ok_empty())]);
+    let named = url.replace("127.0.0.1", "localhost");
+    let mut d = direct(&named, vec![]);
+    assert!(matches!(
+        d.send(b"by name", BUDGET),
+        Answer::Verdict(Ok(SendOk::Accepted))
+    ));
+    assert_eq!(seen.recv().unwrap().body, b"by name");
+    drop(d);
+    t.join().unwrap();
+}
+
+#[test]
+fn an_ipv6_literal_is_reached() {
+    let (url, seen, t) = server_on("[::1]:0", vec![Reply::Keep(ok_empty())]);
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let mut d = direct(&url, vec![]);
+    assert!(matches!(
+        d.send(b"v6", BUDGET),
+        Answer::Verdict(Ok(SendOk::Accepted))
+    ));
+    assert_eq!(seen.recv().unwrap().body, b"v6");
+    drop(d);
+    t.join().unwrap();
 }
