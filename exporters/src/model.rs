@@ -117,18 +117,6 @@ impl PartialEq for Text {
 
 impl Eq for Text {}
 
-impl std::hash::Hash for Text {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (**self).hash(state);
-    }
-}
-
-impl AsRef<str> for Text {
-    fn as_ref(&self) -> &str {
-        self
-    }
-}
-
 impl std::fmt::Display for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self)
@@ -144,12 +132,6 @@ impl From<&'static str> for Text {
 impl From<String> for Text {
     fn from(v: String) -> Self {
         Text::Shared(v.into())
-    }
-}
-
-impl From<Arc<str>> for Text {
-    fn from(v: Arc<str>) -> Self {
-        Text::Shared(v)
     }
 }
 

@@ -400,6 +400,17 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, String> {
     }))
 }
 
+/// Reads more onto `buf`; the connection's end is an error here (the body is not complete).
+fn read_more(conn: &mut &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<()> {
+    if buf.len() > MAX_HEAD + MAX_BODY {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+    }
+    match read_some(conn, buf, deadline)? {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(()),
+    }
+}
+
 /// A body of `n` bytes, some of which may already be in `buf`.
 fn read_length(
     conn: &mut &TcpStream,
@@ -408,9 +419,7 @@ fn read_length(
     deadline: Instant,
 ) -> io::Result<Vec<u8>> {
     while buf.len() < n {
-        if read_some(conn, buf, deadline)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        read_more(conn, buf, deadline)?;
     }
     Ok(buf.drain(..n).collect())
 }
@@ -429,7 +438,7 @@ fn read_to_close(
     Ok(std::mem::take(buf))
 }
 
-/// A chunked body, decoded (chunk extensions and trailers are skipped).
+/// A chunked body, decoded (chunk sizes by `httparse`, extensions and trailers skipped).
 fn read_chunked(
     conn: &mut &TcpStream,
     buf: &mut Vec<u8>,
@@ -437,40 +446,35 @@ fn read_chunked(
 ) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            if buf.len() > MAX_HEAD || read_some(conn, buf, deadline)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+        let (line, size) = loop {
+            match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete(found)) => break found,
+                Ok(httparse::Status::Partial) => read_more(conn, buf, deadline)?,
+                Err(_) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"));
+                }
             }
         };
-        let size = std::str::from_utf8(&buf[..line_end])
-            .ok()
-            .and_then(|l| l.split(';').next())
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        buf.drain(..line_end + 2);
+        buf.drain(..line);
         if size == 0 {
             // Trailers, each a line, up to an empty line.
             loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    buf.drain(..i + 2);
-                    if i == 0 {
+                match buf.windows(2).position(|w| w == b"\r\n") {
+                    Some(0) => {
+                        buf.drain(..2);
                         return Ok(body);
                     }
-                } else if buf.len() > MAX_HEAD || read_some(conn, buf, deadline)? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+                    Some(i) => drop(buf.drain(..i + 2)),
+                    None => read_more(conn, buf, deadline)?,
                 }
             }
         }
-        if body.len() + size > MAX_BODY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-        }
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|s| body.len() + s <= MAX_BODY)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "body too large"))?;
         while buf.len() < size + 2 {
-            if read_some(conn, buf, deadline)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+            read_more(conn, buf, deadline)?;
         }
         body.extend_from_slice(&buf[..size]);
         buf.drain(..size + 2);

@@ -656,29 +656,32 @@ impl ExportHandle {
         time_unix_nano: u64,
         budget: Duration,
     ) {
-        match self.queue(payload, points, time_unix_nano, true) {
-            Some((id, payload)) => self.send_direct(id, &payload, points, budget),
-            None => self.shared.notify.notify_one(),
+        let Some(direct) = &self.shared.direct else {
+            self.submit_encoded(payload, points, time_unix_nano);
+            return;
+        };
+        // Held through the attempt: only submits take it.
+        let mut d = direct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready = d.resting == 0;
+        d.resting = d.resting.saturating_sub(1);
+        let Some((id, payload)) = self.queue(payload, points, time_unix_nano, ready) else {
+            self.shared.notify.notify_one();
+            return;
+        };
+        self.shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let answer = d.http.send(&payload, budget);
+        if matches!(answer, Answer::None(_)) {
+            d.resting = DIRECT_REST;
         }
+        drop(d);
+        self.settle_direct(id, points, answer);
     }
 
-    /// Sends the claimed batch `id` directly and settles it: removed when accepted, else handed
-    /// to the sender with the answer (or without one, and the direct sender rests).
-    fn send_direct(&self, id: u64, payload: &[u8], points: usize, budget: Duration) {
-        let answer = {
-            let Some(direct) = &self.shared.direct else {
-                return;
-            };
-            let mut d = direct
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.shared.stats.attempts.fetch_add(1, Ordering::Relaxed);
-            let answer = d.http.send(payload, budget);
-            if matches!(answer, Answer::None(_)) {
-                d.resting = DIRECT_REST;
-            }
-            answer
-        };
+    /// Settles the claimed batch `id` after its direct attempt: removed when accepted, else
+    /// handed to the sender with the answer (or without one).
+    fn settle_direct(&self, id: u64, points: usize, answer: Answer) {
         let stats = &self.shared.stats;
         match answer {
             Answer::Verdict(Ok(SendOk::Accepted)) => {
@@ -709,8 +712,8 @@ impl ExportHandle {
         }
     }
 
-    /// Queues a batch; with `claim`, marks it for a direct send when it is the only one queued
-    /// and the direct sender is ready, and returns its id and bytes. Does not notify.
+    /// Queues a batch; with `claim`, marks it for a direct send when it is the only one queued,
+    /// and returns its id and bytes. Does not notify.
     fn queue(
         &self,
         payload: Bytes,
@@ -719,7 +722,6 @@ impl ExportHandle {
         claim: bool,
     ) -> Option<(u64, Bytes)> {
         let mut dropped = Dropped::default();
-        let claim = claim && self.direct_ready();
         let (len, claimed) = {
             let mut st = self.shared.lock();
             let disk = st.persist(&payload, points, time_unix_nano, &mut dropped);
@@ -782,22 +784,6 @@ impl ExportHandle {
         }
         drop(overflow);
         claimed
-    }
-
-    /// Whether a direct send may be tried now (a plain-HTTP endpoint, not resting); counts a
-    /// resting submit down.
-    fn direct_ready(&self) -> bool {
-        let Some(direct) = &self.shared.direct else {
-            return false;
-        };
-        let mut d = direct
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if d.resting > 0 {
-            d.resting -= 1;
-            return false;
-        }
-        true
     }
 
     /// Batches waiting now.
@@ -1193,16 +1179,21 @@ mod tests {
         }
     }
 
-    fn unreachable_transport() -> Transport {
+    /// An OTLP/HTTP transport to `url`.
+    fn http_transport(url: &str, timeout: Duration) -> Transport {
         Transport::new(TransportSettings {
-            url: "http://127.0.0.1:9/v1/metrics".into(),
+            url: url.into(),
             protocol: Protocol::HttpProtobuf,
             headers: vec![],
             compression: Compression::None,
-            timeout: Duration::from_millis(200),
+            timeout,
             tls: TlsMaterial::default(),
         })
         .unwrap()
+    }
+
+    fn unreachable_transport() -> Transport {
+        http_transport("http://127.0.0.1:9/v1/metrics", Duration::from_millis(200))
     }
 
     #[test]
@@ -1267,9 +1258,18 @@ mod tests {
         max_bytes: u64,
         stats: &Arc<ExportStats>,
     ) -> (ExportHandle, Sender) {
+        on_disk_over(dir, max_bytes, unreachable_transport(), stats)
+    }
+
+    fn on_disk_over(
+        dir: &std::path::Path,
+        max_bytes: u64,
+        transport: Transport,
+        stats: &Arc<ExportStats>,
+    ) -> (ExportHandle, Sender) {
         let opened = DiskQueue::open(dir, max_bytes).unwrap();
         pipeline_on_disk(
-            unreachable_transport(),
+            transport,
             RetrySettings::default(),
             10,
             opened,
@@ -1482,22 +1482,11 @@ mod tests {
         url: &str,
         stats: &Arc<ExportStats>,
     ) -> (ExportHandle, Sender) {
-        let transport = Transport::new(TransportSettings {
-            url: url.into(),
-            protocol: Protocol::HttpProtobuf,
-            headers: vec![],
-            compression: Compression::None,
-            timeout: Duration::from_secs(5),
-            tls: TlsMaterial::default(),
-        })
-        .unwrap();
-        let opened = DiskQueue::open(dir, 1 << 20).unwrap();
-        pipeline_on_disk(
-            transport,
-            RetrySettings::default(),
-            10,
-            opened,
-            stats.clone(),
+        on_disk_over(
+            dir,
+            1 << 20,
+            http_transport(url, Duration::from_secs(5)),
+            stats,
         )
     }
 
@@ -1588,7 +1577,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_behind_another_and_one_without_an_answer_are_the_senders() {
+    async fn no_answer_hands_the_batch_over_and_the_direct_path_rests() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(ExportStats::default());
         // Port 9 refuses: the direct attempt gets no answer.
@@ -1601,7 +1590,8 @@ mod tests {
         );
         let resting = |h: &ExportHandle| h.shared.direct.as_ref().unwrap().lock().unwrap().resting;
         assert_eq!(resting(&h), DIRECT_REST);
-        // Queued behind the first: not sent directly (and the rest counts down).
+        // While it rests no batch is claimed (this one is behind the first as well), and the
+        // rest counts down.
         h.submit_and_send(encoded(2, 2), 2, 2, BUDGET);
         assert_eq!(resting(&h), DIRECT_REST - 1);
         assert_eq!(h.queued(), 2);

@@ -223,60 +223,58 @@ fn response_heads_parse_into_their_framing() {
         Ok(Some(Head::Final { framing, .. })) => framing,
         other => panic!("{other:?}"),
     };
-    assert_eq!(
-        final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
-        Framing::Length(5, true)
-    );
-    assert_eq!(
-        final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"),
-        Framing::Length(5, false)
-    );
-    assert_eq!(
-        final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n"),
-        Framing::Length(5, false)
-    );
-    assert_eq!(
-        final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n"),
-        Framing::Length(5, true)
-    );
-    assert_eq!(
-        final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-        Framing::Chunked(true)
-    );
-    assert_eq!(
-        final_head(b"HTTP/1.1 204 No Content\r\n\r\n"),
-        Framing::Length(0, true)
-    );
-    assert_eq!(final_head(b"HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
+    for (head, framing) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..],
+            Framing::Length(5, true),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            Framing::Length(5, false),
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+            Framing::Length(5, false),
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+            Framing::Length(5, true),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Framing::Chunked(true),
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", Framing::Length(0, true)),
+        (b"HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose),
+    ] {
+        assert_eq!(
+            final_head(head),
+            framing,
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
     assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
     assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
 }
 
 #[test]
-fn a_named_host_is_resolved_and_reached() {
-    let (url, seen, t) = server(vec![Reply::Keep(ok_empty())]);
-    let named = url.replace("127.0.0.1", "localhost");
-    let mut d = direct(&named, vec![]);
-    assert!(matches!(
-        d.send(b"by name", BUDGET),
-        Answer::Verdict(Ok(SendOk::Accepted))
-    ));
-    assert_eq!(seen.recv().unwrap().body, b"by name");
-    drop(d);
-    t.join().unwrap();
-}
-
-#[test]
-fn an_ipv6_literal_is_reached() {
-    let (url, seen, t) = server_on("[::1]:0", vec![Reply::Keep(ok_empty())]);
-    assert!(url.starts_with("http://[::1]:"), "{url}");
-    let mut d = direct(&url, vec![]);
-    assert!(matches!(
-        d.send(b"v6", BUDGET),
-        Answer::Verdict(Ok(SendOk::Accepted))
-    ));
-    assert_eq!(seen.recv().unwrap().body, b"v6");
-    drop(d);
-    t.join().unwrap();
+fn a_named_host_and_an_ipv6_literal_are_reached() {
+    // (where the server listens, the host the client is given instead of the address's)
+    for (listen, host) in [("127.0.0.1:0", Some("localhost")), ("[::1]:0", None)] {
+        let (url, seen, t) = server_on(listen, vec![Reply::Keep(ok_empty())]);
+        let url = host.map_or(url.clone(), |h| url.replace("127.0.0.1", h));
+        let mut d = direct(&url, vec![]);
+        assert!(
+            matches!(
+                d.send(b"hello", BUDGET),
+                Answer::Verdict(Ok(SendOk::Accepted))
+            ),
+            "{url}"
+        );
+        assert_eq!(seen.recv().unwrap().body, b"hello");
+        drop(d);
+        t.join().unwrap();
+    }
 }

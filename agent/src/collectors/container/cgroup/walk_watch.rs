@@ -4,8 +4,8 @@
 //! Runtimes create and remove cgroups with `mkdir` and `rmdir`, and the VFS raises
 //! `IN_CREATE` / `IN_DELETE` on the parent directory for both (checked on a cgroup v1 memory
 //! hierarchy, kernel 6.18; cgroup2 goes through the same VFS calls but was not checked apart)
-//! and on the regular directories of fixture and benchmark trees. A full walk adds a watch on every directory it lists (the root and every
-//! directory it descends into, never a container's own: the walk does not descend into those,
+//! and on the regular directories of fixture and benchmark trees. A full walk adds a watch on
+//! every directory it lists (the root and every directory it descends into, never a container's own: the walk does not descend into those,
 //! and their removal is an event on their parent); between walks the collector reads the
 //! queued events, which costs one `read` that finds none when nothing changed. Listing the
 //! hierarchy was ~15 % of a default cycle's CPU on a host without containers (the memory
