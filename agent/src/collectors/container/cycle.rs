@@ -73,6 +73,9 @@ impl Collector for ContainerCollector {
         }
         self.found = found;
         self.drop_unseen(&mut tracked);
+        if self.network {
+            self.net.end_cycle(&mut self.fds);
+        }
         self.tracked = tracked;
         self.end_cycle(pass)
     }
@@ -332,11 +335,14 @@ impl ContainerCollector {
         let (true, Some(pid)) = (self.network, self.sample.pid) else {
             return Ok(());
         };
-        let ifaces = self
-            .net
-            .interfaces(&ctx.roots.proc, pid, &mut t.netns, procs_read, || {
-                self.hierarchy.first_pid(rel, &mut self.buf)
-            })?;
+        let ifaces = self.net.interfaces(
+            &ctx.roots.proc,
+            pid,
+            &mut t.netns,
+            procs_read,
+            &mut self.fds,
+            || self.hierarchy.first_pid(rel, &mut self.buf),
+        )?;
         record::network(rm, ifaces);
         Ok(())
     }

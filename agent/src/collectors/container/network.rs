@@ -14,14 +14,37 @@
 //! summing `container.network.io` over such containers counts the shared traffic once per
 //! container. [`NetReader`] reads one process's view; [`NamespaceReads`] is one cycle's
 //! reads, shared by the containers of a namespace.
+//!
+//! **Kept descriptors** ([`Kept`], within the collector's [`KeepBudget`]): the `/proc/<pid>`
+//! directory of each followed process (`O_PATH`), and each namespace's `net/dev` once read.
+//! A lookup under a kept process directory fails once that process is gone, also when its
+//! pid has been given to another process (the directory is the old process's), so a cycle
+//! tells a container's process alive with one one-component `fstatat` instead of the
+//! `readlink` of its `ns/net` that proved it before; a process does not leave its network
+//! namespace, so a live one is where it was seen. A kept `net/dev` is read with `pread` at 0,
+//! which makes the file anew from the namespace's interfaces as they are now (it is a
+//! `seq_file`), without the path walk, the open and the close; it holds a reference to its
+//! namespace, so the namespace's inode cannot be given to another one while it is kept. It
+//! is read only for a container whose process the cycle found alive. Whatever was not used
+//! in a cycle is closed at its end ([`NamespaceReads::end_cycle`]): a deleted pod's
+//! namespace is not held past the cycle that no longer saw its containers. Without room in
+//! the budget, a process is checked with the `readlink` and a namespace read by its path,
+//! as before.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{Mode, fstatat};
+
+use crate::collectors::file::read_records_to_end;
 use crate::collectors::host::network::parse_net_dev;
 use crate::collectors::{CollectError, parse_error};
 
-use super::cgroup::{ReadBuf, read_path};
+use super::cgroup::{KeepBudget, ReadBuf};
 
 /// A `/proc/<pid>/net/dev` line is shorter than this: an interface name of at most 15 bytes
 /// and 16 counters of at most 20 digits, with their spaces (about 360 bytes).
@@ -64,6 +87,11 @@ pub struct IfaceBytes {
     pub transmit: u64,
 }
 
+/// The file or process is not there (a process gone reads as `ESRCH` under `/proc`).
+fn is_absent(e: Errno) -> bool {
+    matches!(e, Errno::ENOENT | Errno::ESRCH | Errno::ENOTDIR)
+}
+
 impl NetReader {
     /// Once per cycle: forgets the host's network namespace (that of PID 1 under `proc`), to be
     /// read again by the cycle's first [`Self::netns`].
@@ -75,12 +103,24 @@ impl NetReader {
     /// process lives, so the collector asks once per process.
     pub fn netns(&mut self, proc: &Path, pid: u32) -> NetNs {
         self.set_path(proc, pid, "ns/net");
+        let link = std::fs::read_link(&self.path).ok();
+        self.classify(proc, link)
+    }
+
+    /// As [`Self::netns`], for the process whose `/proc/<pid>` directory `dir` is.
+    fn netns_at(&mut self, proc: &Path, dir: &OwnedFd) -> NetNs {
+        let link = readlinkat(dir, "ns/net").ok().map(PathBuf::from);
+        self.classify(proc, link)
+    }
+
+    /// A process's namespace link (`None`: unreadable) against the host's.
+    fn classify(&mut self, proc: &Path, link: Option<PathBuf>) -> NetNs {
         let host = self
             .host_netns
             .get_or_insert_with(|| std::fs::read_link(proc.join("1/ns/net")).ok());
-        match (&*host, std::fs::read_link(&self.path)) {
-            (Some(host), Ok(ns)) if &ns == host => NetNs::Host,
-            (_, Ok(ns)) => NetNs::Own(ns.to_str().and_then(parse_ns_inode)),
+        match (&*host, link) {
+            (Some(host), Some(ns)) if &ns == host => NetNs::Host,
+            (_, Some(ns)) => NetNs::Own(ns.to_str().and_then(parse_ns_inode)),
             _ => NetNs::Own(None),
         }
     }
@@ -103,8 +143,44 @@ impl NetReader {
         pid: u32,
         out: &mut Vec<IfaceBytes>,
     ) -> Result<bool, CollectError> {
+        Ok(self.open_read(proc, pid, None, out)?.is_some())
+    }
+
+    /// [`Self::read`], opening `net/dev` under the process's kept directory `dir` when there
+    /// is one; returns the open file (to be kept) when the process was there.
+    fn open_read(
+        &mut self,
+        proc: &Path,
+        pid: u32,
+        dir: Option<&OwnedFd>,
+        out: &mut Vec<IfaceBytes>,
+    ) -> Result<Option<File>, CollectError> {
         self.set_path(proc, pid, "net/dev");
-        if !read_path(&self.path, &mut self.buf, NET_DEV_MAX_LINE)? {
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let opened = match dir {
+            Some(d) => openat(d, "net/dev", flags, Mode::empty()),
+            None => openat(AT_FDCWD, &self.path, flags, Mode::empty()),
+        };
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(e) if is_absent(e) => return Ok(None),
+            Err(e) => {
+                return Err(CollectError::Read {
+                    path: self.path.clone(),
+                    source: e.into(),
+                });
+            }
+        };
+        Ok(self.read_file(&file, out)?.then_some(file))
+    }
+
+    /// Reads an open `net/dev` into `out`; `Ok(false)` when its process went away.
+    fn read_file(&mut self, file: &File, out: &mut Vec<IfaceBytes>) -> Result<bool, CollectError> {
+        let err = |source| CollectError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        if !read_records_to_end(file, &mut self.buf, NET_DEV_MAX_LINE).map_err(err)? {
             return Ok(false);
         }
         let text = std::str::from_utf8(self.buf.as_bytes())
@@ -119,14 +195,53 @@ impl NetReader {
     }
 }
 
+/// A descriptor kept between cycles, and whether this cycle used it.
+#[derive(Debug)]
+struct Entry<T> {
+    fd: T,
+    used: bool,
+}
+
+/// What the network reads keep open between cycles (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    /// `/proc/<pid>` (`O_PATH`) of each followed process, by pid.
+    procs: HashMap<u32, Entry<OwnedFd>>,
+    /// `net/dev` of each namespace read, by the namespace's inode.
+    net_dev: HashMap<u64, Entry<File>>,
+}
+
+impl Kept {
+    /// Whether `pid`'s process is alive, when its directory is kept (`None`: not kept). A
+    /// process found gone has its directory closed.
+    fn alive(&mut self, pid: u32, budget: &mut KeepBudget) -> Option<bool> {
+        let entry = self.procs.get_mut(&pid)?;
+        // Any entry of the process's directory: its lookup fails once the process is gone.
+        if fstatat(entry.fd.as_fd(), "ns", AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
+            entry.used = true;
+            return Some(true);
+        }
+        self.procs.remove(&pid);
+        budget.give_fds(1);
+        Some(false)
+    }
+
+    /// Descriptors held now (directories, files).
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.procs.len(), self.net_dev.len())
+    }
+}
+
 /// One cycle's network reads: the interfaces of every namespace read so far, in a row, and
 /// where each namespace's are (by its inode), so that the containers of a pod, which share
-/// one namespace, read it once.
+/// one namespace, read it once; and the descriptors kept between cycles ([`Kept`]).
 #[derive(Debug, Default)]
 pub(super) struct NamespaceReads {
     reader: NetReader,
     read: Vec<IfaceBytes>,
     pub(super) by_ns: HashMap<u64, (usize, usize)>,
+    pub(super) kept: Kept,
 }
 
 impl NamespaceReads {
@@ -137,24 +252,113 @@ impl NamespaceReads {
         self.by_ns.clear();
     }
 
+    /// Once per cycle, after the last container: closes the process directories and
+    /// namespace files this cycle did not use, giving their room back to `budget`.
+    pub(super) fn end_cycle(&mut self, budget: &mut KeepBudget) {
+        let before = (self.kept.procs.len(), self.kept.net_dev.len());
+        self.kept.procs.retain(|_, e| std::mem::take(&mut e.used));
+        self.kept.net_dev.retain(|_, e| std::mem::take(&mut e.used));
+        budget.give_fds(before.0 - self.kept.procs.len());
+        budget.give_files(before.1 - self.kept.net_dev.len());
+    }
+
+    /// A process first followed: its namespace, looked up through its directory, which is
+    /// kept when the budget has room and the namespace is not the host's.
+    fn look_up(&mut self, proc: &Path, pid: u32, budget: &mut KeepBudget) -> NetNs {
+        if let Some(old) = self.kept.procs.remove(&pid) {
+            // The directory of an earlier process of this pid (reused since).
+            drop(old);
+            budget.give_fds(1);
+        }
+        self.reader.set_path(proc, pid, "");
+        let dir = match openat(
+            AT_FDCWD,
+            &self.reader.path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(_) => return NetNs::Own(None),
+        };
+        let ns = self.reader.netns_at(proc, &dir);
+        if matches!(ns, NetNs::Own(Some(_))) && budget.take_fd() {
+            self.kept.procs.insert(
+                pid,
+                Entry {
+                    fd: dir,
+                    used: true,
+                },
+            );
+        }
+        ns
+    }
+
+    /// Reads namespace `ns_id` for the container whose process is `pid`: through the
+    /// namespace's kept `net/dev` when the process is known alive (`alive`), else by the
+    /// process's path (keeping the file when the budget has room). `Ok(None)` when the
+    /// process is gone.
+    fn read_ns(
+        &mut self,
+        proc: &Path,
+        pid: u32,
+        ns_id: Option<u64>,
+        alive: bool,
+        budget: &mut KeepBudget,
+    ) -> Result<Option<(usize, usize)>, CollectError> {
+        let start = self.read.len();
+        if let (true, Some(id)) = (alive, ns_id)
+            && let Some(entry) = self.kept.net_dev.get_mut(&id)
+        {
+            entry.used = true;
+            if self.reader.read_file(&entry.fd, &mut self.read)? {
+                let range = (start, self.read.len());
+                self.by_ns.insert(id, range);
+                return Ok(Some(range));
+            }
+            // Not expected of a file that holds its namespace: read it by path instead.
+            self.kept.net_dev.remove(&id);
+            budget.give_files(1);
+        }
+        let dir = self.kept.procs.get(&pid).map(|e| &e.fd);
+        let Some(file) = self.reader.open_read(proc, pid, dir, &mut self.read)? else {
+            return Ok(None);
+        };
+        let range = (start, self.read.len());
+        if let Some(id) = ns_id {
+            self.by_ns.insert(id, range);
+            if !self.kept.net_dev.contains_key(&id) && budget.take_file(true) {
+                self.kept.net_dev.insert(
+                    id,
+                    Entry {
+                        fd: file,
+                        used: true,
+                    },
+                );
+            }
+        }
+        Ok(Some(range))
+    }
+
     /// The interfaces of a container whose process `pid` was found in its cgroup: none for
     /// the host's namespace. `kept` is the container's (pid, namespace), looked up once per
     /// process and updated when the process turns out to be gone or elsewhere; when no
     /// process can be read it is cleared (unless it is the host's), so that the next cycle
     /// reads `cgroup.procs` again. `first_pid` reads `cgroup.procs` for a live process, at
-    /// most once, and only when the cycle has not read it already (`procs_read`).
+    /// most once, and only when the cycle has not read it already (`procs_read`). What is
+    /// kept open between cycles is taken from `budget`.
     pub(super) fn interfaces(
         &mut self,
         proc: &Path,
         mut pid: u32,
         kept: &mut Option<(u32, NetNs)>,
         procs_read: bool,
+        budget: &mut KeepBudget,
         mut first_pid: impl FnMut() -> Result<Option<u32>, CollectError>,
     ) -> Result<&[IfaceBytes], CollectError> {
         let netns = match *kept {
             Some((p, ns)) if p == pid => ns,
             _ => {
-                let ns = self.reader.netns(proc, pid);
+                let ns = self.look_up(proc, pid, budget);
                 *kept = Some((pid, ns));
                 ns
             }
@@ -173,33 +377,36 @@ impl NamespaceReads {
             if turns > 4 {
                 break None;
             }
-            if let Some(range) = ns_id.and_then(|id| self.by_ns.get(&id).copied()) {
-                // Only if this container's process is alive and still in it (a dead pid's
-                // namespace may be gone and its inode reused): one `readlink`, cheaper than
-                // reading `net/dev`.
-                let now = self.reader.netns(proc, pid);
-                if now == NetNs::Own(ns_id) {
+            // Known cheaply where the process's directory is kept; a gone process is not
+            // read (its pid may be another process's already).
+            let alive = self.kept.alive(pid, budget);
+            if alive != Some(false) {
+                if let Some(range) = ns_id.and_then(|id| self.by_ns.get(&id).copied()) {
+                    // Only if this container's process is alive and still in it (a dead
+                    // pid's namespace may be gone and its inode reused): known from the kept
+                    // directory, else one `readlink`, cheaper than reading `net/dev`.
+                    let now = match alive {
+                        Some(_) => NetNs::Own(ns_id),
+                        None => self.reader.netns(proc, pid),
+                    };
+                    if now == NetNs::Own(ns_id) {
+                        break Some(range);
+                    }
+                    *kept = Some((pid, now));
+                    match now {
+                        NetNs::Host => break None,
+                        // Another namespace: look it up (or read it) instead.
+                        NetNs::Own(Some(id)) => {
+                            ns_id = Some(id);
+                            continue;
+                        }
+                        // Gone: the read below finds no process and asks `cgroup.procs`.
+                        NetNs::Own(None) => ns_id = None,
+                    }
+                }
+                if let Some(range) = self.read_ns(proc, pid, ns_id, alive == Some(true), budget)? {
                     break Some(range);
                 }
-                *kept = Some((pid, now));
-                match now {
-                    NetNs::Host => break None,
-                    // Another namespace: look it up (or read it) instead.
-                    NetNs::Own(Some(id)) => {
-                        ns_id = Some(id);
-                        continue;
-                    }
-                    // Gone: the read below finds no process and asks `cgroup.procs` for one.
-                    NetNs::Own(None) => ns_id = None,
-                }
-            }
-            let start = self.read.len();
-            if self.reader.read(proc, pid, &mut self.read)? {
-                let range = (start, self.read.len());
-                if let Some(id) = ns_id {
-                    self.by_ns.insert(id, range);
-                }
-                break Some(range);
             }
             if retried || procs_read {
                 break None;
@@ -208,7 +415,7 @@ impl NamespaceReads {
             match first_pid()? {
                 Some(p) if p != pid => {
                     pid = p;
-                    let ns = self.reader.netns(proc, pid);
+                    let ns = self.look_up(proc, pid, budget);
                     *kept = Some((pid, ns));
                     match ns {
                         NetNs::Host => break None,
@@ -235,6 +442,116 @@ impl NamespaceReads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process of the test's own in a network namespace of its own (`unshare --net`),
+    /// killed and reaped on drop.
+    struct NsChild(std::process::Child);
+
+    impl Drop for NsChild {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `lo`'s received bytes in `ifaces`.
+    fn lo_rx(ifaces: &[IfaceBytes]) -> u64 {
+        ifaces.iter().find(|i| i.name == "lo").expect("lo").receive
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a plain test thread waits for `unshare` to exec
+    fn a_real_namespace_is_read_through_kept_descriptors_until_its_process_is_gone() {
+        use std::process::{Command, Stdio};
+        let tools = ["unshare", "nsenter", "python3"].iter().all(|t| {
+            Command::new(t)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        });
+        if !nix::unistd::Uid::effective().is_root() || !tools {
+            assert!(
+                !crate::test_support::in_ci(),
+                "needs root, unshare, nsenter and python3 under CI"
+            );
+            eprintln!("skipped: needs root, unshare, nsenter and python3");
+            return;
+        }
+        let child = NsChild(
+            Command::new("unshare")
+                .args(["--net", "sleep", "60"])
+                .spawn()
+                .expect("unshare"),
+        );
+        let pid = child.0.id();
+        let proc = Path::new("/proc");
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let t0 = std::time::Instant::now();
+        // Until `unshare` has made the namespace and exec'd `sleep` in it.
+        while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .as_ref()
+            == Some(&ours)
+            || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(t0.elapsed().as_secs() < 10, "unshare did not start");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let in_ns = |script: &str| {
+            let pid = pid.to_string();
+            let ok = Command::new("nsenter")
+                .args(["-t", &pid, "-n", "python3", "-c", script])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{script}");
+        };
+        in_ns("import subprocess; subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)");
+        let mut reads = NamespaceReads::default();
+        let mut budget = KeepBudget {
+            fds: 10,
+            files: 10,
+            ..KeepBudget::none()
+        };
+        let mut kept = None;
+        let cycle = |reads: &mut NamespaceReads,
+                     kept: &mut Option<(u32, NetNs)>,
+                     budget: &mut KeepBudget| {
+            reads.begin_cycle();
+            let ifaces = reads
+                .interfaces(proc, pid, kept, false, budget, || Ok(None))
+                .unwrap()
+                .to_vec();
+            reads.end_cycle(budget);
+            ifaces
+        };
+        let first = lo_rx(&cycle(&mut reads, &mut kept, &mut budget));
+        assert_eq!(
+            reads.kept.counts(),
+            (1, 1),
+            "its directory and its net/dev kept"
+        );
+        assert_eq!((budget.fds_used, budget.files_used), (2, 1));
+        // 100 datagrams of 1000 bytes to the namespace's own loopback.
+        in_ns(
+            "import socket\nr = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nr.bind(('127.0.0.1', 0))\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(100): s.sendto(b'x' * 1000, r.getsockname())",
+        );
+        let after = lo_rx(&cycle(&mut reads, &mut kept, &mut budget));
+        assert!(
+            after >= first + 100_000,
+            "the kept file reads the counters as they are now: {first} then {after}"
+        );
+        // Its process gone (reaped: its pid may be anyone's now), the namespace is not
+        // reported, and everything kept is closed with its room given back.
+        drop(child);
+        let gone = cycle(&mut reads, &mut kept, &mut budget);
+        assert!(gone.is_empty(), "no counters without the process: {gone:?}");
+        assert_eq!(kept, None, "cgroup.procs is asked again next cycle");
+        assert_eq!(reads.kept.counts(), (0, 0));
+        assert_eq!((budget.fds_used, budget.files_used), (0, 0));
+    }
 
     #[test]
     fn reads_the_process_namespace_and_skips_the_host_one() {

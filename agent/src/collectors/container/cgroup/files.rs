@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 
-use crate::collectors::file::{ReadBuf, read_at_start, read_records_to_end};
+use crate::collectors::file::{ReadBuf, read_at_start};
 use crate::collectors::{CollectError, parse_error};
 
 use super::{Hierarchy, Layout};
@@ -124,7 +124,7 @@ impl KeepBudget {
     }
 
     /// Takes room for one more kept file, read in the previous read too (`hot`).
-    fn take_file(&mut self, hot: bool) -> bool {
+    pub(in crate::collectors::container) fn take_file(&mut self, hot: bool) -> bool {
         let ok = hot && self.fds_used < self.fds && self.files_used < self.files;
         if ok {
             self.fds_used += 1;
@@ -134,9 +134,23 @@ impl KeepBudget {
     }
 
     /// Gives back the room of `n` kept files.
-    fn give_files(&mut self, n: usize) {
+    pub(in crate::collectors::container) fn give_files(&mut self, n: usize) {
         self.fds_used = self.fds_used.saturating_sub(n);
         self.files_used = self.files_used.saturating_sub(n);
+    }
+
+    /// Takes room for one more kept descriptor that holds no buffer (an `O_PATH` directory).
+    pub(in crate::collectors::container) fn take_fd(&mut self) -> bool {
+        let ok = self.fds_used < self.fds;
+        if ok {
+            self.fds_used += 1;
+        }
+        ok
+    }
+
+    /// Gives back the room of `n` descriptors taken with [`Self::take_fd`].
+    pub(in crate::collectors::container) fn give_fds(&mut self, n: usize) {
+        self.fds_used = self.fds_used.saturating_sub(n);
     }
 }
 
@@ -425,38 +439,6 @@ impl Dir {
             Err(e) => Err(io::Error::from(e)),
         }
     }
-}
-
-/// Reads the whole file at `path` into `buf` (cleared first), to the end of file: for
-/// iterating `seq_file`s such as `/proc/<pid>/net/dev`, which return at most a page per read,
-/// whose records are each shorter than `max_record` bytes (see [`read_records_to_end`]);
-/// `Ok(false)` when it (or its process, `ESRCH`) does not exist.
-pub(crate) fn read_path(
-    path: &Path,
-    buf: &mut ReadBuf,
-    max_record: usize,
-) -> Result<bool, CollectError> {
-    let fd = match openat(
-        AT_FDCWD,
-        path,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(e) if is_absent(e) || e == Errno::ESRCH => return Ok(false),
-        Err(e) => {
-            return Err(CollectError::Read {
-                path: path.to_path_buf(),
-                source: io::Error::from(e),
-            });
-        }
-    };
-    read_records_to_end(&std::fs::File::from(fd), buf, max_record).map_err(|source| {
-        CollectError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
 }
 
 impl Hierarchy {

@@ -43,7 +43,6 @@ mod tests;
 pub mod walk_watch;
 
 pub use crate::collectors::file::ReadBuf;
-pub(crate) use files::read_path;
 pub use files::{KeepBudget, KeptFds, kept_file_bytes};
 pub use parse::{
     adjust_cputime, parse_blkio, parse_blkio_into, parse_cfs_quota, parse_cpu_max,
