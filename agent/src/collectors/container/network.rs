@@ -15,21 +15,27 @@
 //! container. [`NetReader`] reads one process's view; [`NamespaceReads`] is one cycle's
 //! reads, shared by the containers of a namespace.
 //!
-//! **Kept descriptors** ([`Kept`], within the collector's [`KeepBudget`]): the `/proc/<pid>`
-//! directory of each followed process (`O_PATH`), and each namespace's `net/dev` once read.
-//! A lookup under a kept process directory fails once that process is gone, also when its
-//! pid has been given to another process (the directory is the old process's), so a cycle
-//! tells a container's process alive with one one-component `fstatat` instead of the
-//! `readlink` of its `ns/net` that proved it before; a process does not leave its network
-//! namespace, so a live one is where it was seen. A kept `net/dev` is read with `pread` at 0,
-//! which makes the file anew from the namespace's interfaces as they are now (it is a
-//! `seq_file`), without the path walk, the open and the close; it holds a reference to its
-//! namespace, so the namespace's inode cannot be given to another one while it is kept. It
-//! is read only for a container whose process the cycle found alive. Whatever was not used
-//! in a cycle is closed at its end ([`NamespaceReads::end_cycle`]): a deleted pod's
-//! namespace is not held past the cycle that no longer saw its containers. Without room in
-//! the budget, a process is checked with the `readlink` and a namespace read by its path,
-//! as before.
+//! **Kept descriptors** ([`Kept`], within the collector's [`KeepBudget`]): a handle on each
+//! followed process, and each namespace's `net/dev` once read.
+//! - On the agent's own `/proc` (`/proc/self` is the agent), the handle is a pidfd
+//!   (`pidfd_open`): one `poll` over all of them at the cycle's first look tells which
+//!   processes have exited, a single system call for every container (a pidfd is readable
+//!   once its process has exited, and names that process, not whoever gets its pid next).
+//!   Elsewhere (a tree whose pids are not the agent's, such as a fixture) the handle is the
+//!   process's `/proc/<pid>` directory (`O_PATH`), and a lookup of one entry under it, which
+//!   fails once the process is gone, is the check. Either replaces the `readlink` of `ns/net`
+//!   that proved a pod's second container alive and still in the namespace; a process does
+//!   not leave its network namespace, so a live one is where it was seen.
+//! - A kept `net/dev` is read with `pread` at 0, which makes the file anew from the
+//!   namespace's interfaces as they are now (it is a `seq_file`), without the path walk, the
+//!   open and the close; it holds a reference to its namespace, so the namespace's inode
+//!   cannot be given to another one while it is kept. It is read only for a container whose
+//!   process the cycle found alive.
+//!
+//! Whatever was not used in a cycle is closed at its end ([`NamespaceReads::end_cycle`]): a
+//! deleted pod's namespace is not held past the cycle that no longer saw its containers.
+//! Without room in the budget, a process is checked with the `readlink` and a namespace read
+//! by its path, as before.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{Mode, fstatat};
 
 use crate::collectors::file::read_records_to_end;
@@ -202,34 +209,118 @@ struct Entry<T> {
     used: bool,
 }
 
+/// How a followed process is told alive (see the module docs).
+#[derive(Debug)]
+enum Handle {
+    /// Its pidfd, polled once a cycle with the others.
+    Pidfd(OwnedFd),
+    /// Its `/proc/<pid>` directory (`O_PATH`), an entry of which is looked up.
+    Dir(OwnedFd),
+}
+
 /// What the network reads keep open between cycles (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct Kept {
-    /// `/proc/<pid>` (`O_PATH`) of each followed process, by pid.
-    procs: HashMap<u32, Entry<OwnedFd>>,
+    /// A handle on each followed process, by pid.
+    procs: HashMap<u32, Entry<Handle>>,
     /// `net/dev` of each namespace read, by the namespace's inode.
     net_dev: HashMap<u64, Entry<File>>,
+    /// Whether the `/proc` the collector reads is the agent's own (pidfds name its pids),
+    /// for that `/proc` path; found out once.
+    own_proc: Option<(PathBuf, bool)>,
+    /// Whether this cycle has polled the pidfds, and the pids found exited.
+    polled: bool,
+    exited: Vec<u32>,
 }
 
 impl Kept {
-    /// Whether `pid`'s process is alive, when its directory is kept (`None`: not kept). A
-    /// process found gone has its directory closed.
+    /// Once per cycle, before the first check.
+    fn begin_cycle(&mut self) {
+        self.polled = false;
+        self.exited.clear();
+    }
+
+    /// Whether `pid`'s process is alive, when a handle on it is kept (`None`: not kept). A
+    /// process found gone has its handle closed and stays gone for the rest of the cycle.
     fn alive(&mut self, pid: u32, budget: &mut KeepBudget) -> Option<bool> {
+        if !self.polled {
+            self.polled = true;
+            self.poll_pidfds(budget);
+        }
+        if self.exited.contains(&pid) {
+            return Some(false);
+        }
         let entry = self.procs.get_mut(&pid)?;
-        // Any entry of the process's directory: its lookup fails once the process is gone.
-        if fstatat(entry.fd.as_fd(), "ns", AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
+        let alive = match &entry.fd {
+            // Polled above: still kept, so not exited.
+            Handle::Pidfd(_) => true,
+            // Any entry of the process's directory: its lookup fails once the process is gone.
+            Handle::Dir(dir) => fstatat(dir.as_fd(), "ns", AtFlags::AT_SYMLINK_NOFOLLOW).is_ok(),
+        };
+        if alive {
             entry.used = true;
             return Some(true);
         }
         self.procs.remove(&pid);
+        self.exited.push(pid);
         budget.give_fds(1);
         Some(false)
     }
 
-    /// Descriptors held now (directories, files).
+    /// One `poll` over every kept pidfd: those readable belong to processes that have
+    /// exited, whose handles are closed. A failed `poll` tells nothing and closes nothing.
+    fn poll_pidfds(&mut self, budget: &mut KeepBudget) {
+        let (pids, mut fds): (Vec<u32>, Vec<PollFd<'_>>) = self
+            .procs
+            .iter()
+            .filter_map(|(pid, e)| match &e.fd {
+                Handle::Pidfd(fd) => Some((*pid, PollFd::new(fd.as_fd(), PollFlags::POLLIN))),
+                Handle::Dir(_) => None,
+            })
+            .unzip();
+        if fds.is_empty() || poll(&mut fds, PollTimeout::ZERO).is_err() {
+            return;
+        }
+        let exited = fds
+            .iter()
+            .zip(&pids)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, pid)| *pid);
+        self.exited.extend(exited);
+        for pid in &self.exited {
+            self.procs.remove(pid);
+        }
+        budget.give_fds(self.exited.len());
+    }
+
+    /// Whether `proc` is the agent's own `/proc` (its `self` is the agent's pid).
+    fn own_proc(&mut self, proc: &Path) -> bool {
+        match &self.own_proc {
+            Some((p, own)) if p == proc => *own,
+            _ => {
+                let own = std::fs::read_link(proc.join("self"))
+                    .ok()
+                    .and_then(|l| l.to_str()?.parse::<u32>().ok())
+                    == Some(std::process::id());
+                self.own_proc = Some((proc.to_path_buf(), own));
+                own
+            }
+        }
+    }
+
+    /// Descriptors held now (process handles, namespace files).
     #[cfg(test)]
     pub(super) fn counts(&self) -> (usize, usize) {
         (self.procs.len(), self.net_dev.len())
+    }
+
+    /// How many process handles are pidfds.
+    #[cfg(test)]
+    pub(super) fn pidfds(&self) -> usize {
+        self.procs
+            .values()
+            .filter(|e| matches!(e.fd, Handle::Pidfd(_)))
+            .count()
     }
 }
 
@@ -248,6 +339,7 @@ impl NamespaceReads {
     /// Once per cycle: forgets the last cycle's reads and the host's namespace.
     pub(super) fn begin_cycle(&mut self) {
         self.reader.begin_cycle();
+        self.kept.begin_cycle();
         self.read.clear();
         self.by_ns.clear();
     }
@@ -282,13 +374,18 @@ impl NamespaceReads {
         };
         let ns = self.reader.netns_at(proc, &dir);
         if matches!(ns, NetNs::Own(Some(_))) && budget.take_fd() {
-            self.kept.procs.insert(
-                pid,
-                Entry {
-                    fd: dir,
-                    used: true,
-                },
-            );
+            // A pidfd on the agent's own /proc (a pid that is not a process's, or a kernel
+            // without pidfds, keeps the directory).
+            let pidfd = self
+                .kept
+                .own_proc(proc)
+                .then(|| {
+                    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+                })
+                .flatten();
+            let fd = pidfd.map_or(Handle::Dir(dir), Handle::Pidfd);
+            self.kept.procs.insert(pid, Entry { fd, used: true });
         }
         ns
     }
@@ -319,7 +416,10 @@ impl NamespaceReads {
             self.kept.net_dev.remove(&id);
             budget.give_files(1);
         }
-        let dir = self.kept.procs.get(&pid).map(|e| &e.fd);
+        let dir = self.kept.procs.get(&pid).and_then(|e| match &e.fd {
+            Handle::Dir(d) => Some(d),
+            Handle::Pidfd(_) => None,
+        });
         let Some(file) = self.reader.open_read(proc, pid, dir, &mut self.read)? else {
             return Ok(None);
         };
@@ -531,8 +631,9 @@ mod tests {
         assert_eq!(
             reads.kept.counts(),
             (1, 1),
-            "its directory and its net/dev kept"
+            "its pidfd and its net/dev kept"
         );
+        assert_eq!(reads.kept.pidfds(), 1, "the agent's own /proc: a pidfd");
         assert_eq!((budget.fds_used, budget.files_used), (2, 1));
         // 100 datagrams of 1000 bytes to the namespace's own loopback.
         in_ns(
