@@ -368,6 +368,10 @@ pub struct ResourceMetrics {
     pub default_start_unix_nanos: u64,
     /// The metrics, in first-recorded order.
     pub metrics: Vec<Metric>,
+    /// The metric the last point went to: the next point's usually goes there too, or to the
+    /// one after it when the metrics were laid out from the last cycle ([`Self::lay_out`]).
+    #[serde(skip)]
+    last: usize,
 }
 
 impl ResourceMetrics {
@@ -377,7 +381,47 @@ impl ResourceMetrics {
             resource,
             default_start_unix_nanos: start_unix_nanos,
             metrics: Vec::new(),
+            last: 0,
         }
+    }
+
+    /// Lays out, before any point is recorded, the metrics `shape` names, in its order and
+    /// each with room for its number of points: the last cycle's ([`Self::shape_into`]), so
+    /// that a cycle recording what the last one did grows no vector. A metric that gets no
+    /// point is dropped by [`Self::drop_empty`].
+    pub fn lay_out(&mut self, shape: &[(Metric, usize)]) {
+        self.metrics.reserve_exact(shape.len());
+        self.metrics.extend(shape.iter().map(|(m, n)| Metric {
+            name: m.name.clone(),
+            unit: m.unit.clone(),
+            description: m.description.clone(),
+            instrument: m.instrument,
+            points: Vec::with_capacity(*n),
+        }));
+    }
+
+    /// Drops the metrics that got no point (laid out from a last cycle that had them).
+    pub fn drop_empty(&mut self) {
+        self.metrics.retain(|m| !m.points.is_empty());
+        self.last = 0;
+    }
+
+    /// This resource's metrics without their points, with the number of points of each, into
+    /// `shape` (cleared first), for the next cycle's [`Self::lay_out`].
+    pub fn shape_into(&self, shape: &mut Vec<(Metric, usize)>) {
+        shape.clear();
+        shape.extend(self.metrics.iter().map(|m| {
+            (
+                Metric {
+                    name: m.name.clone(),
+                    unit: m.unit.clone(),
+                    description: m.description.clone(),
+                    instrument: m.instrument,
+                    points: Vec::new(),
+                },
+                m.points.len(),
+            )
+        }));
     }
 
     /// Records a point whose cumulative interval starts at the resource's default start.
@@ -414,8 +458,14 @@ impl ResourceMetrics {
 
     fn metric_mut(&mut self, desc: &'static MetricDesc) -> &mut Metric {
         // Collectors record a metric's points one after another, so the last metric is the
-        // usual hit; otherwise a linear scan over a few dozen names.
-        let idx = match self.metrics.iter().rposition(|m| m.name == desc.name) {
+        // usual hit, and the one after it where the metrics were laid out from the last
+        // cycle; otherwise a linear scan over a few dozen names.
+        let is = |m: &Metric| m.name == desc.name;
+        let hit = [self.last, self.last + 1]
+            .into_iter()
+            .find(|&i| self.metrics.get(i).is_some_and(is))
+            .or_else(|| self.metrics.iter().rposition(is));
+        let idx = match hit {
             Some(i) => i,
             None => {
                 self.metrics.push(Metric {
@@ -430,6 +480,7 @@ impl ResourceMetrics {
                 self.metrics.len() - 1
             }
         };
+        self.last = idx;
         &mut self.metrics[idx]
     }
 
@@ -510,6 +561,46 @@ pub fn now_unix_nanos() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_laid_out_from_the_last_cycle_take_its_points_without_growing_and_drop_when_empty() {
+        static A: MetricDesc = MetricDesc::counter("a", "1", "a");
+        static B: MetricDesc = MetricDesc::gauge("b", "1", "b");
+        static C: MetricDesc = MetricDesc::gauge("c", "1", "c");
+        let mut last = ResourceMetrics::new(Arc::new(Resource::default()), 1);
+        for i in 0..5 {
+            last.record(&A, Attributes::new().with("i", i64::from(i)), 1.0);
+        }
+        last.record(&B, Attributes::new(), 2.0);
+        last.record(&C, Attributes::new(), 3.0);
+        let mut shape = Vec::new();
+        last.shape_into(&mut shape);
+        let counts: Vec<_> = shape.iter().map(|(m, n)| (m.name.clone(), *n)).collect();
+        assert_eq!(counts, [("a".into(), 5), ("b".into(), 1), ("c".into(), 1)]);
+        assert!(shape.iter().all(|(m, _)| m.points.is_empty()));
+        // The next cycle: A's five points fill the room laid out (its vector never moves), C
+        // gets none and is dropped, a new metric D comes after.
+        static D: MetricDesc = MetricDesc::gauge("d", "1", "d");
+        let mut next = ResourceMetrics::new(Arc::new(Resource::default()), 1);
+        next.lay_out(&shape);
+        let room = next.metrics[0].points.as_ptr();
+        assert_eq!(next.metrics[0].points.capacity(), 5);
+        for i in 0..5 {
+            next.record(&A, Attributes::new().with("i", i64::from(i)), 1.0);
+        }
+        assert_eq!(next.metrics[0].points.as_ptr(), room, "no reallocation");
+        next.record(&B, Attributes::new(), 2.0);
+        next.record(&D, Attributes::new(), 4.0);
+        // A point for a metric recorded earlier still finds it.
+        next.record(&A, Attributes::new().with("i", 5), 1.0);
+        next.drop_empty();
+        let names: Vec<_> = next
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.points.len()))
+            .collect();
+        assert_eq!(names, [("a".into(), 6), ("b".into(), 1), ("d".into(), 1)]);
+    }
 
     const C: MetricDesc = MetricDesc::counter("test.c", "s", "a counter");
     const G: MetricDesc = MetricDesc::gauge("test.g", "1", "a gauge");

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faultline_exporters::model::{Attributes, Batch, MetricDesc, Resource, now_unix_nanos};
+use faultline_exporters::model::{Attributes, Batch, Metric, MetricDesc, Resource, now_unix_nanos};
 use faultline_exporters::otlp::{self, ExportHandle, ExportStats, LogStats, Transport};
 use faultline_exporters::repeat::{self, Failure, Repeated};
 use tokio::sync::watch;
@@ -184,6 +184,11 @@ pub struct Cycle {
     last_duration: Option<Duration>,
     self_process: Option<SelfProcess>,
     log_stats: Option<Arc<LogStats>>,
+    /// The host resource's metrics of the last cycle and their number of points: the next
+    /// cycle lays them out first
+    /// ([`faultline_exporters::model::ResourceMetrics::lay_out`]), so that its point vectors
+    /// are sized from the last cycle instead of growing 1 → 4 → 8 → 16 → 32.
+    host_shape: Vec<(Metric, usize)>,
 }
 
 impl std::fmt::Debug for Cycle {
@@ -241,6 +246,7 @@ impl Cycle {
             last_duration: None,
             self_process: SelfProcess::new(),
             log_stats: None,
+            host_shape: Vec::new(),
         })
     }
 
@@ -273,6 +279,7 @@ impl Cycle {
             self.resource.clone(),
             self.ctx.boot_time_unix_nanos,
         );
+        batch.host().lay_out(&self.host_shape);
         for (c, health) in self.collectors.iter_mut().zip(&mut self.health) {
             let began = Instant::now();
             let result = c.collect(&self.ctx, &mut batch);
@@ -324,6 +331,9 @@ impl Cycle {
         }
         drop(status);
         self.record_self(&mut batch, export);
+        let host = batch.host();
+        host.drop_empty();
+        host.shape_into(&mut self.host_shape);
         self.last_duration = Some(started.elapsed());
         batch
     }
