@@ -119,12 +119,26 @@ fn read_from_zero(f: &File, buf: &mut ReadBuf, end_below: usize) -> io::Result<b
 /// The path is the caller's: [`KeptFile::read`] takes it every time and reopens when it
 /// changes, so collectors keep building their paths from [`super::Roots`] as they did.
 /// Cost: one descriptor and the kernel's `seq_file` buffer (a page or a few) per kept file.
+///
+/// A read ends at a short read when every record of the file (a line of an iterating
+/// `seq_file` such as `/proc/diskstats`) is shorter than [`SHORT_RECORD`]
+/// ([`read_records_to_end`]): most files the host collectors read come whole in one `pread`,
+/// without the empty one that would confirm the end (half the reads of a cycle). A file whose
+/// records may be longer (`/proc/cpuinfo`'s flag lines, `/proc/swaps` with its paths) is made
+/// with [`KeptFile::long_records`] and read until an empty read.
 #[derive(Debug, Default)]
 pub struct KeptFile {
     /// The open file, when it is kept, and the path it was opened as.
     kept: Option<(PathBuf, File)>,
     buf: ReadBuf,
+    /// Records may be [`SHORT_RECORD`] bytes or longer: read until an empty read.
+    long_records: bool,
 }
+
+/// Below this many bytes is every record of the files a [`KeptFile`] reads by default (a line
+/// of `/proc/diskstats`, `/proc/vmstat`, `/proc/net/dev`; the whole of a single-record file
+/// such as `/proc/stat` comes in one read of up to [`READ_CHUNK`] bytes whatever its size).
+const SHORT_RECORD: usize = 1024;
 
 impl KeptFile {
     /// Reads the whole file at `path` (to the end of file: iterating `seq_file`s return one
@@ -161,9 +175,24 @@ impl KeptFile {
         self.kept.is_some()
     }
 
-    /// [`read_to_end`], with a file or process that went away as the error it is here.
+    /// For a file whose records may be [`SHORT_RECORD`] bytes or longer: read until an empty
+    /// read.
+    pub fn long_records() -> Self {
+        Self {
+            long_records: true,
+            ..Self::default()
+        }
+    }
+
+    /// [`read_records_to_end`] (or [`read_to_end`] for long records), with a file or process
+    /// that went away as the error it is here.
     fn read_all(&mut self, file: &File) -> io::Result<()> {
-        if read_to_end(file, &mut self.buf)? {
+        let read = if self.long_records {
+            read_to_end(file, &mut self.buf)?
+        } else {
+            read_records_to_end(file, &mut self.buf, SHORT_RECORD)?
+        };
+        if read {
             Ok(())
         } else {
             Err(io::Error::from_raw_os_error(nix::libc::ENODEV))
@@ -221,8 +250,9 @@ mod tests {
     fn a_long_iterating_proc_file_is_read_to_its_end() {
         // /proc/self/smaps is an iterating seq_file: one page per read at most. Other test
         // threads may map and unmap memory meanwhile, so texts are not compared: a read that
-        // stopped after the first page would have stopped at 4 KiB.
-        let mut f = KeptFile::default();
+        // stopped after the first page would have stopped at 4 KiB. Its records (a mapping
+        // each, some twenty lines) pass a kilobyte: long records.
+        let mut f = KeptFile::long_records();
         let path = Path::new("/proc/self/smaps");
         let fresh = std::fs::read_to_string(path).unwrap();
         assert!(

@@ -279,7 +279,8 @@ impl CpuCollector {
         Self {
             opts,
             stat_file: KeptFile::default(),
-            cpuinfo: KeptFile::default(),
+            // A CPU's record (its flags line above all) can pass a kilobyte.
+            cpuinfo: KeptFile::long_records(),
             small: String::new(),
             stat: ProcStat::default(),
             prev_total: CpuTimes::default(),

@@ -121,10 +121,20 @@ pub fn parse_vmstat(text: &str) -> Result<VmStat, String> {
 }
 
 /// Collector of `system.paging.*`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PagingCollector {
     vmstat: KeptFile,
     swaps: KeptFile,
+}
+
+impl Default for PagingCollector {
+    fn default() -> Self {
+        Self {
+            vmstat: KeptFile::default(),
+            // A swap file's line holds its path, which may pass a kilobyte.
+            swaps: KeptFile::long_records(),
+        }
+    }
 }
 
 impl Collector for PagingCollector {
