@@ -350,6 +350,19 @@ pub struct Metric {
     pub points: Vec<Point>,
 }
 
+impl Metric {
+    /// The same metric with no points and room for `capacity`.
+    fn without_points(&self, capacity: usize) -> Self {
+        Self {
+            name: self.name.clone(),
+            unit: self.unit.clone(),
+            description: self.description.clone(),
+            instrument: self.instrument,
+            points: Vec::with_capacity(capacity),
+        }
+    }
+}
+
 /// The resource a set of metrics describes (the host, a container).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Resource {
@@ -391,13 +404,8 @@ impl ResourceMetrics {
     /// point is dropped by [`Self::drop_empty`].
     pub fn lay_out(&mut self, shape: &[(Metric, usize)]) {
         self.metrics.reserve_exact(shape.len());
-        self.metrics.extend(shape.iter().map(|(m, n)| Metric {
-            name: m.name.clone(),
-            unit: m.unit.clone(),
-            description: m.description.clone(),
-            instrument: m.instrument,
-            points: Vec::with_capacity(*n),
-        }));
+        self.metrics
+            .extend(shape.iter().map(|(m, n)| m.without_points(*n)));
     }
 
     /// Drops the metrics that got no point (laid out from a last cycle that had them).
@@ -410,18 +418,11 @@ impl ResourceMetrics {
     /// `shape` (cleared first), for the next cycle's [`Self::lay_out`].
     pub fn shape_into(&self, shape: &mut Vec<(Metric, usize)>) {
         shape.clear();
-        shape.extend(self.metrics.iter().map(|m| {
-            (
-                Metric {
-                    name: m.name.clone(),
-                    unit: m.unit.clone(),
-                    description: m.description.clone(),
-                    instrument: m.instrument,
-                    points: Vec::new(),
-                },
-                m.points.len(),
-            )
-        }));
+        shape.extend(
+            self.metrics
+                .iter()
+                .map(|m| (m.without_points(0), m.points.len())),
+        );
     }
 
     /// Records a point whose cumulative interval starts at the resource's default start.

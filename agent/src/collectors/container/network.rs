@@ -143,7 +143,9 @@ impl NetReader {
     }
 
     /// Appends the interfaces of `pid`'s network namespace to `out` (nothing on an error).
-    /// Returns `Ok(false)` when the process is gone.
+    /// Returns `Ok(false)` when the process is gone. (The collector reads through
+    /// [`NamespaceReads`], which keeps the file; this is the one-off read.)
+    #[cfg(test)]
     pub fn read(
         &mut self,
         proc: &Path,
@@ -357,9 +359,8 @@ impl NamespaceReads {
     /// A process first followed: its namespace, looked up through its directory, which is
     /// kept when the budget has room and the namespace is not the host's.
     fn look_up(&mut self, proc: &Path, pid: u32, budget: &mut KeepBudget) -> NetNs {
-        if let Some(old) = self.kept.procs.remove(&pid) {
-            // The directory of an earlier process of this pid (reused since).
-            drop(old);
+        if self.kept.procs.remove(&pid).is_some() {
+            // The handle of an earlier process of this pid (reused since).
             budget.give_fds(1);
         }
         self.reader.set_path(proc, pid, "");
