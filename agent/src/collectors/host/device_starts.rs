@@ -13,15 +13,33 @@
 //!
 //! A reset is detected from the sum of the device's monotonic counters: each one only grows
 //! while the device lives, so their sum going down means they restarted.
+//!
+//! A collector also asks its name filter about a device once, when it is first listed, and
+//! keeps one shared copy of the name for the device's points in every cycle it stays listed:
+//! a steady cycle neither matches globs nor copies names.
 
 use std::collections::HashMap;
+
+use faultline_exporters::model::{AttrValue, Text};
 
 /// Per-device start times, kept across cycles by one collector.
 #[derive(Debug, Default)]
 pub struct DeviceStarts {
-    /// device → (start, last sum of its counters, cycle last seen).
-    devices: HashMap<String, (u64, u64, u64)>,
+    devices: HashMap<String, Device>,
     cycle: u64,
+}
+
+/// What is kept of one listed device.
+#[derive(Debug)]
+struct Device {
+    /// Its name, one shared copy for its points; `None` where the filter leaves it out.
+    name: Option<AttrValue>,
+    /// The start time of its counters.
+    start: u64,
+    /// The sum of its monotonic counters last cycle.
+    last: u64,
+    /// The cycle it was last listed in.
+    seen: u64,
 }
 
 impl DeviceStarts {
@@ -45,35 +63,68 @@ pub struct Cycle<'a> {
     now: u64,
 }
 
+/// A device listed this cycle and reported.
+#[derive(Debug)]
+pub struct Reported {
+    /// Its name, shared with every other point that carries it.
+    pub name: AttrValue,
+    /// The start time of its cumulative points.
+    pub start: u64,
+}
+
 impl Cycle<'_> {
-    /// The start time for `device`'s counters, whose monotonic counters sum to `sum` now.
-    pub fn start(&mut self, device: &str, sum: u64) -> u64 {
+    /// `device` as listed this cycle: `None` where `reports` leaves it out (asked only in the
+    /// first cycle of a run of cycles that list it), else its shared name and the start time
+    /// of its counters, whose monotonic counters sum to `sum()` now.
+    pub fn reported(
+        &mut self,
+        device: &str,
+        reports: impl FnOnce(&str) -> bool,
+        sum: impl FnOnce() -> u64,
+    ) -> Option<Reported> {
         let cycle = self.starts.cycle;
-        let first_cycle = cycle == 1;
-        match self.starts.devices.get_mut(device) {
-            Some((start, last, seen)) => {
-                if sum < *last {
-                    *start = self.now;
-                }
-                *last = sum;
-                *seen = cycle;
-                *start
+        if let Some(d) = self.starts.devices.get_mut(device) {
+            d.seen = cycle;
+            let name = d.name.clone()?;
+            let sum = sum();
+            if sum < d.last {
+                d.start = self.now;
             }
-            None => {
-                let start = if first_cycle { self.boot } else { self.now };
-                self.starts
-                    .devices
-                    .insert(device.to_owned(), (start, sum, cycle));
-                start
-            }
+            d.last = sum;
+            return Some(Reported {
+                name,
+                start: d.start,
+            });
         }
+        let name = reports(device).then(|| AttrValue::from(Text::shared(device)));
+        let (start, last) = match name {
+            Some(_) if cycle == 1 => (self.boot, sum()),
+            Some(_) => (self.now, sum()),
+            None => (0, 0),
+        };
+        let kept = Device {
+            name: name.clone(),
+            start,
+            last,
+            seen: cycle,
+        };
+        self.starts.devices.insert(device.to_owned(), kept);
+        name.map(|name| Reported { name, start })
+    }
+
+    /// The start time for `device`'s counters, whose monotonic counters sum to `sum` now
+    /// (a device every filter reports).
+    #[cfg(test)]
+    pub fn start(&mut self, device: &str, sum: u64) -> u64 {
+        self.reported(device, |_| true, || sum)
+            .map_or(0, |r| r.start)
     }
 }
 
 impl Drop for Cycle<'_> {
     fn drop(&mut self) {
         let cycle = self.starts.cycle;
-        self.starts.devices.retain(|_, (_, _, seen)| *seen == cycle);
+        self.starts.devices.retain(|_, d| d.seen == cycle);
     }
 }
 
@@ -103,6 +154,50 @@ mod tests {
         let mut c = s.cycle(1, 400);
         assert_eq!(c.start("eth0", 5), 400, "back after vanishing: a new start");
         assert_eq!(c.start("sda", 4), 200);
+    }
+
+    #[test]
+    fn the_filter_is_asked_once_while_a_device_stays_listed_and_its_name_is_one_copy() {
+        let mut s = DeviceStarts::default();
+        let mut asked = Vec::new();
+        let mut names = Vec::new();
+        for (now, listed) in [(100, true), (200, true), (300, false), (400, true)] {
+            let mut c = s.cycle(1, now);
+            if listed {
+                let eth0 = c.reported(
+                    "eth0",
+                    |n| {
+                        asked.push((now, n.to_owned()));
+                        true
+                    },
+                    || 5,
+                );
+                names.push(eth0.expect("reported").name);
+            }
+            let lo = c.reported(
+                "lo",
+                |n| {
+                    asked.push((now, n.to_owned()));
+                    false
+                },
+                || panic!("a device left out has no counters to sum"),
+            );
+            assert!(lo.is_none());
+        }
+        assert_eq!(
+            asked,
+            [(100, "eth0"), (100, "lo"), (400, "eth0")]
+                .map(|(t, n)| (t, n.to_owned()))
+                .to_vec(),
+            "asked when first listed, and again when listed after a cycle without it"
+        );
+        let text = |v: &AttrValue| match v {
+            AttrValue::Str(Text::Shared(t)) => t.clone(),
+            other => panic!("not a shared name: {other:?}"),
+        };
+        assert!(std::sync::Arc::ptr_eq(&text(&names[0]), &text(&names[1])));
+        assert!(!std::sync::Arc::ptr_eq(&text(&names[1]), &text(&names[2])));
+        assert_eq!(&*text(&names[2]), "eth0");
     }
 
     /// One cycle of a random history: for each of four devices, absent, or present with a

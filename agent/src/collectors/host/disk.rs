@@ -7,8 +7,9 @@
 //! selects what is reported.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
-use faultline_exporters::model::{AttrValue, Attributes, Batch, MetricDesc, Text};
+use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::device_starts::DeviceStarts;
 use super::{NameFilter, parse_u64_field};
@@ -133,10 +134,31 @@ pub fn parse_diskstats(text: &str) -> Result<Vec<DiskStat<'_>>, String> {
 pub struct DiskCollector {
     filter: NameFilter,
     diskstats: KeptFile,
-    /// Each reported device's sysfs `size` file, kept open while the device is listed; the
-    /// flag says whether it was listed this cycle (the others are closed after it).
-    sizes: HashMap<String, (bool, KeptFile)>,
+    /// Each reported device's sysfs `size` file, kept open while the device is listed (up to
+    /// [`MAX_KEPT_SIZES`]).
+    sizes: HashMap<String, Size>,
     starts: DeviceStarts,
+}
+
+/// A disk's sysfs `size` file.
+#[derive(Debug)]
+struct Size {
+    path: PathBuf,
+    file: KeptFile,
+    /// Whether the device was listed this cycle (the others are closed after it).
+    listed: bool,
+}
+
+impl Size {
+    fn new(ctx: &Context, device: &str) -> Self {
+        // sysfs spells '/' in device names (cciss/c0d0) as '!'.
+        let dir = device.replace('/', "!");
+        Self {
+            path: ctx.roots.sys("class/block").join(dir).join("size"),
+            file: KeptFile::default(),
+            listed: false,
+        }
+    }
 }
 
 impl DiskCollector {
@@ -167,11 +189,21 @@ impl Collector for DiskCollector {
                 continue;
             }
             let d = parse_diskstats_line(line).map_err(|e| parse_error(&path, e))?;
-            if !self.filter.allows(d.name) {
+            let sum = || {
+                [
+                    d.sectors_read,
+                    d.sectors_written,
+                    d.reads,
+                    d.writes,
+                    d.io_ms,
+                ]
+                .into_iter()
+                .fold(0u64, u64::wrapping_add)
+            };
+            let Some(device) = starts.reported(d.name, |n| self.filter.allows(n), sum) else {
                 continue;
-            }
-            // One copy of the name, shared by the device's points.
-            let name = AttrValue::from(Text::shared(d.name));
+            };
+            let (name, start) = (device.name, device.start);
             let dev = || Attributes::of([("system.device", name.clone())]);
             let rw = |dir: &'static str| {
                 Attributes::of([
@@ -179,16 +211,6 @@ impl Collector for DiskCollector {
                     ("disk.io.direction", dir.into()),
                 ])
             };
-            let sum = [
-                d.sectors_read,
-                d.sectors_written,
-                d.reads,
-                d.writes,
-                d.io_ms,
-            ]
-            .into_iter()
-            .fold(0u64, u64::wrapping_add);
-            let start = starts.start(d.name, sum);
             let bytes = |sectors: u64| sectors.saturating_mul(SECTOR);
             let secs = |ms: u64| ms as f64 / 1000.0;
             host.record_since(&DISK_IO, rw("read"), bytes(d.sectors_read), start);
@@ -200,32 +222,27 @@ impl Collector for DiskCollector {
             host.record_since(&DISK_OPERATION_TIME, rw("write"), secs(d.write_ms), start);
             host.record_since(&DISK_MERGED, rw("read"), d.reads_merged, start);
             host.record_since(&DISK_MERGED, rw("write"), d.writes_merged, start);
-            // sysfs spells '/' in device names (cciss/c0d0) as '!'. A device without a size
-            // file (it just went away) has no limit point.
-            let size = ctx
-                .roots
-                .sys("class/block")
-                .join(d.name.replace('/', "!"))
-                .join("size");
+            // A device without a size file (it just went away) has no limit point.
             if !self.sizes.contains_key(d.name) && self.sizes.len() < MAX_KEPT_SIZES {
-                self.sizes.insert(d.name.to_owned(), Default::default());
+                self.sizes.insert(d.name.to_owned(), Size::new(ctx, d.name));
             }
             // Beyond the cap, a file read once and closed.
-            let mut once = KeptFile::default();
-            let file = match self.sizes.get_mut(d.name) {
-                Some((listed, file)) => {
-                    *listed = true;
-                    file
+            let mut once = None;
+            let size = match self.sizes.get_mut(d.name) {
+                Some(size) => {
+                    size.listed = true;
+                    size
                 }
-                None => &mut once,
+                None => once.insert(Size::new(ctx, d.name)),
             };
-            if let Ok(text) = file.read(&size)
+            if let Ok(text) = size.file.read(&size.path)
                 && let Ok(sectors) = text.trim().parse::<u64>()
             {
                 host.record(&DISK_LIMIT, dev(), sectors.saturating_mul(SECTOR));
             }
         }
-        self.sizes.retain(|_, (listed, _)| std::mem::take(listed));
+        self.sizes
+            .retain(|_, size| std::mem::take(&mut size.listed));
         Ok(())
     }
 }
@@ -336,7 +353,7 @@ mod tests {
             }
             assert_eq!(c.sizes.len(), limits.len(), "one size file per listed disk");
             assert!(
-                c.sizes.values().all(|(_, f)| f.is_kept()),
+                c.sizes.values().all(|s| s.file.is_kept()),
                 "sysfs files are kept"
             );
         }

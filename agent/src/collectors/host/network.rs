@@ -5,7 +5,7 @@
 //! `/proc/net/dev` lists the interfaces of the agent's network namespace: run the agent with
 //! the host network to see the host's interfaces.
 
-use faultline_exporters::model::{AttrValue, Attributes, Batch, MetricDesc, Text};
+use faultline_exporters::model::{Attributes, Batch, MetricDesc};
 
 use super::device_starts::DeviceStarts;
 use super::{NameFilter, parse_u64_field};
@@ -141,16 +141,16 @@ impl Collector for NetworkCollector {
                 continue;
             }
             let d = parse_net_dev_line(line).map_err(|e| parse_error(&path, e))?;
-            if !self.filter.allows(d.name) {
+            let sum = || {
+                [d.receive, d.transmit]
+                    .iter()
+                    .map(|c| c.bytes.wrapping_add(c.packets))
+                    .fold(0u64, u64::wrapping_add)
+            };
+            let Some(device) = starts.reported(d.name, |n| self.filter.allows(n), sum) else {
                 continue;
-            }
-            let sum = [d.receive, d.transmit]
-                .iter()
-                .map(|c| c.bytes.wrapping_add(c.packets))
-                .fold(0u64, u64::wrapping_add);
-            let start = starts.start(d.name, sum);
-            // One copy of the name, shared by the interface's eight points.
-            let name = AttrValue::from(Text::shared(d.name));
+            };
+            let (name, start) = (device.name, device.start);
             for (dir, c) in [("receive", d.receive), ("transmit", d.transmit)] {
                 let by_name = || {
                     Attributes::of([
