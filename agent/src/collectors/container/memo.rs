@@ -50,7 +50,14 @@
 //!   host's microsecond rounding can hide a container's sub-microsecond-per-CPU share of a
 //!   stall until the next move. On a busy node the `cpu` and `io` totals move every cycle;
 //!   `memory` moves only under memory pressure, so most cycles skip every container's
-//!   `memory.pressure`.
+//!   `memory.pressure`. `cpu.pressure` is also skipped while the container's total CPU time
+//!   stands where it was at the last read of its task count (as `pids.current` is): a
+//!   container's CPU stall is time its runnable tasks wait for a CPU, and a runnable task is
+//!   run within the interval unless it is throttled (a quota, which the container's CPU time
+//!   spent in that period) or starved for the whole interval by real-time tasks. A task that
+//!   became runnable just before the read and ran just after shows its wait one cycle late:
+//!   the total is cumulative, so nothing is lost. On a node whose CPU stall total moves every
+//!   cycle, this leaves the idle containers' `cpu.pressure` to the backstop.
 //!
 //! The host's counters are read at the start of a cycle ([`HostCounters`]), before any
 //! container's file: a move after a container's read shows as a move in the next cycle.
@@ -208,7 +215,7 @@ impl Memo {
         for (((kept, read), now), figure) in self
             .pressure
             .iter_mut()
-            .zip(reads.pressure)
+            .zip(s.pressure_read)
             .zip(host.stalls)
             .zip(&mut s.pressure)
         {
@@ -567,6 +574,7 @@ mod tests {
         r.pressure = [true; 3];
         let mut s = Sample {
             pressure: [Some(psi(1)), Some(psi(2)), Some(psi(3))],
+            pressure_read: r.pressure,
             ..sample(1, 1, Some((0, 0)))
         };
         m.after_read(&mut s, r, false, &now);
@@ -585,6 +593,7 @@ mod tests {
         r.pressure = [false, false, true];
         let mut s = Sample {
             pressure: [None, None, Some(psi(4))],
+            pressure_read: r.pressure,
             ..sample(1, 1, Some((0, 0)))
         };
         m.after_read(&mut s, r, false, &now);

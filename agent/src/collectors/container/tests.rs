@@ -1361,6 +1361,84 @@ fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved()
 }
 
 #[test]
+fn cpu_pressure_is_read_again_only_after_the_container_used_cpu_time() {
+    let mut f = Fixture::new("cgroup-hybrid");
+    let host = f.root.join("proc/pressure");
+    std::fs::create_dir_all(&host).unwrap();
+    let line = |total: u64| {
+        format!(
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
+        )
+    };
+    for r in ["cpu", "memory", "io"] {
+        std::fs::write(host.join(r), line(1_000)).unwrap();
+    }
+    let mut at = T0;
+    let mut cycle = |f: &mut Fixture| {
+        let (b, r) = f.cycle(at);
+        r.unwrap();
+        at += 10_000_000_000;
+        b
+    };
+    let limits_due_next = |f: &Fixture| {
+        let t = f
+            .collector
+            .tracked
+            .values()
+            .find(|t| t.path.id == A)
+            .unwrap();
+        t.limits_due(f.collector.cycle + 1)
+    };
+    let cpu_stall = |b: &Batch| {
+        value(
+            resource(b, A).unwrap(),
+            "container.linux.pressure.stall_time",
+            &[
+                ("system.linux.pressure.resource", "cpu"),
+                ("system.linux.pressure.kind", "some"),
+            ],
+        )
+    };
+    let first = cpu_stall(&cycle(&mut f));
+    // Twice: the first read of the task count after the first cycle sets the CPU time the
+    // next ones compare with.
+    for _ in 0..2 {
+        while limits_due_next(&f) {
+            cycle(&mut f);
+        }
+        cycle(&mut f);
+    }
+    while limits_due_next(&f) {
+        cycle(&mut f);
+    }
+    // A CPU stall somewhere on the host, and the container's file moves, but the container
+    // used no CPU time: not read, its last figure recorded.
+    let file = f.file_of(A, "cpu.pressure");
+    std::fs::write(&file, line(5_000_000)).unwrap();
+    std::fs::write(host.join("cpu"), line(1_001)).unwrap();
+    let b = cycle(&mut f);
+    assert!(
+        (cpu_stall(&b) - first).abs() < 1e-9,
+        "skipped: {}",
+        cpu_stall(&b)
+    );
+    // The container ran: read.
+    while limits_due_next(&f) {
+        cycle(&mut f);
+    }
+    let usage = f.file_of(A, "cpuacct.usage");
+    let ns: u64 = std::fs::read_to_string(&usage)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(&usage, format!("{}\n", ns + 1_000_000)).unwrap();
+    std::fs::write(host.join("cpu"), line(1_002)).unwrap();
+    let b = cycle(&mut f);
+    assert_eq!(cpu_stall(&b), 5.0, "the container used CPU time");
+}
+
+#[test]
 fn containers_sharing_a_network_namespace_read_it_once_and_report_the_same_counters() {
     // Once with A's process dying at the end, once with the CRI-O container's: whatever
     // order the walk takes, one of the two runs has the dead one after the live reader.

@@ -171,6 +171,10 @@ pub struct Sample {
     /// nor on v1 `cpuacct.stat` and the blkio file; the task count, and on v1 the user and
     /// system times and `io`, are to be filled in from the last read.
     pub idle_skipped: bool,
+    /// The pressure files read ([`Reads::pressure`], but not `cpu.pressure` where
+    /// `idle_skipped`: no task of the container ran, so none waited for a CPU); the others'
+    /// figures are to be filled in from the last read.
+    pub pressure_read: [bool; 3],
 }
 
 /// CFS bandwidth figures.

@@ -87,13 +87,17 @@ impl Hierarchy {
     }
 }
 
-/// The pressure files `which` says, of `cpu`, `memory` and `io`.
+/// The pressure files `which` says, of `cpu`, `memory` and `io`; `cpu.pressure` not where
+/// the container used no CPU time since its idle figures were read (`out.idle_skipped`).
 fn read_pressure(
     files: &mut Files<'_>,
     buf: &mut ReadBuf,
     out: &mut Sample,
     which: [bool; 3],
 ) -> Result<(), CollectError> {
+    let [cpu, memory, io] = which;
+    let which = [cpu && !out.idle_skipped, memory, io];
+    out.pressure_read = which;
     for (((out, file), slot), read) in out
         .pressure
         .iter_mut()
