@@ -54,22 +54,14 @@ fn load_secs() -> u64 {
         .unwrap_or(30)
 }
 
-fn threads(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+/// The agent's resident memory (KiB) and thread count, from its `/proc/<pid>/status`.
+fn status(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    faultline_tests::soak::parse_status(&text).unwrap()
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    status(pid).0
 }
 
 /// One kind of request in the mix: what is sent, and which statuses are correct for it.
@@ -303,7 +295,7 @@ async fn two_hundred_clients_mixed_requests_every_one_answered_nothing_changed_b
     let kinds = Arc::new(mix(ok_victim.pid(), forbidden_victim.pid()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    // The peak RSS of the load's first half and of its second.
+    // The peak RSS and thread count of the load's first half and of its second.
     let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let tpeaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let secs = load_secs();
@@ -330,8 +322,9 @@ async fn two_hundred_clients_mixed_requests_every_one_answered_nothing_changed_b
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let half = usize::from(Instant::now() >= midpoint);
-                peaks[half].fetch_max(rss_kib(pid), Ordering::SeqCst);
-                tpeaks[half].fetch_max(threads(pid), Ordering::SeqCst);
+                let (rss, threads) = status(pid);
+                peaks[half].fetch_max(rss, Ordering::SeqCst);
+                tpeaks[half].fetch_max(threads, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
             }
         })

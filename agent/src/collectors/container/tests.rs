@@ -1291,36 +1291,53 @@ fn the_hosts_counters_are_read_only_while_there_are_containers_to_gate() {
     );
 }
 
-#[test]
-fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved() {
-    let mut f = Fixture::new("cgroup-hybrid");
-    let host = f.root.join("proc/pressure");
-    std::fs::create_dir_all(&host).unwrap();
-    let line = |total: u64| {
-        format!(
-            "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
-        )
-    };
-    for r in ["cpu", "memory", "io"] {
-        std::fs::write(host.join(r), line(1_000)).unwrap();
+/// A pressure file's text whose `some` and `full` totals are both `total` microseconds.
+fn psi_line(total: u64) -> String {
+    format!(
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
+    )
+}
+
+/// The hybrid fixture with the host's pressure files, cycled 10 s apart.
+struct PressureCase {
+    f: Fixture,
+    /// The host's `/proc/pressure`.
+    host: PathBuf,
+    at: u64,
+}
+
+impl PressureCase {
+    fn new() -> Self {
+        let f = Fixture::new("cgroup-hybrid");
+        let host = f.root.join("proc/pressure");
+        std::fs::create_dir_all(&host).unwrap();
+        for r in ["cpu", "memory", "io"] {
+            std::fs::write(host.join(r), psi_line(1_000)).unwrap();
+        }
+        Self { f, host, at: T0 }
     }
-    let mut at = T0;
-    let mut cycle = |f: &mut Fixture| {
-        let (b, r) = f.cycle(at);
+
+    fn cycle(&mut self) -> Batch {
+        let (b, r) = self.f.cycle(self.at);
         r.unwrap();
-        at += 10_000_000_000;
+        self.at += 10_000_000_000;
         b
-    };
-    let limits_due_next = |f: &Fixture| {
-        let t = f
-            .collector
-            .tracked
-            .values()
-            .find(|t| t.path.id == A)
-            .unwrap();
-        t.limits_due(f.collector.cycle + 1)
-    };
-    let stall = |b: &Batch, r: &str, kind: &str| {
+    }
+
+    /// Cycles until A's next cycle is not one that reads its limits (and with them its
+    /// backstop reads).
+    fn until_limits_not_next(&mut self) {
+        while {
+            let c = &self.f.collector;
+            let t = c.tracked.values().find(|t| t.path.id == A).unwrap();
+            t.limits_due(c.cycle + 1)
+        } {
+            self.cycle();
+        }
+    }
+
+    /// A's stall time of resource `r` and `kind`, seconds.
+    fn stall(b: &Batch, r: &str, kind: &str) -> f64 {
         value(
             resource(b, A).unwrap(),
             "container.linux.pressure.stall_time",
@@ -1329,17 +1346,21 @@ fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved()
                 ("system.linux.pressure.kind", kind),
             ],
         )
-    };
-    let b = cycle(&mut f);
-    assert!((stall(&b, "memory", "some") - 0.0012).abs() < 1e-9);
-    while limits_due_next(&f) {
-        cycle(&mut f);
     }
+}
+
+#[test]
+fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved() {
+    let mut p = PressureCase::new();
+    let stall = PressureCase::stall;
+    let b = p.cycle();
+    assert!((stall(&b, "memory", "some") - 0.0012).abs() < 1e-9);
+    p.until_limits_not_next();
     // The container's file moves, the host's total does not (as the kernel never shows):
     // not read, its last figures recorded.
-    let file = f.file_of(A, "memory.pressure");
-    std::fs::write(&file, line(5_000_000)).unwrap();
-    let b = cycle(&mut f);
+    let file = p.f.file_of(A, "memory.pressure");
+    std::fs::write(&file, psi_line(5_000_000)).unwrap();
+    let b = p.cycle();
     assert!(
         (stall(&b, "memory", "some") - 0.0012).abs() < 1e-9,
         "skipped"
@@ -1349,11 +1370,9 @@ fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved()
         "skipped"
     );
     // A memory stall somewhere on the host: read.
-    while limits_due_next(&f) {
-        cycle(&mut f);
-    }
-    std::fs::write(host.join("memory"), line(1_001)).unwrap();
-    let b = cycle(&mut f);
+    p.until_limits_not_next();
+    std::fs::write(p.host.join("memory"), psi_line(1_001)).unwrap();
+    let b = p.cycle();
     assert_eq!(stall(&b, "memory", "some"), 5.0, "the host's total moved");
     assert_eq!(stall(&b, "memory", "full"), 5.0);
     // The other resources' files were not touched: read or not, the same figures.
@@ -1362,79 +1381,38 @@ fn a_pressure_file_is_read_again_only_after_the_hosts_stall_total_for_it_moved()
 
 #[test]
 fn cpu_pressure_is_read_again_only_after_the_container_used_cpu_time() {
-    let mut f = Fixture::new("cgroup-hybrid");
-    let host = f.root.join("proc/pressure");
-    std::fs::create_dir_all(&host).unwrap();
-    let line = |total: u64| {
-        format!(
-            "some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
-        )
-    };
-    for r in ["cpu", "memory", "io"] {
-        std::fs::write(host.join(r), line(1_000)).unwrap();
-    }
-    let mut at = T0;
-    let mut cycle = |f: &mut Fixture| {
-        let (b, r) = f.cycle(at);
-        r.unwrap();
-        at += 10_000_000_000;
-        b
-    };
-    let limits_due_next = |f: &Fixture| {
-        let t = f
-            .collector
-            .tracked
-            .values()
-            .find(|t| t.path.id == A)
-            .unwrap();
-        t.limits_due(f.collector.cycle + 1)
-    };
-    let cpu_stall = |b: &Batch| {
-        value(
-            resource(b, A).unwrap(),
-            "container.linux.pressure.stall_time",
-            &[
-                ("system.linux.pressure.resource", "cpu"),
-                ("system.linux.pressure.kind", "some"),
-            ],
-        )
-    };
-    let first = cpu_stall(&cycle(&mut f));
+    let mut p = PressureCase::new();
+    let cpu_stall = |b: &Batch| PressureCase::stall(b, "cpu", "some");
+    let first = cpu_stall(&p.cycle());
     // Twice: the first read of the task count after the first cycle sets the CPU time the
     // next ones compare with.
     for _ in 0..2 {
-        while limits_due_next(&f) {
-            cycle(&mut f);
-        }
-        cycle(&mut f);
+        p.until_limits_not_next();
+        p.cycle();
     }
-    while limits_due_next(&f) {
-        cycle(&mut f);
-    }
+    p.until_limits_not_next();
     // A CPU stall somewhere on the host, and the container's file moves, but the container
     // used no CPU time: not read, its last figure recorded.
-    let file = f.file_of(A, "cpu.pressure");
-    std::fs::write(&file, line(5_000_000)).unwrap();
-    std::fs::write(host.join("cpu"), line(1_001)).unwrap();
-    let b = cycle(&mut f);
+    let file = p.f.file_of(A, "cpu.pressure");
+    std::fs::write(&file, psi_line(5_000_000)).unwrap();
+    std::fs::write(p.host.join("cpu"), psi_line(1_001)).unwrap();
+    let b = p.cycle();
     assert!(
         (cpu_stall(&b) - first).abs() < 1e-9,
         "skipped: {}",
         cpu_stall(&b)
     );
     // The container ran: read.
-    while limits_due_next(&f) {
-        cycle(&mut f);
-    }
-    let usage = f.file_of(A, "cpuacct.usage");
+    p.until_limits_not_next();
+    let usage = p.f.file_of(A, "cpuacct.usage");
     let ns: u64 = std::fs::read_to_string(&usage)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     std::fs::write(&usage, format!("{}\n", ns + 1_000_000)).unwrap();
-    std::fs::write(host.join("cpu"), line(1_002)).unwrap();
-    let b = cycle(&mut f);
+    std::fs::write(p.host.join("cpu"), psi_line(1_002)).unwrap();
+    let b = p.cycle();
     assert_eq!(cpu_stall(&b), 5.0, "the container used CPU time");
 }
 
